@@ -1,0 +1,154 @@
+//! Alert lifecycle (CONTRACT.md section 5): a condition is raised once while it holds and
+//! resolved once when it stops holding. Conditions are re-evaluated after every accepted
+//! event of the SKU; this module diffs them against the open alerts.
+
+use std::collections::BTreeMap;
+
+use omnifold_proto::{Alert, AlertKind, AlertState, Detail, Severity};
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Rules;
+
+/// A condition that holds now, with what an alert about it should say.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub kind: AlertKind,
+    /// What the condition is about besides the SKU, e.g. `pool=shared`; empty for SKU-wide.
+    pub subject: String,
+    pub severity: Severity,
+    /// Channel ids, sorted by [`Rules::sort_channels`].
+    pub channels: Vec<String>,
+    pub location: String,
+    pub pool: String,
+    pub summary: String,
+    pub details: Vec<(String, String)>,
+    pub recommended_action: String,
+}
+
+impl Condition {
+    /// The key under which an open alert for this condition is remembered.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.kind.name(), self.subject)
+    }
+}
+
+/// An alert raised and not yet resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlert {
+    pub alert_id: String,
+    pub kind: i32,
+    pub severity: i32,
+    pub channels: Vec<String>,
+    pub location: String,
+    pub pool: String,
+    pub summary: String,
+    pub raised_by_event_id: String,
+    pub owner: String,
+}
+
+/// The event being applied, as alerts and escalations cite it.
+#[derive(Debug, Clone, Copy)]
+pub struct Cause<'a> {
+    pub sku: &'a str,
+    pub event_id: &'a str,
+    pub at_ms: i64,
+}
+
+/// The deterministic id of an alert: kind, subject and raising event.
+pub fn alert_id(kind: AlertKind, sku: &str, subject: &str, event_id: &str) -> String {
+    let kind = kind.name().to_ascii_lowercase();
+    if subject.is_empty() { format!("{kind}/{sku}/{event_id}") } else { format!("{kind}/{sku}/{subject}/{event_id}") }
+}
+
+/// The owner of the first of `channels`, which are already in (priority, id) order.
+pub fn owner_of(rules: &Rules, channels: &[String]) -> String {
+    channels.first().and_then(|c| rules.channel(c)).map(|c| c.owner.clone()).unwrap_or_default()
+}
+
+/// Builds the RAISED record of a condition.
+pub fn raise(rules: &Rules, condition: &Condition, cause: Cause<'_>) -> Alert {
+    Alert {
+        alert_id: alert_id(condition.kind, cause.sku, &condition.subject, cause.event_id),
+        kind: condition.kind as i32,
+        state: AlertState::Raised as i32,
+        severity: condition.severity as i32,
+        sku: cause.sku.to_string(),
+        channels: condition.channels.clone(),
+        location: condition.location.clone(),
+        pool: condition.pool.clone(),
+        summary: condition.summary.clone(),
+        details: details(&condition.details),
+        raised_by_event_id: cause.event_id.to_string(),
+        resolved_by_event_id: String::new(),
+        occurred_at_ms: cause.at_ms,
+        detected_at_ms: 0,
+        owner: owner_of(rules, &condition.channels),
+        recommended_action: condition.recommended_action.clone(),
+    }
+}
+
+fn details(pairs: &[(String, String)]) -> Vec<Detail> {
+    pairs.iter().map(|(key, value)| Detail { key: key.clone(), value: value.clone() }).collect()
+}
+
+/// Diffs the conditions that hold now against the open alerts: raises the new ones and
+/// resolves those that stopped holding. Returns the records in a fixed order: resolutions
+/// by key, then raises in the order of `holding`.
+pub fn reconcile(
+    rules: &Rules,
+    open: &mut BTreeMap<String, OpenAlert>,
+    holding: &[Condition],
+    cause: Cause<'_>,
+) -> Vec<Alert> {
+    let mut records = Vec::new();
+    let holding_keys: Vec<String> = holding.iter().map(Condition::key).collect();
+    let stopped: Vec<String> = open.keys().filter(|key| !holding_keys.contains(key)).cloned().collect();
+    for key in stopped {
+        let alert = open.remove(&key).expect("the key was just listed");
+        records.push(resolve(alert, cause));
+    }
+    for (condition, key) in holding.iter().zip(holding_keys) {
+        if open.contains_key(&key) {
+            continue;
+        }
+        let alert = raise(rules, condition, cause);
+        open.insert(key, remember(&alert));
+        records.push(alert);
+    }
+    records
+}
+
+fn remember(alert: &Alert) -> OpenAlert {
+    OpenAlert {
+        alert_id: alert.alert_id.clone(),
+        kind: alert.kind,
+        severity: alert.severity,
+        channels: alert.channels.clone(),
+        location: alert.location.clone(),
+        pool: alert.pool.clone(),
+        summary: alert.summary.clone(),
+        raised_by_event_id: alert.raised_by_event_id.clone(),
+        owner: alert.owner.clone(),
+    }
+}
+
+fn resolve(alert: OpenAlert, cause: Cause<'_>) -> Alert {
+    Alert {
+        alert_id: alert.alert_id,
+        kind: alert.kind,
+        state: AlertState::Resolved as i32,
+        severity: alert.severity,
+        sku: cause.sku.to_string(),
+        channels: alert.channels,
+        location: alert.location,
+        pool: alert.pool,
+        summary: format!("resolved: {}", alert.summary),
+        details: Vec::new(),
+        raised_by_event_id: alert.raised_by_event_id,
+        resolved_by_event_id: cause.event_id.to_string(),
+        occurred_at_ms: cause.at_ms,
+        detected_at_ms: 0,
+        owner: alert.owner,
+        recommended_action: "none: the condition no longer holds".to_string(),
+    }
+}

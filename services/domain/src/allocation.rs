@@ -1,0 +1,147 @@
+//! Published availability per channel (CONTRACT.md section 4, "Published availability").
+
+use omnifold_proto::{AllocationMode, AllocationRule};
+use rust_decimal::Decimal;
+
+use crate::contract::{Channel, Rules, ScarcityMode};
+use crate::stock::{Pool, Stock, WINDOW_MS};
+
+/// The number one channel may sell now, and how it was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Availability {
+    pub channel: String,
+    pub available: i64,
+    pub mode: AllocationMode,
+    pub rule: AllocationRule,
+}
+
+/// Every channel's availability for the SKU, in (priority, id) order.
+pub fn allocate(rules: &Rules, stock: &Stock, now: i64) -> Vec<Availability> {
+    let allocation = &rules.contract.allocation;
+    let shared_sellable = (stock.atp(rules, &Pool::Shared) - allocation.safety_stock).max(0);
+    let sellers: Vec<&Channel> = rules.shared_sellers().collect();
+    let (mode, rule, shares) = if shared_sellable >= allocation.scarcity_threshold {
+        (AllocationMode::Normal, AllocationRule::MaxShare, normal_shares(&sellers, shared_sellable))
+    } else {
+        match allocation.scarcity_mode {
+            ScarcityMode::Priority => {
+                (AllocationMode::Scarcity, AllocationRule::Priority, priority_shares(&sellers, shared_sellable))
+            }
+            ScarcityMode::Proportional => {
+                let weights: Vec<i64> =
+                    sellers.iter().map(|c| stock.placed_within(now, WINDOW_MS, Some(&c.id))).collect();
+                let shares = proportional_shares(&sellers, &weights, shared_sellable);
+                (AllocationMode::Scarcity, AllocationRule::Proportional, shares)
+            }
+        }
+    };
+    rules
+        .channels_in_order()
+        .map(|channel| {
+            let dedicated = stock.atp(rules, &Pool::Dedicated(channel.id.clone())).max(0);
+            let share = sellers.iter().position(|s| s.id == channel.id).map_or(0, |i| shares[i]);
+            Availability { channel: channel.id.clone(), available: dedicated + share, mode, rule }
+        })
+        .collect()
+}
+
+/// floor(max_share x shared_sellable).
+fn cap(channel: &Channel, shared_sellable: i64) -> i64 {
+    let capped = (channel.max_share * Decimal::from(shared_sellable)).floor();
+    i64::try_from(capped).expect("a share of an i64 fits an i64")
+}
+
+fn normal_shares(sellers: &[&Channel], shared_sellable: i64) -> Vec<i64> {
+    sellers.iter().map(|c| cap(c, shared_sellable)).collect()
+}
+
+/// In (priority, id) order each seller takes min(remaining, its cap).
+fn priority_shares(sellers: &[&Channel], shared_sellable: i64) -> Vec<i64> {
+    let mut remaining = shared_sellable;
+    sellers
+        .iter()
+        .map(|c| {
+            let take = remaining.min(cap(c, shared_sellable));
+            remaining -= take;
+            take
+        })
+        .collect()
+}
+
+/// Quotas by largest remainder on the trailing placements (equal weights when all are zero),
+/// ties to (priority, id) order, then each capped; what a cap removes is not handed on.
+fn proportional_shares(sellers: &[&Channel], weights: &[i64], shared_sellable: i64) -> Vec<i64> {
+    if sellers.is_empty() {
+        return Vec::new();
+    }
+    let weights: Vec<i128> = if weights.iter().all(|&w| w == 0) {
+        vec![1; sellers.len()]
+    } else {
+        weights.iter().map(|&w| i128::from(w)).collect()
+    };
+    let total: i128 = weights.iter().sum();
+    let units = i128::from(shared_sellable);
+    // Exact: quota = units x w / total; the remainders share the denominator `total`.
+    let mut quotas: Vec<i128> = weights.iter().map(|w| units * w / total).collect();
+    let remainders: Vec<i128> = weights.iter().map(|w| units * w % total).collect();
+    let leftover = units - quotas.iter().sum::<i128>();
+    let mut by_remainder: Vec<usize> = (0..sellers.len()).collect();
+    // A stable sort keeps (priority, id) order among equal remainders.
+    by_remainder.sort_by(|&a, &b| remainders[b].cmp(&remainders[a]));
+    for &i in by_remainder.iter().take(usize::try_from(leftover).expect("leftover is below the seller count")) {
+        quotas[i] += 1;
+    }
+    sellers
+        .iter()
+        .zip(quotas)
+        .map(|(c, quota)| {
+            let quota = i64::try_from(quota).expect("a quota is at most shared_sellable");
+            quota.min(cap(c, shared_sellable))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    fn channel(id: &str, priority: u32, max_share: Decimal) -> Channel {
+        Channel {
+            id: id.into(),
+            name: id.into(),
+            owner: format!("owner of {id}"),
+            on_call: format!("oncall-{id}"),
+            currency: "USD".into(),
+            priority,
+            max_share,
+            fee_rate: dec!(0.1),
+            margin_floor: dec!(0.1),
+            map_applies: false,
+            weekly_operating_cost: crate::contract::MoneyConfig { amount: dec!(0), currency: "USD".into() },
+            sells_from_shared_pool: true,
+        }
+    }
+
+    #[test]
+    fn largest_remainder_with_ties_to_priority() {
+        let (a, b, c) = (channel("a", 1, dec!(1)), channel("b", 2, dec!(1)), channel("c", 3, dec!(1)));
+        // 10 units over equal weights: 3.33 each, one leftover unit to the first in priority.
+        assert_eq!(proportional_shares(&[&a, &b, &c], &[0, 0, 0], 10), vec![4, 3, 3]);
+        // weights 1:1:2 over 10: 2.5, 2.5, 5 -> the tie on .5 goes to a.
+        assert_eq!(proportional_shares(&[&a, &b, &c], &[1, 1, 2], 10), vec![3, 2, 5]);
+    }
+
+    #[test]
+    fn caps_are_not_redistributed() {
+        let (a, b) = (channel("a", 1, dec!(0.5)), channel("b", 2, dec!(1)));
+        // weights 9:1 over 10: quotas 9 and 1; a is capped at 5 and the 4 are not handed on.
+        assert_eq!(proportional_shares(&[&a, &b], &[9, 1], 10), vec![5, 1]);
+    }
+
+    #[test]
+    fn priority_serves_in_order() {
+        let (a, b, c) = (channel("a", 1, dec!(0.6)), channel("b", 2, dec!(0.6)), channel("c", 3, dec!(1)));
+        assert_eq!(priority_shares(&[&a, &b, &c], 10), vec![6, 4, 0]);
+    }
+}

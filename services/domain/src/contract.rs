@@ -1,0 +1,287 @@
+//! The coordination contract (CONTRACT.md section 3): the one configuration every service
+//! shares. Shape is checked by `schemas/coordination-contract.schema.json` before this type
+//! is built; [`Contract::problems`] then checks the rules a schema cannot express.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::money::{Amount, MoneyError};
+
+/// The whole coordination contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contract {
+    pub reporting_currency: String,
+    /// Units of reporting currency per unit of the keyed currency.
+    #[serde(default)]
+    pub fx: BTreeMap<String, Decimal>,
+    pub channels: Vec<Channel>,
+    pub locations: Vec<Location>,
+    pub allocation: Allocation,
+    pub pricing: Pricing,
+    pub escalation: EscalationRules,
+    pub reporting: Reporting,
+}
+
+/// A sales channel and the people behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub on_call: String,
+    pub currency: String,
+    /// Lower is served first under scarcity.
+    pub priority: u32,
+    #[serde(default = "one")]
+    pub max_share: Decimal,
+    pub fee_rate: Decimal,
+    pub margin_floor: Decimal,
+    #[serde(default)]
+    pub map_applies: bool,
+    pub weekly_operating_cost: MoneyConfig,
+    #[serde(default = "yes")]
+    pub sells_from_shared_pool: bool,
+}
+
+/// A stock location; dedicated to one channel or shared by all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    pub id: String,
+    pub kind: LocationKind,
+    #[serde(default)]
+    pub dedicated_to: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LocationKind {
+    Warehouse,
+    Fba,
+    #[serde(rename = "3pl")]
+    ThirdParty,
+}
+
+/// Stock allocation settings (CONTRACT.md section 4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    pub safety_stock: i64,
+    pub scarcity_threshold: i64,
+    pub scarcity_mode: ScarcityMode,
+    pub reorder_cover_days: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScarcityMode {
+    Priority,
+    Proportional,
+}
+
+/// Price and promotion governance settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    #[serde(default)]
+    pub map: BTreeMap<String, MoneyConfig>,
+    pub max_channel_spread: Decimal,
+    pub max_concurrent_promotions: u32,
+    pub max_combined_discount: Decimal,
+    pub competitor_undercut_threshold: Decimal,
+    pub competitor_step: MoneyConfig,
+}
+
+/// Thresholds of the unusual-event rules (CONTRACT.md section 6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationRules {
+    pub spike_factor: Decimal,
+    pub spike_min_units: i64,
+    pub stock_drop_fraction: Decimal,
+    pub price_jump_fraction: Decimal,
+}
+
+/// Weekly contribution settings (CONTRACT.md section 7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reporting {
+    pub week_offset_minutes: i64,
+    pub allowed_lateness_ms: i64,
+    pub retire_revenue_share: Decimal,
+    pub retire_cost_share: Decimal,
+    pub retire_negative_weeks: u32,
+}
+
+/// Money as written in the contract file: a decimal string and a currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyConfig {
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+fn one() -> Decimal {
+    Decimal::ONE
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One rule of the contract broken by the file, with the path of the offending value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContractProblem {
+    /// A JSON pointer into the file, e.g. `/channels/2/max_share`.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ContractProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = if self.path.is_empty() { "/" } else { &self.path };
+        write!(f, "{path}: {}", self.message)
+    }
+}
+
+impl Contract {
+    /// The rules of CONTRACT.md section 3 that a JSON schema cannot express. Empty when the
+    /// contract is sound.
+    pub fn problems(&self) -> Vec<ContractProblem> {
+        let mut problems = Vec::new();
+        let mut push = |path: String, message: String| problems.push(ContractProblem { path, message });
+        for (currency, rate) in &self.fx {
+            if *rate <= Decimal::ZERO {
+                push(format!("/fx/{currency}"), format!("rate {rate} is not greater than 0"));
+            }
+        }
+        for id in duplicates(self.channels.iter().map(|c| c.id.as_str())) {
+            push("/channels".into(), format!("duplicate channel id {id}"));
+        }
+        for id in duplicates(self.locations.iter().map(|l| l.id.as_str())) {
+            push("/locations".into(), format!("duplicate location id {id}"));
+        }
+        for (i, channel) in self.channels.iter().enumerate() {
+            if channel.max_share < Decimal::ZERO || channel.max_share > Decimal::ONE {
+                push(format!("/channels/{i}/max_share"), format!("{} is outside [0, 1]", channel.max_share));
+            }
+            if channel.fee_rate + channel.margin_floor >= Decimal::ONE {
+                push(
+                    format!("/channels/{i}/fee_rate"),
+                    format!(
+                        "fee_rate {} + margin_floor {} of channel {} is not below 1",
+                        channel.fee_rate, channel.margin_floor, channel.id
+                    ),
+                );
+            }
+            for (field, currency) in
+                [("currency", &channel.currency), ("weekly_operating_cost", &channel.weekly_operating_cost.currency)]
+            {
+                if !self.has_rate(currency) {
+                    push(format!("/channels/{i}/{field}"), format!("currency {currency} has no fx rate"));
+                }
+            }
+        }
+        for (i, location) in self.locations.iter().enumerate() {
+            if let Some(owner) = &location.dedicated_to
+                && self.channel(owner).is_none()
+            {
+                push(format!("/locations/{i}/dedicated_to"), format!("unknown channel {owner}"));
+            }
+        }
+        for (sku, map) in &self.pricing.map {
+            if !self.has_rate(&map.currency) {
+                push(format!("/pricing/map/{sku}"), format!("currency {} has no fx rate", map.currency));
+            }
+        }
+        if !self.has_rate(&self.pricing.competitor_step.currency) {
+            push("/pricing/competitor_step".into(), "currency has no fx rate".into());
+        }
+        problems
+    }
+
+    /// The channel with this id.
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.id == id)
+    }
+
+    /// The location with this id.
+    pub fn location(&self, id: &str) -> Option<&Location> {
+        self.locations.iter().find(|l| l.id == id)
+    }
+
+    /// Whether amounts in `currency` can be converted to the reporting currency.
+    pub fn has_rate(&self, currency: &str) -> bool {
+        currency == self.reporting_currency || self.fx.contains_key(currency)
+    }
+
+    /// Converts an amount to the reporting currency.
+    pub fn to_reporting(&self, amount: Amount) -> Result<Decimal, MoneyError> {
+        if amount.currency == self.reporting_currency {
+            return Ok(amount.value);
+        }
+        let rate = self.fx.get(&amount.currency).ok_or_else(|| MoneyError::NoRate(amount.currency.clone()))?;
+        Ok(amount.value * rate)
+    }
+}
+
+fn duplicates<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = HashSet::new();
+    let mut dups: Vec<&str> = ids.filter(|id| !seen.insert(*id)).collect();
+    dups.dedup();
+    dups
+}
+
+/// The contract prepared for the fold: lookups by id and channels in (priority, id) order.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub contract: Contract,
+    /// Channel indexes into `contract.channels`, in (priority, id) order.
+    order: Vec<usize>,
+    channel_index: HashMap<String, usize>,
+    location_index: HashMap<String, usize>,
+}
+
+impl Rules {
+    /// Prepares a contract that has no [`Contract::problems`].
+    pub fn new(contract: Contract) -> Self {
+        let mut order: Vec<usize> = (0..contract.channels.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&contract.channels[a], &contract.channels[b]);
+            (a.priority, &a.id).cmp(&(b.priority, &b.id))
+        });
+        let channel_index = contract.channels.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
+        let location_index = contract.locations.iter().enumerate().map(|(i, l)| (l.id.clone(), i)).collect();
+        Rules { contract, order, channel_index, location_index }
+    }
+
+    pub fn channel(&self, id: &str) -> Option<&Channel> {
+        self.channel_index.get(id).map(|&i| &self.contract.channels[i])
+    }
+
+    pub fn location(&self, id: &str) -> Option<&Location> {
+        self.location_index.get(id).map(|&i| &self.contract.locations[i])
+    }
+
+    /// Every channel in (priority, id) order.
+    pub fn channels_in_order(&self) -> impl Iterator<Item = &Channel> + '_ {
+        self.order.iter().map(|&i| &self.contract.channels[i])
+    }
+
+    /// The channels that sell from the shared pool, in (priority, id) order.
+    pub fn shared_sellers(&self) -> impl Iterator<Item = &Channel> + '_ {
+        self.channels_in_order().filter(|c| c.sells_from_shared_pool)
+    }
+
+    /// Sorts channel ids into (priority, id) order; unknown ids go last.
+    pub fn sort_channels(&self, ids: &mut [String]) {
+        ids.sort_by_key(|id| {
+            let priority = self.channel(id).map_or(u32::MAX, |c| c.priority);
+            (priority, id.clone())
+        });
+    }
+}

@@ -1,0 +1,242 @@
+//! The coordinator's fold: one inbound event in, the state change and its effects out.
+//!
+//! After each accepted event of a SKU everything about that SKU is re-evaluated at the SKU's
+//! clock, the event's own `occurred_at_ms` (CONTRACT.md section 4). Nothing here reads the
+//! wall clock, does I/O or iterates a hash map into an output, so the same events in the
+//! same order always give the same state and the same outputs.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use omnifold_proto::{Alert, ChannelAvailability, Escalation, Event};
+use serde::{Deserialize, Serialize};
+
+use crate::alerts::{self, Cause, OpenAlert};
+use crate::allocation::allocate;
+use crate::contract::Rules;
+use crate::escalation;
+use crate::fact::{self, Fact, Rejection};
+use crate::pricing::{PriceBook, Set};
+use crate::stock::{HOUR_MS, Pool, Stock, WINDOW_MS};
+use crate::stock_alerts;
+
+/// Everything the coordinator knows of one SKU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuState {
+    /// The latest event time applied to the SKU; it only bounds what is kept.
+    pub latest_ms: i64,
+    pub stock: Stock,
+    pub prices: PriceBook,
+    /// Each channel's last published availability; absent means 0.
+    pub published: BTreeMap<String, i64>,
+    /// Open alerts by condition key.
+    pub alerts: BTreeMap<String, OpenAlert>,
+    /// Channels whose ORDER_SPIKE fired and has not been re-armed.
+    pub spiking: BTreeSet<String>,
+}
+
+/// The state of one input partition: its SKUs and the ids of the events it accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionState {
+    pub skus: HashMap<String, SkuState>,
+    pub seen: HashSet<String>,
+}
+
+/// One record the fold asks to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Availability(ChannelAvailability),
+    Alert(Alert),
+    Escalation(Escalation),
+}
+
+/// What applying one event did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted: the id is remembered, `sku` (if any) changed, `outputs` are to be published.
+    Applied { sku: Option<String>, outputs: Vec<Output> },
+    /// An id already accepted: ignored, not dead-lettered.
+    Duplicate,
+    /// Refused: nothing changed; the event goes to the dead-letter topic with this reason.
+    Rejected(Rejection),
+}
+
+/// The fold over a contract.
+#[derive(Debug, Clone)]
+pub struct Fold {
+    rules: Rules,
+}
+
+impl Fold {
+    pub fn new(rules: Rules) -> Self {
+        Fold { rules }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// Applies one event to the partition's state.
+    pub fn apply(&self, state: &mut PartitionState, event: &Event) -> Outcome {
+        if state.seen.contains(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        let fact = match fact::check(&self.rules, event) {
+            Ok(fact) => fact,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        let Some(sku) = fact.sku().map(str::to_string) else {
+            state.seen.insert(event.event_id.clone());
+            return Outcome::Applied { sku: None, outputs: Vec::new() };
+        };
+        let existed = state.skus.contains_key(&sku);
+        let sku_state = state.skus.entry(sku.clone()).or_default();
+        let cause = Cause { sku: &sku, event_id: &event.event_id, at_ms: event.occurred_at_ms };
+        let mut step = Step { rules: &self.rules, state: sku_state, cause, outputs: Vec::new() };
+        if let Err(rejection) = step.record(&event.channel, &fact) {
+            if !existed {
+                state.skus.remove(&sku);
+            }
+            return Outcome::Rejected(rejection);
+        }
+        step.evaluate();
+        let outputs = step.outputs;
+        state.seen.insert(event.event_id.clone());
+        Outcome::Applied { sku: Some(sku), outputs }
+    }
+}
+
+/// Applying one fact to one SKU.
+struct Step<'a> {
+    rules: &'a Rules,
+    state: &'a mut SkuState,
+    cause: Cause<'a>,
+    /// Escalations and one-shot alerts found while recording, before re-evaluation.
+    outputs: Vec<Output>,
+}
+
+impl Step<'_> {
+    /// Records the fact in the SKU's state. On error nothing has changed.
+    fn record(&mut self, channel: &str, fact: &Fact) -> Result<(), Rejection> {
+        let at_ms = self.cause.at_ms;
+        match fact {
+            Fact::Placed(placed) => {
+                let last_published = self.state.published.get(channel).copied().unwrap_or(0);
+                self.state.stock.place(self.rules, placed, at_ms)?;
+                if let Some(breach) = stock_alerts::allocation_breach(placed, last_published) {
+                    self.outputs.push(Output::Alert(alerts::raise(self.rules, &breach, self.cause)));
+                }
+                self.check_spike(channel);
+            }
+            Fact::Cancelled { line, sku } => self.state.stock.cancel(line, sku)?,
+            Fact::Shipped(shipped) => self.state.stock.ship(shipped)?,
+            Fact::Returned(returned) => self.state.stock.take_return(returned)?,
+            Fact::Adjusted { location, delta, .. } => {
+                let prior = self.state.stock.adjust(location, *delta);
+                self.check_drop(location, prior, prior + delta);
+            }
+            Fact::Counted { location, on_hand, .. } => {
+                let prior = self.state.stock.count(location, *on_hand);
+                self.check_drop(location, prior, *on_hand);
+            }
+            Fact::PriceSet { price, .. } => {
+                let set = Set { value: price.clone(), event_id: self.cause.event_id.to_string(), at_ms };
+                let previous = self.state.prices.set_price(channel, set);
+                if let Some(previous) = previous {
+                    self.check_jump(channel, &previous.value, price);
+                }
+            }
+            Fact::CostSet { unit_cost, .. } => {
+                let set = Set { value: unit_cost.clone(), event_id: self.cause.event_id.to_string(), at_ms };
+                self.state.prices.set_cost(set);
+            }
+            Fact::PromotionScheduled(promotion) => {
+                self.state.prices.schedule(channel, promotion, self.cause.event_id)?;
+            }
+            Fact::PromotionCancelled { promotion_id, .. } => self.state.prices.cancel(channel, promotion_id)?,
+            Fact::CompetitorObserved { competitor, price, .. } => {
+                let set = Set { value: price.clone(), event_id: self.cause.event_id.to_string(), at_ms };
+                self.state.prices.observe(channel, competitor, set);
+            }
+            Fact::ChannelCost { .. } => unreachable!("channel-level facts have no sku"),
+        }
+        Ok(())
+    }
+
+    /// Re-evaluates availability and every condition of the SKU at its clock.
+    fn evaluate(&mut self) {
+        let now = self.cause.at_ms;
+        self.state.latest_ms = self.state.latest_ms.max(now);
+        self.state.stock.prune(self.state.latest_ms);
+        let early = std::mem::take(&mut self.outputs);
+        self.publish_availability(now);
+        let holding = stock_alerts::holding(self.rules, &self.state.stock, now);
+        let records = alerts::reconcile(self.rules, &mut self.state.alerts, &holding, self.cause);
+        let mut escalations = Vec::new();
+        for output in early {
+            match output {
+                Output::Alert(alert) => self.outputs.push(Output::Alert(alert)),
+                other => escalations.push(other),
+            }
+        }
+        for alert in records {
+            if let Some(escalation) = escalation::for_alert(self.rules, &alert) {
+                escalations.push(Output::Escalation(escalation));
+            }
+            self.outputs.push(Output::Alert(alert));
+        }
+        self.outputs.extend(escalations);
+    }
+
+    fn publish_availability(&mut self, now: i64) {
+        for decision in allocate(self.rules, &self.state.stock, now) {
+            let last = self.state.published.get(&decision.channel).copied().unwrap_or(0);
+            if decision.available == last {
+                continue;
+            }
+            self.state.published.insert(decision.channel.clone(), decision.available);
+            self.outputs.push(Output::Availability(ChannelAvailability {
+                sku: self.cause.sku.to_string(),
+                channel: decision.channel,
+                available: decision.available,
+                mode: decision.mode as i32,
+                rule: decision.rule as i32,
+                reason_event_id: self.cause.event_id.to_string(),
+                decided_at_ms: now,
+            }));
+        }
+    }
+
+    /// ORDER_SPIKE is edge-triggered per (channel, SKU) and re-armed by a placement that
+    /// finds it false.
+    fn check_spike(&mut self, channel: &str) {
+        let now = self.cause.at_ms;
+        let last_hour = self.state.stock.placed_within(now, HOUR_MS, Some(channel));
+        let last_28d = self.state.stock.placed_within(now, WINDOW_MS, Some(channel));
+        if !escalation::spike_holds(self.rules, last_hour, last_28d) {
+            self.state.spiking.remove(channel);
+            return;
+        }
+        if self.state.spiking.insert(channel.to_string()) {
+            let spike = escalation::order_spike(self.rules, channel, last_hour, last_28d, self.cause);
+            self.outputs.push(Output::Escalation(spike));
+        }
+    }
+
+    fn check_drop(&mut self, location: &str, prior: i64, after: i64) {
+        let channels = stock_alerts::pool_channels(self.rules, &Pool::of_location(self.rules, location));
+        if let Some(drop) = escalation::stock_drop(self.rules, location, channels, prior, after, self.cause) {
+            self.outputs.push(Output::Escalation(drop));
+        }
+    }
+
+    fn check_jump(&mut self, channel: &str, previous: &crate::money::Amount, price: &crate::money::Amount) {
+        let contract = &self.rules.contract;
+        let (Ok(previous), Ok(price)) = (contract.to_reporting(previous.clone()), contract.to_reporting(price.clone()))
+        else {
+            return;
+        };
+        if let Some(jump) = escalation::price_jump(self.rules, channel, previous, price, self.cause) {
+            self.outputs.push(Output::Escalation(jump));
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! A SKU's stock: on-hand per location, order lines and their reservations, and the recent
+//! placements the trailing windows read (CONTRACT.md section 4).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::Rules;
+use crate::fact::{LineKey, Placed, Rejection, Returned, Shipped};
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+/// The trailing window of the allocation, cover and spike rules: (now - 28 d, now].
+pub const WINDOW_MS: i64 = 28 * DAY_MS;
+/// Placements are kept for two windows past the SKU's latest event, so that an event up to
+/// 28 days late still sees its whole window (see ARCHITECTURE.md, "late events").
+const KEEP_MS: i64 = 2 * WINDOW_MS;
+
+/// Where a line reserves its units.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Pool {
+    Shared,
+    Dedicated(String),
+}
+
+impl Pool {
+    /// The pool a location belongs to.
+    pub fn of_location(rules: &Rules, location: &str) -> Pool {
+        match rules.location(location).and_then(|l| l.dedicated_to.clone()) {
+            Some(channel) => Pool::Dedicated(channel),
+            None => Pool::Shared,
+        }
+    }
+
+    /// The contract's name of the pool: `shared` or `dedicated:<channel>`.
+    pub fn name(&self) -> String {
+        match self {
+            Pool::Shared => "shared".to_string(),
+            Pool::Dedicated(channel) => format!("dedicated:{channel}"),
+        }
+    }
+}
+
+/// What is known of one order line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub pool: Pool,
+    pub placed: i64,
+    pub shipped: i64,
+    pub cancelled: i64,
+    pub returned: i64,
+}
+
+impl Line {
+    /// Placed minus shipped minus cancelled.
+    pub fn open(&self) -> i64 {
+        self.placed - self.shipped - self.cancelled
+    }
+}
+
+/// Units a channel placed at an instant, for the trailing windows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub at_ms: i64,
+    pub channel: String,
+    pub quantity: i64,
+}
+
+/// The stock side of one SKU.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stock {
+    pub on_hand: BTreeMap<String, i64>,
+    pub lines: BTreeMap<LineKey, Line>,
+    /// Open reservations per pool, kept in step with `lines`.
+    pub reserved: BTreeMap<Pool, i64>,
+    /// In arrival order; pruned by [`Stock::prune`].
+    pub placements: VecDeque<Placement>,
+}
+
+impl Stock {
+    pub fn place(&mut self, rules: &Rules, placed: &Placed, at_ms: i64) -> Result<(), Rejection> {
+        if self.lines.contains_key(&placed.line) {
+            return Err(Rejection::DuplicateLine(placed.line.clone()));
+        }
+        let pool = match &placed.location {
+            Some(location) if Pool::of_location(rules, location) == Pool::Dedicated(placed.line.channel.clone()) => {
+                Pool::Dedicated(placed.line.channel.clone())
+            }
+            _ => Pool::Shared,
+        };
+        *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
+        let line = Line { pool, placed: placed.quantity, shipped: 0, cancelled: 0, returned: 0 };
+        self.lines.insert(placed.line.clone(), line);
+        let placement = Placement { at_ms, channel: placed.line.channel.clone(), quantity: placed.quantity };
+        self.placements.push_back(placement);
+        Ok(())
+    }
+
+    /// Releases the line's open quantity; a line with nothing open is left as it is.
+    pub fn cancel(&mut self, line: &LineKey, sku: &str) -> Result<(), Rejection> {
+        let known = self.line_mut(line, sku)?;
+        let open = known.open();
+        known.cancelled += open;
+        let pool = known.pool.clone();
+        self.release(&pool, open);
+        Ok(())
+    }
+
+    pub fn ship(&mut self, shipped: &Shipped) -> Result<(), Rejection> {
+        let known = self.line_mut(&shipped.line, &shipped.sku)?;
+        let open = known.open();
+        if shipped.quantity > open {
+            return Err(Rejection::ShipBeyondOpen { line: shipped.line.clone(), quantity: shipped.quantity, open });
+        }
+        known.shipped += shipped.quantity;
+        let pool = known.pool.clone();
+        self.release(&pool, shipped.quantity);
+        *self.on_hand.entry(shipped.location.clone()).or_default() -= shipped.quantity;
+        Ok(())
+    }
+
+    pub fn take_return(&mut self, returned: &Returned) -> Result<(), Rejection> {
+        let known = self.line_mut(&returned.line, &returned.sku)?;
+        let returnable = known.shipped - known.returned;
+        if returned.quantity > returnable {
+            let line = returned.line.clone();
+            return Err(Rejection::ReturnBeyondShipped { line, quantity: returned.quantity, returnable });
+        }
+        known.returned += returned.quantity;
+        if let Some(location) = &returned.restock_at {
+            *self.on_hand.entry(location.clone()).or_default() += returned.quantity;
+        }
+        Ok(())
+    }
+
+    /// Moves on-hand; returns the prior on-hand.
+    pub fn adjust(&mut self, location: &str, delta: i64) -> i64 {
+        let on_hand = self.on_hand.entry(location.to_string()).or_default();
+        let prior = *on_hand;
+        *on_hand += delta;
+        prior
+    }
+
+    /// Replaces on-hand; returns the prior on-hand.
+    pub fn count(&mut self, location: &str, counted: i64) -> i64 {
+        self.on_hand.insert(location.to_string(), counted).unwrap_or(0)
+    }
+
+    fn line_mut(&mut self, line: &LineKey, sku: &str) -> Result<&mut Line, Rejection> {
+        self.lines.get_mut(line).ok_or_else(|| Rejection::UnknownLine { line: line.clone(), sku: sku.to_string() })
+    }
+
+    fn release(&mut self, pool: &Pool, units: i64) {
+        if units != 0 {
+            *self.reserved.entry(pool.clone()).or_default() -= units;
+        }
+    }
+
+    /// ATP(pool): on-hand over the pool's locations minus its open reservations.
+    pub fn atp(&self, rules: &Rules, pool: &Pool) -> i64 {
+        let on_hand: i64 = self
+            .on_hand
+            .iter()
+            .filter(|(location, _)| Pool::of_location(rules, location) == *pool)
+            .map(|(_, units)| units)
+            .sum();
+        on_hand - self.reserved.get(pool).copied().unwrap_or(0)
+    }
+
+    /// Units placed in (now - window, now], by every channel when `channel` is `None`.
+    pub fn placed_within(&self, now: i64, window_ms: i64, channel: Option<&str>) -> i64 {
+        self.placements
+            .iter()
+            .filter(|p| p.at_ms > now - window_ms && p.at_ms <= now)
+            .filter(|p| channel.is_none_or(|c| p.channel == c))
+            .map(|p| p.quantity)
+            .sum()
+    }
+
+    /// Forgets placements no window can reach any more.
+    pub fn prune(&mut self, latest_ms: i64) {
+        self.placements.retain(|p| p.at_ms > latest_ms - KEEP_MS);
+    }
+}

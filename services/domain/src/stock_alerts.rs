@@ -1,0 +1,145 @@
+//! The stock conditions of CONTRACT.md section 5: OVERSELL, NEGATIVE_STOCK, LOW_COVER (held
+//! conditions) and ALLOCATION_BREACH (one-shot, raised at placement).
+
+use omnifold_proto::{AlertKind, Severity};
+use rust_decimal::Decimal;
+
+use crate::alerts::Condition;
+use crate::contract::Rules;
+use crate::fact::Placed;
+use crate::stock::{Pool, Stock, WINDOW_MS};
+
+/// The channels a stock alert on `pool` names: the dedicated channel, or every shared seller.
+pub fn pool_channels(rules: &Rules, pool: &Pool) -> Vec<String> {
+    match pool {
+        Pool::Dedicated(channel) => vec![channel.clone()],
+        Pool::Shared => rules.shared_sellers().map(|c| c.id.clone()).collect(),
+    }
+}
+
+/// Every stock condition that holds for the SKU now.
+pub fn holding(rules: &Rules, stock: &Stock, now: i64) -> Vec<Condition> {
+    let mut conditions = Vec::new();
+    conditions.extend(oversells(rules, stock));
+    conditions.extend(negative_stock(rules, stock));
+    conditions.extend(low_cover(rules, stock, now));
+    conditions
+}
+
+/// The pools that can hold stock: the shared pool and every channel's dedicated pool.
+fn pools(rules: &Rules) -> Vec<Pool> {
+    let mut pools = vec![Pool::Shared];
+    for channel in rules.channels_in_order() {
+        let dedicated = Pool::Dedicated(channel.id.clone());
+        if rules.contract.locations.iter().any(|l| l.dedicated_to.as_deref() == Some(&channel.id)) {
+            pools.push(dedicated);
+        }
+    }
+    pools
+}
+
+fn oversells(rules: &Rules, stock: &Stock) -> Vec<Condition> {
+    let mut conditions = Vec::new();
+    for pool in pools(rules) {
+        let atp = stock.atp(rules, &pool);
+        if atp >= 0 {
+            continue;
+        }
+        let reserved = stock.reserved.get(&pool).copied().unwrap_or(0);
+        conditions.push(Condition {
+            kind: AlertKind::Oversell,
+            subject: format!("pool={}", pool.name()),
+            severity: Severity::Critical,
+            channels: pool_channels(rules, &pool),
+            location: String::new(),
+            pool: pool.name(),
+            summary: format!("the {} pool is oversold by {} units", pool.name(), -atp),
+            details: vec![
+                ("atp".into(), atp.to_string()),
+                ("on_hand".into(), (atp + reserved).to_string()),
+                ("reserved".into(), reserved.to_string()),
+            ],
+            recommended_action: "replenish or transfer stock into the pool, or cancel open orders".into(),
+        });
+    }
+    conditions
+}
+
+fn negative_stock(rules: &Rules, stock: &Stock) -> Vec<Condition> {
+    stock
+        .on_hand
+        .iter()
+        .filter(|(_, units)| **units < 0)
+        .map(|(location, units)| {
+            let pool = Pool::of_location(rules, location);
+            Condition {
+                kind: AlertKind::NegativeStock,
+                subject: format!("location={location}"),
+                severity: Severity::Critical,
+                channels: pool_channels(rules, &pool),
+                location: location.clone(),
+                pool: pool.name(),
+                summary: format!("on-hand at {location} is {units}, below zero"),
+                details: vec![("on_hand".into(), units.to_string())],
+                recommended_action: format!("count the stock at {location} and correct the record"),
+            }
+        })
+        .collect()
+}
+
+/// ATP(shared) x 28 / units placed in 28 days < reorder_cover_days, compared without division.
+fn low_cover(rules: &Rules, stock: &Stock, now: i64) -> Option<Condition> {
+    let placed = stock.placed_within(now, WINDOW_MS, None);
+    if placed <= 0 {
+        return None;
+    }
+    let atp = stock.atp(rules, &Pool::Shared);
+    let cover_days = rules.contract.allocation.reorder_cover_days;
+    if Decimal::from(atp) * Decimal::from(28) >= cover_days * Decimal::from(placed) {
+        return None;
+    }
+    let cover = (Decimal::from(atp) * Decimal::from(28) / Decimal::from(placed)).round_dp(1);
+    Some(Condition {
+        kind: AlertKind::LowCover,
+        subject: String::new(),
+        severity: Severity::Warning,
+        channels: pool_channels(rules, &Pool::Shared),
+        location: String::new(),
+        pool: Pool::Shared.name(),
+        summary: format!("the shared pool covers {cover} days of demand, below {cover_days}"),
+        details: vec![
+            ("atp_shared".into(), atp.to_string()),
+            ("units_placed_28d".into(), placed.to_string()),
+            ("cover_days".into(), cover.to_string()),
+            ("reorder_cover_days".into(), cover_days.to_string()),
+        ],
+        recommended_action: "reorder or transfer stock to the shared pool".into(),
+    })
+}
+
+/// ALLOCATION_BREACH: the line asks for more than the channel's last published number.
+pub fn allocation_breach(placed: &Placed, last_published: i64) -> Option<Condition> {
+    if placed.quantity <= last_published {
+        return None;
+    }
+    let line = &placed.line;
+    Some(Condition {
+        kind: AlertKind::AllocationBreach,
+        subject: format!("line={line}"),
+        severity: Severity::Warning,
+        channels: vec![line.channel.clone()],
+        location: placed.location.clone().unwrap_or_default(),
+        pool: String::new(),
+        summary: format!(
+            "{} sold {} units of a line while its published availability was {}",
+            line.channel, placed.quantity, last_published
+        ),
+        details: vec![
+            ("quantity".into(), placed.quantity.to_string()),
+            ("published_available".into(), last_published.to_string()),
+            ("order_id".into(), line.order_id.clone()),
+            ("line_id".into(), line.line_id.clone()),
+        ],
+        recommended_action: format!("check that {} reads omnifold's availability before selling", line.channel),
+    })
+}

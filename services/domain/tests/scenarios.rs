@@ -1,0 +1,229 @@
+//! Data-driven scenarios of the fold: each file in `tests/scenarios/` is a list of events in
+//! the contract's JSON form, each with every record it must publish (and nothing else).
+//! They are the worked examples of CONTRACT.md sections 4 to 6.
+//!
+//! A step's `expect` is exact: availability changes, alert records and escalations not
+//! listed must not appear. `at` is the event time as `<days>d<HH>:<MM>` after the scenario
+//! epoch, filled in as `occurred_at_ms` unless the event sets it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use omnifold_domain::{Contract, Fold, Outcome, Output, PartitionState, Rules};
+use omnifold_proto::json::event_from_json;
+use omnifold_proto::{Alert, AlertState, AllocationMode, AllocationRule, EscalationRule, Severity};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// 2026-11-09T00:00:00Z, a Monday.
+const EPOCH_MS: i64 = 1_794_182_400_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scenario {
+    #[allow(dead_code)]
+    description: String,
+    #[serde(default)]
+    contract_patch: Value,
+    steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Step {
+    at: String,
+    #[serde(default)]
+    note: String,
+    event: Value,
+    #[serde(default)]
+    expect: Expect,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    #[serde(default)]
+    availability: BTreeMap<String, i64>,
+    mode: Option<String>,
+    rule: Option<String>,
+    #[serde(default)]
+    alerts: Vec<String>,
+    #[serde(default)]
+    alert_fields: BTreeMap<String, AlertFields>,
+    #[serde(default)]
+    escalations: Vec<String>,
+    rejected: Option<String>,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertFields {
+    channels: Option<Vec<String>>,
+    owner: Option<String>,
+    severity: Option<String>,
+    #[serde(default)]
+    details: BTreeMap<String, String>,
+}
+
+fn contract(patch: &Value) -> Contract {
+    let base = include_str!("scenarios/contract.toml");
+    let mut value: Value = toml::from_str(base).expect("the scenario contract parses");
+    merge(&mut value, patch);
+    let contract: Contract = serde_json::from_value(value).expect("the patched contract deserializes");
+    assert_eq!(contract.problems(), vec![], "the patched contract is sound");
+    contract
+}
+
+/// JSON merge patch (RFC 7396).
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        if !patch.is_null() {
+            *target = patch.clone();
+        }
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let target = target.as_object_mut().expect("just made an object");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+fn parse_at(at: &str) -> i64 {
+    let (days, clock) = at.split_once('d').unwrap_or_else(|| panic!("bad at {at:?}, want like 2d13:30"));
+    let (hours, minutes) = clock.split_once(':').unwrap_or_else(|| panic!("bad at {at:?}"));
+    let days: i64 = days.parse().expect("days");
+    let hours: i64 = hours.parse().expect("hours");
+    let minutes: i64 = minutes.parse().expect("minutes");
+    EPOCH_MS + ((days * 24 + hours) * 60 + minutes) * 60_000
+}
+
+fn run(name: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let scenario: Scenario = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: bad scenario: {e}"));
+    let fold = Fold::new(Rules::new(contract(&scenario.contract_patch)));
+    let mut state = PartitionState::default();
+    for (i, step) in scenario.steps.iter().enumerate() {
+        let mut event = step.event.clone();
+        if event.get("occurred_at_ms").is_none() {
+            event["occurred_at_ms"] = Value::from(parse_at(&step.at));
+        }
+        let event = event_from_json(&event.to_string()).unwrap_or_else(|e| panic!("{name} step {i}: {e}"));
+        let before = state.clone();
+        let outcome = fold.apply(&mut state, &event);
+        let context = format!("{name} step {i} ({}, {}){}", step.at, event.event_id, note(&step.note));
+        check(&context, &step.expect, outcome, &before, &state);
+    }
+}
+
+fn note(note: &str) -> String {
+    if note.is_empty() { String::new() } else { format!(": {note}") }
+}
+
+fn check(context: &str, expect: &Expect, outcome: Outcome, before: &PartitionState, after: &PartitionState) {
+    match outcome {
+        Outcome::Rejected(reason) => {
+            let want = expect.rejected.as_deref().unwrap_or_else(|| panic!("{context}: rejected: {reason}"));
+            assert!(reason.to_string().contains(want), "{context}: rejected with {reason:?}, want {want:?}");
+            assert_eq!(before, after, "{context}: a rejected event changed state");
+        }
+        Outcome::Duplicate => {
+            assert!(expect.duplicate, "{context}: ignored as a duplicate");
+            assert_eq!(before, after, "{context}: a duplicate changed state");
+        }
+        Outcome::Applied { outputs, .. } => {
+            assert!(expect.rejected.is_none(), "{context}: accepted, want rejected {:?}", expect.rejected);
+            assert!(!expect.duplicate, "{context}: accepted, want duplicate");
+            check_outputs(context, expect, &outputs);
+        }
+    }
+}
+
+fn check_outputs(context: &str, expect: &Expect, outputs: &[Output]) {
+    let mut availability = BTreeMap::new();
+    let mut alerts = Vec::new();
+    let mut escalations = Vec::new();
+    for output in outputs {
+        match output {
+            Output::Availability(a) => {
+                let mode = AllocationMode::try_from(a.mode).unwrap().name();
+                let rule = AllocationRule::try_from(a.rule).unwrap().name();
+                if let Some(want) = &expect.mode {
+                    assert_eq!(mode, want, "{context}: mode of {}", a.channel);
+                }
+                if let Some(want) = &expect.rule {
+                    assert_eq!(rule, want, "{context}: rule of {}", a.channel);
+                }
+                assert!(availability.insert(a.channel.clone(), a.available).is_none(), "{context}: twice");
+            }
+            Output::Alert(alert) => {
+                let state = AlertState::try_from(alert.state).unwrap().name();
+                alerts.push(format!("{state} {}", alert.alert_id));
+                if let Some(fields) = expect.alert_fields.get(&alert.alert_id) {
+                    check_alert_fields(context, alert, fields);
+                }
+            }
+            Output::Escalation(e) => {
+                let rule = EscalationRule::try_from(e.rule).unwrap().name();
+                escalations.push(format!("{rule} {} -> {} ({}, {})", e.escalation_id, e.channel, e.owner, e.on_call));
+            }
+        }
+    }
+    assert_eq!(availability, expect.availability, "{context}: availability changes");
+    assert_eq!(alerts, expect.alerts, "{context}: alert records");
+    assert_eq!(escalations, expect.escalations, "{context}: escalations");
+}
+
+fn check_alert_fields(context: &str, alert: &Alert, fields: &AlertFields) {
+    if let Some(channels) = &fields.channels {
+        assert_eq!(&alert.channels, channels, "{context}: channels of {}", alert.alert_id);
+    }
+    if let Some(owner) = &fields.owner {
+        assert_eq!(&alert.owner, owner, "{context}: owner of {}", alert.alert_id);
+    }
+    if let Some(severity) = &fields.severity {
+        assert_eq!(Severity::try_from(alert.severity).unwrap().name(), severity, "{context}: severity");
+    }
+    for (key, want) in &fields.details {
+        let got = alert.details.iter().find(|d| &d.key == key).map(|d| d.value.as_str());
+        assert_eq!(got, Some(want.as_str()), "{context}: detail {key} of {}", alert.alert_id);
+    }
+}
+
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        $(#[test] fn $name() { run(stringify!($name)); })*
+
+        #[test]
+        fn every_scenario_file_is_listed() {
+            let listed = [$(stringify!($name)),*];
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios");
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+                    assert!(listed.contains(&stem.as_str()), "scenario {stem} is not listed in scenarios!");
+                }
+            }
+        }
+    };
+}
+
+scenarios!(
+    stock_normal_mode,
+    stock_scarcity_priority,
+    stock_scarcity_proportional,
+    stock_oversell_and_negative,
+    stock_low_cover,
+    stock_escalations,
+    events_duplicates_and_invalid,
+);
