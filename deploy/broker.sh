@@ -31,7 +31,7 @@ log() { printf 'broker: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 usage() {
-    sed -n '4,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,3\}//' >&2
+    sed -n '4,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 

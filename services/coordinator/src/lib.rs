@@ -1,1 +1,8 @@
+//! The coordinator: folds channel events into stock allocation, alerts and escalations
+//! (CONTRACT.md sections 4 to 6), with exactly-once effects through a sled outbox.
 
+pub mod cli;
+pub mod service;
+pub mod watch;
+
+pub use service::{Coordinator, CoordinatorError, CoordinatorOptions};

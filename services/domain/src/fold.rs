@@ -15,6 +15,7 @@ use crate::allocation::allocate;
 use crate::contract::Rules;
 use crate::escalation;
 use crate::fact::{self, Fact, Rejection};
+use crate::price_alerts;
 use crate::pricing::{PriceBook, Set};
 use crate::stock::{HOUR_MS, Pool, Stock, WINDOW_MS};
 use crate::stock_alerts;
@@ -169,7 +170,8 @@ impl Step<'_> {
         self.state.stock.prune(self.state.latest_ms);
         let early = std::mem::take(&mut self.outputs);
         self.publish_availability(now);
-        let holding = stock_alerts::holding(self.rules, &self.state.stock, now);
+        let mut holding = stock_alerts::holding(self.rules, &self.state.stock, now);
+        holding.extend(price_alerts::holding(self.rules, self.cause.sku, &self.state.prices, now));
         let records = alerts::reconcile(self.rules, &mut self.state.alerts, &holding, self.cause);
         let mut escalations = Vec::new();
         for output in early {

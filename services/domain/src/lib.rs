@@ -12,6 +12,7 @@ pub mod escalation;
 pub mod fact;
 pub mod fold;
 pub mod money;
+pub mod price_alerts;
 pub mod pricing;
 pub mod stock;
 pub mod stock_alerts;

@@ -226,4 +226,12 @@ scenarios!(
     stock_low_cover,
     stock_escalations,
     events_duplicates_and_invalid,
+    pricing_floor_and_promotions,
+    pricing_map,
+    pricing_multi_currency_floor,
+    pricing_promotion_collision,
+    pricing_promotion_combined_discount,
+    pricing_competitor_undercut,
+    pricing_price_war,
+    pricing_invalid_events,
 );

@@ -1,1 +1,27 @@
+//! The plumbing every omnifold service shares: Kafka clients and topic admin, the sled
+//! store with its outbox, dead letters, contract loading, telemetry and shutdown.
+//!
+//! Architecture invariant: no business rule lives here. Rules are in `omnifold-domain`;
+//! this crate moves bytes between Kafka, sled and the fold.
 
+pub mod contract_file;
+pub mod deadletter;
+pub mod kafka;
+pub mod outbox;
+pub mod partitioner;
+pub mod store;
+pub mod telemetry;
+pub mod topics;
+
+pub use contract_file::{ContractError, load_contract};
+pub use kafka::{KafkaError, KafkaOptions};
+pub use outbox::{OutboxError, OutboxSender};
+pub use store::{Commit, OutboxRecord, Store, StoreError};
+pub use topics::{TopicOptions, Topics};
+
+/// Milliseconds since the Unix epoch by the wall clock. Services use it for `detected_at_ms`
+/// and latency only; the fold never sees it.
+pub fn wall_clock_ms() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_millis()).unwrap_or(i64::MAX)
+}

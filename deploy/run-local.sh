@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The README's run command: omnifold's main job on this machine.
+#
+# Installs the broker if missing, builds the services, starts the broker (sqlite storage
+# under .omnifold/local) and the coordinator, feeds the bundled sample (4 channels, 200
+# SKUs, two weeks of orders, shipments, stock counts and a supply squeeze) through the
+# generic connector, and prints alerts and escalations as the coordinator publishes them.
+#
+#   deploy/run-local.sh [--keep-running]
+#
+# Environment: OMNIFOLD_PORT (default 19092), OMNIFOLD_SAMPLE (an NDJSON file to feed instead).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+keep_running=false
+[[ "${1:-}" == "--keep-running" ]] && keep_running=true
+
+port="${OMNIFOLD_PORT:-19092}"
+bootstrap="127.0.0.1:$port"
+work=.omnifold/local
+sample="${OMNIFOLD_SAMPLE:-deploy/local/sample-events.ndjson}"
+contract=deploy/local/contract.toml
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+say "installing the broker if missing"
+deploy/install-broker.sh >/dev/null
+
+say "building omnifold (release)"
+cargo build --release --locked -p omnifold-coordinator -p omnifold-connector
+bin=target/release
+
+# A fresh run every time: the sample is replayed from an empty broker and store.
+deploy/broker.sh stop --data-dir "$work/broker" >/dev/null 2>&1 || true
+rm -rf "$work"
+mkdir -p "$work"
+
+cleanup() {
+    [[ -n "${watch_pid:-}" ]] && kill "$watch_pid" 2>/dev/null || true
+    if ! $keep_running; then
+        [[ -n "${coordinator_pid:-}" ]] && kill "$coordinator_pid" 2>/dev/null || true
+        deploy/broker.sh stop --data-dir "$work/broker" >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+say "starting the broker on $bootstrap"
+deploy/broker.sh start --port "$port" --data-dir "$work/broker"
+
+say "starting the coordinator"
+"$bin/omnifold-coordinator" check-contract "$contract"
+"$bin/omnifold-coordinator" run --bootstrap "$bootstrap" --contract "$contract" \
+    --store "$work/coordinator" --metrics 127.0.0.1:9464 >"$work/coordinator.log" 2>&1 &
+coordinator_pid=$!
+until grep -q "caught up" "$work/coordinator.log"; do
+    kill -0 "$coordinator_pid" 2>/dev/null || { cat "$work/coordinator.log"; exit 1; }
+    sleep 0.2
+done
+
+say "alerts, escalations (PAGE) and dead letters as they are published"
+"$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" | tee "$work/watch.log" &
+watch_pid=$!
+
+say "feeding $(wc -l <"$sample") sample events through the connector" >&2
+idle_marks=$(grep -c "caught up" "$work/coordinator.log")
+"$bin/omnifold-connector" ndjson --bootstrap "$bootstrap" --file "$sample"
+
+# Wait until the coordinator has folded everything and gone quiet.
+quiet() { [[ "$(tail -n 1 "$work/coordinator.log")" == *"caught up"* ]]; }
+until (($(grep -c "caught up" "$work/coordinator.log") > idle_marks)) && quiet && sleep 2 && quiet; do
+    sleep 0.5
+done
+kill "$watch_pid" 2>/dev/null || true
+wait "$watch_pid" 2>/dev/null || true
+unset watch_pid
+
+events=$(grep "caught up" "$work/coordinator.log" | tail -n 1 | sed -E 's/.*events=([0-9]+).*/\1/')
+say "summary"
+echo "events folded:        $events"
+echo "alerts raised:        $(grep -c ' ALERT RAISED' "$work/watch.log" || true)"
+echo "alerts resolved:      $(grep -c ' ALERT RESOLVED' "$work/watch.log" || true)"
+echo "escalations (pages):  $(grep -c ' PAGE ' "$work/watch.log" || true)"
+echo "dead letters:         $(grep -c 'DEAD-LETTER' "$work/watch.log" || true)"
+echo "raised by kind:"
+grep ' ALERT RAISED' "$work/watch.log" | awk '{print $6}' | sort | uniq -c | sed 's/^/  /'
+echo
+echo "availability decisions: $bin/omnifold-coordinator watch --bootstrap $bootstrap --availability"
+echo "metrics:                http://127.0.0.1:9464/metrics (while running)"
+echo "logs:                   $work/coordinator.log, $work/watch.log"
+if $keep_running; then
+    echo "broker and coordinator keep running; stop with: deploy/broker.sh stop --data-dir $work/broker; kill $coordinator_pid"
+fi

@@ -1,0 +1,343 @@
+//! The coordinator service: consume `omnifold.events.v1`, fold, commit to sled, send the
+//! outbox.
+//!
+//! Two loops share the store. The fold loop runs on a blocking thread (polling Kafka,
+//! folding and the fsync of each batch would all stall an async worker): it reads a batch,
+//! applies it, and commits state, seen ids, offsets and outputs in one sled batch. The send
+//! loop, async, delivers the outbox after each commit. On start the consumer is positioned at
+//! the offsets stored in sled, never at the group's committed offsets, which exist for lag
+//! monitoring only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules, SkuState};
+use omnifold_proto::Event;
+use omnifold_runtime::deadletter::{Source, dead_letter};
+use omnifold_runtime::{
+    KafkaOptions, OutboxRecord, OutboxSender, Store, TopicOptions, Topics, load_contract, wall_clock_ms,
+};
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+/// Everything the coordinator is configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorOptions {
+    pub kafka: KafkaOptions,
+    #[serde(default)]
+    pub topics: TopicOptions,
+    /// The consumer group under which offsets are committed for lag monitoring.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    pub contract: PathBuf,
+    /// The sled directory.
+    pub store: PathBuf,
+    #[serde(default = "default_batch_events")]
+    pub batch_max_events: usize,
+    #[serde(default = "default_batch_ms")]
+    pub batch_max_ms: u64,
+    /// Stop once every input partition is consumed to its end (for replays and benchmarks).
+    #[serde(default)]
+    pub exit_when_caught_up: bool,
+}
+
+fn default_group() -> String {
+    "omnifold-coordinator".to_string()
+}
+
+fn default_batch_events() -> usize {
+    5_000
+}
+
+fn default_batch_ms() -> u64 {
+    20
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    #[error(transparent)]
+    Contract(#[from] omnifold_runtime::ContractError),
+    #[error(transparent)]
+    Kafka(#[from] omnifold_runtime::KafkaError),
+    #[error("kafka client error: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Store(#[from] omnifold_runtime::StoreError),
+    #[error(transparent)]
+    Outbox(#[from] omnifold_runtime::OutboxError),
+    #[error("fold loop stopped unexpectedly: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Outbox records waiting beyond which the fold loop pauses for the sender to catch up.
+const MAX_PENDING_OUTPUTS: usize = 200_000;
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// A coordinator built from its options, ready to run.
+pub struct Coordinator {
+    options: CoordinatorOptions,
+    rules: Rules,
+    topics: Topics,
+}
+
+impl Coordinator {
+    /// Loads and validates the contract; connects to nothing yet.
+    pub fn new(options: CoordinatorOptions) -> Result<Self, CoordinatorError> {
+        let rules = load_contract(&options.contract)?;
+        let topics = Topics::new(&options.topics.prefix);
+        Ok(Coordinator { options, rules, topics })
+    }
+
+    /// Runs until `shutdown` resolves (or, with `exit_when_caught_up`, until caught up).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), CoordinatorError> {
+        let kafka = &self.options.kafka;
+        kafka.ensure_topics(&self.topics.specs(&self.options.topics)).await?;
+        let outputs = [&self.topics.alerts, &self.topics.availability, &self.topics.escalations, &self.topics.deadletter];
+        let mut names: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
+        names.push(&self.topics.events);
+        let partitions = kafka.partition_counts(&names)?;
+        let store = open_store(self.options.store.clone()).await?;
+        let sender = OutboxSender::new(store.clone(), kafka.idempotent_producer()?, partitions.clone());
+        sender.recover(kafka).await?;
+        sender.send_pending().await?;
+
+        let shared = Arc::new(Shared::default());
+        let fold_loop = FoldLoop {
+            options: self.options.clone(),
+            topics: self.topics.clone(),
+            fold: Fold::new(self.rules),
+            store,
+            event_partitions: partitions[&self.topics.events],
+            shared: shared.clone(),
+        };
+        let mut worker = tokio::task::spawn_blocking(move || fold_loop.run());
+        tokio::pin!(shutdown);
+        let result = loop {
+            tokio::select! {
+                _ = shared.committed.notified() => {
+                    let sent = sender.send_pending().await?;
+                    shared.pending.fetch_sub(sent.min(shared.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
+                }
+                _ = &mut shutdown => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    break (&mut worker).await?;
+                }
+                finished = &mut worker => break finished?,
+            }
+        };
+        sender.send_pending().await?;
+        result
+    }
+}
+
+async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
+    Ok(tokio::task::spawn_blocking(move || Store::open(&path)).await??)
+}
+
+/// What the two loops share.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    /// Outbox records committed and not yet sent.
+    pending: AtomicUsize,
+    committed: Notify,
+}
+
+struct FoldLoop {
+    options: CoordinatorOptions,
+    topics: Topics,
+    fold: Fold,
+    store: Store,
+    event_partitions: i32,
+    shared: Arc<Shared>,
+}
+
+/// The state of one batch being folded.
+struct Batch {
+    commit: omnifold_runtime::Commit,
+    dirty: BTreeSet<(i32, String)>,
+    next_offsets: BTreeMap<i32, i64>,
+    events: usize,
+}
+
+impl FoldLoop {
+    fn run(self) -> Result<(), CoordinatorError> {
+        let consumer = self.options.kafka.assigning_consumer(&self.options.group_id)?;
+        let stored = self.store.offsets()?;
+        let mut states = self.load_states()?;
+        consumer.assign(&self.assignment(&stored)?)?;
+        let mut idle_logged = false;
+        let started = Instant::now();
+        let mut total = 0usize;
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            self.wait_for_sender();
+            let batch = self.fold_batch(&consumer, &mut states)?;
+            if batch.events == 0 {
+                if !idle_logged {
+                    tracing::info!(events = total, elapsed_ms = started.elapsed().as_millis() as u64, "caught up");
+                    idle_logged = true;
+                }
+                if self.options.exit_when_caught_up && self.caught_up(&consumer)? {
+                    break;
+                }
+                continue;
+            }
+            idle_logged = false;
+            total += batch.events;
+            self.commit(&consumer, batch, &states)?;
+        }
+        Ok(())
+    }
+
+    fn load_states(&self) -> Result<HashMap<i32, PartitionState>, CoordinatorError> {
+        let mut states = HashMap::new();
+        for partition in 0..self.event_partitions {
+            let skus: Vec<(String, SkuState)> = self.store.partition_state(partition)?;
+            let seen = self.store.seen_ids(partition)?;
+            states.insert(partition, PartitionState { skus: skus.into_iter().collect(), seen });
+        }
+        Ok(states)
+    }
+
+    fn assignment(&self, stored: &BTreeMap<i32, i64>) -> Result<TopicPartitionList, CoordinatorError> {
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..self.event_partitions {
+            let offset = stored.get(&partition).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            assignment.add_partition_offset(&self.topics.events, partition, offset)?;
+        }
+        Ok(assignment)
+    }
+
+    fn wait_for_sender(&self) {
+        while self.shared.pending.load(Ordering::Relaxed) > MAX_PENDING_OUTPUTS && !self.shared.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Polls up to `batch_max_events` events within `batch_max_ms` and folds them.
+    fn fold_batch(
+        &self,
+        consumer: &BaseConsumer,
+        states: &mut HashMap<i32, PartitionState>,
+    ) -> Result<Batch, CoordinatorError> {
+        let mut batch =
+            Batch { commit: self.store.begin()?, dirty: BTreeSet::new(), next_offsets: BTreeMap::new(), events: 0 };
+        let deadline = Instant::now() + Duration::from_millis(self.options.batch_max_ms);
+        let mut timeout = POLL_TIMEOUT;
+        while batch.events < self.options.batch_max_events {
+            let Some(message) = consumer.poll(timeout) else { break };
+            let message = message?;
+            self.fold_message(&message, states, &mut batch);
+            timeout = deadline.saturating_duration_since(Instant::now());
+            if timeout.is_zero() {
+                break;
+            }
+        }
+        Ok(batch)
+    }
+
+    fn fold_message(&self, message: &BorrowedMessage<'_>, states: &mut HashMap<i32, PartitionState>, batch: &mut Batch) {
+        let partition = message.partition();
+        batch.events += 1;
+        batch.next_offsets.insert(partition, message.offset() + 1);
+        metrics::counter!("omnifold_events_consumed_total").increment(1);
+        let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+        let source = Source { topic: &self.topics.events, partition, offset: message.offset() };
+        let event = match Event::decode(value) {
+            Ok(event) => event,
+            Err(error) => {
+                let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
+                self.refuse(batch, key, value, &reason, source);
+                return;
+            }
+        };
+        let state = states.entry(partition).or_default();
+        match self.fold.apply(state, &event) {
+            Outcome::Applied { sku, outputs } => {
+                batch.commit.put_seen(partition, &event.event_id);
+                if let Some(sku) = sku {
+                    batch.dirty.insert((partition, sku));
+                }
+                for output in outputs {
+                    batch.commit.push_output(&self.record(output));
+                }
+                metrics::counter!("omnifold_events_applied_total").increment(1);
+            }
+            Outcome::Duplicate => metrics::counter!("omnifold_events_duplicate_total").increment(1),
+            Outcome::Rejected(rejection) => {
+                let reason = format!("event {:?}: {rejection}", event.event_id);
+                self.refuse(batch, key, value, &reason, source);
+            }
+        }
+    }
+
+    fn refuse(&self, batch: &mut Batch, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) {
+        tracing::warn!(partition = source.partition, offset = source.offset, reason, "dead-lettered an event");
+        batch.commit.push_output(&dead_letter(&self.topics.deadletter, key, value, reason, source));
+    }
+
+    /// The outbox record of one fold output; `detected_at_ms` is stamped here, outside the fold.
+    fn record(&self, output: Output) -> OutboxRecord {
+        let (topic, key, value) = match output {
+            Output::Availability(a) => (&self.topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec()),
+            Output::Alert(mut alert) => {
+                alert.detected_at_ms = wall_clock_ms();
+                (&self.topics.alerts, alert.sku.clone(), alert.encode_to_vec())
+            }
+            Output::Escalation(e) => (&self.topics.escalations, e.channel.clone(), e.encode_to_vec()),
+        };
+        OutboxRecord { topic: topic.clone(), key: key.into_bytes(), value, headers: Vec::new() }
+    }
+
+    fn commit(
+        &self,
+        consumer: &BaseConsumer,
+        mut batch: Batch,
+        states: &HashMap<i32, PartitionState>,
+    ) -> Result<(), CoordinatorError> {
+        for (partition, sku) in &batch.dirty {
+            batch.commit.put_state(*partition, sku, &states[partition].skus[sku]);
+        }
+        for (partition, next) in &batch.next_offsets {
+            batch.commit.put_offset(*partition, *next);
+        }
+        let outputs = batch.commit.outputs();
+        self.store.commit(batch.commit)?;
+        self.shared.pending.fetch_add(outputs, Ordering::Relaxed);
+        self.shared.committed.notify_one();
+        self.commit_group_offsets(consumer, &batch.next_offsets);
+        Ok(())
+    }
+
+    /// Group commits exist for lag monitoring only, so a failure is logged, not fatal.
+    fn commit_group_offsets(&self, consumer: &BaseConsumer, next_offsets: &BTreeMap<i32, i64>) {
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in next_offsets {
+            let _ = offsets.add_partition_offset(&self.topics.events, *partition, Offset::Offset(*next));
+        }
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::debug!(%error, "group offset commit failed");
+        }
+    }
+
+    /// Whether every assigned partition's position is at its high watermark.
+    fn caught_up(&self, consumer: &BaseConsumer) -> Result<bool, CoordinatorError> {
+        let stored = self.store.offsets()?;
+        for partition in 0..self.event_partitions {
+            let (_, high) = consumer.fetch_watermarks(&self.topics.events, partition, Duration::from_secs(10))?;
+            if stored.get(&partition).copied().unwrap_or(0) < high {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,293 @@
+//! The price conditions of CONTRACT.md section 5: PRICE_BELOW_FLOOR, MAP_VIOLATION,
+//! CHANNEL_PRICE_SPREAD, PROMOTION_COLLISION and COMPETITOR_UNDERCUT. All are held
+//! conditions re-evaluated at the SKU's clock, so a promotion that starts or ends between
+//! events shows at the SKU's next event. Summaries and details quote the reporting currency.
+
+use omnifold_proto::{AlertKind, Severity};
+use rust_decimal::Decimal;
+
+use crate::alerts::Condition;
+use crate::contract::Rules;
+use crate::money::Amount;
+use crate::pricing::{self, Listing, PriceBook, Set};
+
+/// Every price condition that holds for the SKU now, grouped by kind.
+pub fn holding(rules: &Rules, sku: &str, book: &PriceBook, now: i64) -> Vec<Condition> {
+    let scope = Scope { rules, sku, currency: &rules.contract.reporting_currency };
+    let listings = pricing::listings(rules, book, now);
+    let cost = book.unit_cost.as_ref().and_then(|c| pricing::reporting(rules, &c.value));
+    let map = pricing::map_of(rules, sku).and_then(|m| pricing::reporting(rules, &m));
+    let mut conditions = Vec::new();
+    if let Some(cost) = cost {
+        conditions.extend(listings.iter().filter_map(|l| scope.below_floor(l, cost)));
+    }
+    if let Some(map) = map {
+        conditions.extend(listings.iter().filter_map(|l| scope.map_violation(l, map)));
+    }
+    conditions.extend(scope.spread(&listings));
+    conditions.extend(scope.collision(book, now));
+    for listing in &listings {
+        conditions.extend(scope.undercuts(book, listing, cost));
+    }
+    conditions
+}
+
+/// What every price condition of one SKU refers to.
+struct Scope<'a> {
+    rules: &'a Rules,
+    sku: &'a str,
+    currency: &'a str,
+}
+
+impl Scope<'_> {
+    /// PRICE_BELOW_FLOOR, per (channel, sku).
+    fn below_floor(&self, listing: &Listing<'_>, cost: Decimal) -> Option<Condition> {
+        let channel = listing.channel;
+        if !pricing::below_floor(channel, listing.effective, cost) {
+            return None;
+        }
+        let floor = text(pricing::floor_price(channel, cost));
+        let (id, sku, currency) = (&channel.id, self.sku, self.currency);
+        let mut details = price_details(listing);
+        details.extend(pairs([
+            ("unit_cost", text(cost)),
+            ("fee_rate", text(channel.fee_rate)),
+            ("margin_floor", text(channel.margin_floor)),
+            ("floor", floor.clone()),
+            ("currency", currency.to_string()),
+        ]));
+        Some(Condition {
+            summary: format!(
+                "{id} sells {sku} at {} {currency}, below its floor of {floor} {currency}",
+                text(listing.effective)
+            ),
+            details,
+            recommended_action: raise_to(sku, id, &floor, currency, listing.discount),
+            ..condition(
+                AlertKind::PriceBelowFloor,
+                Severity::Critical,
+                format!("channel={id}"),
+                vec![id.clone()],
+            )
+        })
+    }
+
+    /// MAP_VIOLATION, per (channel, sku), only on channels where MAP applies.
+    fn map_violation(&self, listing: &Listing<'_>, map: Decimal) -> Option<Condition> {
+        let channel = listing.channel;
+        if !channel.map_applies || listing.effective >= map {
+            return None;
+        }
+        let (id, sku, currency, map) = (&channel.id, self.sku, self.currency, text(map));
+        let mut details = price_details(listing);
+        details.extend(pairs([("map", map.clone()), ("currency", currency.to_string())]));
+        Some(Condition {
+            summary: format!(
+                "{id} sells {sku} at {} {currency}, below its minimum advertised price of {map} {currency}",
+                text(listing.effective)
+            ),
+            details,
+            recommended_action: format!(
+                "raise the effective price of {sku} on {id} to at least {map} {currency}"
+            ),
+            ..condition(
+                AlertKind::MapViolation,
+                Severity::Critical,
+                format!("channel={id}"),
+                vec![id.clone()],
+            )
+        })
+    }
+
+    /// CHANNEL_PRICE_SPREAD, per sku, on listed prices; it names every listing channel.
+    fn spread(&self, listings: &[Listing<'_>]) -> Option<Condition> {
+        let low = listings.iter().min_by_key(|l| l.listed)?;
+        let high = listings.iter().max_by_key(|l| l.listed)?;
+        if listings.len() < 2 || !pricing::spread_exceeded(self.rules, low.listed, high.listed) {
+            return None;
+        }
+        let (sku, currency) = (self.sku, self.currency);
+        let allowed = self.rules.contract.pricing.max_channel_spread;
+        let spread = ((high.listed - low.listed) / low.listed).round_dp(4);
+        let (low_id, high_id) = (&low.channel.id, &high.channel.id);
+        Some(Condition {
+            summary: format!(
+                "{sku} is listed from {} {currency} on {low_id} to {} {currency} on {high_id}, a spread of {} of the lowest price where {} is allowed",
+                text(low.listed),
+                text(high.listed),
+                text(spread),
+                text(allowed)
+            ),
+            details: pairs([
+                ("min_price", text(low.listed)),
+                ("min_channel", low_id.clone()),
+                ("max_price", text(high.listed)),
+                ("max_channel", high_id.clone()),
+                ("spread", text(spread)),
+                ("max_channel_spread", text(allowed)),
+                ("currency", currency.to_string()),
+            ]),
+            recommended_action: format!("align the listed prices of {sku} on {low_id} and {high_id}"),
+            ..condition(
+                AlertKind::ChannelPriceSpread,
+                Severity::Warning,
+                String::new(),
+                listings.iter().map(|l| l.channel.id.clone()).collect(),
+            )
+        })
+    }
+
+    /// PROMOTION_COLLISION, per sku; it names the channels of the promotions at the first
+    /// colliding instant.
+    fn collision(&self, book: &PriceBook, now: i64) -> Option<Condition> {
+        let collision = pricing::first_collision(self.rules, book, now)?;
+        let limits = &self.rules.contract.pricing;
+        let count = collision.promotions.len();
+        let ids: Vec<String> =
+            collision.promotions.iter().map(|p| format!("{}:{}", p.channel, p.promotion_id)).collect();
+        let ids = ids.join(",");
+        let combined = text(collision.combined_discount);
+        let sku = self.sku;
+        let summary = if count > limits.max_concurrent_promotions as usize {
+            format!(
+                "{count} promotions of {sku} overlap, more than the {} allowed",
+                limits.max_concurrent_promotions
+            )
+        } else {
+            let allowed = text(limits.max_combined_discount);
+            format!(
+                "overlapping promotions of {sku} take {combined} off combined, more than the {allowed} allowed"
+            )
+        };
+        let mut channels: Vec<String> = collision.promotions.iter().map(|p| p.channel.clone()).collect();
+        self.rules.sort_channels(&mut channels);
+        channels.dedup();
+        Some(Condition {
+            summary,
+            details: pairs([
+                ("at_ms", collision.at_ms.to_string()),
+                ("promotions", ids.clone()),
+                ("concurrent", count.to_string()),
+                ("combined_discount", combined),
+                ("max_concurrent_promotions", limits.max_concurrent_promotions.to_string()),
+                ("max_combined_discount", text(limits.max_combined_discount)),
+            ]),
+            recommended_action: format!("cancel or reschedule one of the promotions {ids}"),
+            ..condition(AlertKind::PromotionCollision, Severity::Warning, String::new(), channels)
+        })
+    }
+
+    /// COMPETITOR_UNDERCUT for every competitor seen on the listing's channel.
+    fn undercuts(&self, book: &PriceBook, listing: &Listing<'_>, cost: Option<Decimal>) -> Vec<Condition> {
+        book.competitors
+            .iter()
+            .filter(|((channel, _), _)| *channel == listing.channel.id)
+            .filter_map(|((_, competitor), observed)| self.undercut(listing, competitor, observed, cost))
+            .collect()
+    }
+
+    /// The recommendation never goes below the floor; with no cost known the floor is 0.
+    fn undercut(
+        &self,
+        listing: &Listing<'_>,
+        competitor: &str,
+        observed: &Set<Amount>,
+        cost: Option<Decimal>,
+    ) -> Option<Condition> {
+        let price = pricing::reporting(self.rules, &observed.value)?;
+        if !pricing::undercuts(self.rules, price, listing.effective) {
+            return None;
+        }
+        let channel = listing.channel;
+        let floor = cost.map_or(Decimal::ZERO, |c| pricing::floor_price(channel, c));
+        let step = pricing::competitor_step(self.rules);
+        let recommended = text(pricing::recommended_price(floor, price, step));
+        let step = text(step);
+        let threshold = text(self.rules.contract.pricing.competitor_undercut_threshold);
+        let (id, sku, currency, floor) = (&channel.id, self.sku, self.currency, text(floor));
+        Some(Condition {
+            summary: format!(
+                "{competitor} undercuts {id} on {sku} at {} {currency} against an effective price of {} {currency}",
+                text(price),
+                text(listing.effective)
+            ),
+            details: pairs([
+                ("competitor", competitor.to_string()),
+                ("competitor_price", text(price)),
+                ("effective_price", text(listing.effective)),
+                ("competitor_undercut_threshold", threshold),
+                ("floor", floor.clone()),
+                ("recommended_price", recommended.clone()),
+                ("currency", currency.to_string()),
+            ]),
+            recommended_action: match cost {
+                Some(_) => format!(
+                    "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step} but not below the floor of {floor} {currency}"
+                ),
+                None => format!(
+                    "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step}; with no cost known there is no floor"
+                ),
+            },
+            ..condition(
+                AlertKind::CompetitorUndercut,
+                Severity::Info,
+                format!("channel={id}/competitor={competitor}"),
+                vec![id.clone()],
+            )
+        })
+    }
+}
+
+/// A price condition with its identity filled in and its text left empty.
+fn condition(kind: AlertKind, severity: Severity, subject: String, channels: Vec<String>) -> Condition {
+    Condition {
+        kind,
+        subject,
+        severity,
+        channels,
+        location: String::new(),
+        pool: String::new(),
+        summary: String::new(),
+        details: Vec::new(),
+        recommended_action: String::new(),
+    }
+}
+
+/// A running promotion may be what took the price below the floor.
+fn raise_to(sku: &str, channel: &str, floor: &str, currency: &str, discount: Decimal) -> String {
+    let action = format!("raise the effective price of {sku} on {channel} to at least {floor} {currency}");
+    if discount.is_zero() { action } else { format!("{action} or end its promotions") }
+}
+
+/// The numbers behind one channel's effective price.
+fn price_details(listing: &Listing<'_>) -> Vec<(String, String)> {
+    pairs([
+        ("listed_price", text(listing.listed)),
+        ("discount", text(listing.discount)),
+        ("effective_price", text(listing.effective)),
+    ])
+}
+
+fn pairs<const N: usize>(pairs: [(&str, String); N]) -> Vec<(String, String)> {
+    pairs.into_iter().map(|(key, value)| (key.to_string(), value)).collect()
+}
+
+/// A decimal as alert text, exact: 62.5 as "62.50", 50.5890 as "50.589".
+fn text(value: Decimal) -> String {
+    pricing::tidy(value).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn money_text_keeps_cents_and_exact_digits() {
+        assert_eq!(text(dec!(62.5)), "62.50");
+        assert_eq!(text(dec!(57.2000)), "57.20");
+        assert_eq!(text(dec!(50.5890)), "50.589");
+        assert_eq!(text(dec!(0)), "0.00");
+        assert_eq!(text(dec!(0.05)), "0.05");
+    }
+}

@@ -1,0 +1,138 @@
+//! Kafka clients as every service configures them. Only the plain Kafka protocol through
+//! rdkafka: the same settings run against nisshi locally and Apache Kafka in production.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::topics::{Cleanup, TopicSpec};
+
+/// Where the brokers are and any extra librdkafka settings (security, timeouts...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaOptions {
+    pub bootstrap_servers: String,
+    /// Passed to librdkafka as they are, e.g. `security.protocol = "SASL_SSL"`.
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Default for KafkaOptions {
+    fn default() -> Self {
+        KafkaOptions { bootstrap_servers: "127.0.0.1:9092".to_string(), extra: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka client error: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic { topic: String, code: RDKafkaErrorCode },
+    #[error("topic {0} does not exist")]
+    MissingTopic(String),
+}
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl KafkaOptions {
+    /// The settings shared by every client.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.extra {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An idempotent producer: retries never duplicate or reorder a partition's records.
+    pub fn idempotent_producer(&self) -> Result<FutureProducer, KafkaError> {
+        let producer = self
+            .client_config()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "60000")
+            .create()?;
+        Ok(producer)
+    }
+
+    /// A consumer that is assigned partitions by hand. The group id only carries committed
+    /// offsets for lag monitoring; the services' own positions live in their stores.
+    pub fn assigning_consumer(&self, group_id: &str) -> Result<BaseConsumer, KafkaError> {
+        let consumer = self
+            .client_config()
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .create()?;
+        Ok(consumer)
+    }
+
+    /// Creates the topics that are missing; existing ones are left as they are.
+    pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let existing = self.partition_counts_with(&admin_consumer(self)?, None)?;
+        let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains_key(&s.name)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new_topics: Vec<NewTopic<'_>> = missing.iter().map(|spec| new_topic(spec)).collect();
+        let results = admin.create_topics(&new_topics, &AdminOptions::new()).await?;
+        for result in results {
+            match result {
+                Ok(topic) => tracing::info!(topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(KafkaError::CreateTopic { topic, code }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The partition count of each of `topics`.
+    pub fn partition_counts(&self, topics: &[&str]) -> Result<HashMap<String, i32>, KafkaError> {
+        let consumer = admin_consumer(self)?;
+        let counts = self.partition_counts_with(&consumer, None)?;
+        topics
+            .iter()
+            .map(|t| counts.get(*t).map(|n| (t.to_string(), *n)).ok_or_else(|| KafkaError::MissingTopic(t.to_string())))
+            .collect()
+    }
+
+    fn partition_counts_with(
+        &self,
+        consumer: &BaseConsumer,
+        topic: Option<&str>,
+    ) -> Result<HashMap<String, i32>, KafkaError> {
+        let metadata = consumer.fetch_metadata(topic, METADATA_TIMEOUT)?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| (t.name().to_string(), t.partitions().len() as i32))
+            .collect())
+    }
+}
+
+fn admin_consumer(options: &KafkaOptions) -> Result<BaseConsumer, KafkaError> {
+    Ok(options.client_config().create()?)
+}
+
+fn new_topic(spec: &TopicSpec) -> NewTopic<'_> {
+    let topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1))
+        .set("cleanup.policy", spec.cleanup.policy());
+    match spec.cleanup {
+        // The events topic is the event log: kept until an operator decides otherwise.
+        Cleanup::Delete if spec.name.ends_with("events.v1") => topic.set("retention.ms", "-1"),
+        _ => topic,
+    }
+}

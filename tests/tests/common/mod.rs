@@ -1,0 +1,98 @@
+//! Shared set-up of the end-to-end tests: a real broker, topics, the coordinator in-process
+//! or as a child process, and readers that decode what it published.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use omnifold_connector::ndjson::{Report, publish_lines};
+use omnifold_connector::publish::Publisher;
+use omnifold_coordinator::{Coordinator, CoordinatorOptions};
+use omnifold_proto::{Alert, AlertState, ChannelAvailability, Escalation};
+use omnifold_runtime::{KafkaOptions, TopicOptions, Topics};
+use omnifold_testkit::{Broker, Record};
+use prost::Message as _;
+
+pub const EVENTS_PARTITIONS: i32 = 3;
+
+pub fn contract_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/contract.toml")
+}
+
+pub fn kafka(broker: &Broker) -> KafkaOptions {
+    KafkaOptions { bootstrap_servers: broker.bootstrap(), ..KafkaOptions::default() }
+}
+
+pub fn topic_options() -> TopicOptions {
+    TopicOptions { events_partitions: EVENTS_PARTITIONS, ..TopicOptions::default() }
+}
+
+pub fn topics() -> Topics {
+    Topics::new(&topic_options().prefix)
+}
+
+pub async fn create_topics(broker: &Broker) {
+    kafka(broker).ensure_topics(&topics().specs(&topic_options())).await.expect("topics created");
+}
+
+pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions {
+    CoordinatorOptions {
+        kafka: kafka(broker),
+        topics: topic_options(),
+        group_id: "omnifold-coordinator".into(),
+        contract: contract_path(),
+        store: store.to_path_buf(),
+        batch_max_events: 1_000,
+        batch_max_ms: 20,
+        exit_when_caught_up: true,
+    }
+}
+
+/// Runs the coordinator in this process until it has folded every event in the topic.
+pub async fn run_until_caught_up(broker: &Broker, store: &Path) {
+    let coordinator = Coordinator::new(coordinator_options(broker, store)).expect("coordinator builds");
+    tokio::time::timeout(Duration::from_secs(120), coordinator.run(std::future::pending()))
+        .await
+        .expect("coordinator caught up in time")
+        .expect("coordinator ran");
+}
+
+/// Publishes NDJSON text through the generic connector; returns its report.
+pub async fn publish_ndjson(broker: &Broker, text: &str) -> Report {
+    let mut publisher = Publisher::new(&kafka(broker), &topics(), None).expect("publisher");
+    publish_lines(text.as_bytes(), &mut publisher, |_, _| {}).await.expect("published")
+}
+
+pub async fn read(broker: &Broker, topic: &str, expected_min: usize) -> Vec<Record> {
+    broker.read_all(topic, expected_min, Duration::from_secs(30)).await.expect("topic read")
+}
+
+pub fn alerts(records: &[Record]) -> Vec<Alert> {
+    records.iter().map(|r| Alert::decode(r.value.as_deref().unwrap_or_default()).expect("alert decodes")).collect()
+}
+
+pub fn availability(records: &[Record]) -> Vec<ChannelAvailability> {
+    records
+        .iter()
+        .map(|r| ChannelAvailability::decode(r.value.as_deref().unwrap_or_default()).expect("availability decodes"))
+        .collect()
+}
+
+pub fn escalations(records: &[Record]) -> Vec<Escalation> {
+    records.iter().map(|r| Escalation::decode(r.value.as_deref().unwrap_or_default()).expect("escalation decodes")).collect()
+}
+
+/// The last published number per (channel, sku), in offset order within each key's partition.
+pub fn final_availability(records: &[ChannelAvailability]) -> BTreeMap<(String, String), i64> {
+    records.iter().map(|a| ((a.channel.clone(), a.sku.clone()), a.available)).collect()
+}
+
+pub fn alert_record(alert: &Alert) -> String {
+    format!("{} {}", AlertState::try_from(alert.state).unwrap().name(), alert.alert_id)
+}
+
+pub fn header<'a>(record: &'a Record, key: &str) -> Option<&'a [u8]> {
+    record.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+}
