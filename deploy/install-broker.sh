@@ -23,7 +23,7 @@ installed() {
 
 install() {
     log "building nisshi $NISSHI_VERSION into $root"
-    log "this takes ~12 minutes the first time (2 cores); later calls return at once"
+    log "this takes ~12 minutes the first time on 2 idle cores (measured 33 alongside other builds); later calls return at once"
     # cargo's own progress goes to stderr; keep stdout for the path alone
     cargo install "nisshi@$NISSHI_VERSION" --locked --ignore-rust-version \
         --features dynostore,libsql --root "$root" 1>&2

@@ -50,10 +50,7 @@ impl Publisher {
 
     /// Checks one event; a refused event is not sent.
     pub fn check(&self, event: &Event) -> Result<(), Rejection> {
-        match &self.rules {
-            Some(rules) => check(rules, event).map(drop),
-            None => check_envelope(event),
-        }
+        check_event(self.rules.as_ref(), event)
     }
 
     /// Checks and queues one event for delivery.
@@ -61,7 +58,8 @@ impl Publisher {
         self.check(event).map_err(PublishOutcome::Refused)?;
         let value = event.encode_to_vec();
         let record = FutureRecord::to(&self.topic).key(event.partition_key()).payload(&value);
-        let delivery = self.producer.send_result(record).map_err(|(e, _)| PublishOutcome::Failed(e.into()))?;
+        let delivery =
+            self.producer.send_result(record).map_err(|(e, _)| PublishOutcome::Failed(e.into()))?;
         self.in_flight.push_back(delivery);
         metrics::counter!("omnifold_connector_events_published_total").increment(1);
         while self.in_flight.len() > MAX_IN_FLIGHT {
@@ -97,13 +95,56 @@ pub enum PublishOutcome {
     Failed(PublishError),
 }
 
+/// The check every publish path applies: the contract's rules when known, else the envelope.
+pub fn check_event(rules: Option<&Rules>, event: &Event) -> Result<(), Rejection> {
+    match rules {
+        Some(rules) => check(rules, event).map(drop),
+        None => check_envelope(event),
+    }
+}
+
+/// Where adapters send events: the [`Publisher`] in production; [`MemorySink`] in tests and
+/// dry runs, which applies the same check.
+pub trait Sink: Send {
+    fn publish(&mut self, event: &Event) -> impl Future<Output = Result<(), PublishOutcome>> + Send;
+    fn flush(&mut self) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+impl Sink for Publisher {
+    fn publish(&mut self, event: &Event) -> impl Future<Output = Result<(), PublishOutcome>> + Send {
+        Publisher::publish(self, event)
+    }
+
+    fn flush(&mut self) -> impl Future<Output = Result<(), PublishError>> + Send {
+        Publisher::flush(self)
+    }
+}
+
+/// Keeps published events in memory, after the same check as the [`Publisher`].
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub events: Vec<Event>,
+    pub rules: Option<Rules>,
+    /// Flushes so far.
+    pub flushes: usize,
+}
+
+impl Sink for MemorySink {
+    async fn publish(&mut self, event: &Event) -> Result<(), PublishOutcome> {
+        check_event(self.rules.as_ref(), event).map_err(PublishOutcome::Refused)?;
+        self.events.push(event.clone());
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PublishError> {
+        self.flushes += 1;
+        Ok(())
+    }
+}
+
+/// Without a contract: the envelope, and a key to partition by.
 fn check_envelope(event: &Event) -> Result<(), Rejection> {
-    if event.event_id.is_empty() {
-        return Err(Rejection::MissingField("event_id"));
-    }
-    if event.occurred_at_ms <= 0 {
-        return Err(Rejection::BadTime(event.occurred_at_ms));
-    }
+    omnifold_domain::fact::check_envelope(event)?;
     if event.partition_key().is_empty() {
         return Err(Rejection::MissingField("sku"));
     }

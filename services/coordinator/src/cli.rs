@@ -1,13 +1,17 @@
-//! The command line of `omnifold-coordinator`: run the coordinator, watch its outputs, or
-//! check a contract. A library module so that test harnesses run the very same binary.
+//! The command line of `omnifold-coordinator`: run the coordinator, watch its outputs, explain
+//! a SKU's prices, bridge escalations to on-call, or check a contract. A library module so that
+//! test harnesses run the very same binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use crate::bridge::{Bridge, BridgeOptions, DeliveryOptions, PAGERDUTY_ENDPOINT};
+use crate::http::{fetch_prices, render_table};
 use crate::watch::{WatchOptions, watch};
 use crate::{Coordinator, CoordinatorOptions};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 use omnifold_runtime::telemetry::{init_logs, serve_metrics, shutdown_signal};
 use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
 
@@ -58,6 +62,38 @@ enum Command {
         /// Most events folded into one atomic store commit.
         #[arg(long, default_value_t = 5_000)]
         batch_max_events: usize,
+        /// Serve price provenance (GET /v1/prices/SKU) on this loopback address, e.g. 127.0.0.1:8080.
+        #[arg(long, env = "OMNIFOLD_HTTP")]
+        http: Option<SocketAddr>,
+    },
+    /// Print a SKU's price on every channel and the events behind each number, from a running
+    /// coordinator's --http endpoint.
+    Price {
+        sku: String,
+        /// The coordinator's --http address.
+        #[arg(long, env = "OMNIFOLD_HTTP", default_value = "127.0.0.1:8080")]
+        http: SocketAddr,
+        /// Print the endpoint's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deliver escalations to an on-call endpoint in the PagerDuty Events API v2 shape. The
+    /// routing key comes from --routing-key-file or OMNIFOLD_PAGERDUTY_ROUTING_KEY.
+    Bridge {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Where events are POSTed.
+        #[arg(long, env = "OMNIFOLD_PAGERDUTY_ENDPOINT", default_value = PAGERDUTY_ENDPOINT)]
+        endpoint: String,
+        /// The bridge's own sled store directory (not the coordinator's).
+        #[arg(long, env = "OMNIFOLD_BRIDGE_STORE", default_value = ".omnifold/bridge")]
+        store: PathBuf,
+        /// A file holding the PagerDuty routing key.
+        #[arg(long)]
+        routing_key_file: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9465.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
     },
     /// Print alerts, escalations and dead letters (and availability with --availability).
     Watch {
@@ -82,21 +118,51 @@ pub fn main() -> anyhow::Result<()> {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { kafka, contract, store, events_partitions, metrics, exit_when_caught_up, batch_max_events } => {
+        Command::Run {
+            kafka,
+            contract,
+            store,
+            events_partitions,
+            metrics,
+            exit_when_caught_up,
+            batch_max_events,
+            http,
+        } => {
             if let Some(addr) = metrics {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
             }
             let options = CoordinatorOptions {
                 kafka: kafka.kafka(),
-                topics: TopicOptions { prefix: kafka.topic_prefix.clone(), events_partitions, ..TopicOptions::default() },
+                topics: TopicOptions {
+                    prefix: kafka.topic_prefix.clone(),
+                    events_partitions,
+                    ..TopicOptions::default()
+                },
                 group_id: "omnifold-coordinator".to_string(),
                 contract,
                 store,
                 batch_max_events,
                 batch_max_ms: 20,
                 exit_when_caught_up,
+                http,
             };
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
+        }
+        Command::Price { sku, http, json } => price(&sku, http, json).await?,
+        Command::Bridge { kafka, endpoint, store, routing_key_file, metrics } => {
+            if let Some(addr) = metrics {
+                serve_metrics(addr).map_err(anyhow::Error::msg)?;
+            }
+            let options = BridgeOptions {
+                kafka: kafka.kafka(),
+                topics: TopicOptions { prefix: kafka.topic_prefix.clone(), ..TopicOptions::default() },
+                group_id: "omnifold-bridge".to_string(),
+                endpoint,
+                store,
+                routing_key_file,
+                delivery: DeliveryOptions::default(),
+            };
+            Bridge::new(options)?.run(shutdown_signal()).await.context("bridge failed")?;
         }
         Command::Watch { kafka, availability, idle_exit_secs } => {
             let options = WatchOptions {
@@ -116,6 +182,17 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 rules.contract.locations.len()
             );
         }
+    }
+    Ok(())
+}
+
+async fn price(sku: &str, http: SocketAddr, json: bool) -> anyhow::Result<()> {
+    let view =
+        fetch_prices(http, sku).await.with_context(|| format!("cannot explain the prices of {sku}"))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print!("{}", render_table(&view));
     }
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The coordinator: folds channel events into stock allocation, alerts and escalations
 //! (CONTRACT.md sections 4 to 6), with exactly-once effects through a sled outbox.
 
+pub mod bridge;
 pub mod cli;
+pub mod http;
 pub mod service;
 pub mod watch;
 

@@ -28,6 +28,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::http::{HttpServer, PriceSource};
+
 /// Everything the coordinator is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +50,9 @@ pub struct CoordinatorOptions {
     /// Stop once every input partition is consumed to its end (for replays and benchmarks).
     #[serde(default)]
     pub exit_when_caught_up: bool,
+    /// Serve `GET /v1/prices/{sku}` on this loopback address ([`crate::http`]).
+    #[serde(default)]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 fn default_group() -> String {
@@ -74,6 +79,8 @@ pub enum CoordinatorError {
     Store(#[from] omnifold_runtime::StoreError),
     #[error(transparent)]
     Outbox(#[from] omnifold_runtime::OutboxError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     #[error("fold loop stopped unexpectedly: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -109,6 +116,8 @@ impl Coordinator {
         let sender = OutboxSender::new(store.clone(), kafka.idempotent_producer()?, partitions.clone());
         sender.recover(kafka).await?;
         sender.send_pending().await?;
+        let prices = PriceSource::new(store.clone(), self.rules.clone(), partitions[&self.topics.events]);
+        let http = HttpServer::start_if(self.options.http, prices).await?;
 
         let shared = Arc::new(Shared::default());
         let fold_loop = FoldLoop {
@@ -135,6 +144,9 @@ impl Coordinator {
             }
         };
         sender.send_pending().await?;
+        if let Some(http) = http {
+            http.stop().await;
+        }
         result
     }
 }

@@ -26,7 +26,12 @@ pub struct WatchOptions {
 
 /// Reads the output topics from their beginning and prints each record as one line.
 pub fn watch(options: &WatchOptions, mut print: impl FnMut(&str)) -> anyhow::Result<usize> {
-    let consumer: BaseConsumer = options.kafka.client_config().set("enable.auto.commit", "false").create()?;
+    let consumer: BaseConsumer = options
+        .kafka
+        .client_config()
+        .set("group.id", "omnifold-watch")
+        .set("enable.auto.commit", "false")
+        .create()?;
     let mut wanted = vec![&options.topics.alerts, &options.topics.escalations, &options.topics.deadletter];
     if options.availability {
         wanted.push(&options.topics.availability);

@@ -155,13 +155,14 @@ impl Fact {
 /// Checks the envelope and body of `event` and builds its fact.
 pub fn check(rules: &Rules, event: &Event) -> Result<Fact, Rejection> {
     check_envelope(event)?;
-    let body = event.body.as_ref().ok_or(Rejection::MissingField("body"))?;
+    let body = event.body.as_ref().expect("checked by check_envelope");
     let checker = Checker { rules, channel: &event.channel };
     checker.channel_rule(body)?;
     checker.body(body)
 }
 
-fn check_envelope(event: &Event) -> Result<(), Rejection> {
+/// Checks the envelope alone: event id, event time and body.
+pub fn check_envelope(event: &Event) -> Result<(), Rejection> {
     if event.event_id.is_empty() {
         return Err(Rejection::MissingField("event_id"));
     }
@@ -171,6 +172,9 @@ fn check_envelope(event: &Event) -> Result<(), Rejection> {
     }
     if event.occurred_at_ms <= 0 {
         return Err(Rejection::BadTime(event.occurred_at_ms));
+    }
+    if event.body.is_none() {
+        return Err(Rejection::MissingField("body"));
     }
     Ok(())
 }

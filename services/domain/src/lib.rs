@@ -14,6 +14,7 @@ pub mod fold;
 pub mod money;
 pub mod price_alerts;
 pub mod pricing;
+pub mod report;
 pub mod stock;
 pub mod stock_alerts;
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::error::KafkaError as ClientError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::kafka::{KafkaError, KafkaOptions};
@@ -24,7 +26,9 @@ use crate::store::{OutboxRecord, Store, StoreError};
 pub const OUTBOX_HEADER: &str = "omnifold-outbox";
 
 const SEND_BATCH: usize = 20_000;
-const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reading back delivered records stops after this long without one.
+const RECOVERY_QUIET: Duration = Duration::from_secs(1);
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -86,34 +90,55 @@ impl OutboxSender {
     }
 
     async fn send(&self, pending: &[(u64, OutboxRecord)]) -> Result<usize, OutboxError> {
-        let writer = self.store.writer_id();
+        let started = std::time::Instant::now();
         let mut deliveries = Vec::with_capacity(pending.len());
         for (seq, record) in pending {
-            let stamp = format!("{writer}:{seq}");
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
-            for (key, value) in &record.headers {
-                headers = headers.insert(Header { key, value: Some(value) });
-            }
-            headers = headers.insert(Header { key: OUTBOX_HEADER, value: Some(&stamp) });
-            let future_record = FutureRecord::to(&record.topic)
-                .key(&record.key)
-                .payload(&record.value)
-                .partition(self.partition_of(record)?)
-                .headers(headers);
-            let delivery = self.producer.send(future_record, rdkafka::util::Timeout::Never);
-            deliveries.push(delivery);
+            deliveries.push(self.enqueue(*seq, record).await?);
         }
+        let queued_ms = started.elapsed().as_millis() as u64;
         let mut tails = BTreeMap::new();
-        let results = futures_join_all(deliveries).await;
-        for ((_, record), result) in pending.iter().zip(results) {
-            let delivery = result.map_err(|(source, _)| OutboxError::Delivery { topic: record.topic.clone(), source })?;
+        for ((_, record), delivery) in pending.iter().zip(deliveries) {
+            let failed = |source| OutboxError::Delivery { topic: record.topic.clone(), source };
+            let delivery = match delivery.await {
+                Ok(Ok(delivery)) => delivery,
+                Ok(Err((source, _))) => return Err(failed(source)),
+                Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
+            };
             let tail = tails.entry((record.topic.clone(), delivery.partition)).or_insert(delivery.offset);
             *tail = (*tail).max(delivery.offset);
         }
         let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
         self.store.confirm_sent(&seqs, &tails)?;
+        let delivered_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(records = seqs.len(), queued_ms, delivered_ms, "sent outbox records");
         metrics::counter!("omnifold_outbox_records_sent_total").increment(seqs.len() as u64);
         Ok(seqs.len())
+    }
+
+    /// Hands one record to librdkafka's queue at once (the `send` future would only enqueue
+    /// when first polled, one round trip per record), waiting while the queue is full.
+    async fn enqueue(&self, seq: u64, record: &OutboxRecord) -> Result<DeliveryFuture, OutboxError> {
+        let stamp = format!("{}:{seq}", self.store.writer_id());
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        headers = headers.insert(Header { key: OUTBOX_HEADER, value: Some(&stamp) });
+        let mut future_record = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.value)
+            .partition(self.partition_of(record)?)
+            .headers(headers);
+        loop {
+            match self.producer.send_result(future_record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    future_record = returned;
+                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                }
+                Err((source, _)) => return Err(OutboxError::Delivery { topic: record.topic.clone(), source }),
+            }
+        }
     }
 
     fn partition_of(&self, record: &OutboxRecord) -> Result<i32, OutboxError> {
@@ -123,43 +148,35 @@ impl OutboxSender {
     }
 }
 
-/// Awaits every delivery in order. `FutureProducer::send` already queued them all, so
-/// awaiting one by one costs nothing over a join.
-async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut outputs = Vec::with_capacity(futures.len());
-    for future in futures {
-        outputs.push(future.await);
-    }
-    outputs
-}
-
-/// The outbox sequence numbers of this store's writer found in the target partitions.
+/// The outbox sequence numbers of this store's writer found in the target partitions, read
+/// from the last offset known delivered (or the start) to the end of each.
+///
+/// The end is where reading goes quiet, not the high watermark: nisshi answers ListOffsets
+/// with the base offset of a partition's last batch, so its watermark can sit below records
+/// that are already there (ARCHITECTURE.md, "The broker").
 fn delivered_seqs(
     store: &Store,
     kafka: &KafkaOptions,
     targets: &BTreeSet<(String, i32)>,
 ) -> Result<BTreeSet<u64>, OutboxError> {
-    let consumer: BaseConsumer = kafka.client_config().set("enable.auto.commit", "false").create().map_err(KafkaError::from)?;
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", "omnifold-outbox-recovery")
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .map_err(KafkaError::from)?;
+    let mut assignment = TopicPartitionList::new();
+    for (topic, partition) in targets {
+        let start = store.tail(topic, *partition)?.map_or(Offset::Beginning, |tail| Offset::Offset(tail + 1));
+        assignment.add_partition_offset(topic, *partition, start).map_err(KafkaError::from)?;
+    }
+    consumer.assign(&assignment).map_err(KafkaError::from)?;
     let prefix = format!("{}:", store.writer_id());
     let mut found = BTreeSet::new();
-    for (topic, partition) in targets {
-        let (low, high) =
-            consumer.fetch_watermarks(topic, *partition, WATERMARK_TIMEOUT).map_err(KafkaError::from)?;
-        let start = store.tail(topic, *partition)?.map_or(low, |tail| (tail + 1).max(low));
-        if start >= high {
-            continue;
-        }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(topic, *partition, Offset::Offset(start)).map_err(KafkaError::from)?;
-        consumer.assign(&assignment).map_err(KafkaError::from)?;
-        let mut next = start;
-        while next < high {
-            let Some(message) = consumer.poll(WATERMARK_TIMEOUT) else { break };
-            let message = message.map_err(KafkaError::from)?;
-            next = message.offset() + 1;
-            if let Some(seq) = outbox_seq(&message, &prefix) {
-                found.insert(seq);
-            }
+    while let Some(message) = consumer.poll(RECOVERY_QUIET) {
+        if let Some(seq) = outbox_seq(&message.map_err(KafkaError::from)?, &prefix) {
+            found.insert(seq);
         }
     }
     Ok(found)

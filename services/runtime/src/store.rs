@@ -54,8 +54,9 @@ const WRITER: &[u8] = b"m/writer";
 const SEQ: &[u8] = b"m/seq";
 
 impl Store {
+    /// Opens (or creates) the store. Blocks: call it from a blocking thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).open()?;
+        let db = open_db(path)?;
         let writer = match db.get(WRITER)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => {
@@ -94,6 +95,15 @@ impl Store {
             entries.push((state_key, state));
         }
         Ok(entries)
+    }
+
+    /// One state entry of an input partition, `None` when it was never written.
+    pub fn state<T: DeserializeOwned>(&self, partition: i32, key: &str) -> Result<Option<T>, StoreError> {
+        let Some(value) = self.db.get(partition_key(b"s/", partition, key.as_bytes()))? else {
+            return Ok(None);
+        };
+        let state = postcard::from_bytes(&value).map_err(|source| StoreError::Decode { what: "state", source })?;
+        Ok(Some(state))
     }
 
     /// The ids of the events an input partition accepted.
@@ -211,6 +221,23 @@ impl Commit {
     /// How many outputs this batch adds to the outbox.
     pub fn outputs(&self) -> usize {
         self.outputs
+    }
+}
+
+/// sled releases its file lock from a background thread a few milliseconds after the last
+/// handle is dropped, so a store reopened in the same process (a restarted service, a test)
+/// can find it briefly locked. A lock held longer is another process's: an error.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).open() {
+            Err(error) if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return Ok(opened?),
+        }
     }
 }
 

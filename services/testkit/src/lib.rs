@@ -33,10 +33,33 @@ pub const NISSHI_VERSION: &str = "0.7.0";
 /// Environment variable that points at a nisshi binary, overriding the cache.
 pub const NISSHI_ENV: &str = "OMNIFOLD_NISSHI";
 
+/// Environment variable with the broker's log filter (`RUST_LOG` syntax, e.g.
+/// `debug`). The test's own `RUST_LOG` is not passed on, so the broker logs
+/// errors only unless this is set.
+pub const BROKER_LOG_ENV: &str = "OMNIFOLD_BROKER_LOG";
+
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const QUIET_PERIOD: Duration = Duration::from_millis(500);
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const START_ATTEMPTS: usize = 3;
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs the broker (`$0 "$@"`) under a watchdog: when this shell's stdin
+/// reaches end of file, because the test process closed it or died in any way
+/// (even SIGKILL or `process::exit`, which skip `Drop`), the broker is killed.
+/// The shell exits with the broker's status.
+const WATCHDOG: &str = r#"
+exec 3<&0
+"$0" "$@" </dev/null 3<&- &
+broker=$!
+(read -r _ <&3; kill -KILL "$broker" 2>/dev/null) </dev/null &
+watcher=$!
+exec 3<&-
+wait "$broker"
+status=$?
+kill "$watcher" 2>/dev/null
+exit "$status"
+"#;
 
 /// Where the broker keeps its data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -191,9 +214,7 @@ impl Broker {
     /// Kills the broker process and waits for it; does nothing if it is gone.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // kill fails only if the process already exited; wait reaps it either way
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
         }
     }
 }
@@ -293,8 +314,7 @@ async fn spawn_ready(binary: &Path, dir: &Path, storage: Storage) -> Result<(Chi
     match wait_ready(&mut child, port, &log).await {
         Ok(()) => Ok((child, port)),
         Err(error) => {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(&mut child);
             Err(error)
         }
     }
@@ -304,18 +324,39 @@ fn spawn(binary: &Path, dir: &Path, storage: Storage, port: u16, log: &Path) -> 
     let listener = format!("tcp://{}", bootstrap(port));
     let stdout = File::create(log).with_context(|| format!("create {}", log.display()))?;
     let stderr = stdout.try_clone()?;
-    Command::new(binary)
+    let mut command = Command::new("/bin/sh");
+    command.args(["-c", WATCHDOG]).arg(binary).env_remove("RUST_LOG");
+    if let Some(filter) = non_empty_env(BROKER_LOG_ENV) {
+        command.env("RUST_LOG", filter);
+    }
+    command
         .arg("broker")
         .args(["--listener-url", &listener])
         .args(["--advertised-listener-url", &listener])
         .args(["--storage-engine", &storage_url(storage, dir)])
         .args(["--group-initial-rebalance-delay", "0s"])
         .current_dir(dir)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
         .with_context(|| format!("spawn {}", binary.display()))
+}
+
+/// Kills the broker by closing the watchdog's stdin, and reaps it; kills the
+/// watchdog itself if the broker is not gone within 5 s.
+fn stop(child: &mut Child) {
+    drop(child.stdin.take());
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // kill fails only if the process already exited; wait reaps it either way
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Polls metadata until the broker answers, it exits, or 30 s pass.
@@ -369,6 +410,8 @@ fn read_all_blocking(
     let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = config
         .clone()
+        // librdkafka refuses a manual assign without a group id, though nothing is committed
+        .set("group.id", "omnifold-testkit-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create()

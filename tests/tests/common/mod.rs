@@ -47,6 +47,7 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         batch_max_events: 1_000,
         batch_max_ms: 20,
         exit_when_caught_up: true,
+        http: None,
     }
 }
 
@@ -70,18 +71,26 @@ pub async fn read(broker: &Broker, topic: &str, expected_min: usize) -> Vec<Reco
 }
 
 pub fn alerts(records: &[Record]) -> Vec<Alert> {
-    records.iter().map(|r| Alert::decode(r.value.as_deref().unwrap_or_default()).expect("alert decodes")).collect()
+    records
+        .iter()
+        .map(|r| Alert::decode(r.value.as_deref().unwrap_or_default()).expect("alert decodes"))
+        .collect()
 }
 
 pub fn availability(records: &[Record]) -> Vec<ChannelAvailability> {
     records
         .iter()
-        .map(|r| ChannelAvailability::decode(r.value.as_deref().unwrap_or_default()).expect("availability decodes"))
+        .map(|r| {
+            ChannelAvailability::decode(r.value.as_deref().unwrap_or_default()).expect("availability decodes")
+        })
         .collect()
 }
 
 pub fn escalations(records: &[Record]) -> Vec<Escalation> {
-    records.iter().map(|r| Escalation::decode(r.value.as_deref().unwrap_or_default()).expect("escalation decodes")).collect()
+    records
+        .iter()
+        .map(|r| Escalation::decode(r.value.as_deref().unwrap_or_default()).expect("escalation decodes"))
+        .collect()
 }
 
 /// The last published number per (channel, sku), in offset order within each key's partition.
@@ -95,4 +104,71 @@ pub fn alert_record(alert: &Alert) -> String {
 
 pub fn header<'a>(record: &'a Record, key: &str) -> Option<&'a [u8]> {
     record.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_slice())
+}
+
+/// A loopback address with a port that was free a moment ago, for a server the test starts
+/// in another task (or process) and cannot ask for its port.
+pub fn free_local_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("a local address")
+}
+
+/// A coordinator running in this process until [`RunningCoordinator::stop`].
+pub struct RunningCoordinator {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), omnifold_coordinator::CoordinatorError>>,
+}
+
+impl RunningCoordinator {
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(60), self.task)
+            .await
+            .expect("coordinator stopped in time")
+            .expect("coordinator task joined")
+            .expect("coordinator ran");
+    }
+}
+
+/// Starts the coordinator with `options` in a task; it runs until stopped.
+pub fn spawn_coordinator(options: CoordinatorOptions) -> RunningCoordinator {
+    let coordinator = Coordinator::new(options).expect("coordinator builds");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(coordinator.run(async {
+        let _ = stopped.await;
+    }));
+    RunningCoordinator { stop, task }
+}
+
+/// Polls `done` every 50 ms until it holds; panics with `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every record of `topic`: at least as many as the high watermarks promise (nisshi's sit at
+/// the base of each partition's last batch, so they are a lower bound), then until quiet.
+pub async fn read_to_end(broker: &Broker, topic: &str) -> Vec<Record> {
+    let consumer: rdkafka::consumer::BaseConsumer =
+        broker.client_config().set("group.id", "omnifold-e2e-reader").create().expect("reader");
+    let mut total = 0;
+    let metadata =
+        rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+    for partition in metadata.topics()[0].partitions() {
+        let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(
+            &consumer,
+            topic,
+            partition.id(),
+            Duration::from_secs(10),
+        )
+        .expect("watermarks");
+        total += (high - low) as usize;
+    }
+    let records = read(broker, topic, total).await;
+    assert!(records.len() >= total, "read every record of {topic}");
+    records
 }

@@ -1,0 +1,564 @@
+//! Shopify webhooks: orders/create, orders/cancelled, fulfillments/create (and /update),
+//! refunds/create, inventory_levels/update and products/update, mapped to contract events.
+//!
+//! Event ids follow the business fact, so a redelivered webhook (same X-Shopify-Webhook-Id)
+//! or the same fact in a second delivery maps to the same ids and the coordinator ignores the
+//! repeat: `shopify:order:<order>:line:<line>:placed|cancelled`,
+//! `shopify:fulfillment:<fulfillment>:line:<line>:shipped`,
+//! `shopify:refund:<refund>:line:<refund line>:returned`. Snapshot topics have no fact id of
+//! their own and take the webhook id: `shopify:webhook:<webhook id>:inventory:<item>:<location>`
+//! and `shopify:webhook:<webhook id>:variant:<variant>:price`.
+
+use std::collections::BTreeMap;
+
+use omnifold_proto::{
+    Body, OrderLineCancelled, OrderLinePlaced, OrderLineReturned, OrderLineShipped, PriceSet, StockCounted,
+};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::config::{ConnectorConfig, ShopifyOptions};
+use crate::decimal::Dec;
+use crate::mapping::{Malformed, Mapped, money, money_if_positive, non_empty};
+use crate::timefmt::parse_ms;
+
+/// The topics the receiver maps; any other is answered 200 and counted as refused.
+pub const TOPICS: [&str; 7] = [
+    "orders/create",
+    "orders/cancelled",
+    "fulfillments/create",
+    "fulfillments/update",
+    "refunds/create",
+    "inventory_levels/update",
+    "products/update",
+];
+
+/// How Shopify ids become contract ids; built from `[shopify]` of the connector config.
+#[derive(Debug, Clone, Default)]
+pub struct ShopifyMapping {
+    pub channel: String,
+    pub currency: String,
+    pub locations: BTreeMap<String, String>,
+    pub variants: BTreeMap<String, String>,
+    pub inventory_items: BTreeMap<String, String>,
+    pub default_ship_location: Option<String>,
+    /// The Shopify location push-back writes to: its inventory updates are echoes.
+    pub echo_location: Option<String>,
+}
+
+impl ShopifyMapping {
+    pub fn from_config(config: &ConnectorConfig, options: &ShopifyOptions) -> Self {
+        ShopifyMapping {
+            channel: options.channel.clone(),
+            currency: options.currency.clone(),
+            locations: options.locations.clone(),
+            variants: options.variants.clone(),
+            inventory_items: options.inventory_items.clone(),
+            default_ship_location: options.default_ship_location.clone(),
+            echo_location: config.shopify_echo_location().map(str::to_string),
+        }
+    }
+
+    /// Maps one webhook body of `topic`. `webhook_id` is X-Shopify-Webhook-Id.
+    pub fn map(&self, topic: &str, webhook_id: &str, body: &[u8]) -> Result<Mapped, Malformed> {
+        match topic {
+            "orders/create" => Ok(self.order_created(&parse(topic, body)?)),
+            "orders/cancelled" => Ok(self.order_cancelled(&parse(topic, body)?)),
+            "fulfillments/create" | "fulfillments/update" => Ok(self.fulfillment(&parse(topic, body)?)),
+            "refunds/create" => Ok(self.refund(&parse(topic, body)?)),
+            "inventory_levels/update" => Ok(self.inventory_level(webhook_id, &parse(topic, body)?)),
+            "products/update" => Ok(self.product(webhook_id, &parse(topic, body)?)),
+            other => {
+                let mut mapped = Mapped::default();
+                mapped.refuse(
+                    format!("topic {other}"),
+                    "unsupported_topic",
+                    format!("topic {other} is not mapped"),
+                );
+                Ok(mapped)
+            }
+        }
+    }
+
+    fn order_created(&self, order: &Order) -> Mapped {
+        let mut mapped = Mapped::default();
+        let Some(at) = time(&mut mapped, "order", [&order.processed_at, &order.created_at]) else {
+            return mapped;
+        };
+        let location = order.location_id.and_then(|id| self.locations.get(&id.to_string()).cloned());
+        if let Some(id) = order.location_id
+            && location.is_none()
+        {
+            mapped.ignore(
+                format!("order {}", order.id),
+                "unmapped_order_location",
+                format!(
+                    "order location {id} is not in [shopify.locations]; the lines reserve in the shared pool"
+                ),
+            );
+        }
+        for line in &order.line_items {
+            let item = format!("line {}", line.id);
+            if line.gift_card {
+                mapped.ignore(item, "gift_card", "gift cards hold no stock");
+                continue;
+            }
+            let Some(sku) = self.sku(&mut mapped, line.sku.as_deref(), line.variant_id, &item) else {
+                continue;
+            };
+            if line.quantity <= 0 {
+                mapped.refuse(item, "bad_quantity", format!("quantity {} is not above 0", line.quantity));
+                continue;
+            }
+            let Some(price) = line.price else {
+                mapped.refuse(item, "missing_price", "the line has no price");
+                continue;
+            };
+            let discount: Decimal = line.discount_allocations.iter().map(|d| d.amount.0).sum();
+            mapped.push(
+                format!("shopify:order:{}:line:{}:placed", order.id, line.id),
+                &self.channel,
+                at,
+                Body::OrderLinePlaced(OrderLinePlaced {
+                    order_id: order.id.to_string(),
+                    line_id: line.id.to_string(),
+                    sku,
+                    quantity: line.quantity,
+                    unit_price: Some(money(price.0, &order.currency)),
+                    discount: money_if_positive(discount, &order.currency),
+                    channel_fee: None,
+                    location_id: location.clone(),
+                }),
+            );
+        }
+        mapped
+    }
+
+    fn order_cancelled(&self, order: &Order) -> Mapped {
+        let mut mapped = Mapped::default();
+        let Some(at) = time(&mut mapped, "order", [&order.cancelled_at, &order.updated_at]) else {
+            return mapped;
+        };
+        for line in &order.line_items {
+            let item = format!("line {}", line.id);
+            if line.gift_card {
+                mapped.ignore(item, "gift_card", "gift cards hold no stock");
+                continue;
+            }
+            let Some(sku) = self.sku(&mut mapped, line.sku.as_deref(), line.variant_id, &item) else {
+                continue;
+            };
+            mapped.push(
+                format!("shopify:order:{}:line:{}:cancelled", order.id, line.id),
+                &self.channel,
+                at,
+                Body::OrderLineCancelled(OrderLineCancelled {
+                    order_id: order.id.to_string(),
+                    line_id: line.id.to_string(),
+                    sku,
+                }),
+            );
+        }
+        mapped
+    }
+
+    fn fulfillment(&self, fulfillment: &Fulfillment) -> Mapped {
+        let mut mapped = Mapped::default();
+        let status = fulfillment.status.as_deref().unwrap_or("");
+        if status != "success" {
+            mapped.ignore(
+                format!("fulfillment {}", fulfillment.id),
+                "fulfillment_not_shipped",
+                format!("fulfillment status {status:?}: only a successful fulfillment ships units"),
+            );
+            return mapped;
+        }
+        let Some(at) = time(&mut mapped, "fulfillment", [&fulfillment.updated_at, &fulfillment.created_at])
+        else {
+            return mapped;
+        };
+        let location = match fulfillment.location_id {
+            Some(id) => match self.locations.get(&id.to_string()) {
+                Some(location) => location.clone(),
+                None => {
+                    mapped.refuse(
+                        format!("fulfillment {}", fulfillment.id),
+                        "unmapped_location",
+                        format!("Shopify location {id} is not in [shopify.locations]"),
+                    );
+                    return mapped;
+                }
+            },
+            None => match &self.default_ship_location {
+                Some(location) => location.clone(),
+                None => {
+                    mapped.refuse(
+                        format!("fulfillment {}", fulfillment.id),
+                        "missing_location",
+                        "the fulfillment names no location_id and shopify.default_ship_location is not set",
+                    );
+                    return mapped;
+                }
+            },
+        };
+        for line in &fulfillment.line_items {
+            let item = format!("line {}", line.id);
+            let Some(sku) = self.sku(&mut mapped, line.sku.as_deref(), line.variant_id, &item) else {
+                continue;
+            };
+            if line.quantity <= 0 {
+                mapped.refuse(item, "bad_quantity", format!("quantity {} is not above 0", line.quantity));
+                continue;
+            }
+            mapped.push(
+                format!("shopify:fulfillment:{}:line:{}:shipped", fulfillment.id, line.id),
+                &self.channel,
+                at,
+                Body::OrderLineShipped(OrderLineShipped {
+                    order_id: fulfillment.order_id.to_string(),
+                    line_id: line.id.to_string(),
+                    sku,
+                    quantity: line.quantity,
+                    location_id: location.clone(),
+                    fulfillment_cost: None,
+                }),
+            );
+        }
+        mapped
+    }
+
+    fn refund(&self, refund: &Refund) -> Mapped {
+        let mut mapped = Mapped::default();
+        let Some(at) = time(&mut mapped, "refund", [&refund.processed_at, &refund.created_at]) else {
+            return mapped;
+        };
+        for line in &refund.refund_line_items {
+            let item = format!("refund line {}", line.id);
+            let restock = match line.restock_type.as_deref().unwrap_or("no_restock") {
+                "return" | "legacy_restock" => true,
+                "no_restock" => false,
+                "cancel" => {
+                    mapped.ignore(
+                        item,
+                        "refund_of_unfulfilled",
+                        "restock_type cancel: unfulfilled units, not a return",
+                    );
+                    continue;
+                }
+                other => {
+                    mapped.refuse(
+                        item,
+                        "unknown_restock_type",
+                        format!("restock_type {other:?} is not known"),
+                    );
+                    continue;
+                }
+            };
+            let sku = line.line_item.as_ref().and_then(|l| l.sku.as_deref());
+            let variant = line.line_item.as_ref().and_then(|l| l.variant_id);
+            let Some(sku) = self.sku(&mut mapped, sku, variant, &item) else { continue };
+            if line.quantity <= 0 {
+                mapped.refuse(item, "bad_quantity", format!("quantity {} is not above 0", line.quantity));
+                continue;
+            }
+            let amount = line.subtotal_set.as_ref().map(|s| &s.shop_money);
+            let (value, currency) = match (amount, line.subtotal) {
+                (Some(m), _) => (m.amount.0, m.currency_code.clone()),
+                (None, Some(subtotal)) => (subtotal.0, String::new()),
+                (None, None) => {
+                    mapped.refuse(item, "missing_price", "the refund line has no subtotal");
+                    continue;
+                }
+            };
+            if currency.is_empty() {
+                mapped.refuse(item, "missing_currency", "the refund line's subtotal has no currency");
+                continue;
+            }
+            let location_id = if restock {
+                match line.location_id.map(|id| (id, self.locations.get(&id.to_string()))) {
+                    Some((_, Some(location))) => Some(location.clone()),
+                    Some((id, None)) => {
+                        mapped.refuse(
+                            item,
+                            "unmapped_location",
+                            format!("Shopify location {id} is not in [shopify.locations]"),
+                        );
+                        continue;
+                    }
+                    None => match &self.default_ship_location {
+                        Some(location) => Some(location.clone()),
+                        None => {
+                            mapped.refuse(
+                                item,
+                                "missing_location",
+                                "a restocked refund line names no location_id",
+                            );
+                            continue;
+                        }
+                    },
+                }
+            } else {
+                None
+            };
+            mapped.push(
+                format!("shopify:refund:{}:line:{}:returned", refund.id, line.id),
+                &self.channel,
+                at,
+                Body::OrderLineReturned(OrderLineReturned {
+                    order_id: refund.order_id.to_string(),
+                    line_id: line.line_item_id.to_string(),
+                    sku,
+                    quantity: line.quantity,
+                    refund: Some(money(value, &currency)),
+                    restock,
+                    location_id,
+                }),
+            );
+        }
+        mapped
+    }
+
+    fn inventory_level(&self, webhook_id: &str, level: &InventoryLevel) -> Mapped {
+        let mut mapped = Mapped::default();
+        let item = format!("inventory item {} at {}", level.inventory_item_id, level.location_id);
+        let location = level.location_id.to_string();
+        if self.echo_location.as_deref() == Some(location.as_str()) {
+            mapped.ignore(
+                item,
+                "pushback_echo",
+                format!("location {location} is where push-back sets availability"),
+            );
+            return mapped;
+        }
+        let Some(at) = time(&mut mapped, "inventory level", [&level.updated_at]) else { return mapped };
+        let Some(sku) = self.inventory_items.get(&level.inventory_item_id.to_string()).cloned() else {
+            mapped.refuse(
+                item,
+                "unmapped_inventory_item",
+                format!("inventory item {} is not in [shopify.inventory_items]", level.inventory_item_id),
+            );
+            return mapped;
+        };
+        let Some(location_id) = self.locations.get(&location).cloned() else {
+            mapped.refuse(
+                item,
+                "unmapped_location",
+                format!("Shopify location {location} is not in [shopify.locations]"),
+            );
+            return mapped;
+        };
+        let Some(available) = level.available else {
+            mapped.ignore(item, "untracked", "available is null: the item is not tracked at this location");
+            return mapped;
+        };
+        if available < 0 {
+            mapped.refuse(
+                item,
+                "negative_stock",
+                format!("available {available} is below 0; a count cannot be"),
+            );
+            return mapped;
+        }
+        mapped.push(
+            format!(
+                "shopify:webhook:{webhook_id}:inventory:{}:{}",
+                level.inventory_item_id, level.location_id
+            ),
+            "",
+            at,
+            Body::StockCounted(StockCounted { sku, location_id, on_hand: available }),
+        );
+        mapped
+    }
+
+    fn product(&self, webhook_id: &str, product: &Product) -> Mapped {
+        let mut mapped = Mapped::default();
+        let Some(at) = time(&mut mapped, "product", [&product.updated_at]) else { return mapped };
+        for variant in &product.variants {
+            let item = format!("variant {}", variant.id);
+            let Some(sku) = self.sku(&mut mapped, variant.sku.as_deref(), Some(variant.id), &item) else {
+                continue;
+            };
+            let Some(price) = variant.price else {
+                mapped.refuse(item, "missing_price", "the variant has no price");
+                continue;
+            };
+            mapped.push(
+                format!("shopify:webhook:{webhook_id}:variant:{}:price", variant.id),
+                &self.channel,
+                at,
+                Body::PriceSet(PriceSet { sku, price: Some(money(price.0, &self.currency)) }),
+            );
+        }
+        mapped
+    }
+
+    /// The line's SKU, else the configured SKU of its variant, else a refusal.
+    fn sku(
+        &self,
+        mapped: &mut Mapped,
+        sku: Option<&str>,
+        variant: Option<u64>,
+        item: &str,
+    ) -> Option<String> {
+        if let Some(sku) = non_empty(sku) {
+            return Some(sku.to_string());
+        }
+        match variant.and_then(|v| self.variants.get(&v.to_string())) {
+            Some(sku) => Some(sku.clone()),
+            None => {
+                let variant = variant.map_or("none".to_string(), |v| v.to_string());
+                mapped.refuse(
+                    item,
+                    "empty_sku",
+                    format!("{item} has no SKU and its variant {variant} is not in [shopify.variants]"),
+                );
+                None
+            }
+        }
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(topic: &str, body: &[u8]) -> Result<T, Malformed> {
+    serde_json::from_slice(body).map_err(|e| Malformed::json(&format!("Shopify {topic}"), &e))
+}
+
+/// The first timestamp present, parsed; a refusal of the whole payload when none parses.
+fn time<const N: usize>(mapped: &mut Mapped, what: &str, candidates: [&Option<String>; N]) -> Option<i64> {
+    let text = candidates.iter().find_map(|c| c.as_deref());
+    match text.and_then(parse_ms) {
+        Some(ms) if ms > 0 => Some(ms),
+        _ => {
+            mapped.refuse(what, "bad_time", format!("{what} has no usable timestamp ({text:?})"));
+            None
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Order {
+    id: u64,
+    currency: String,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    processed_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    cancelled_at: Option<String>,
+    #[serde(default)]
+    location_id: Option<u64>,
+    line_items: Vec<LineItem>,
+}
+
+#[derive(Deserialize)]
+struct LineItem {
+    id: u64,
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    variant_id: Option<u64>,
+    quantity: i64,
+    #[serde(default)]
+    price: Option<Dec>,
+    #[serde(default)]
+    gift_card: bool,
+    #[serde(default)]
+    discount_allocations: Vec<DiscountAllocation>,
+}
+
+#[derive(Deserialize)]
+struct DiscountAllocation {
+    amount: Dec,
+}
+
+#[derive(Deserialize)]
+struct Fulfillment {
+    id: u64,
+    order_id: u64,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    location_id: Option<u64>,
+    line_items: Vec<LineItem>,
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    id: u64,
+    order_id: u64,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    processed_at: Option<String>,
+    #[serde(default)]
+    refund_line_items: Vec<RefundLine>,
+}
+
+#[derive(Deserialize)]
+struct RefundLine {
+    id: u64,
+    line_item_id: u64,
+    quantity: i64,
+    #[serde(default)]
+    location_id: Option<u64>,
+    #[serde(default)]
+    restock_type: Option<String>,
+    #[serde(default)]
+    subtotal: Option<Dec>,
+    #[serde(default)]
+    subtotal_set: Option<MoneySet>,
+    #[serde(default)]
+    line_item: Option<RefundedItem>,
+}
+
+#[derive(Deserialize)]
+struct RefundedItem {
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    variant_id: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct MoneySet {
+    shop_money: ShopMoney,
+}
+
+#[derive(Deserialize)]
+struct ShopMoney {
+    amount: Dec,
+    currency_code: String,
+}
+
+#[derive(Deserialize)]
+struct InventoryLevel {
+    inventory_item_id: u64,
+    location_id: u64,
+    #[serde(default)]
+    available: Option<i64>,
+    #[serde(default)]
+    updated_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Product {
+    #[serde(default)]
+    updated_at: Option<String>,
+    #[serde(default)]
+    variants: Vec<Variant>,
+}
+
+#[derive(Deserialize)]
+struct Variant {
+    id: u64,
+    #[serde(default)]
+    sku: Option<String>,
+    #[serde(default)]
+    price: Option<Dec>,
+}

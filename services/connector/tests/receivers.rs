@@ -1,0 +1,326 @@
+//! The HTTP receivers over real loopback HTTP: signatures (good, bad, missing), redelivery,
+//! malformed and oversized bodies, and that every rejection is counted by adapter and
+//! reason. Events go to a [`MemorySink`], which applies the publisher's own check.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use omnifold_connector::amazon::AmazonMapping;
+use omnifold_connector::config::Secret;
+use omnifold_connector::http::{Intake, amazon_router, shopify_router, sign, woocommerce_router};
+use omnifold_connector::publish::MemorySink;
+use omnifold_connector::shopify::ShopifyMapping;
+use omnifold_connector::woocommerce::WooMapping;
+use tokio::sync::Mutex;
+
+const SECRET: &[u8] = b"hush-this-is-the-app-secret";
+
+fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().expect("the test recorder installs"))
+}
+
+/// The counter's value in the Prometheus rendering (0 when absent).
+fn counter(name_and_labels: &str) -> f64 {
+    metrics()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn payload(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/payloads").join(name);
+    std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("cannot read {} (shared/ must sit beside the repo): {e}", path.display()))
+}
+
+async fn start(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+fn shopify_mapping() -> ShopifyMapping {
+    ShopifyMapping {
+        channel: "shopify".into(),
+        currency: "USD".into(),
+        locations: [("655441491".to_string(), "wh-nj".to_string())].into(),
+        inventory_items: [("808950810".to_string(), "IPOD2008PINK".to_string())].into(),
+        ..ShopifyMapping::default()
+    }
+}
+
+async fn shopify_server(max_body: usize) -> (String, Arc<Mutex<Intake<MemorySink>>>) {
+    metrics();
+    let intake = Intake::new(MemorySink::default());
+    let router = shopify_router(shopify_mapping(), Secret::new(SECRET), intake.clone(), max_body);
+    (start(router).await, intake)
+}
+
+async fn post_shopify(
+    base: &str,
+    topic: &str,
+    webhook_id: &str,
+    body: &[u8],
+    signature: Option<String>,
+) -> (u16, serde_json::Value) {
+    let mut request = client()
+        .post(format!("{base}/webhooks/shopify"))
+        .header("X-Shopify-Topic", topic)
+        .header("X-Shopify-Webhook-Id", webhook_id)
+        .header("X-Shopify-Shop-Domain", "example.myshopify.com")
+        .header("X-Shopify-API-Version", "2024-04")
+        .header("Content-Type", "application/json")
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("X-Shopify-Hmac-Sha256", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+async fn published(intake: &Mutex<Intake<MemorySink>>) -> usize {
+    intake.lock().await.sink.events.len()
+}
+
+#[tokio::test]
+async fn shopify_signatures_good_bad_and_missing() {
+    let (base, intake) = shopify_server(1 << 20).await;
+    let body = payload("shopify-orders-create.json");
+    let bad_before =
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="bad_signature"}"#);
+    let missing_before =
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="missing_signature"}"#);
+
+    let (status, answer) = post_shopify(&base, "orders/create", "w-missing", &body, None).await;
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(answer["error"], "x-shopify-hmac-sha256 is missing");
+
+    // signed with another secret
+    let (status, _) =
+        post_shopify(&base, "orders/create", "w-bad", &body, Some(sign(b"not-the-secret", &body))).await;
+    assert_eq!(status, 401);
+    // the right secret over a different body
+    let (status, _) = post_shopify(&base, "orders/create", "w-bad", &body, Some(sign(SECRET, b"{}"))).await;
+    assert_eq!(status, 401);
+    // not even base64
+    let (status, _) = post_shopify(&base, "orders/create", "w-bad", &body, Some("%%%".into())).await;
+    assert_eq!(status, 401);
+    assert_eq!(published(&intake).await, 0, "nothing unsigned is published");
+
+    let (status, answer) =
+        post_shopify(&base, "orders/create", "w-good", &body, Some(sign(SECRET, &body))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["published"], 3);
+    assert_eq!(published(&intake).await, 3);
+
+    assert!(
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="bad_signature"}"#)
+            >= bad_before + 3.0
+    );
+    assert!(
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="missing_signature"}"#)
+            >= missing_before + 1.0
+    );
+}
+
+#[tokio::test]
+async fn shopify_redelivery_publishes_nothing_new() {
+    let (base, intake) = shopify_server(1 << 20).await;
+    let body = payload("shopify-inventory-levels-update.json");
+    let signature = sign(SECRET, &body);
+    let (status, answer) =
+        post_shopify(&base, "inventory_levels/update", "w-1", &body, Some(signature.clone())).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(1)));
+    let first = intake.lock().await.sink.events.clone();
+
+    let (status, answer) =
+        post_shopify(&base, "inventory_levels/update", "w-1", &body, Some(signature.clone())).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    assert_eq!(intake.lock().await.sink.events, first, "the redelivery published nothing");
+
+    // a redelivery the receiver no longer remembers maps to the same event ids, which the
+    // coordinator ignores: a business fact keeps its id
+    let forgetful = ShopifyMapping { ..shopify_mapping() };
+    let again = forgetful.map("inventory_levels/update", "w-1", &body).unwrap();
+    assert_eq!(again.events, first);
+    let orders = payload("shopify-orders-create.json");
+    let once = forgetful.map("orders/create", "w-2", &orders).unwrap();
+    let twice = forgetful.map("orders/create", "w-3", &orders).unwrap();
+    assert_eq!(once.events, twice.events, "order facts keep their ids across webhook ids");
+}
+
+#[tokio::test]
+async fn shopify_malformed_and_oversized_bodies() {
+    let (base, intake) = shopify_server(4096).await;
+    let before = counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="malformed"}"#);
+
+    let body = br#"{"id": 1, "currency": "USD", "line_items": [{"id": 2, "quantity": "many"}]}"#;
+    let (status, answer) = post_shopify(&base, "orders/create", "w-m1", body, Some(sign(SECRET, body))).await;
+    assert_eq!(status, 400);
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.starts_with("malformed Shopify orders/create body: invalid type"), "{message}");
+
+    let body = b"not json at all";
+    let (status, answer) = post_shopify(&base, "orders/create", "w-m2", body, Some(sign(SECRET, body))).await;
+    assert_eq!(status, 400, "{answer}");
+
+    // a malformed delivery is not remembered: once fixed, the same id goes through
+    let good = payload("shopify-inventory-levels-update.json");
+    let (status, _) =
+        post_shopify(&base, "inventory_levels/update", "w-m2", &good, Some(sign(SECRET, &good))).await;
+    assert_eq!(status, 200);
+    assert_eq!(published(&intake).await, 1);
+
+    // missing topic header
+    let response = client()
+        .post(format!("{base}/webhooks/shopify"))
+        .header("X-Shopify-Hmac-Sha256", sign(SECRET, &good))
+        .header("X-Shopify-Webhook-Id", "w-m3")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+
+    let big = payload("shopify-orders-create.json"); // 27 kB > 4 kB
+    let (status, _) = post_shopify(&base, "orders/create", "w-big", &big, Some(sign(SECRET, &big))).await;
+    assert_eq!(status, 413);
+    assert_eq!(published(&intake).await, 1, "nothing malformed or oversized is published");
+    assert!(
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="malformed"}"#)
+            >= before + 2.0
+    );
+    assert!(
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="body_too_large"}"#) >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn shopify_refusals_are_answered_200_and_counted() {
+    let (base, intake) = shopify_server(1 << 20).await;
+    let before = counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="empty_sku"}"#);
+    let body = payload("shopify-orders-cancelled.json"); // empty SKUs, no variant mapping here
+    let (status, answer) =
+        post_shopify(&base, "orders/cancelled", "w-r1", &body, Some(sign(SECRET, &body))).await;
+    assert_eq!(status, 200, "a refusal is permanent: the channel must not retry it");
+    assert_eq!(answer["published"], 0);
+    assert_eq!(answer["refused"][0]["reason"], "empty_sku");
+    assert_eq!(published(&intake).await, 0);
+    assert!(
+        counter(r#"omnifold_connector_rejections_total{adapter="shopify",reason="empty_sku"}"#)
+            >= before + 2.0
+    );
+}
+
+async fn post_woo(
+    base: &str,
+    body: &[u8],
+    signature: Option<String>,
+    delivery: &str,
+) -> (u16, serde_json::Value) {
+    let mut request = client()
+        .post(format!("{base}/webhooks/woocommerce"))
+        .header("X-WC-Webhook-Topic", "order.created")
+        .header("X-WC-Webhook-Resource", "order")
+        .header("X-WC-Webhook-Event", "created")
+        .header("X-WC-Webhook-Delivery-ID", delivery)
+        .body(body.to_vec());
+    if let Some(signature) = signature {
+        request = request.header("X-WC-Webhook-Signature", signature);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, serde_json::from_str(&response.text().await.unwrap()).unwrap())
+}
+
+#[tokio::test]
+async fn woocommerce_signatures_ping_and_redelivery() {
+    metrics();
+    let intake = Intake::new(MemorySink::default());
+    let mapping = WooMapping {
+        channel: "eu-market".into(),
+        products: [("93".to_string(), "WOO-SINGLE-1".to_string())].into(),
+        ship_location: None,
+    };
+    let base = start(woocommerce_router(mapping, Secret::new(SECRET), intake.clone(), 1 << 20)).await;
+    let body = payload("woocommerce-order-created.json");
+
+    assert_eq!(post_woo(&base, &body, None, "1").await.0, 401);
+    assert_eq!(post_woo(&base, &body, Some(sign(b"wrong", &body)), "1").await.0, 401);
+    assert_eq!(published(&intake).await, 0);
+
+    // WooCommerce's unsigned ping when a webhook is saved
+    let (status, answer) = post_woo(&base, b"webhook_id=12", None, "0").await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(0)));
+
+    let (status, answer) = post_woo(&base, &body, Some(sign(SECRET, &body)), "1").await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(2)), "{answer}");
+    let (status, answer) = post_woo(&base, &body, Some(sign(SECRET, &body)), "1").await;
+    assert_eq!((status, &answer["duplicate"]), (200, &serde_json::Value::Bool(true)));
+    assert_eq!(published(&intake).await, 2);
+
+    let broken = b"{\"id\": 727}";
+    let (status, answer) = post_woo(&base, broken, Some(sign(SECRET, broken)), "2").await;
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().unwrap().contains("missing field"), "{answer}");
+    assert_eq!(published(&intake).await, 2);
+}
+
+#[tokio::test]
+async fn amazon_endpoint_token_and_notification_dedup() {
+    metrics();
+    let intake = Intake::new(MemorySink::default());
+    let mapping = AmazonMapping {
+        channel: "amazon".into(),
+        default_marketplace: "ATVPDKIKX0DER".into(),
+        default_fulfillment_channel: "AFN".into(),
+        fba_locations: [("ATVPDKIKX0DER".to_string(), "fba-us".to_string())].into(),
+        asins: [("B007IBIWZY".to_string(), "SKU-0001".to_string())].into(),
+        ..AmazonMapping::default()
+    };
+    let base = start(amazon_router(mapping, Some(Secret::new("relay-token")), intake.clone(), 1 << 20)).await;
+    let body = payload("amazon-pricing-health.json");
+    let post = |path: &'static str, token: Option<&'static str>, body: Vec<u8>| {
+        let base = base.clone();
+        async move {
+            let mut request = client().post(format!("{base}{path}")).body(body);
+            if let Some(token) = token {
+                request = request.header("Authorization", format!("Bearer {token}"));
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, serde_json::from_str::<serde_json::Value>(&response.text().await.unwrap()).unwrap())
+        }
+    };
+    assert_eq!(post("/amazon/notifications", None, body.clone()).await.0, 401);
+    assert_eq!(post("/amazon/notifications", Some("nope"), body.clone()).await.0, 401);
+    let (status, answer) = post("/amazon/notifications", Some("relay-token"), body.clone()).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(1)), "{answer}");
+    let (status, answer) = post("/amazon/notifications", Some("relay-token"), body.clone()).await;
+    assert_eq!((status, &answer["duplicate"]), (200, &serde_json::Value::Bool(true)));
+
+    let (status, answer) = post(
+        "/amazon/notifications",
+        Some("relay-token"),
+        br#"{"NotificationType":"ORDER_CHANGE","Payload":{}}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"], "NotificationMetadata.NotificationId is missing");
+
+    let items = payload("amazon-orders-getOrderItems-sandbox.json");
+    let (status, answer) = post("/amazon/order-items", Some("relay-token"), items).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(1)), "{answer}");
+    assert_eq!(published(&intake).await, 2);
+}

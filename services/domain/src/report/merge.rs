@@ -1,0 +1,408 @@
+//! The second stage of the report: merge every source's partials per cell, decide which
+//! weeks are closed, and emit a snapshot revision whenever a closed week's figures change.
+//!
+//! The merger is a pure state machine over [`PartialRecord`]s. Records are absolute (a
+//! source's whole value of a cell as of an input offset), so the merger keeps, per cell and
+//! source, the record with the highest offset: re-delivered, replayed or reordered records
+//! of one source change nothing. Once every record is in, the merged figures are the same
+//! whichever instances produced them and in whatever order they arrived.
+//!
+//! While an events partition reports more than [`HOLD_BEHIND`] unread records (an alerts
+//! partition: any unread record), nothing is emitted: during a replay one partition's clock would otherwise close weeks whose events
+//! another partition has not delivered yet, and every key would be restated many times. The
+//! held weeks are emitted (once) as soon as every input is near its end. Whether to hold is
+//! read from the records, so the merger stays a function of the records it merged.
+//!
+//! Emission (CONTRACT.md section 7): the watermark is the latest accepted event time over
+//! every events source minus `allowed_lateness_ms`; a week is closed once the watermark is
+//! at or past its end; every closed week from the week of the earliest accepted event is
+//! reported for every contract channel. A closed week whose figures change (a late event, a
+//! late alert, a neighbour channel's revenue moving the shares, an earlier week changing the
+//! negative streak) is emitted again as the next revision with the fields that changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::figures::{ChannelWeek, compute_week};
+use super::ledger::{Lag, PartialRecord, Source, SourceKind, Span};
+use super::partial::{Cell, Partial};
+use super::week::{Calendar, Week};
+use crate::contract::Rules;
+
+/// Inputs further behind their end than this many records hold emission back.
+pub const HOLD_BEHIND: i64 = 1_000;
+
+/// One emitted revision of a cell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub figures: ChannelWeek,
+    /// 1 for the first emission, then +1 for every restatement.
+    pub revision: u32,
+    /// On a restatement: the names of the fields that changed (snapshot field names).
+    pub changed_fields: Vec<String>,
+}
+
+impl Snapshot {
+    /// The record key, `<iso-week>/<channel>`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.figures.week, self.figures.channel)
+    }
+}
+
+/// How far a source's records have been merged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceMark {
+    /// The highest record offset seen from the source.
+    pub offset: i64,
+    pub span: Span,
+    /// The source's unread records, as last reported, and the offset they were counted from.
+    pub behind: i64,
+    pub behind_at: i64,
+}
+
+/// Every source's latest value of one cell, with the offset it was computed at.
+pub type CellInputs = BTreeMap<Source, (i64, Partial)>;
+
+/// What changed in the merger's state since the last [`Merger::take_changes`], for a store
+/// that persists only what changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub sources: BTreeSet<Source>,
+    pub cells: BTreeSet<Cell>,
+    pub emitted: BTreeSet<Cell>,
+}
+
+/// The merge stage's state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merger {
+    pub sources: BTreeMap<Source, SourceMark>,
+    pub cells: BTreeMap<Cell, CellInputs>,
+    /// The last emitted revision of every cell.
+    pub emitted: BTreeMap<Cell, Snapshot>,
+    /// Weeks whose inputs changed since the last evaluation.
+    dirty: BTreeSet<Week>,
+    /// Every reported week is re-evaluated at the next evaluation (after a restore, when the
+    /// dirty weeks were not stored); unchanged weeks emit nothing.
+    everything_dirty: bool,
+    changes: Changes,
+}
+
+impl Merger {
+    /// A merger restored from stored state; nothing is dirty.
+    pub fn restore(
+        sources: BTreeMap<Source, SourceMark>,
+        cells: BTreeMap<Cell, CellInputs>,
+        emitted: BTreeMap<Cell, Snapshot>,
+    ) -> Self {
+        Merger { sources, cells, emitted, everything_dirty: true, ..Merger::default() }
+    }
+
+    /// Merges one record and returns the snapshots it causes, in (week, channel order).
+    pub fn apply(&mut self, rules: &Rules, record: &PartialRecord) -> Vec<Snapshot> {
+        self.absorb(record);
+        self.evaluate(rules)
+    }
+
+    /// Merges several records and lags (one input batch of an instance), then evaluates
+    /// once: weeks are closed against everything the batch says, which spares restatements.
+    pub fn apply_all(&mut self, rules: &Rules, records: &[PartialRecord], lags: &[Lag]) -> Vec<Snapshot> {
+        for record in records {
+            self.absorb(record);
+        }
+        for lag in lags {
+            self.note_lag(lag);
+        }
+        self.evaluate(rules)
+    }
+
+    /// Records how far a source is behind; a count from an older offset changes nothing.
+    pub fn note_lag(&mut self, lag: &Lag) {
+        let mark = self.sources.entry(lag.source).or_default();
+        if lag.offset >= mark.behind_at && (mark.behind, mark.behind_at) != (lag.behind, lag.offset) {
+            mark.behind = lag.behind;
+            mark.behind_at = lag.offset;
+            self.changes.sources.insert(lag.source);
+        }
+    }
+
+    /// Merges one record without evaluating.
+    pub fn absorb(&mut self, record: &PartialRecord) {
+        let mark = self.sources.entry(record.source).or_default();
+        if record.offset > mark.offset {
+            mark.offset = record.offset;
+            mark.span = record.span;
+            self.changes.sources.insert(record.source);
+        }
+        for (cell, partial) in &record.cells {
+            let inputs = self.cells.entry(cell.clone()).or_default();
+            let newer = inputs.get(&record.source).is_none_or(|(offset, _)| record.offset > *offset);
+            if newer && inputs.get(&record.source).is_none_or(|(_, old)| old != partial) {
+                self.dirty.insert(cell.week);
+            }
+            if newer {
+                inputs.insert(record.source, (record.offset, partial.clone()));
+                self.changes.cells.insert(cell.clone());
+            }
+        }
+    }
+
+    /// The watermark: the latest accepted event time minus the allowed lateness.
+    pub fn watermark(&self, rules: &Rules) -> Option<i64> {
+        let last = self.events_span().last_ms?;
+        Some(last.saturating_sub(rules.contract.reporting.allowed_lateness_ms))
+    }
+
+    fn events_span(&self) -> Span {
+        self.sources
+            .iter()
+            .filter(|(source, _)| source.kind == SourceKind::Events)
+            .fold(Span::default(), |span, (_, mark)| span.union(mark.span))
+    }
+
+    /// The weeks to report: from the earliest accepted event's week to the last closed week.
+    pub fn closed_weeks(&self, rules: &Rules) -> Option<(Week, Week)> {
+        let calendar = Calendar::of(&rules.contract.reporting);
+        let first = calendar.week_of(self.events_span().first_ms?);
+        // The last week whose end is at or before the watermark.
+        let last = calendar.week_of(self.watermark(rules)?).previous();
+        (first <= last).then_some((first, last))
+    }
+
+    /// Emits every closed week that is new or whose figures changed.
+    pub fn evaluate(&mut self, rules: &Rules) -> Vec<Snapshot> {
+        if self.holding() {
+            return Vec::new();
+        }
+        let dirty = std::mem::take(&mut self.dirty);
+        let everything = std::mem::take(&mut self.everything_dirty);
+        let Some((first, last)) = self.closed_weeks(rules) else { return Vec::new() };
+        let Some(any_channel) = rules.channels_in_order().next().map(|c| c.id.clone()) else {
+            return Vec::new();
+        };
+        let mut queue: BTreeSet<Week> = dirty.range(first..=last).copied().collect();
+        let mut week = first;
+        while week <= last {
+            if everything || !self.emitted.contains_key(&Cell::new(week, &any_channel)) {
+                queue.insert(week);
+            }
+            week = week.next();
+        }
+        let mut snapshots = Vec::new();
+        while let Some(week) = queue.pop_first() {
+            let streak_moved = self.evaluate_week(rules, week, first, &mut snapshots);
+            if streak_moved && week < last {
+                queue.insert(week.next());
+            }
+        }
+        snapshots
+    }
+
+    /// Whether an input is too far behind for anything to be emitted: an events partition
+    /// more than [`HOLD_BEHIND`] records behind, or an alerts partition with any unread
+    /// record (alerts are few; each late one would restate a week).
+    pub fn holding(&self) -> bool {
+        self.sources.iter().any(|(source, mark)| match source.kind {
+            SourceKind::Events => mark.behind > HOLD_BEHIND,
+            SourceKind::Alerts => mark.behind > 0,
+        })
+    }
+
+    /// Recomputes one week and emits what changed; returns whether any channel's negative
+    /// streak changed (the next week's decision depends on it).
+    fn evaluate_week(&mut self, rules: &Rules, week: Week, first: Week, out: &mut Vec<Snapshot>) -> bool {
+        let negative_before = if week > first { self.streaks(week.previous()) } else { BTreeMap::new() };
+        let mut streak_moved = false;
+        for figures in compute_week(rules, week, &self.merged(week), &negative_before) {
+            let cell = Cell::new(week, &figures.channel);
+            let previous = self.emitted.get(&cell);
+            streak_moved |= previous.map_or(0, |p| p.figures.negative_weeks) != figures.negative_weeks;
+            let snapshot = match previous {
+                None => Snapshot { figures, revision: 1, changed_fields: Vec::new() },
+                Some(previous) => {
+                    let changed = changed_fields(&previous.figures, &figures);
+                    if changed.is_empty() {
+                        continue;
+                    }
+                    Snapshot { figures, revision: previous.revision + 1, changed_fields: changed }
+                }
+            };
+            self.emitted.insert(cell.clone(), snapshot.clone());
+            self.changes.emitted.insert(cell);
+            out.push(snapshot);
+        }
+        streak_moved
+    }
+
+    fn streaks(&self, week: Week) -> BTreeMap<String, u32> {
+        let from = Cell { week, channel: String::new() };
+        let to = Cell { week: week.next(), channel: String::new() };
+        self.emitted
+            .range(from..to)
+            .map(|(cell, s)| (cell.channel.clone(), s.figures.negative_weeks))
+            .collect()
+    }
+
+    /// Each channel's partials of `week`, summed over every source.
+    pub fn merged(&self, week: Week) -> BTreeMap<String, Partial> {
+        let from = Cell { week, channel: String::new() };
+        let to = Cell { week: week.next(), channel: String::new() };
+        let mut merged: BTreeMap<String, Partial> = BTreeMap::new();
+        for (cell, inputs) in self.cells.range(from..to) {
+            let total = merged.entry(cell.channel.clone()).or_default();
+            for (_, partial) in inputs.values() {
+                total.merge(partial);
+            }
+        }
+        merged
+    }
+
+    /// Replaces the last emitted revision of a cell (a service adopting the revision number
+    /// found on the topic, or re-emitting under a higher one).
+    pub fn replace_emitted(&mut self, snapshot: Snapshot) {
+        let cell = Cell::new(snapshot.figures.week, &snapshot.figures.channel);
+        self.emitted.insert(cell.clone(), snapshot);
+        self.changes.emitted.insert(cell);
+    }
+
+    /// What changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+}
+
+/// Every snapshot field a restatement can list, in the order it lists them.
+pub const CHANGEABLE_FIELDS: [&str; 23] = [
+    "gross_revenue",
+    "discounts",
+    "net_revenue",
+    "cogs",
+    "restocked_cogs",
+    "channel_fees",
+    "fulfillment_costs",
+    "refunds",
+    "contribution_before_operating",
+    "operating_cost",
+    "contribution",
+    "contribution_margin",
+    "revenue_share",
+    "operating_cost_share",
+    "orders_shipped",
+    "units_shipped",
+    "alerts_raised",
+    "critical_alerts",
+    "negative_weeks",
+    "owner",
+    "channel_name",
+    "decision",
+    "next_action",
+];
+
+/// The snapshot fields that differ, by name (numbers compared numerically).
+pub fn changed_fields(old: &ChannelWeek, new: &ChannelWeek) -> Vec<String> {
+    let checks = [
+        ("gross_revenue", old.gross_revenue != new.gross_revenue),
+        ("discounts", old.discounts != new.discounts),
+        ("net_revenue", old.net_revenue != new.net_revenue),
+        ("cogs", old.cogs != new.cogs),
+        ("restocked_cogs", old.restocked_cogs != new.restocked_cogs),
+        ("channel_fees", old.channel_fees != new.channel_fees),
+        ("fulfillment_costs", old.fulfillment_costs != new.fulfillment_costs),
+        ("refunds", old.refunds != new.refunds),
+        (
+            "contribution_before_operating",
+            old.contribution_before_operating != new.contribution_before_operating,
+        ),
+        ("operating_cost", old.operating_cost != new.operating_cost),
+        ("contribution", old.contribution != new.contribution),
+        ("contribution_margin", old.contribution_margin != new.contribution_margin),
+        ("revenue_share", old.revenue_share != new.revenue_share),
+        ("operating_cost_share", old.operating_cost_share != new.operating_cost_share),
+        ("orders_shipped", old.orders_shipped != new.orders_shipped),
+        ("units_shipped", old.units_shipped != new.units_shipped),
+        ("alerts_raised", old.alerts_raised != new.alerts_raised),
+        ("critical_alerts", old.critical_alerts != new.critical_alerts),
+        ("negative_weeks", old.negative_weeks != new.negative_weeks),
+        ("owner", old.owner != new.owner),
+        ("channel_name", old.channel_name != new.channel_name),
+        ("decision", old.decision != new.decision),
+        ("next_action", old.next_action != new.next_action),
+    ];
+    debug_assert!(checks.iter().map(|(name, _)| *name).eq(CHANGEABLE_FIELDS));
+    checks.iter().filter(|(_, changed)| *changed).map(|(name, _)| name.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Contract;
+    use crate::report::ledger::{EventLedger, SourceKind};
+
+    fn rules() -> Rules {
+        let text = include_str!("../../tests/report_scenarios/contract.toml");
+        let value: serde_json::Value = toml::from_str(text).expect("the test contract parses");
+        Rules::new(serde_json::from_value::<Contract>(value).expect("a contract"))
+    }
+
+    fn counted(at_ms: i64, id: &str) -> omnifold_proto::Event {
+        let json = format!(
+            r#"{{"event_id":"{id}","occurred_at_ms":{at_ms},"type":"StockCounted","sku":"S","location_id":"wh","on_hand":1}}"#
+        );
+        omnifold_proto::json::event_from_json(&json).expect("event")
+    }
+
+    /// 2026-11-09T00:00:00Z, a Monday.
+    const MONDAY: i64 = 1_794_182_400_000;
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn holds_while_an_input_is_far_behind_then_emits_once() {
+        let rules = rules();
+        let (mut ledger, mut merger) = (EventLedger::default(), Merger::default());
+        ledger.apply(&rules, &counted(MONDAY, "a"));
+        ledger.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
+        let record = ledger.record(0, 2, &BTreeSet::new());
+        let other = Source { kind: SourceKind::Events, partition: 1 };
+        let alerts = Source { kind: SourceKind::Alerts, partition: 0 };
+        merger.note_lag(&Lag { source: alerts, offset: 1, behind: 1 });
+        assert!(merger.holding(), "one unread alert holds");
+        merger.note_lag(&Lag { source: alerts, offset: 2, behind: 0 });
+        let lag = |offset, behind| Lag { source: other, offset, behind };
+        let held = merger.apply_all(&rules, std::slice::from_ref(&record), &[lag(0, HOLD_BEHIND + 1)]);
+        assert!(held.is_empty(), "held: another input is replaying");
+        assert!(merger.holding());
+        assert!(
+            merger.apply_all(&rules, &[], &[lag(0, 0), lag(5, 4_000)]).is_empty(),
+            "the later count wins"
+        );
+        assert!(merger.apply_all(&rules, &[], &[lag(3, 0)]).is_empty(), "an older count changes nothing");
+        let emitted = merger.apply_all(&rules, &[], &[lag(9, HOLD_BEHIND)]);
+        assert_eq!(emitted.len(), 4, "W46 for every channel, once near the end");
+        assert!(emitted.iter().all(|s| s.revision == 1));
+    }
+
+    #[test]
+    fn a_restored_merger_emits_what_a_running_one_would() {
+        let rules = rules();
+        let mut ledger = EventLedger::default();
+        ledger.apply(&rules, &counted(MONDAY, "a"));
+        ledger.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
+        let mut running = Merger::default();
+        running.apply(&rules, &ledger.record(0, 1, &BTreeSet::new()));
+        assert_eq!(running.emitted.len(), 4, "W46 is out");
+        // W46 changes while another input holds emission; the dirty week is not stored
+        let source = Source { kind: SourceKind::Alerts, partition: 1 };
+        let hold = Lag { source, offset: 5, behind: 5_000 };
+        let cell = Cell::new(Calendar::new(0).week_of(MONDAY), "shop");
+        let late = Partial { gross_revenue: rust_decimal::Decimal::TEN, ..Partial::default() };
+        let change = PartialRecord { source, offset: 6, span: Span::default(), cells: vec![(cell, late)] };
+        assert!(running.apply_all(&rules, &[change], &[hold]).is_empty(), "held");
+        let mut restored =
+            Merger::restore(running.sources.clone(), running.cells.clone(), running.emitted.clone());
+        let release = [Lag { offset: 7, behind: 0, ..hold }];
+        let from_restored = restored.apply_all(&rules, &[], &release);
+        assert_eq!(from_restored, running.apply_all(&rules, &[], &release));
+        assert_eq!(from_restored.len(), 4, "W46 restated for every channel (the shares moved)");
+        assert_eq!(restored.emitted, running.emitted);
+    }
+}

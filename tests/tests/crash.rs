@@ -1,0 +1,164 @@
+//! SIGKILL the coordinator at several points while it folds a stream of 24,000 events,
+//! restart it each time, and check that what it published equals an uninterrupted fold:
+//! the same final availability, the same set of alert records and escalations, and no
+//! record twice. This is the "crash at any instant loses nothing and repeats nothing"
+//! invariant of ARCHITECTURE.md, against the real broker and the real binary.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use omnifold_connector::publish::Publisher;
+use omnifold_domain::{Fold, Outcome, Output, PartitionState};
+use omnifold_proto::{AlertState, Event};
+use omnifold_runtime::partitioner::partition_for;
+use omnifold_runtime::{Store, load_contract};
+use omnifold_testkit::Broker;
+use omnifold_workload::{WorkloadOptions, generate};
+
+const EVENTS: usize = 24_000;
+
+/// What an uninterrupted run publishes, computed with the pure fold per input partition.
+#[derive(Debug, Default)]
+struct Expected {
+    availability: BTreeMap<(String, String), i64>,
+    alerts: BTreeSet<(String, String)>,
+    escalations: BTreeSet<String>,
+    dead_letters: usize,
+}
+
+fn workload() -> Vec<Event> {
+    let rules = load_contract(&contract_path()).expect("contract");
+    let mut events = generate(&rules, &WorkloadOptions::bench(300, EVENTS));
+    // Duplicates and contract breaks go through the crash too.
+    for i in (500..events.len()).step_by(2_000).rev() {
+        let duplicate = events[i - 400].clone();
+        let mut unknown_channel = events[i].clone();
+        unknown_channel.event_id = format!("bad-{i}");
+        unknown_channel.channel = "ebay".to_string();
+        events.insert(i, duplicate);
+        events.insert(i, unknown_channel);
+    }
+    events
+}
+
+fn expected(events: &[Event]) -> Expected {
+    let fold = Fold::new(load_contract(&contract_path()).expect("contract"));
+    let mut partitions: BTreeMap<i32, PartitionState> = BTreeMap::new();
+    let mut expected = Expected::default();
+    for event in events {
+        let partition = partition_for(event.partition_key().as_bytes(), EVENTS_PARTITIONS);
+        match fold.apply(partitions.entry(partition).or_default(), event) {
+            Outcome::Applied { outputs, .. } => outputs.into_iter().for_each(|o| expected.record(o)),
+            Outcome::Rejected(_) => expected.dead_letters += 1,
+            Outcome::Duplicate => {}
+        }
+    }
+    expected
+}
+
+impl Expected {
+    fn record(&mut self, output: Output) {
+        match output {
+            Output::Availability(a) => {
+                self.availability.insert((a.channel, a.sku), a.available);
+            }
+            Output::Alert(a) => {
+                let state = AlertState::try_from(a.state).unwrap().name().to_string();
+                assert!(self.alerts.insert((a.alert_id, state)), "the fold itself repeats an alert record");
+            }
+            Output::Escalation(e) => {
+                self.escalations.insert(e.escalation_id);
+            }
+        }
+    }
+}
+
+async fn publish(broker: &Broker, events: &[Event]) {
+    let mut publisher = Publisher::new(&kafka(broker), &topics(), None).expect("publisher");
+    for event in events {
+        publisher.publish(event).await.expect("published");
+    }
+    publisher.flush().await.expect("flushed");
+}
+
+fn coordinator(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_e2e-coordinator"));
+    command
+        .args(["run", "--bootstrap", &broker.bootstrap(), "--store"])
+        .arg(store)
+        .arg("--contract")
+        .arg(contract_path())
+        .args(["--events-partitions", &EVENTS_PARTITIONS.to_string(), "--batch-max-events", "250"])
+        .env("RUST_LOG", "warn,omnifold_runtime=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if exit_when_caught_up {
+        command.arg("--exit-when-caught-up");
+    }
+    command.spawn().expect("coordinator starts")
+}
+
+/// Events folded so far, read from the store of a stopped coordinator.
+fn folded(store: &Path) -> i64 {
+    let store = Store::open(store).expect("store opens after a kill");
+    store.offsets().expect("offsets").values().sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_any_point_loses_and_repeats_nothing() {
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let events = workload();
+    assert!(events.len() >= 20_000);
+    publish(&broker, &events).await;
+    let want = expected(&events);
+    assert!(want.alerts.len() > 10 && want.dead_letters > 5, "the workload exercises alerts and dead letters");
+
+    let store = tempfile::tempdir().unwrap();
+    let mut kill_points = Vec::new();
+    for delay_ms in [900, 1_300, 1_700, 2_100, 2_500] {
+        let mut child = coordinator(&broker, store.path(), false);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        if child.try_wait().unwrap().is_some() {
+            panic!("the coordinator exited by itself");
+        }
+        child.kill().expect("sigkill");
+        child.wait().unwrap();
+        kill_points.push(folded(store.path()));
+    }
+    eprintln!("killed after {kill_points:?} of {} events folded", events.len());
+    assert!(kill_points[0] < events.len() as i64, "the first kill lands mid-stream");
+
+    let started = Instant::now();
+    let status = coordinator(&broker, store.path(), true).wait().unwrap();
+    assert!(status.success(), "the last run catches up and exits");
+    eprintln!("caught up {:?} after the last restart", started.elapsed());
+
+    let topics = topics();
+    let published = availability(&read_to_end(&broker, &topics.availability).await);
+    let mut decisions = BTreeSet::new();
+    for a in &published {
+        assert!(decisions.insert((a.channel.clone(), a.sku.clone(), a.reason_event_id.clone())), "repeated {a:?}");
+    }
+    assert_eq!(final_availability(&published), want.availability);
+
+    let mut alert_records = BTreeSet::new();
+    for alert in alerts(&read_to_end(&broker, &topics.alerts).await) {
+        let state = AlertState::try_from(alert.state).unwrap().name().to_string();
+        assert!(alert_records.insert((alert.alert_id.clone(), state)), "repeated alert {}", alert.alert_id);
+    }
+    assert_eq!(alert_records, want.alerts);
+
+    let pages = escalations(&read_to_end(&broker, &topics.escalations).await);
+    let page_ids: BTreeSet<String> = pages.iter().map(|e| e.escalation_id.clone()).collect();
+    assert_eq!(page_ids.len(), pages.len(), "no escalation twice");
+    assert_eq!(page_ids, want.escalations);
+
+    let dead = read_to_end(&broker, &topics.deadletter).await;
+    assert_eq!(dead.len(), want.dead_letters, "each refused event is dead-lettered once");
+}
