@@ -37,6 +37,7 @@ mkdir -p "$work"
 
 cleanup() {
     [[ -n "${watch_pid:-}" ]] && kill "$watch_pid" 2>/dev/null || true
+    [[ -n "${tail_pid:-}" ]] && kill "$tail_pid" 2>/dev/null || true
     if ! $keep_running; then
         [[ -n "${coordinator_pid:-}" ]] && kill "$coordinator_pid" 2>/dev/null || true
         deploy/broker.sh stop --data-dir "$work/broker" >/dev/null 2>&1 || true
@@ -58,29 +59,37 @@ until grep -q "caught up" "$work/coordinator.log"; do
 done
 
 say "alerts, escalations (PAGE) and dead letters as they are published"
-"$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" | tee "$work/watch.log" &
+"$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" >"$work/watch.log" 2>&1 &
 watch_pid=$!
+tail -n +1 -f "$work/watch.log" &
+tail_pid=$!
 
 say "feeding $(wc -l <"$sample") sample events through the connector" >&2
-idle_marks=$(grep -c "caught up" "$work/coordinator.log")
-"$bin/omnifold-connector" ndjson --bootstrap "$bootstrap" --file "$sample"
+"$bin/omnifold-connector" ndjson --bootstrap "$bootstrap" --file "$sample" 2>&1 | tee "$work/connector.log"
+published=$(sed -nE 's/.* ([0-9]+) events published.*/\1/p' "$work/connector.log" | tail -n 1)
 
 # Wait until the coordinator has folded everything and gone quiet.
-quiet() { [[ "$(tail -n 1 "$work/coordinator.log")" == *"caught up"* ]]; }
-until (($(grep -c "caught up" "$work/coordinator.log") > idle_marks)) && quiet && sleep 2 && quiet; do
+# Wait until the coordinator has folded every published event (it logs its running total
+# each time it catches up), then give the watch a moment to print the last records.
+folded() { sed -nE 's/.*caught up.*events[^0-9]*([0-9]+).*/\1/p' "$work/coordinator.log" | tail -n 1; }
+until (($(folded) >= published)); do
+    kill -0 "$coordinator_pid" 2>/dev/null || { tail -n 20 "$work/coordinator.log"; exit 1; }
     sleep 0.5
 done
-kill "$watch_pid" 2>/dev/null || true
-wait "$watch_pid" 2>/dev/null || true
-unset watch_pid
+sleep 2
+kill "$watch_pid" "$tail_pid" 2>/dev/null || true
+wait "$watch_pid" "$tail_pid" 2>/dev/null || true
+unset watch_pid tail_pid
 
-events=$(grep "caught up" "$work/coordinator.log" | tail -n 1 | sed -E 's/.*events=([0-9]+).*/\1/')
+events=$(folded)
+scarcity=$("$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" --availability --idle-exit-secs 2 | grep -c "AVAIL.*SCARCITY" || true)
 say "summary"
 echo "events folded:        $events"
 echo "alerts raised:        $(grep -c ' ALERT RAISED' "$work/watch.log" || true)"
 echo "alerts resolved:      $(grep -c ' ALERT RESOLVED' "$work/watch.log" || true)"
 echo "escalations (pages):  $(grep -c ' PAGE ' "$work/watch.log" || true)"
 echo "dead letters:         $(grep -c 'DEAD-LETTER' "$work/watch.log" || true)"
+echo "scarcity decisions:   $scarcity availability changes made in SCARCITY mode"
 echo "raised by kind:"
 grep ' ALERT RAISED' "$work/watch.log" | awk '{print $6}' | sort | uniq -c | sed 's/^/  /'
 echo

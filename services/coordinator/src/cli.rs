@@ -171,7 +171,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 availability,
                 idle_exit: idle_exit_secs.map(Duration::from_secs),
             };
-            tokio::task::spawn_blocking(move || watch(&options, |line| println!("{line}"))).await??;
+            tokio::task::spawn_blocking(move || watch(&options, print_or_exit)).await??;
         }
         Command::CheckContract { contract } => {
             let rules = load_contract(&contract)?;
@@ -195,4 +195,13 @@ async fn price(sku: &str, http: SocketAddr, json: bool) -> anyhow::Result<()> {
         print!("{}", render_table(&view));
     }
     Ok(())
+}
+
+/// Prints a watched line; a closed stdout (the reader of a pipe went away) ends the watch
+/// quietly instead of panicking.
+fn print_or_exit(line: &str) {
+    use std::io::Write;
+    if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+        std::process::exit(0);
+    }
 }

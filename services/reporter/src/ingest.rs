@@ -1,10 +1,11 @@
 //! The partials stage: fold the assigned partitions of the events and alerts topics into
-//! per-partition ledgers, and publish each changed partition's absolute cell values to the
-//! partials topic.
+//! per-partition ledgers, and publish, once per batch, one message to the partials topic:
+//! each changed partition's absolute cell values, and how far behind every assigned
+//! partition is.
 //!
 //! A batch commits, in one sled batch, the changed SKU books and cells, the accepted event
-//! ids, the next offset of every partition read, the dead letters and the partial records,
-//! exactly like the coordinator's fold loop.
+//! and alert ids, the next offset of every partition read, the dead letters and the partials
+//! message, exactly like the coordinator's fold loop.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};

@@ -344,7 +344,7 @@ fn alerts_table(view: &WeekView) -> String {
 
 /// One line per channel over the published weeks of the window, with a zero line.
 fn trend_chart(view: &WeekView) -> String {
-    let (width, height, left, right, top, bottom) = (760.0, 260.0, 70.0, 740.0, 16.0, 226.0);
+    let (width, height, left, right, top, bottom) = (760.0, 260.0, 80.0, 700.0, 16.0, 226.0);
     let weeks = &view.trend;
     let all: Vec<f64> = weeks.iter().flat_map(|(_, values)| values.values().map(|v| float(*v))).collect();
     let low = all.iter().copied().fold(0.0_f64, f64::min);

@@ -5,10 +5,12 @@
 
 use std::net::SocketAddr;
 
-/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`).
+/// Structured logs to stderr, filtered by `RUST_LOG` (default `info`), coloured only on a
+/// terminal so that log files stay greppable.
 pub fn init_logs() {
     let filter = tracing_subscriber_filter();
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
 fn tracing_subscriber_filter() -> tracing_subscriber::EnvFilter {
