@@ -27,7 +27,7 @@ say "installing the broker if missing"
 deploy/install-broker.sh >/dev/null
 
 say "building omnifold (release)"
-cargo build --release --locked -p omnifold-coordinator -p omnifold-connector
+cargo build --release --locked -p omnifold-coordinator -p omnifold-connector -p omnifold-reporter
 bin=target/release
 
 # A fresh run every time: the sample is replayed from an empty broker and store.
@@ -65,7 +65,10 @@ tail -n +1 -f "$work/watch.log" &
 tail_pid=$!
 
 say "feeding $(wc -l <"$sample") sample events through the connector" >&2
-"$bin/omnifold-connector" ndjson --bootstrap "$bootstrap" --file "$sample" 2>&1 | tee "$work/connector.log"
+# The sample's two weeks, then the first fact of the Monday after: event time moving past
+# the end of week 47 (plus the allowed lateness) is what closes that week for the reporter.
+cat "$sample" deploy/local/next-monday.ndjson >"$work/feed.ndjson"
+"$bin/omnifold-connector" ndjson --bootstrap "$bootstrap" --file "$work/feed.ndjson" 2>&1 | tee "$work/connector.log"
 published=$(sed -nE 's/.* ([0-9]+) events published.*/\1/p' "$work/connector.log" | tail -n 1)
 
 # Wait until the coordinator has folded everything and gone quiet.
@@ -82,6 +85,14 @@ wait "$watch_pid" "$tail_pid" 2>/dev/null || true
 unset watch_pid tail_pid
 
 events=$(folded)
+
+say "weekly channel contribution (reporter)"
+"$bin/omnifold-reporter" run --bootstrap "$bootstrap" --contract "$contract" --store "$work/reporter" \
+    --exit-when-caught-up >"$work/reporter.log" 2>&1
+for week in 2026-W46 2026-W47; do
+    "$bin/omnifold-reporter" show --bootstrap "$bootstrap" --week "$week"
+    "$bin/omnifold-reporter" page --bootstrap "$bootstrap" --week "$week" --out "$work/report-$week.html"
+done
 scarcity=$("$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" --availability --idle-exit-secs 2 | grep -c "AVAIL.*SCARCITY" || true)
 say "summary"
 echo "events folded:        $events"
@@ -95,7 +106,11 @@ grep ' ALERT RAISED' "$work/watch.log" | awk '{print $6}' | sort | uniq -c | sed
 echo
 echo "availability decisions: $bin/omnifold-coordinator watch --bootstrap $bootstrap --availability"
 echo "metrics:                http://127.0.0.1:9464/metrics (while running)"
-echo "logs:                   $work/coordinator.log, $work/watch.log"
+echo "logs:                   $work/coordinator.log, $work/watch.log, $work/reporter.log"
+echo
+echo "readback pages:         $PWD/$work/report-2026-W46.html"
+echo "                        $PWD/$work/report-2026-W47.html"
+echo "                        (or live: $bin/omnifold-reporter serve --bootstrap $bootstrap)"
 if $keep_running; then
     echo "broker and coordinator keep running; stop with: deploy/broker.sh stop --data-dir $work/broker; kill $coordinator_pid"
 fi

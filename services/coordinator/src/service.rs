@@ -183,7 +183,11 @@ struct Batch {
 
 impl FoldLoop {
     fn run(self) -> Result<(), CoordinatorError> {
-        let consumer = self.options.kafka.assigning_consumer(&self.options.group_id)?;
+        // End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
+        // watermarks can sit below records already there (ARCHITECTURE.md, "The broker").
+        let consumer: BaseConsumer =
+            self.options.kafka.assigning_config(&self.options.group_id).set("enable.partition.eof", "true").create()?;
+        let mut at_end = BTreeSet::new();
         let stored = self.store.offsets()?;
         let mut states = self.load_states()?;
         consumer.assign(&self.assignment(&stored)?)?;
@@ -192,13 +196,13 @@ impl FoldLoop {
         let mut total = 0usize;
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.wait_for_sender();
-            let batch = self.fold_batch(&consumer, &mut states)?;
+            let batch = self.fold_batch(&consumer, &mut states, &mut at_end)?;
             if batch.events == 0 {
                 if !idle_logged {
                     tracing::info!(events = total, elapsed_ms = started.elapsed().as_millis() as u64, "caught up");
                     idle_logged = true;
                 }
-                if self.options.exit_when_caught_up && self.caught_up(&consumer)? {
+                if self.options.exit_when_caught_up && at_end.len() == self.event_partitions as usize {
                     break;
                 }
                 continue;
@@ -235,20 +239,30 @@ impl FoldLoop {
         }
     }
 
-    /// Polls up to `batch_max_events` events within `batch_max_ms` and folds them.
+    /// Polls up to `batch_max_events` events within `batch_max_ms` and folds them. `at_end`
+    /// tracks the partitions whose end was reached and nothing arrived since.
     fn fold_batch(
         &self,
         consumer: &BaseConsumer,
         states: &mut HashMap<i32, PartitionState>,
+        at_end: &mut BTreeSet<i32>,
     ) -> Result<Batch, CoordinatorError> {
         let mut batch =
             Batch { commit: self.store.begin()?, dirty: BTreeSet::new(), next_offsets: BTreeMap::new(), events: 0 };
         let deadline = Instant::now() + Duration::from_millis(self.options.batch_max_ms);
         let mut timeout = POLL_TIMEOUT;
         while batch.events < self.options.batch_max_events {
-            let Some(message) = consumer.poll(timeout) else { break };
-            let message = message?;
-            self.fold_message(&message, states, &mut batch);
+            match consumer.poll(timeout) {
+                None => break,
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
+                Some(Err(error)) => return Err(error.into()),
+                Some(Ok(message)) => {
+                    at_end.remove(&message.partition());
+                    self.fold_message(&message, states, &mut batch);
+                }
+            }
             timeout = deadline.saturating_duration_since(Instant::now());
             if timeout.is_zero() {
                 break;
@@ -339,17 +353,5 @@ impl FoldLoop {
         if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             tracing::debug!(%error, "group offset commit failed");
         }
-    }
-
-    /// Whether every assigned partition's position is at its high watermark.
-    fn caught_up(&self, consumer: &BaseConsumer) -> Result<bool, CoordinatorError> {
-        let stored = self.store.offsets()?;
-        for partition in 0..self.event_partitions {
-            let (_, high) = consumer.fetch_watermarks(&self.topics.events, partition, Duration::from_secs(10))?;
-            if stored.get(&partition).copied().unwrap_or(0) < high {
-                return Ok(false);
-            }
-        }
-        Ok(true)
     }
 }

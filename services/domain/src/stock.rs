@@ -32,6 +32,15 @@ impl Pool {
         }
     }
 
+    /// Whether `location` belongs to this pool; allocation-free, for the hot path.
+    pub fn holds(&self, rules: &Rules, location: &str) -> bool {
+        let dedicated_to = rules.location(location).and_then(|l| l.dedicated_to.as_deref());
+        match self {
+            Pool::Shared => dedicated_to.is_none(),
+            Pool::Dedicated(channel) => dedicated_to == Some(channel.as_str()),
+        }
+    }
+
     /// The contract's name of the pool: `shared` or `dedicated:<channel>`.
     pub fn name(&self) -> String {
         match self {
@@ -83,10 +92,11 @@ impl Stock {
             return Err(Rejection::DuplicateLine(placed.line.clone()));
         }
         let pool = match &placed.location {
-            Some(location) if Pool::of_location(rules, location) == Pool::Dedicated(placed.line.channel.clone()) => {
-                Pool::Dedicated(placed.line.channel.clone())
+            Some(location) => {
+                let own = Pool::Dedicated(placed.line.channel.clone());
+                if own.holds(rules, location) { own } else { Pool::Shared }
             }
-            _ => Pool::Shared,
+            None => Pool::Shared,
         };
         *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
         let line = Line { pool, placed: placed.quantity, shipped: 0, cancelled: 0, returned: 0 };
@@ -161,7 +171,7 @@ impl Stock {
         let on_hand: i64 = self
             .on_hand
             .iter()
-            .filter(|(location, _)| Pool::of_location(rules, location) == *pool)
+            .filter(|(location, _)| pool.holds(rules, location))
             .map(|(_, units)| units)
             .sum();
         on_hand - self.reserved.get(pool).copied().unwrap_or(0)

@@ -67,15 +67,19 @@ impl KafkaOptions {
     /// A consumer that is assigned partitions by hand. The group id only carries committed
     /// offsets for lag monitoring; the services' own positions live in their stores.
     pub fn assigning_consumer(&self, group_id: &str) -> Result<BaseConsumer, KafkaError> {
-        let consumer = self
-            .client_config()
+        Ok(self.assigning_config(group_id).create()?)
+    }
+
+    /// The settings of [`KafkaOptions::assigning_consumer`], to add to before creating it.
+    pub fn assigning_config(&self, group_id: &str) -> ClientConfig {
+        let mut config = self.client_config();
+        config
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "10")
-            .create()?;
-        Ok(consumer)
+            .set("fetch.wait.max.ms", "10");
+        config
     }
 
     /// Creates the topics that are missing; existing ones are left as they are.

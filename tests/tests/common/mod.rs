@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -149,26 +149,54 @@ pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() ->
     }
 }
 
-/// Every record of `topic`: at least as many as the high watermarks promise (nisshi's sit at
-/// the base of each partition's last batch, so they are a lower bound), then until quiet.
+/// Every record of `topic`, read until each partition reports its end. Unlike
+/// `Broker::read_all` it cannot stop early on a quiet spell, and unlike watermarks
+/// (nisshi's sit at the base of a partition's last batch) the end-of-partition signal is exact.
 pub async fn read_to_end(broker: &Broker, topic: &str) -> Vec<Record> {
-    let consumer: rdkafka::consumer::BaseConsumer =
-        broker.client_config().set("group.id", "omnifold-e2e-reader").create().expect("reader");
-    let mut total = 0;
-    let metadata =
-        rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(topic), Duration::from_secs(10))
-            .expect("metadata");
+    let config = broker.client_config();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || read_to_end_blocking(config, &topic)).await.expect("reader task")
+}
+
+fn read_to_end_blocking(mut config: rdkafka::ClientConfig, topic: &str) -> Vec<Record> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = config
+        .set("group.id", "omnifold-e2e-reader")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .expect("reader");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut open: BTreeSet<i32> = BTreeSet::new();
     for partition in metadata.topics()[0].partitions() {
-        let (low, high) = rdkafka::consumer::Consumer::fetch_watermarks(
-            &consumer,
-            topic,
-            partition.id(),
-            Duration::from_secs(10),
-        )
-        .expect("watermarks");
-        total += (high - low) as usize;
+        assignment.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning).expect("assign");
+        open.insert(partition.id());
     }
-    let records = read(broker, topic, total).await;
-    assert!(records.len() >= total, "read every record of {topic}");
+    consumer.assign(&assignment).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut records = Vec::new();
+    while !open.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{topic} not read to its end within 60 s");
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            Some(Ok(message)) => records.push(Record {
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                headers: message
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .unwrap_or_default(),
+            }),
+            None => {}
+        }
+    }
+    records.sort_by_key(|r| (r.partition, r.offset));
     records
 }

@@ -1,0 +1,299 @@
+//! The benchmark's own Kafka clients: the loading producer (the connector's settings), the
+//! baseline consumers, and the reader that timestamps outputs as they arrive.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use omnifold_proto::{Alert, ChannelAvailability, Event};
+use omnifold_runtime::KafkaOptions;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+/// One event as a record of the events topic.
+pub struct Encoded {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub event_id: String,
+}
+
+impl Encoded {
+    pub fn of(event: &Event) -> Encoded {
+        Encoded {
+            key: event.partition_key().to_string(),
+            value: event.encode_to_vec(),
+            event_id: event.event_id.clone(),
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch by the wall clock.
+pub fn wall_clock_us() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(now.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// The producer of the connector's publish path (`omnifold_connector::publish::Publisher`):
+/// idempotent, `acks=all`, `linger.ms=5`, Java's murmur2 partitioner.
+pub fn producer(kafka: &KafkaOptions) -> Result<FutureProducer> {
+    Ok(kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("message.timeout.ms", "60000")
+        .create()?)
+}
+
+/// What producing a set of records did.
+pub struct Produced {
+    pub seconds: f64,
+    /// The offset after the last record delivered to each partition.
+    pub ends: BTreeMap<i32, i64>,
+    /// Wall clock (µs) just before each record was handed to the producer, in input order.
+    pub send_us: Vec<i64>,
+}
+
+/// Deliveries allowed in flight before the oldest is awaited (as the connector's publisher).
+const MAX_IN_FLIGHT: usize = 50_000;
+
+/// Produces `records` to `topic` and waits until every one is acknowledged. With `rate`,
+/// record i is sent at `i / rate` seconds after the start (an open-loop fixed offered rate);
+/// without, as fast as the producer takes them.
+pub async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    records: &[Encoded],
+    rate: Option<f64>,
+    timeout: Duration,
+) -> Result<Produced> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut in_flight: VecDeque<DeliveryFuture> = VecDeque::new();
+    let mut ends = BTreeMap::new();
+    let mut send_us = Vec::with_capacity(records.len());
+    for (i, record) in records.iter().enumerate() {
+        if let Some(rate) = rate {
+            let due = started + Duration::from_secs_f64(i as f64 / rate);
+            if due > Instant::now() + Duration::from_micros(200) {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+        loop {
+            if Instant::now() > deadline {
+                bail!("producing to {topic} took longer than {timeout:?}");
+            }
+            let sent_at = wall_clock_us();
+            let future = FutureRecord::to(topic).key(&record.key).payload(&record.value);
+            match producer.send_result(future) {
+                Ok(delivery) => {
+                    send_us.push(sent_at);
+                    in_flight.push_back(delivery);
+                    break;
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if !await_oldest(&mut in_flight, &mut ends).await? {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                Err((error, _)) => return Err(anyhow!("produce to {topic}: {error}")),
+            }
+        }
+        while in_flight.len() > MAX_IN_FLIGHT {
+            await_oldest(&mut in_flight, &mut ends).await?;
+        }
+    }
+    while await_oldest(&mut in_flight, &mut ends).await? {
+        if Instant::now() > deadline {
+            bail!("deliveries to {topic} took longer than {timeout:?}");
+        }
+    }
+    Ok(Produced { seconds: started.elapsed().as_secs_f64(), ends, send_us })
+}
+
+/// Awaits the oldest delivery; false when none is in flight.
+async fn await_oldest(in_flight: &mut VecDeque<DeliveryFuture>, ends: &mut BTreeMap<i32, i64>) -> Result<bool> {
+    let Some(delivery) = in_flight.pop_front() else { return Ok(false) };
+    match delivery.await {
+        Ok(Ok(delivery)) => {
+            let end = ends.entry(delivery.partition).or_insert(0);
+            *end = (*end).max(delivery.offset + 1);
+            Ok(true)
+        }
+        Ok(Err((error, _))) => Err(anyhow!("delivery failed: {error}")),
+        Err(_) => Err(anyhow!("delivery cancelled")),
+    }
+}
+
+/// A baseline reader's result.
+pub struct Drained {
+    pub records: usize,
+    pub bytes: usize,
+    pub seconds: f64,
+    pub decode_errors: usize,
+}
+
+/// Reads every partition of `topic` from its beginning with the coordinator's consumer
+/// settings (`KafkaOptions::assigning_consumer`, one `poll` per record) until `total` records
+/// were read, discarding them, or decoding each as an `omnifold.v1.Event` with `decode`.
+pub fn drain(kafka: &KafkaOptions, topic: &str, partitions: i32, total: usize, decode: bool, timeout: Duration) -> Result<Drained> {
+    let consumer = kafka.assigning_consumer("omnifold-bench-baseline")?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in 0..partitions {
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    let started = Instant::now();
+    consumer.assign(&assignment)?;
+    let (mut records, mut bytes, mut decode_errors) = (0, 0, 0);
+    while records < total {
+        if started.elapsed() > timeout {
+            bail!("read {records} of {total} records of {topic} in {timeout:?}");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                records += 1;
+                let payload = message.payload().unwrap_or_default();
+                bytes += payload.len();
+                if decode {
+                    match Event::decode(payload) {
+                        Ok(event) => drop(std::hint::black_box(event)),
+                        Err(_) => decode_errors += 1,
+                    }
+                }
+            }
+            Some(Err(error)) => bail!("consume {topic}: {error}"),
+            None => {}
+        }
+    }
+    Ok(Drained { records, bytes, seconds: started.elapsed().as_secs_f64(), decode_errors })
+}
+
+/// Waits until the group's committed offsets reach `ends` on `topic`; false on timeout.
+pub fn wait_committed(
+    kafka: &KafkaOptions,
+    group: &str,
+    topic: &str,
+    ends: &BTreeMap<i32, i64>,
+    timeout: Duration,
+) -> Result<bool> {
+    let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
+    let mut wanted = TopicPartitionList::new();
+    for partition in ends.keys() {
+        wanted.add_partition(topic, *partition);
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Ok(committed) = consumer.committed_offsets(wanted.clone(), Duration::from_secs(5)) {
+            let reached = ends.iter().all(|(partition, end)| {
+                matches!(committed.find_partition(topic, *partition).map(|e| e.offset()), Some(Offset::Offset(o)) if o >= *end)
+            });
+            if reached {
+                return Ok(true);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(false)
+}
+
+/// Records in `topics` by their partitions' watermarks (a lower bound on nisshi, whose high
+/// watermark is the base offset of a partition's last batch).
+pub fn record_count(kafka: &KafkaOptions, topics: &[&str]) -> Result<u64> {
+    let consumer: BaseConsumer = kafka.client_config().create()?;
+    let mut total = 0;
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (low, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
+            total += (high - low).max(0) as u64;
+        }
+    }
+    Ok(total)
+}
+
+/// An alert or availability record as it reached the reader.
+pub struct Seen<T> {
+    pub record: T,
+    /// The record's timestamp (CreateTime: when the coordinator's outbox handed it to its
+    /// producer), ms.
+    pub timestamp_ms: Option<i64>,
+    /// Wall clock when the reader got it, µs.
+    pub received_us: i64,
+}
+
+#[derive(Default)]
+pub struct Observed {
+    pub alerts: Vec<Seen<Alert>>,
+    pub availability: Vec<Seen<ChannelAvailability>>,
+}
+
+/// Reads the alerts and availability topics from their beginning on a thread until `stop`,
+/// timestamping each record on arrival; `last_us` holds the wall clock of the latest one.
+pub struct Reader {
+    stop: Arc<AtomicBool>,
+    pub last_us: Arc<AtomicI64>,
+    thread: std::thread::JoinHandle<Result<Observed>>,
+}
+
+impl Reader {
+    pub fn start(kafka: &KafkaOptions, alerts: &str, availability: &str, limit: Duration) -> Result<Reader> {
+        let consumer = kafka.assigning_consumer("omnifold-bench-reader")?;
+        let counts = kafka.partition_counts(&[alerts, availability])?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in [alerts, availability] {
+            for partition in 0..counts[topic] {
+                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_us = Arc::new(AtomicI64::new(wall_clock_us()));
+        let (alerts, flag, last) = (alerts.to_string(), stop.clone(), last_us.clone());
+        let thread = std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            let mut observed = Observed::default();
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Some(message) = consumer.poll(Duration::from_millis(20)) else { continue };
+                let message = message.context("read outputs")?;
+                let received_us = wall_clock_us();
+                last.store(received_us, Ordering::Relaxed);
+                let timestamp_ms = message.timestamp().to_millis();
+                let payload = message.payload().unwrap_or_default();
+                if message.topic() == alerts {
+                    let record = Alert::decode(payload).context("alert decodes")?;
+                    observed.alerts.push(Seen { record, timestamp_ms, received_us });
+                } else {
+                    let record = ChannelAvailability::decode(payload).context("availability decodes")?;
+                    observed.availability.push(Seen { record, timestamp_ms, received_us });
+                }
+            }
+            Ok(observed)
+        });
+        Ok(Reader { stop, last_us, thread })
+    }
+
+    /// Waits until nothing arrived for `quiet` (at most `timeout`).
+    pub fn wait_quiet(&self, quiet: Duration, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let idle_us = wall_clock_us() - self.last_us.load(Ordering::Relaxed);
+            if idle_us >= quiet.as_micros() as i64 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn finish(self) -> Result<Observed> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().map_err(|_| anyhow!("the output reader panicked"))?
+    }
+}

@@ -1,0 +1,181 @@
+//! omnifold's benchmarks: what the criterion micro benchmarks (`benches/`) and the end-to-end
+//! benchmark (`omnifold-bench`, `src/main.rs`) share.
+//!
+//! - [`Pipeline`] does per batch exactly what the coordinator's fold loop does once the events
+//!   are decoded (fold, then one sled commit of the dirty SKU states, seen ids, offsets and
+//!   encoded outputs), without Kafka, so the fold and the commit can be timed alone.
+//! - [`procfs`] reads peak memory and CPU time of a process, and the machine's description.
+//! - [`stats`] gives percentiles.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules};
+use omnifold_proto::Event;
+use omnifold_runtime::deadletter::{Source, dead_letter};
+use omnifold_runtime::partitioner::partition_for;
+use omnifold_runtime::{OutboxRecord, Store, StoreError, Topics, wall_clock_ms};
+use omnifold_workload::WorkloadOptions;
+use prost::Message as _;
+
+pub mod child;
+pub mod e2e;
+pub mod kafka;
+pub mod procfs;
+pub mod report;
+pub mod stats;
+
+/// The example contract the workloads are generated for (`deploy/local/contract.toml`).
+pub fn contract_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/contract.toml")
+}
+
+/// The rules of the example contract, loaded and validated as every service does.
+pub fn example_rules() -> Rules {
+    omnifold_runtime::load_contract(&contract_path()).expect("the example contract loads")
+}
+
+/// The benchmark workload (`WorkloadOptions::bench`) of `events` events over `skus` SKUs.
+pub fn bench_events(rules: &Rules, skus: usize, events: usize) -> Vec<Event> {
+    omnifold_workload::generate(rules, &WorkloadOptions::bench(skus, events))
+}
+
+/// The input partition of an event on an events topic of `partitions` partitions, as the
+/// connector's producer (murmur2 of the record key) puts it.
+pub fn input_partition(event: &Event, partitions: i32) -> i32 {
+    partition_for(event.partition_key().as_bytes(), partitions)
+}
+
+/// What one [`Pipeline::run_batch`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    pub events: usize,
+    pub outputs: usize,
+    pub dirty_skus: usize,
+    pub rejected: usize,
+}
+
+/// The coordinator's per-batch work on decoded events: fold each event into its input
+/// partition's state, then commit the dirty SKU states (postcard), the accepted ids, the next
+/// offset of each partition and the encoded outputs in one flushed sled batch. A copy of
+/// `FoldLoop::fold_message` and `FoldLoop::commit` in `services/coordinator/src/service.rs`
+/// minus the consumer, the metrics and the group offset commit.
+pub struct Pipeline {
+    fold: Fold,
+    store: Store,
+    topics: Topics,
+    partitions: i32,
+    states: HashMap<i32, PartitionState>,
+    offsets: HashMap<i32, i64>,
+}
+
+impl Pipeline {
+    pub fn new(rules: Rules, store: Store, partitions: i32) -> Self {
+        Pipeline {
+            fold: Fold::new(rules),
+            store,
+            topics: Topics::new("omnifold."),
+            partitions,
+            states: HashMap::new(),
+            offsets: HashMap::new(),
+        }
+    }
+
+    /// Folds `events` and commits them as one batch.
+    pub fn run_batch(&mut self, events: &[Event]) -> Result<BatchStats, StoreError> {
+        let mut commit = self.store.begin()?;
+        let mut dirty: BTreeSet<(i32, String)> = BTreeSet::new();
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut rejected = 0;
+        for event in events {
+            let partition = input_partition(event, self.partitions);
+            let offset = self.offsets.entry(partition).or_insert(0);
+            next_offsets.insert(partition, *offset + 1);
+            let source = Source { topic: &self.topics.events, partition, offset: *offset };
+            *offset += 1;
+            let state = self.states.entry(partition).or_default();
+            match self.fold.apply(state, event) {
+                Outcome::Applied { sku, outputs } => {
+                    commit.put_seen(partition, &event.event_id);
+                    if let Some(sku) = sku {
+                        dirty.insert((partition, sku));
+                    }
+                    for output in outputs {
+                        commit.push_output(&record(&self.topics, output));
+                    }
+                }
+                Outcome::Duplicate => {}
+                Outcome::Rejected(rejection) => {
+                    rejected += 1;
+                    let reason = format!("event {:?}: {rejection}", event.event_id);
+                    let key = event.partition_key().as_bytes();
+                    commit.push_output(&dead_letter(&self.topics.deadletter, key, &event.encode_to_vec(), &reason, source));
+                }
+            }
+        }
+        for (partition, sku) in &dirty {
+            commit.put_state(*partition, sku, &self.states[partition].skus[sku]);
+        }
+        for (partition, next) in &next_offsets {
+            commit.put_offset(*partition, *next);
+        }
+        let outputs = commit.outputs();
+        self.store.commit(commit)?;
+        Ok(BatchStats { events: events.len(), outputs, dirty_skus: dirty.len(), rejected })
+    }
+}
+
+/// The outbox record of one fold output, as `FoldLoop::record` builds it.
+pub fn record(topics: &Topics, output: Output) -> OutboxRecord {
+    let (topic, key, value) = match output {
+        Output::Availability(a) => (&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec()),
+        Output::Alert(mut alert) => {
+            alert.detected_at_ms = wall_clock_ms();
+            (&topics.alerts, alert.sku.clone(), alert.encode_to_vec())
+        }
+        Output::Escalation(e) => (&topics.escalations, e.channel.clone(), e.encode_to_vec()),
+    };
+    OutboxRecord { topic: topic.clone(), key: key.into_bytes(), value, headers: Vec::new() }
+}
+
+/// Folds `events` into one fresh partition state, one at a time; returns how many outputs
+/// they caused. The pure fold alone: no decoding, no encoding, no store.
+pub fn fold_all(fold: &Fold, events: &[Event]) -> (PartitionState, usize) {
+    let mut state = PartitionState::default();
+    let mut outputs = 0;
+    for event in events {
+        if let Outcome::Applied { outputs: out, .. } = fold.apply(&mut state, event) {
+            outputs += out.len();
+        }
+    }
+    (state, outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pipeline_commits_what_the_fold_accepts() {
+        let rules = example_rules();
+        let events = bench_events(&rules, 20, 2_000);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut pipeline = Pipeline::new(rules.clone(), store.clone(), 6);
+        let mut total = BatchStats::default();
+        for batch in events.chunks(300) {
+            let stats = pipeline.run_batch(batch).unwrap();
+            total.events += stats.events;
+            total.outputs += stats.outputs;
+            total.rejected += stats.rejected;
+        }
+        assert_eq!(total.events, 2_000);
+        assert_eq!(total.rejected, 0, "the bench workload is valid against the example contract");
+        assert_eq!(store.pending_count(), total.outputs, "every output is in the outbox");
+        let consumed: i64 = store.offsets().unwrap().values().sum();
+        assert_eq!(consumed, 2_000, "the offsets cover every event");
+
+        let (_, outputs) = fold_all(&Fold::new(rules), &events);
+        assert_eq!(outputs, total.outputs, "batching changes nothing");
+    }
+}

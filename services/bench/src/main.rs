@@ -1,0 +1,46 @@
+//! `omnifold-bench`: the end-to-end benchmark of omnifold against a real broker, with its
+//! baselines measured in the same run. See `omnifold_bench::e2e` and the README's
+//! "Performance" section.
+//!
+//!     cargo run --release -p omnifold-bench -- [--events 1000000] [--skus 10000] [--report target/bench-report]
+
+use clap::{Parser, Subcommand};
+use omnifold_bench::child::{ChildArgs, LoadStateArgs, child_main, load_state_main};
+use omnifold_bench::e2e::{self, RunArgs};
+
+#[derive(Parser)]
+#[command(
+    name = "omnifold-bench",
+    about = "End-to-end benchmark of omnifold: a real broker, baselines and the coordinator in one run",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one coordinator in this process and reports on stdout (used by the benchmark).
+    #[command(hide = true)]
+    Coordinator(ChildArgs),
+    /// Loads a coordinator store's state as the coordinator does and reports the time taken.
+    #[command(hide = true)]
+    LoadState(LoadStateArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Coordinator(args)) => child_main(args),
+        Some(Command::LoadState(args)) => load_state_main(args),
+        None => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(e2e::run(cli.run))?;
+            println!("{}", report.markdown());
+            Ok(())
+        }
+    }
+}

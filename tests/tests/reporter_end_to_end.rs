@@ -1,0 +1,1052 @@
+//! The reporter against a real broker: weekly figures worked by hand (deploy/local/contract.toml:
+//! EUR at 1.08, weekly operating costs shopify 1800, amazon 2500, eu-market 1500 EUR = 1620,
+//! wholesale 600, 1 h of allowed lateness), dead letters, JSON snapshots checked against
+//! their schema, restarts in the middle of a week, a late event restating a closed week, two
+//! instances in one group giving the same snapshots as one, and the weekly page in a browser.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use common::{contract_path, kafka};
+use omnifold_domain::report::{AlertLedger, Applied, EventLedger, Merger};
+use omnifold_proto::json::event_from_json;
+use omnifold_proto::{Alert, AlertKind, AlertState, ContributionSnapshot, Decision, Event, Severity};
+use omnifold_reporter::json::{SNAPSHOT_SCHEMA, SnapshotJson};
+use omnifold_reporter::page::render_page;
+use omnifold_reporter::readback::latest_snapshots;
+use omnifold_reporter::table::render_table;
+use omnifold_reporter::view::WeekView;
+use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
+use omnifold_runtime::deadletter::ERROR_HEADER;
+use omnifold_runtime::outbox::OUTBOX_HEADER;
+use omnifold_runtime::{TopicOptions, load_contract};
+use omnifold_testkit::{Broker, Record};
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use rust_decimal::Decimal;
+
+/// 2026-11-09T00:00:00Z, the Monday starting 2026-W46.
+const T0: i64 = 1_794_182_400_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+fn at(days: i64, hours: i64) -> i64 {
+    T0 + days * DAY + hours * HOUR
+}
+
+fn topic_options(prefix: &str) -> TopicOptions {
+    TopicOptions { prefix: prefix.to_string(), events_partitions: 3, ..TopicOptions::default() }
+}
+
+fn options(broker: &Broker, prefix: &str, group: &str, store: &Path) -> ReporterOptions {
+    ReporterOptions {
+        kafka: kafka(broker),
+        topics: topic_options(prefix),
+        group_id: group.to_string(),
+        contract: contract_path(),
+        store: store.to_path_buf(),
+        batch_max_events: 50,
+        batch_max_ms: 20,
+        exit_when_caught_up: true,
+    }
+}
+
+/// One instance with batches long enough to take in every partition's backlog at once, so
+/// that the published revisions can be counted exactly.
+fn patient(broker: &Broker, store: &Path) -> ReporterOptions {
+    ReporterOptions { batch_max_ms: 500, ..options(broker, "omnifold.", "omnifold-reporter", store) }
+}
+
+async fn create_topics(broker: &Broker, prefix: &str) -> ReportTopics {
+    let topics = ReportTopics::new(prefix);
+    kafka(broker)
+        .ensure_topics(&topics.contract.specs(&topic_options(prefix)))
+        .await
+        .expect("topics created");
+    topics
+}
+
+/// Runs one reporter in this process until it has reported everything in its topics.
+async fn run_until_caught_up(options: ReporterOptions) {
+    let reporter = Reporter::new(options).expect("reporter builds");
+    tokio::time::timeout(Duration::from_secs(180), reporter.run(std::future::pending()))
+        .await
+        .expect("reporter caught up in time")
+        .expect("reporter ran");
+}
+
+/// A reporter running in a task until stopped.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), omnifold_reporter::ReporterError>>,
+}
+
+impl Running {
+    fn spawn(options: ReporterOptions) -> Running {
+        let reporter = Reporter::new(options).expect("reporter builds");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(reporter.run(async {
+            let _ = stopped.await;
+        }));
+        Running { stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(90), self.task)
+            .await
+            .expect("reporter stopped in time")
+            .expect("reporter task joined")
+            .expect("reporter ran");
+    }
+}
+
+/// Publishes events in the contract's JSON form, keyed like the connector keys them; each
+/// key's events keep their order.
+async fn publish_events(broker: &Broker, topic: &str, lines: &[String]) {
+    let events: Vec<Event> = lines.iter().map(|l| event_from_json(l).expect("event json")).collect();
+    let records: Vec<(String, Vec<u8>)> =
+        events.iter().map(|e| (e.partition_key().to_string(), e.encode_to_vec())).collect();
+    publish_raw(broker, topic, &records).await;
+}
+
+async fn publish_alerts(broker: &Broker, topic: &str, alerts: &[Alert]) {
+    let records: Vec<(String, Vec<u8>)> = alerts.iter().map(|a| (a.sku.clone(), a.encode_to_vec())).collect();
+    publish_raw(broker, topic, &records).await;
+}
+
+async fn publish_raw(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = broker
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|(key, value)| {
+            producer.send_result(FutureRecord::to(topic).key(key).payload(value)).expect("queued")
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.expect("delivered").expect("acknowledged");
+    }
+}
+
+fn alert(
+    id: &str,
+    kind: AlertKind,
+    severity: Severity,
+    sku: &str,
+    channels: &[&str],
+    occurred_at_ms: i64,
+) -> Alert {
+    Alert {
+        alert_id: id.to_string(),
+        kind: kind as i32,
+        state: AlertState::Raised as i32,
+        severity: severity as i32,
+        sku: sku.to_string(),
+        channels: channels.iter().map(|c| c.to_string()).collect(),
+        occurred_at_ms,
+        detected_at_ms: occurred_at_ms + 5,
+        ..Alert::default()
+    }
+}
+
+/// Every record of `topic`, each partition read until the broker reports its end in a fetch
+/// response (partition EOF). Not through `ListOffsets`: nisshi 0.7.0 answers it with the base
+/// offset of the last batch plus one, short of the end when that batch holds several records.
+async fn read_to_end(broker: &Broker, topic: &str) -> Vec<Record> {
+    let config = broker.client_config();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = config
+            .clone()
+            .set("group.id", "omnifold-e2e-reporter-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("log_level", "3")
+            .create()
+            .expect("reader");
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
+        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let mut assignment = TopicPartitionList::new();
+        for partition in &partitions {
+            assignment.add_partition_offset(&topic, *partition, Offset::Beginning).unwrap();
+        }
+        consumer.assign(&assignment).expect("assign");
+        let mut open: BTreeSet<i32> = partitions.into_iter().collect();
+        let mut records = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !open.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{topic} read to its end in time");
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(message)) => records.push(Record {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(<[u8]>::to_vec),
+                    value: message.payload().map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
+                    open.remove(&partition);
+                }
+                Some(Err(error)) => panic!("reading {topic}: {error}"),
+                None => {}
+            }
+        }
+        records.sort_by_key(|r| (r.partition, r.offset));
+        records
+    })
+    .await
+    .expect("reader task")
+}
+
+fn decode(records: &[Record]) -> Vec<ContributionSnapshot> {
+    records
+        .iter()
+        .map(|r| {
+            ContributionSnapshot::decode(r.value.as_deref().unwrap_or_default()).expect("snapshot decodes")
+        })
+        .collect()
+}
+
+/// The last revision of each key.
+fn latest(snapshots: &[ContributionSnapshot]) -> BTreeMap<String, ContributionSnapshot> {
+    let mut latest: BTreeMap<String, ContributionSnapshot> = BTreeMap::new();
+    for snapshot in snapshots {
+        let key = format!("{}/{}", snapshot.week, snapshot.channel);
+        if latest.get(&key).is_none_or(|known| snapshot.revision > known.revision) {
+            latest.insert(key, snapshot.clone());
+        }
+    }
+    latest
+}
+
+/// The snapshot without what may differ between runs: how many revisions led to it.
+fn normalized(snapshot: &ContributionSnapshot) -> Vec<u8> {
+    ContributionSnapshot { revision: 0, changed_fields: Vec::new(), ..snapshot.clone() }.encode_to_vec()
+}
+
+fn dec(text: &str) -> Decimal {
+    Decimal::from_str(text).unwrap_or_else(|_| panic!("{text:?} is not a decimal"))
+}
+
+/// Compares figures numerically, as the contract asks.
+fn assert_figures(snapshot: &ContributionSnapshot, want: &[(&str, &str)]) {
+    let key = format!("{}/{}", snapshot.week, snapshot.channel);
+    for (field, value) in want {
+        let got = match *field {
+            "gross_revenue" => snapshot.gross_revenue.clone(),
+            "discounts" => snapshot.discounts.clone(),
+            "net_revenue" => snapshot.net_revenue.clone(),
+            "cogs" => snapshot.cogs.clone(),
+            "restocked_cogs" => snapshot.restocked_cogs.clone(),
+            "channel_fees" => snapshot.channel_fees.clone(),
+            "fulfillment_costs" => snapshot.fulfillment_costs.clone(),
+            "refunds" => snapshot.refunds.clone(),
+            "contribution_before_operating" => snapshot.contribution_before_operating.clone(),
+            "operating_cost" => snapshot.operating_cost.clone(),
+            "contribution" => snapshot.contribution.clone(),
+            "revenue_share" => snapshot.revenue_share.clone().unwrap_or_default(),
+            "operating_cost_share" => snapshot.operating_cost_share.clone().unwrap_or_default(),
+            other => panic!("unknown field {other}"),
+        };
+        assert_eq!(dec(&got), dec(value), "{key}.{field}");
+    }
+}
+
+fn line(json: String) -> String {
+    json
+}
+
+/// W46: shopify ships 60 of 100 units (discount 200 and fee 116 pro-rated), amazon 50 from
+/// FBA, eu-market 30 in EUR, wholesale 200; shopify takes back 5 units. Unit costs: SKU-A 12
+/// USD, SKU-B 20 EUR = 21.6 USD. W47: shopify ships its last 40 units. Two refused inputs.
+fn week_events() -> (Vec<String>, Vec<String>) {
+    let first_half = vec![
+        line(format!(
+            r#"{{"event_id":"e01","occurred_at_ms":{},"type":"CostSet","sku":"SKU-A","unit_cost":{{"amount":"12","currency":"USD"}}}}"#,
+            at(0, 8)
+        )),
+        line(format!(
+            r#"{{"event_id":"e02","occurred_at_ms":{},"type":"CostSet","sku":"SKU-B","unit_cost":{{"amount":"20","currency":"EUR"}}}}"#,
+            at(0, 8)
+        )),
+        line(format!(
+            r#"{{"event_id":"e03","channel":"shopify","occurred_at_ms":{},"type":"OrderLinePlaced","order_id":"S1","line_id":"1","sku":"SKU-A","quantity":100,"unit_price":{{"amount":"40","currency":"USD"}},"discount":{{"amount":"200","currency":"USD"}},"channel_fee":{{"amount":"116","currency":"USD"}}}}"#,
+            at(0, 9)
+        )),
+        line(format!(
+            r#"{{"event_id":"e04","channel":"shopify","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"S1","line_id":"1","sku":"SKU-A","quantity":60,"location_id":"wh-nj","fulfillment_cost":{{"amount":"180","currency":"USD"}}}}"#,
+            at(1, 10)
+        )),
+        line(format!(
+            r#"{{"event_id":"e05","channel":"amazon","occurred_at_ms":{},"type":"OrderLinePlaced","order_id":"A1","line_id":"1","sku":"SKU-A","quantity":50,"location_id":"fba-us","unit_price":{{"amount":"45","currency":"USD"}},"channel_fee":{{"amount":"337.5","currency":"USD"}}}}"#,
+            at(1, 11)
+        )),
+        line(format!(
+            r#"{{"event_id":"e06","channel":"amazon","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"A1","line_id":"1","sku":"SKU-A","quantity":50,"location_id":"fba-us","fulfillment_cost":{{"amount":"150","currency":"USD"}}}}"#,
+            at(2, 10)
+        )),
+        line(format!(
+            r#"{{"event_id":"e07","channel":"eu-market","occurred_at_ms":{},"type":"OrderLinePlaced","order_id":"E1","line_id":"1","sku":"SKU-B","quantity":30,"unit_price":{{"amount":"50","currency":"EUR"}},"discount":{{"amount":"60","currency":"EUR"}},"channel_fee":{{"amount":"180","currency":"EUR"}}}}"#,
+            at(2, 12)
+        )),
+        line(format!(
+            r#"{{"event_id":"e08","channel":"eu-market","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"E1","line_id":"1","sku":"SKU-B","quantity":30,"location_id":"3pl-rotterdam","fulfillment_cost":{{"amount":"90","currency":"EUR"}}}}"#,
+            at(3, 10)
+        )),
+        line(format!(
+            r#"{{"event_id":"e09","channel":"wholesale","occurred_at_ms":{},"type":"OrderLinePlaced","order_id":"W1","line_id":"1","sku":"SKU-A","quantity":200,"unit_price":{{"amount":"25","currency":"USD"}}}}"#,
+            at(3, 12)
+        )),
+        line(format!(
+            r#"{{"event_id":"e10","channel":"wholesale","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"W1","line_id":"1","sku":"SKU-A","quantity":200,"location_id":"wh-nj","fulfillment_cost":{{"amount":"100","currency":"USD"}}}}"#,
+            at(4, 9)
+        )),
+        line(format!(
+            r#"{{"event_id":"bad1","channel":"ebay","occurred_at_ms":{},"type":"OrderLinePlaced","order_id":"X1","line_id":"1","sku":"SKU-A","quantity":1,"unit_price":{{"amount":"1000","currency":"USD"}}}}"#,
+            at(4, 10)
+        )),
+    ];
+    let second_half = vec![
+        line(format!(
+            r#"{{"event_id":"e11","channel":"shopify","occurred_at_ms":{},"type":"OrderLineReturned","order_id":"S1","line_id":"1","sku":"SKU-A","quantity":5,"refund":{{"amount":"200","currency":"USD"}},"restock":true,"location_id":"wh-nj"}}"#,
+            at(5, 9)
+        )),
+        line(format!(
+            r#"{{"event_id":"e12","occurred_at_ms":{},"type":"StockCounted","sku":"SKU-A","location_id":"wh-nj","on_hand":500}}"#,
+            at(7, 2)
+        )),
+        line(format!(
+            r#"{{"event_id":"e13","channel":"shopify","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"S1","line_id":"1","sku":"SKU-A","quantity":40,"location_id":"wh-nj"}}"#,
+            at(8, 10)
+        )),
+        line(format!(
+            r#"{{"event_id":"e14","occurred_at_ms":{},"type":"StockCounted","sku":"SKU-B","location_id":"wh-nj","on_hand":10}}"#,
+            at(14, 2)
+        )),
+    ];
+    (first_half, second_half)
+}
+
+/// Wholesale's late W46 order: 10 units of SKU-B at 30, cost 21.6 each.
+fn late_events() -> Vec<String> {
+    vec![
+        line(format!(
+            r#"{{"event_id":"e15","channel":"wholesale","occurred_at_ms":{},"type":"OrderLinePlaced","order_id":"W2","line_id":"1","sku":"SKU-B","quantity":10,"unit_price":{{"amount":"30","currency":"USD"}}}}"#,
+            at(3, 15)
+        )),
+        line(format!(
+            r#"{{"event_id":"e16","channel":"wholesale","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"W2","line_id":"1","sku":"SKU-B","quantity":10,"location_id":"wh-nj"}}"#,
+            at(3, 16)
+        )),
+    ]
+}
+
+fn week_alerts() -> Vec<Alert> {
+    vec![alert(
+        "oversell/SKU-A/pool=dedicated:amazon/e06",
+        AlertKind::Oversell,
+        Severity::Critical,
+        "SKU-A",
+        &["amazon"],
+        at(2, 10),
+    )]
+}
+
+/// The figures the domain computes from the same inputs in one partition: the oracle for
+/// the last revision of every key.
+fn reference(lines: &[String], alerts: &[Alert]) -> BTreeMap<String, ContributionSnapshot> {
+    let rules = load_contract(&contract_path()).expect("contract");
+    let (mut events, mut alert_ledger, mut merger) =
+        (EventLedger::default(), AlertLedger::default(), Merger::default());
+    let mut offset = 0;
+    for alert in alerts {
+        offset += 1;
+        let cells = alert_ledger.apply(&rules, alert);
+        merger.apply(&rules, &alert_ledger.record(0, offset, &cells));
+    }
+    for l in lines {
+        offset += 1;
+        if let Applied::Accepted { cells, .. } = events.apply(&rules, &event_from_json(l).unwrap()) {
+            merger.apply(&rules, &events.record(0, offset, &cells));
+        }
+    }
+    merger.emitted.values().map(|s| (s.key(), s.to_proto())).collect()
+}
+
+fn assert_each_revision_once(snapshots: &[ContributionSnapshot]) {
+    let mut seen = BTreeSet::new();
+    for snapshot in snapshots {
+        let id = (snapshot.week.clone(), snapshot.channel.clone(), snapshot.revision);
+        assert!(seen.insert(id.clone()), "revision {id:?} was published twice");
+    }
+    let keys: BTreeSet<(String, String)> = seen.iter().map(|(w, c, _)| (w.clone(), c.clone())).collect();
+    for (week, channel) in keys {
+        let revisions: Vec<u32> =
+            seen.iter().filter(|(w, c, _)| *w == week && *c == channel).map(|(_, _, r)| *r).collect();
+        let want: Vec<u32> = (1..=revisions.len() as u32).collect();
+        assert_eq!(revisions, want, "{week}/{channel}: revisions are 1, 2, ... with no gap");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weekly_figures_restarts_and_restatement_through_the_broker() {
+    let broker = Broker::start().await.expect("broker starts");
+    let topics = create_topics(&broker, "omnifold.").await;
+    let store = tempfile::tempdir().unwrap();
+    let (first_half, second_half) = week_events();
+
+    // Run 1 stops in the middle of W46: nothing is closed, nothing is published.
+    publish_events(&broker, &topics.contract.events, &first_half).await;
+    publish_raw(
+        &broker,
+        &topics.contract.events,
+        &[("SKU-A".to_string(), b"not a protobuf event \xff".to_vec())],
+    )
+    .await;
+    publish_alerts(&broker, &topics.contract.alerts, &week_alerts()).await;
+    run_until_caught_up(patient(&broker, store.path())).await;
+    assert!(read_to_end(&broker, &topics.contract.snapshots).await.is_empty(), "no week is closed yet");
+
+    // Run 2, from the same store: W46 closes at 7d02:00, W47 at 14d02:00.
+    publish_events(&broker, &topics.contract.events, &second_half).await;
+    run_until_caught_up(patient(&broker, store.path())).await;
+    let published = decode(&read_to_end(&broker, &topics.contract.snapshots).await);
+    assert_eq!(published.len(), 8, "2 weeks x 4 channels, each once");
+    assert!(published.iter().all(|s| s.revision == 1));
+    let snapshots = latest(&published);
+    let keys: Vec<&str> = snapshots.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "2026-W46/amazon",
+            "2026-W46/eu-market",
+            "2026-W46/shopify",
+            "2026-W46/wholesale",
+            "2026-W47/amazon",
+            "2026-W47/eu-market",
+            "2026-W47/shopify",
+            "2026-W47/wholesale",
+        ]
+    );
+
+    // shopify: 60 x 40 = 2400; discount 200 x 60/100 = 120; fee 116 x 60/100 = 69.6; cogs 60 x 12;
+    // fulfillment 180; refund 200; restocked 5 x 12 = 60: 2280 - 720 - 69.6 - 180 - 200 + 60 = 1170.4
+    let shopify = &snapshots["2026-W46/shopify"];
+    assert_figures(
+        shopify,
+        &[
+            ("gross_revenue", "2400"),
+            ("discounts", "120"),
+            ("net_revenue", "2280"),
+            ("cogs", "720"),
+            ("restocked_cogs", "60"),
+            ("channel_fees", "69.6"),
+            ("fulfillment_costs", "180"),
+            ("refunds", "200"),
+            ("contribution_before_operating", "1170.4"),
+            ("operating_cost", "1800"),
+            ("contribution", "-629.6"),
+            ("operating_cost_share", "0.276073619632"),
+        ],
+    );
+    assert_eq!((shopify.orders_shipped, shopify.units_shipped), (1, 60));
+    assert_eq!(shopify.decision, Decision::Fix as i32);
+    assert_eq!(shopify.owner, "Maya Chen");
+    assert!(shopify.next_action.starts_with("Maya Chen to fix shopify"), "{}", shopify.next_action);
+    // amazon: 50 x 45 = 2250, fee 337.5, cogs 600, fulfillment 150; a critical oversell.
+    let amazon = &snapshots["2026-W46/amazon"];
+    assert_figures(
+        amazon,
+        &[
+            ("net_revenue", "2250"),
+            ("cogs", "600"),
+            ("contribution_before_operating", "1162.5"),
+            ("contribution", "-1337.5"),
+        ],
+    );
+    assert_eq!(
+        amazon.alerts_raised.iter().map(|a| (a.kind.as_str(), a.count)).collect::<Vec<_>>(),
+        [("OVERSELL", 1)]
+    );
+    assert_eq!(amazon.critical_alerts, 1);
+    // eu-market in USD: 30 x 50 x 1.08 = 1620, discount 64.8, fee 194.4, cogs 30 x 21.6 = 648,
+    // fulfillment 97.2; operating 1500 EUR = 1620.
+    assert_figures(
+        &snapshots["2026-W46/eu-market"],
+        &[
+            ("gross_revenue", "1620"),
+            ("discounts", "64.8"),
+            ("net_revenue", "1555.2"),
+            ("cogs", "648"),
+            ("channel_fees", "194.4"),
+            ("fulfillment_costs", "97.2"),
+            ("contribution_before_operating", "615.6"),
+            ("operating_cost", "1620"),
+            ("contribution", "-1004.4"),
+        ],
+    );
+    // wholesale: 200 x 25 = 5000, cogs 2400, fulfillment 100: 2500 - 600 = 1900, the only KEEP.
+    let wholesale = &snapshots["2026-W46/wholesale"];
+    assert_figures(wholesale, &[("contribution", "1900"), ("revenue_share", "0.451051852921")]);
+    assert_eq!(wholesale.decision, Decision::Keep as i32);
+    // W47: shopify's last 40 units: 1600 - 80 - 480 - 46.4 = 993.6; - 1800.
+    assert_figures(
+        &snapshots["2026-W47/shopify"],
+        &[
+            ("gross_revenue", "1600"),
+            ("discounts", "80"),
+            ("channel_fees", "46.4"),
+            ("cogs", "480"),
+            ("contribution_before_operating", "993.6"),
+            ("contribution", "-806.4"),
+            ("revenue_share", "1"),
+        ],
+    );
+    assert_figures(&snapshots["2026-W47/amazon"], &[("net_revenue", "0"), ("contribution", "-2500")]);
+    assert_eq!(snapshots["2026-W47/amazon"].revenue_share.as_deref(), Some("0"));
+    assert_eq!(snapshots["2026-W47/amazon"].contribution_margin, None, "no margin without revenue");
+
+    // The JSON twin: same keys, same figures, valid against the schema.
+    let json_records = read_to_end(&broker, &topics.contract.snapshots_json).await;
+    assert_eq!(json_records.len(), 8);
+    check_json(&json_records, &snapshots);
+
+    // Dead letters: the unknown channel and the undecodable payload, excluded from every figure.
+    let dead = read_to_end(&broker, &topics.contract.deadletter).await;
+    let mut reasons: Vec<String> = dead
+        .iter()
+        .map(|r| String::from_utf8_lossy(common::header(r, ERROR_HEADER).unwrap()).into_owned())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0], r#"event "bad1": unknown channel ebay"#);
+    assert!(reasons[1].starts_with("payload is not a decodable omnifold.v1.Event"), "{reasons:?}");
+
+    // Run 3: a late W46 order restates W46 (every revenue share moves) and nothing else.
+    publish_events(&broker, &topics.contract.events, &late_events()).await;
+    run_until_caught_up(patient(&broker, store.path())).await;
+    let published = decode(&read_to_end(&broker, &topics.contract.snapshots).await);
+    assert_eq!(published.len(), 12, "W46 restated for every channel");
+    assert_each_revision_once(&published);
+    let snapshots = latest(&published);
+    let wholesale = &snapshots["2026-W46/wholesale"];
+    assert_eq!(wholesale.revision, 2);
+    assert_figures(wholesale, &[("gross_revenue", "5300"), ("cogs", "2616"), ("contribution", "1984")]);
+    assert_eq!((wholesale.orders_shipped, wholesale.units_shipped), (2, 210));
+    assert_eq!(
+        wholesale.changed_fields,
+        [
+            "gross_revenue",
+            "net_revenue",
+            "cogs",
+            "contribution_before_operating",
+            "contribution",
+            "contribution_margin",
+            "revenue_share",
+            "orders_shipped",
+            "units_shipped",
+            "next_action",
+        ]
+    );
+    assert_eq!(snapshots["2026-W46/amazon"].changed_fields, ["revenue_share"]);
+    assert_eq!(snapshots["2026-W47/shopify"].revision, 1);
+
+    // Every last revision is what the domain computes from the same inputs.
+    let mut all = first_half.clone();
+    all.extend(second_half);
+    all.extend(late_events());
+    let want = reference(&all, &week_alerts());
+    let got: BTreeMap<&String, Vec<u8>> = snapshots.iter().map(|(k, s)| (k, normalized(s))).collect();
+    let want: BTreeMap<&String, Vec<u8>> = want.iter().map(|(k, s)| (k, normalized(s))).collect();
+    assert_eq!(got, want, "the broker run equals the pure computation");
+    check_json(&read_to_end(&broker, &topics.contract.snapshots_json).await, &snapshots);
+}
+
+/// Every JSON record validates against the schema and says what its protobuf twin says.
+fn check_json(records: &[Record], snapshots: &BTreeMap<String, ContributionSnapshot>) {
+    let schema: serde_json::Value = serde_json::from_str(SNAPSHOT_SCHEMA).expect("schema json");
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let mut last: BTreeMap<String, SnapshotJson> = BTreeMap::new();
+    for record in records {
+        let value: serde_json::Value =
+            serde_json::from_slice(record.value.as_deref().unwrap()).expect("json");
+        let errors: Vec<String> =
+            validator.iter_errors(&value).map(|e| format!("{}: {e}", e.instance_path())).collect();
+        assert!(errors.is_empty(), "{value}: {errors:#?}");
+        let json: SnapshotJson = serde_json::from_value(value).expect("the json form");
+        let key = String::from_utf8(record.key.clone().unwrap()).unwrap();
+        assert_eq!(key, format!("{}/{}", json.week, json.channel));
+        if last.get(&key).is_none_or(|known| json.revision > known.revision) {
+            last.insert(key, json);
+        }
+    }
+    let want: BTreeMap<String, SnapshotJson> =
+        snapshots.iter().map(|(k, s)| (k.clone(), SnapshotJson::from(s))).collect();
+    assert_eq!(last, want);
+}
+
+/// A deterministic three-week workload: 4 channels, 12 SKUs, orders of one or two lines
+/// (so an order spans partitions), partial shipments, cancellations, returns, cost changes,
+/// channel costs across a week boundary, refused events and late events; plus alerts.
+fn workload() -> (Vec<String>, Vec<Alert>) {
+    let channels =
+        [("shopify", "wh-nj"), ("amazon", "fba-us"), ("eu-market", "3pl-rotterdam"), ("wholesale", "wh-nj")];
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut timed: Vec<(i64, String)> = Vec::new();
+    let mut push = |time: i64, json: String| timed.push((time, json));
+    for s in 0..12 {
+        let currency = if s % 3 == 0 { "EUR" } else { "USD" };
+        push(
+            at(0, 1) + s,
+            format!(
+                r#"{{"event_id":"cost-{s}","occurred_at_ms":{},"type":"CostSet","sku":"SKU-{s}","unit_cost":{{"amount":"{}.5","currency":"{currency}"}}}}"#,
+                at(0, 1) + s,
+                4 + s
+            ),
+        );
+        push(
+            at(9, 3) + s,
+            format!(
+                r#"{{"event_id":"cost2-{s}","occurred_at_ms":{},"type":"CostSet","sku":"SKU-{s}","unit_cost":{{"amount":"{}","currency":"USD"}}}}"#,
+                at(9, 3) + s,
+                6 + s
+            ),
+        );
+    }
+    let mut late = Vec::new();
+    for n in 0..110i64 {
+        let (channel, location) = channels[next(4) as usize];
+        let placed_at = at(n * 20 / 110, 2 + next(12) as i64);
+        let skus: Vec<u64> = if next(3) == 0 { vec![next(12), 12 + next(6)] } else { vec![next(12)] };
+        for (l, sku) in skus.iter().enumerate() {
+            let sku = sku % 12;
+            let quantity = 1 + next(9) as i64;
+            let currency = if channel == "eu-market" { "EUR" } else { "USD" };
+            let price = 10 + next(50);
+            let extras = match next(3) {
+                0 => format!(r#","discount":{{"amount":"{}","currency":"{currency}"}}"#, next(20)),
+                1 => format!(r#","channel_fee":{{"amount":"{}.25","currency":"{currency}"}}"#, next(9)),
+                _ => String::new(),
+            };
+            let id = format!("{n}-{l}");
+            let mut events = vec![(
+                placed_at,
+                format!(
+                    r#"{{"event_id":"p{id}","channel":"{channel}","occurred_at_ms":{placed_at},"type":"OrderLinePlaced","order_id":"O{n}","line_id":"{l}","sku":"SKU-{sku}","quantity":{quantity},"location_id":"{location}","unit_price":{{"amount":"{price}.99","currency":"{currency}"}}{extras}}}"#
+                ),
+            )];
+            let first = 1 + next(quantity as u64) as i64;
+            let ship_at = placed_at + HOUR * (1 + next(30) as i64);
+            events.push((ship_at, format!(r#"{{"event_id":"s{id}","channel":"{channel}","occurred_at_ms":{ship_at},"type":"OrderLineShipped","order_id":"O{n}","line_id":"{l}","sku":"SKU-{sku}","quantity":{first},"location_id":"{location}","fulfillment_cost":{{"amount":"{}","currency":"USD"}}}}"#, next(5))));
+            let rest_at = ship_at + DAY;
+            if first < quantity && next(2) == 0 {
+                events.push((rest_at, format!(r#"{{"event_id":"r{id}","channel":"{channel}","occurred_at_ms":{rest_at},"type":"OrderLineShipped","order_id":"O{n}","line_id":"{l}","sku":"SKU-{sku}","quantity":{},"location_id":"{location}"}}"#, quantity - first)));
+            } else if first < quantity {
+                events.push((rest_at, format!(r#"{{"event_id":"c{id}","channel":"{channel}","occurred_at_ms":{rest_at},"type":"OrderLineCancelled","order_id":"O{n}","line_id":"{l}","sku":"SKU-{sku}"}}"#)));
+            }
+            if next(5) == 0 {
+                let back_at = rest_at + DAY;
+                events.push((back_at, format!(r#"{{"event_id":"b{id}","channel":"{channel}","occurred_at_ms":{back_at},"type":"OrderLineReturned","order_id":"O{n}","line_id":"{l}","sku":"SKU-{sku}","quantity":1,"refund":{{"amount":"{price}","currency":"{currency}"}},"restock":{},"location_id":"{location}"}}"#, next(2) == 0)));
+            }
+            if n % 23 == 0 {
+                events.push((ship_at + 1, format!(r#"{{"event_id":"x{id}","channel":"{channel}","occurred_at_ms":{},"type":"OrderLineShipped","order_id":"O{n}","line_id":"{l}","sku":"SKU-{sku}","quantity":99,"location_id":"{location}"}}"#, ship_at + 1)));
+            }
+            if n % 37 == 5 {
+                late.extend(events);
+            } else {
+                for (time, json) in events {
+                    push(time, json);
+                }
+            }
+        }
+    }
+    push(
+        at(5, 0),
+        format!(
+            r#"{{"event_id":"ads-1","channel":"amazon","occurred_at_ms":{},"type":"ChannelCostRecorded","category":"ads","amount":{{"amount":"700","currency":"USD"}},"period_start_ms":{},"period_end_ms":{}}}"#,
+            at(5, 0),
+            at(5, 0),
+            at(12, 0)
+        ),
+    );
+    push(
+        at(15, 0),
+        format!(
+            r#"{{"event_id":"fair-1","channel":"eu-market","occurred_at_ms":{},"type":"ChannelCostRecorded","category":"fair","amount":{{"amount":"1000","currency":"EUR"}},"period_start_ms":{},"period_end_ms":{}}}"#,
+            at(15, 0),
+            at(13, 12),
+            at(16, 12)
+        ),
+    );
+    push(
+        at(21, 2),
+        format!(
+            r#"{{"event_id":"close","occurred_at_ms":{},"type":"StockCounted","sku":"SKU-0","location_id":"wh-nj","on_hand":1}}"#,
+            at(21, 2)
+        ),
+    );
+    timed.sort_by_key(|(time, _)| *time);
+    let mut lines: Vec<String> = timed.into_iter().map(|(_, json)| json).collect();
+    late.sort_by_key(|(time, _)| *time);
+    lines.extend(late.into_iter().map(|(_, json)| json));
+    let alerts = vec![
+        alert("a1", AlertKind::Oversell, Severity::Critical, "SKU-1", &["shopify", "amazon"], at(1, 5)),
+        alert(
+            "a2",
+            AlertKind::LowCover,
+            Severity::Warning,
+            "SKU-2",
+            &["shopify", "amazon", "eu-market", "wholesale"],
+            at(8, 5),
+        ),
+        alert("a3", AlertKind::MapViolation, Severity::Critical, "SKU-3", &["eu-market"], at(15, 5)),
+        alert("a4", AlertKind::CompetitorUndercut, Severity::Info, "SKU-4", &["wholesale"], at(16, 5)),
+        alert("a1", AlertKind::Oversell, Severity::Critical, "SKU-1", &["shopify", "amazon"], at(1, 5)),
+        alert("a5", AlertKind::PriceBelowFloor, Severity::Critical, "SKU-5", &["amazon"], at(2, 5)),
+    ];
+    (lines, alerts)
+}
+
+async fn group_members(broker: &Broker, group: &str) -> usize {
+    let config = broker.client_config();
+    let group = group.to_string();
+    tokio::task::spawn_blocking(move || {
+        let consumer: rdkafka::consumer::BaseConsumer = config.create().ok()?;
+        let list =
+            rdkafka::consumer::Consumer::fetch_group_list(&consumer, Some(&group), Duration::from_secs(5))
+                .ok()?;
+        Some(list.groups().iter().find(|g| g.name() == group).map_or(0, |g| g.members().len()))
+    })
+    .await
+    .unwrap()
+    .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_instances_in_one_group_equal_one() {
+    let broker = Broker::start().await.expect("broker starts");
+    let (lines, alerts) = workload();
+
+    // One instance over its own copy of the topics.
+    let single = create_topics(&broker, "single.").await;
+    publish_events(&broker, &single.contract.events, &lines).await;
+    publish_alerts(&broker, &single.contract.alerts, &alerts).await;
+    let store = tempfile::tempdir().unwrap();
+    run_until_caught_up(options(&broker, "single.", "single", store.path())).await;
+    let single_published = decode(&read_to_end(&broker, &single.contract.snapshots).await);
+    let want = latest(&single_published);
+    assert_eq!(want.len(), 4 * 3, "3 weeks x 4 channels");
+    assert_each_revision_once(&single_published);
+
+    // Two instances in one group; the events arrive once both have joined.
+    let pair = create_topics(&broker, "pair.").await;
+    let (store_a, store_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let live = |store: &Path| ReporterOptions {
+        exit_when_caught_up: false,
+        ..options(&broker, "pair.", "pair", store)
+    };
+    let a = Running::spawn(live(store_a.path()));
+    let b = Running::spawn(live(store_b.path()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while group_members(&broker, "pair").await < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    publish_events(&broker, &pair.contract.events, &lines).await;
+    publish_alerts(&broker, &pair.contract.alerts, &alerts).await;
+
+    converge(&broker, &pair, &want, "two instances").await;
+
+    // Both instances folded input partitions: the partials come from two writers.
+    let partials = read_to_end(&broker, &pair.partials).await;
+    let writers: BTreeSet<String> = partials.iter().filter_map(writer).collect();
+    assert_eq!(writers.len(), 2, "partials from {writers:?}");
+
+    // A leaves: B takes its partitions (and the merge stage, if A had it); late inputs
+    // restate closed weeks on both sides.
+    a.stop().await;
+    let (late_lines, late_alerts) = late_workload(1);
+    let want = publish_to_both(&broker, (&single, &pair), &late_lines, &late_alerts, store.path()).await;
+    converge(&broker, &pair, &want, "one instance after the other left").await;
+
+    // C joins with an empty store and B leaves: C owns everything, the merge stage included,
+    // and must neither repeat nor lose a revision.
+    let before_c: BTreeSet<String> =
+        read_to_end(&broker, &pair.contract.snapshots).await.iter().filter_map(writer).collect();
+    let store_c = tempfile::tempdir().unwrap();
+    let c = Running::spawn(live(store_c.path()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    b.stop().await;
+    let (late_lines, late_alerts) = late_workload(2);
+    let want = publish_to_both(&broker, (&single, &pair), &late_lines, &late_alerts, store.path()).await;
+    converge(&broker, &pair, &want, "a fresh instance alone").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.stop().await;
+
+    let single_published = decode(&read_to_end(&broker, &single.contract.snapshots).await);
+    let pair_records = read_to_end(&broker, &pair.contract.snapshots).await;
+    let pair_published = decode(&pair_records);
+    assert_each_revision_once(&pair_published);
+    let got = latest(&pair_published);
+    assert_eq!(got.len(), want.len());
+    for (key, snapshot) in &got {
+        assert_eq!(normalized(snapshot), normalized(&want[key]), "{key}: the last revision differs");
+    }
+    check_json(&read_to_end(&broker, &pair.contract.snapshots_json).await, &got);
+    let after_c: BTreeSet<String> = pair_records.iter().filter_map(writer).collect();
+    assert!(
+        after_c.difference(&before_c).count() == 1,
+        "the fresh instance took the merge stage over and emitted"
+    );
+    let identical = got.iter().filter(|(k, s)| s.encode_to_vec() == want[*k].encode_to_vec()).count();
+    println!(
+        "{identical} of {} last revisions are byte-identical including their revision number \
+         ({} records from one instance, {} from the group)",
+        got.len(),
+        single_published.len(),
+        pair_published.len()
+    );
+}
+
+/// The instance (outbox writer id) that sent a record.
+fn writer(record: &Record) -> Option<String> {
+    let stamp = common::header(record, OUTBOX_HEADER)?;
+    Some(String::from_utf8_lossy(stamp).split(':').next().unwrap_or_default().to_string())
+}
+
+/// Late inputs for a closed week: a W46 order for shopify, a W47 cost for wholesale, an alert.
+fn late_workload(round: i64) -> (Vec<String>, Vec<Alert>) {
+    let (placed, shipped, cost) = (at(2, 3 + round), at(2, 5 + round), at(8, round));
+    let lines = vec![
+        format!(
+            r#"{{"event_id":"late-p{round}","channel":"shopify","occurred_at_ms":{placed},"type":"OrderLinePlaced","order_id":"L{round}","line_id":"1","sku":"SKU-3","quantity":4,"unit_price":{{"amount":"19.5","currency":"USD"}},"discount":{{"amount":"3","currency":"USD"}}}}"#
+        ),
+        format!(
+            r#"{{"event_id":"late-s{round}","channel":"shopify","occurred_at_ms":{shipped},"type":"OrderLineShipped","order_id":"L{round}","line_id":"1","sku":"SKU-3","quantity":3,"location_id":"wh-nj"}}"#
+        ),
+        format!(
+            r#"{{"event_id":"late-c{round}","channel":"wholesale","occurred_at_ms":{cost},"type":"ChannelCostRecorded","category":"samples","amount":{{"amount":"140","currency":"USD"}},"period_start_ms":{},"period_end_ms":{}}}"#,
+            at(13, 0),
+            at(15, 0)
+        ),
+    ];
+    let alert = alert(
+        &format!("late-{round}"),
+        AlertKind::MapViolation,
+        Severity::Critical,
+        "SKU-7",
+        &["wholesale"],
+        at(9, round),
+    );
+    (lines, vec![alert])
+}
+
+/// Publishes to both copies, brings the single instance up to date (a restart from its
+/// store) and returns its last revisions.
+async fn publish_to_both(
+    broker: &Broker,
+    (single, pair): (&ReportTopics, &ReportTopics),
+    lines: &[String],
+    alerts: &[Alert],
+    single_store: &Path,
+) -> BTreeMap<String, ContributionSnapshot> {
+    for topics in [single, pair] {
+        publish_events(broker, &topics.contract.events, lines).await;
+        publish_alerts(broker, &topics.contract.alerts, alerts).await;
+    }
+    run_until_caught_up(options(broker, "single.", "single", single_store)).await;
+    let published = decode(&read_to_end(broker, &single.contract.snapshots).await);
+    assert_each_revision_once(&published);
+    latest(&published)
+}
+
+/// Waits until the group's last revisions equal `want` (revision numbers aside).
+async fn converge(
+    broker: &Broker,
+    pair: &ReportTopics,
+    want: &BTreeMap<String, ContributionSnapshot>,
+    what: &str,
+) {
+    let want: BTreeMap<String, Vec<u8>> = want.iter().map(|(k, s)| (k.clone(), normalized(s))).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let (options, topic) = (kafka(broker), pair.contract.snapshots.clone());
+        let got = tokio::task::spawn_blocking(move || latest_snapshots(&options, &topic)).await.unwrap();
+        let got: BTreeMap<String, Vec<u8>> =
+            got.unwrap_or_default().iter().map(|(k, s)| (k.clone(), normalized(s))).collect();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: never reached the single instance's snapshots"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `target/test-artifacts`, next to the build output.
+fn artifacts_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let dir = target.join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("artifacts directory");
+    dir
+}
+
+fn find_chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|dir| Path::new(dir).join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+async fn chromium(binary: &Path, profile: &Path, args: &[String]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(90), command.output())
+        .await
+        .expect("chromium finished in time")
+        .expect("chromium ran")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_weekly_page_in_a_terminal_over_http_and_in_a_browser() {
+    let broker = Broker::start().await.expect("broker starts");
+    let topics = create_topics(&broker, "omnifold.").await;
+    let (mut lines, second_half) = week_events();
+    lines.extend(second_half);
+    publish_events(&broker, &topics.contract.events, &lines).await;
+    publish_alerts(&broker, &topics.contract.alerts, &week_alerts()).await;
+    let store = tempfile::tempdir().unwrap();
+    run_until_caught_up(patient(&broker, store.path())).await;
+
+    let (options, topic) = (kafka(&broker), topics.contract.snapshots.clone());
+    let snapshots =
+        tokio::task::spawn_blocking(move || latest_snapshots(&options, &topic)).await.unwrap().unwrap();
+    let view = WeekView::build(&snapshots, Some("2026-W46")).expect("the week is published");
+
+    // The terminal table (what `show --week 2026-W46` prints).
+    let table = render_table(&view);
+    println!("{table}");
+    let row = table.lines().find(|l| l.starts_with("wholesale")).expect("a wholesale row");
+    for cell in ["Dev Patel", "5,000.00", "2,500.00", "600.00", "1,900.00", "38.0%", "45.1%", "9.2%", "KEEP"]
+    {
+        assert!(row.contains(cell), "{cell} missing from {row:?}");
+    }
+    assert!(table.contains("amazon     FIX"), "{table}");
+
+    // The page file (what `page --week 2026-W46 --out FILE` writes).
+    let html = render_page(&view);
+    let file = artifacts_dir().join("reporter-2026-W46.html");
+    std::fs::write(&file, &html).unwrap();
+
+    // The same page over HTTP.
+    let addr = common::free_local_addr();
+    let source = omnifold_reporter::http::PageSource::new(kafka(&broker), topics.contract.snapshots.clone());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(omnifold_reporter::http::serve(addr, source, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let mut served = None;
+    for _ in 0..50 {
+        if let Ok(response) = client.get(format!("http://{addr}/weeks/2026-W46")).send().await {
+            served = Some((response.status().as_u16(), response.text().await.unwrap()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(served, Some((200, html.clone())), "the server renders the same page");
+    let latest_page = client.get(format!("http://{addr}/")).send().await.unwrap().text().await.unwrap();
+    assert!(latest_page.contains("<span id=\"week\">2026-W47</span>"), "/ shows the latest week");
+    let json = client.get(format!("http://{addr}/weeks/2026-W46/snapshots.json")).send().await.unwrap();
+    let json: Vec<SnapshotJson> = json.json().await.unwrap();
+    assert_eq!(json.len(), 4);
+    let missing = client.get(format!("http://{addr}/weeks/2026-W40")).send().await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+
+    // The page in a real browser: table and charts carry the figures once rendered.
+    let Some(binary) = find_chromium() else {
+        println!("SKIPPED the browser check: chromium is not installed (apt-get install -y chromium)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", file.display());
+    let dom = chromium(&binary, profile.path(), &["--dump-dom".to_string(), url.clone()]).await;
+    let dom = String::from_utf8_lossy(&dom.stdout).into_owned();
+    std::fs::write(artifacts_dir().join("reporter-2026-W46.dom.html"), &dom).unwrap();
+    for expected in [
+        // the table
+        r#"<tr data-channel="wholesale">"#,
+        r#"data-field="contribution" data-value="1900">1,900.00</td>"#,
+        r#"data-field="contribution" data-value="-629.6">-629.60</td>"#,
+        r#"data-field="revenue_share" data-value="0.451051852921">45.1%</td>"#,
+        // the contribution chart: bars and their labels
+        r#"data-channel="wholesale" data-contribution="1900""#,
+        r#">1,900.00</text>"#,
+        r#"data-channel="amazon" data-contribution="-1337.5""#,
+        r#">-1,337.50</text>"#,
+        // revenue share vs operating-cost share
+        r#"data-channel="eu-market" data-revenue-share="0.140295168333" data-operating-cost-share="0.248466257669""#,
+        // decisions, alerts, trend
+        "Dev Patel to keep wholesale as it is: contribution 1900.00 USD in 2026-W46.",
+        r#"<tr data-kind="OVERSELL">"#,
+        r#"data-week="2026-W46" data-contribution="-629.6""#,
+    ] {
+        assert!(dom.contains(expected), "the rendered page lacks {expected}");
+    }
+    let screenshot = artifacts_dir().join("reporter-2026-W46.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let shot = chromium(
+        &binary,
+        profile.path(),
+        &[format!("--screenshot={}", screenshot.display()), "--window-size=1200,2400".to_string(), url],
+    )
+    .await;
+    let size = std::fs::metadata(&screenshot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 20_000,
+        "screenshot {} is {size} bytes: {}",
+        screenshot.display(),
+        String::from_utf8_lossy(&shot.stderr)
+    );
+    println!("page screenshot: {}", screenshot.display());
+}
