@@ -117,7 +117,10 @@ async fn sigkill_at_any_point_loses_and_repeats_nothing() {
     assert!(events.len() >= 20_000);
     publish(&broker, &events).await;
     let want = expected(&events);
-    assert!(want.alerts.len() > 10 && want.dead_letters > 5, "the workload exercises alerts and dead letters");
+    assert!(
+        want.alerts.len() > 10 && want.dead_letters > 5,
+        "the workload exercises alerts and dead letters"
+    );
 
     let store = tempfile::tempdir().unwrap();
     let mut kill_points = Vec::new();
@@ -143,7 +146,10 @@ async fn sigkill_at_any_point_loses_and_repeats_nothing() {
     let published = availability(&read_to_end(&broker, &topics.availability).await);
     let mut decisions = BTreeSet::new();
     for a in &published {
-        assert!(decisions.insert((a.channel.clone(), a.sku.clone(), a.reason_event_id.clone())), "repeated {a:?}");
+        assert!(
+            decisions.insert((a.channel.clone(), a.sku.clone(), a.reason_event_id.clone())),
+            "repeated {a:?}"
+        );
     }
     assert_eq!(final_availability(&published), want.availability);
 

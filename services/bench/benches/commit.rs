@@ -29,13 +29,23 @@ fn fold_and_commit(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("fold_commit");
     group.throughput(Throughput::Elements(events.len() as u64));
-    group.sample_size(10).measurement_time(Duration::from_secs(15)).sampling_mode(SamplingMode::Flat);
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
     for batch in [100, 1_000, 10_000] {
+        // About ten whole runs of the workload: smaller batches mean more fsyncs.
+        let seconds = match batch {
+            100 => 150,
+            1_000 => 70,
+            _ => 60,
+        };
+        group.measurement_time(Duration::from_secs(seconds));
         group.bench_with_input(BenchmarkId::new("batch", batch), &batch, |b, &batch| {
             b.iter_custom(|iterations| {
                 let mut measured = Duration::ZERO;
                 for _ in 0..iterations {
-                    let dir = tempfile::Builder::new().prefix("omnifold-bench-commit-").tempdir_in(&scratch).unwrap();
+                    let dir = tempfile::Builder::new()
+                        .prefix("omnifold-bench-commit-")
+                        .tempdir_in(&scratch)
+                        .unwrap();
                     let store = Store::open(dir.path()).expect("store opens");
                     let mut pipeline = Pipeline::new(rules.clone(), store, PARTITIONS);
                     let started = Instant::now();

@@ -41,7 +41,7 @@ fn decode_and_fold(c: &mut Criterion) {
     let fold = Fold::new(rules);
     let mut group = c.benchmark_group("fold");
     group.throughput(Throughput::Elements(events.len() as u64));
-    group.sample_size(20).measurement_time(Duration::from_secs(10)).sampling_mode(SamplingMode::Flat);
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).sampling_mode(SamplingMode::Flat);
     // The state is dropped outside the measurement.
     group.bench_function("apply", |b| b.iter_with_large_drop(|| fold_all(&fold, black_box(&events))));
     group.finish();

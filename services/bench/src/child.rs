@@ -281,7 +281,13 @@ impl ChildCoordinator {
         let mut command = match perf {
             Some(output) => {
                 let mut command = Command::new("perf");
-                command.args(["record", "-F", "999", "-g", "-o"]).arg(output).arg("--").arg(exe);
+                // DWARF call graphs (release builds keep no frame pointers) at a low rate: the
+                // file stays within a few hundred MB over a two-minute rebuild.
+                command
+                    .args(["record", "-F", "49", "--call-graph", "dwarf,16384", "-o"])
+                    .arg(output)
+                    .arg("--")
+                    .arg(exe);
                 command
             }
             None => Command::new(exe),
@@ -318,7 +324,9 @@ impl ChildCoordinator {
             match self.lines.recv_timeout(left) {
                 Ok(value) if value["event"] == event => return Ok(value),
                 Ok(_) => {}
-                Err(RecvTimeoutError::Timeout) => bail!("no {event:?} from the coordinator within {timeout:?}"),
+                Err(RecvTimeoutError::Timeout) => {
+                    bail!("no {event:?} from the coordinator within {timeout:?}")
+                }
                 Err(RecvTimeoutError::Disconnected) => {
                     let status = self.process.wait()?;
                     bail!("the coordinator exited ({status}) before reporting {event:?}")

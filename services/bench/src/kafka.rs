@@ -120,7 +120,10 @@ pub async fn produce(
 }
 
 /// Awaits the oldest delivery; false when none is in flight.
-async fn await_oldest(in_flight: &mut VecDeque<DeliveryFuture>, ends: &mut BTreeMap<i32, i64>) -> Result<bool> {
+async fn await_oldest(
+    in_flight: &mut VecDeque<DeliveryFuture>,
+    ends: &mut BTreeMap<i32, i64>,
+) -> Result<bool> {
     let Some(delivery) = in_flight.pop_front() else { return Ok(false) };
     match delivery.await {
         Ok(Ok(delivery)) => {
@@ -144,7 +147,14 @@ pub struct Drained {
 /// Reads every partition of `topic` from its beginning with the coordinator's consumer
 /// settings (`KafkaOptions::assigning_consumer`, one `poll` per record) until `total` records
 /// were read, discarding them, or decoding each as an `omnifold.v1.Event` with `decode`.
-pub fn drain(kafka: &KafkaOptions, topic: &str, partitions: i32, total: usize, decode: bool, timeout: Duration) -> Result<Drained> {
+pub fn drain(
+    kafka: &KafkaOptions,
+    topic: &str,
+    partitions: i32,
+    total: usize,
+    decode: bool,
+    timeout: Duration,
+) -> Result<Drained> {
     let consumer = kafka.assigning_consumer("omnifold-bench-baseline")?;
     let mut assignment = TopicPartitionList::new();
     for partition in 0..partitions {

@@ -109,7 +109,13 @@ impl Pipeline {
                     rejected += 1;
                     let reason = format!("event {:?}: {rejection}", event.event_id);
                     let key = event.partition_key().as_bytes();
-                    commit.push_output(&dead_letter(&self.topics.deadletter, key, &event.encode_to_vec(), &reason, source));
+                    commit.push_output(&dead_letter(
+                        &self.topics.deadletter,
+                        key,
+                        &event.encode_to_vec(),
+                        &reason,
+                        source,
+                    ));
                 }
             }
         }
@@ -128,7 +134,9 @@ impl Pipeline {
 /// The outbox record of one fold output, as `FoldLoop::record` builds it.
 pub fn record(topics: &Topics, output: Output) -> OutboxRecord {
     let (topic, key, value) = match output {
-        Output::Availability(a) => (&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec()),
+        Output::Availability(a) => {
+            (&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())
+        }
         Output::Alert(mut alert) => {
             alert.detected_at_ms = wall_clock_ms();
             (&topics.alerts, alert.sku.clone(), alert.encode_to_vec())

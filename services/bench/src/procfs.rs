@@ -44,7 +44,9 @@ fn clock_ticks() -> f64 {
 pub fn find_process(needles: &[&str]) -> Option<u32> {
     let own = std::process::id();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+            continue;
+        };
         if pid == own {
             continue;
         }

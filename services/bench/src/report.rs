@@ -68,6 +68,10 @@ pub struct Pure {
     pub fold: Rate,
     /// Outputs (availability, alerts, escalations) the fold emitted.
     pub fold_outputs: usize,
+    /// Postcard sizes of the SKU states at the end (what a commit writes per dirty SKU).
+    pub state_bytes_total: usize,
+    pub state_bytes_p50: usize,
+    pub state_bytes_max: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -130,6 +134,9 @@ pub struct Latency {
     pub events: usize,
     pub send_s: f64,
     pub achieved_rate: f64,
+    /// Seconds from the last send until the coordinator had committed every event: more than
+    /// a second means the offered rate was above what it sustains, and the latencies are queueing.
+    pub behind_s: f64,
     pub alerts: usize,
     /// `Alert.detected_at_ms` (stamped when the fold emits it) minus the send time of the
     /// raising (or resolving) event.
@@ -227,7 +234,8 @@ impl Report {
             m.cpus, m.cpu_model, m.memory_gib, m.kernel, self.settings.broker, self.command
         );
         let w = &self.workload;
-        let types: Vec<String> = w.types.iter().map(|(t, n)| format!("{t} {}", thousands(*n as f64))).collect();
+        let types: Vec<String> =
+            w.types.iter().map(|(t, n)| format!("{t} {}", thousands(*n as f64))).collect();
         let _ = writeln!(
             md,
             "Workload: `WorkloadOptions::bench({}, {})`, {} events over {} SKUs on {} partitions, {:.1} MB of protobuf, generated in {:.1} s ({}).\n",
@@ -245,7 +253,14 @@ impl Report {
         let _ = writeln!(md, "| measure | target | measured | |");
         let _ = writeln!(md, "|---|---|---|---|");
         for target in &self.targets {
-            let _ = writeln!(md, "| {} | {} | {} | {} |", target.what, target.target, target.measured, met(target.met));
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                target.what,
+                target.target,
+                target.measured,
+                met(target.met)
+            );
         }
 
         if !self.micro.is_empty() {
@@ -266,11 +281,14 @@ impl Report {
 
         let _ = writeln!(
             md,
-            "\nThis run's workload in the benchmark process, one pass on one core: prost decode {} events/s, pure fold {} events/s ({:.1} s, {} outputs).",
+            "\nThis run's workload in the benchmark process, one pass on one core: prost decode {} events/s, pure fold {} events/s ({:.1} s, {} outputs). SKU states at the end (postcard, what a commit rewrites for each dirty SKU): {:.1} MB in all, median {} bytes, largest {} bytes.",
             thousands(self.pure.decode.events_per_s),
             thousands(self.pure.fold.events_per_s),
             self.pure.fold.seconds,
-            thousands(self.pure.fold_outputs as f64)
+            thousands(self.pure.fold_outputs as f64),
+            self.pure.state_bytes_total as f64 / 1e6,
+            thousands(self.pure.state_bytes_p50 as f64),
+            thousands(self.pure.state_bytes_max as f64)
         );
 
         let _ = writeln!(md, "\n## Throughput over the same topic, same broker, same run\n");
@@ -308,15 +326,16 @@ impl Report {
         let _ = writeln!(md, "\n## Produce to alert latency (ms, p50 / p99 / max)\n");
         let _ = writeln!(
             md,
-            "| offered | achieved | events | alerts | detected_at - sent | alert record ts - sent | alert received - sent | availability records | availability received - sent |"
+            "| offered | achieved | caught up after last send | events | alerts | detected_at - sent | alert record ts - sent | alert received - sent | availability records | availability received - sent |"
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---|---|---|---:|---|");
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---|---|---|---:|---|");
         for l in &self.latency {
             let _ = writeln!(
                 md,
-                "| {}/s | {}/s | {} | {} | {} | {} | {} | {} | {} |",
+                "| {}/s | {}/s | {:.1} s | {} | {} | {} | {} | {} | {} | {} |",
                 thousands(l.rate as f64),
                 thousands(l.achieved_rate),
+                l.behind_s,
                 thousands(l.events as f64),
                 thousands(l.alerts as f64),
                 summary(&l.detected),
@@ -330,7 +349,10 @@ impl Report {
         let _ = writeln!(md, "\n## Restart and rebuild\n");
         let _ = writeln!(md, "| | seconds in `run` | first \"caught up\" | process wall | peak RSS MB |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|");
-        for (name, restart) in [("restart after a clean stop", &self.restart_after_stop), ("restart after SIGKILL", &self.restart_after_kill)] {
+        for (name, restart) in [
+            ("restart after a clean stop", &self.restart_after_stop),
+            ("restart after SIGKILL", &self.restart_after_kill),
+        ] {
             let _ = writeln!(
                 md,
                 "| {name} | {:.2} | {} | {:.2} | {:.0} |",

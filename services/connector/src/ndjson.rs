@@ -31,7 +31,9 @@ pub async fn publish_lines(
             Err(error) => Some(error.to_string()),
             Ok(event) => match publisher.publish(&event).await {
                 Ok(()) => None,
-                Err(PublishOutcome::Refused(rejection)) => Some(format!("event {:?}: {rejection}", event.event_id)),
+                Err(PublishOutcome::Refused(rejection)) => {
+                    Some(format!("event {:?}: {rejection}", event.event_id))
+                }
                 Err(PublishOutcome::Failed(error)) => return Err(error),
             },
         };
@@ -39,7 +41,8 @@ pub async fn publish_lines(
             None => report.published += 1,
             Some(reason) => {
                 on_refused(report.lines, &reason);
-                metrics::counter!("omnifold_connector_lines_refused_total", "adapter" => "ndjson").increment(1);
+                metrics::counter!("omnifold_connector_lines_refused_total", "adapter" => "ndjson")
+                    .increment(1);
                 report.refused.push((report.lines, reason));
             }
         }

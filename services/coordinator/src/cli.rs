@@ -12,30 +12,15 @@ use crate::watch::{WatchOptions, watch};
 use crate::{Coordinator, CoordinatorOptions};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use omnifold_runtime::cli::KafkaArgs;
 use omnifold_runtime::telemetry::{init_logs, serve_metrics, shutdown_signal};
-use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
+use omnifold_runtime::{TopicOptions, load_contract};
 
 #[derive(Parser)]
 #[command(version, about = "omnifold coordinator: stock allocation, alerts and escalations across channels")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args)]
-struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
-    /// Prefix of every topic name.
-    #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
-    topic_prefix: String,
-}
-
-impl KafkaArgs {
-    fn kafka(&self) -> KafkaOptions {
-        KafkaOptions { bootstrap_servers: self.bootstrap.clone(), ..KafkaOptions::default() }
-    }
 }
 
 #[derive(Subcommand)]
@@ -167,7 +152,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Watch { kafka, availability, idle_exit_secs } => {
             let options = WatchOptions {
                 kafka: kafka.kafka(),
-                topics: Topics::new(&kafka.topic_prefix),
+                topics: kafka.topics(),
                 availability,
                 idle_exit: idle_exit_secs.map(Duration::from_secs),
             };

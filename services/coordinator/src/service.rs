@@ -22,7 +22,8 @@ use omnifold_runtime::{
     KafkaOptions, OutboxRecord, OutboxSender, Store, TopicOptions, Topics, load_contract, wall_clock_ms,
 };
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -108,7 +109,12 @@ impl Coordinator {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), CoordinatorError> {
         let kafka = &self.options.kafka;
         kafka.ensure_topics(&self.topics.specs(&self.options.topics)).await?;
-        let outputs = [&self.topics.alerts, &self.topics.availability, &self.topics.escalations, &self.topics.deadletter];
+        let outputs = [
+            &self.topics.alerts,
+            &self.topics.availability,
+            &self.topics.escalations,
+            &self.topics.deadletter,
+        ];
         let mut names: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
         names.push(&self.topics.events);
         let partitions = kafka.partition_counts(&names)?;
@@ -155,6 +161,27 @@ async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
     Ok(tokio::task::spawn_blocking(move || Store::open(&path)).await??)
 }
 
+/// The events consumer: end-of-partition events say when the log is consumed.
+type EventsConsumer = BaseConsumer<QuietEndOfPartition>;
+
+/// Logs client errors like rdkafka's default context, except the end-of-partition events
+/// the fold loop asks for: they are progress, not errors.
+struct QuietEndOfPartition;
+
+impl ClientContext for QuietEndOfPartition {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode;
+        let end_of_partition =
+            matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
+        if !end_of_partition {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEndOfPartition {}
+
 /// What the two loops share.
 #[derive(Default)]
 struct Shared {
@@ -185,8 +212,12 @@ impl FoldLoop {
     fn run(self) -> Result<(), CoordinatorError> {
         // End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
         // watermarks can sit below records already there (ARCHITECTURE.md, "The broker").
-        let consumer: BaseConsumer =
-            self.options.kafka.assigning_config(&self.options.group_id).set("enable.partition.eof", "true").create()?;
+        let consumer: EventsConsumer = self
+            .options
+            .kafka
+            .assigning_config(&self.options.group_id)
+            .set("enable.partition.eof", "true")
+            .create_with_context(QuietEndOfPartition)?;
         let mut at_end = BTreeSet::new();
         let stored = self.store.offsets()?;
         let mut states = self.load_states()?;
@@ -199,7 +230,11 @@ impl FoldLoop {
             let batch = self.fold_batch(&consumer, &mut states, &mut at_end)?;
             if batch.events == 0 {
                 if !idle_logged {
-                    tracing::info!(events = total, elapsed_ms = started.elapsed().as_millis() as u64, "caught up");
+                    tracing::info!(
+                        events = total,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "caught up"
+                    );
                     idle_logged = true;
                 }
                 if self.options.exit_when_caught_up && at_end.len() == self.event_partitions as usize {
@@ -234,7 +269,9 @@ impl FoldLoop {
     }
 
     fn wait_for_sender(&self) {
-        while self.shared.pending.load(Ordering::Relaxed) > MAX_PENDING_OUTPUTS && !self.shared.stop.load(Ordering::Relaxed) {
+        while self.shared.pending.load(Ordering::Relaxed) > MAX_PENDING_OUTPUTS
+            && !self.shared.stop.load(Ordering::Relaxed)
+        {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -243,12 +280,16 @@ impl FoldLoop {
     /// tracks the partitions whose end was reached and nothing arrived since.
     fn fold_batch(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &EventsConsumer,
         states: &mut HashMap<i32, PartitionState>,
         at_end: &mut BTreeSet<i32>,
     ) -> Result<Batch, CoordinatorError> {
-        let mut batch =
-            Batch { commit: self.store.begin()?, dirty: BTreeSet::new(), next_offsets: BTreeMap::new(), events: 0 };
+        let mut batch = Batch {
+            commit: self.store.begin()?,
+            dirty: BTreeSet::new(),
+            next_offsets: BTreeMap::new(),
+            events: 0,
+        };
         let deadline = Instant::now() + Duration::from_millis(self.options.batch_max_ms);
         let mut timeout = POLL_TIMEOUT;
         while batch.events < self.options.batch_max_events {
@@ -271,7 +312,12 @@ impl FoldLoop {
         Ok(batch)
     }
 
-    fn fold_message(&self, message: &BorrowedMessage<'_>, states: &mut HashMap<i32, PartitionState>, batch: &mut Batch) {
+    fn fold_message(
+        &self,
+        message: &BorrowedMessage<'_>,
+        states: &mut HashMap<i32, PartitionState>,
+        batch: &mut Batch,
+    ) {
         let partition = message.partition();
         batch.events += 1;
         batch.next_offsets.insert(partition, message.offset() + 1);
@@ -307,14 +353,21 @@ impl FoldLoop {
     }
 
     fn refuse(&self, batch: &mut Batch, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) {
-        tracing::warn!(partition = source.partition, offset = source.offset, reason, "dead-lettered an event");
+        tracing::warn!(
+            partition = source.partition,
+            offset = source.offset,
+            reason,
+            "dead-lettered an event"
+        );
         batch.commit.push_output(&dead_letter(&self.topics.deadletter, key, value, reason, source));
     }
 
     /// The outbox record of one fold output; `detected_at_ms` is stamped here, outside the fold.
     fn record(&self, output: Output) -> OutboxRecord {
         let (topic, key, value) = match output {
-            Output::Availability(a) => (&self.topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec()),
+            Output::Availability(a) => {
+                (&self.topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())
+            }
             Output::Alert(mut alert) => {
                 alert.detected_at_ms = wall_clock_ms();
                 (&self.topics.alerts, alert.sku.clone(), alert.encode_to_vec())
@@ -326,7 +379,7 @@ impl FoldLoop {
 
     fn commit(
         &self,
-        consumer: &BaseConsumer,
+        consumer: &EventsConsumer,
         mut batch: Batch,
         states: &HashMap<i32, PartitionState>,
     ) -> Result<(), CoordinatorError> {
@@ -345,7 +398,7 @@ impl FoldLoop {
     }
 
     /// Group commits exist for lag monitoring only, so a failure is logged, not fatal.
-    fn commit_group_offsets(&self, consumer: &BaseConsumer, next_offsets: &BTreeMap<i32, i64>) {
+    fn commit_group_offsets(&self, consumer: &EventsConsumer, next_offsets: &BTreeMap<i32, i64>) {
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in next_offsets {
             let _ = offsets.add_partition_offset(&self.topics.events, *partition, Offset::Offset(*next));

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use omnifold_proto::{
-    Alert, AlertKind, AlertState, AllocationMode, AllocationRule, ChannelAvailability, Escalation, EscalationRule,
-    Severity,
+    Alert, AlertKind, AlertState, AllocationMode, AllocationRule, ChannelAvailability, Escalation,
+    EscalationRule, Severity,
 };
 use omnifold_runtime::{KafkaOptions, Topics};
 use prost::Message as _;

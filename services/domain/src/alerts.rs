@@ -57,7 +57,11 @@ pub struct Cause<'a> {
 /// The deterministic id of an alert: kind, subject and raising event.
 pub fn alert_id(kind: AlertKind, sku: &str, subject: &str, event_id: &str) -> String {
     let kind = kind.name().to_ascii_lowercase();
-    if subject.is_empty() { format!("{kind}/{sku}/{event_id}") } else { format!("{kind}/{sku}/{subject}/{event_id}") }
+    if subject.is_empty() {
+        format!("{kind}/{sku}/{event_id}")
+    } else {
+        format!("{kind}/{sku}/{subject}/{event_id}")
+    }
 }
 
 /// The owner of the first of `channels`, which are already in (priority, id) order.

@@ -24,9 +24,11 @@ pub fn allocate(rules: &Rules, stock: &Stock, now: i64) -> Vec<Availability> {
         (AllocationMode::Normal, AllocationRule::MaxShare, normal_shares(&sellers, shared_sellable))
     } else {
         match allocation.scarcity_mode {
-            ScarcityMode::Priority => {
-                (AllocationMode::Scarcity, AllocationRule::Priority, priority_shares(&sellers, shared_sellable))
-            }
+            ScarcityMode::Priority => (
+                AllocationMode::Scarcity,
+                AllocationRule::Priority,
+                priority_shares(&sellers, shared_sellable),
+            ),
             ScarcityMode::Proportional => {
                 let weights: Vec<i64> =
                     sellers.iter().map(|c| stock.placed_within(now, WINDOW_MS, Some(&c.id))).collect();
@@ -88,7 +90,8 @@ fn proportional_shares(sellers: &[&Channel], weights: &[i64], shared_sellable: i
     let mut by_remainder: Vec<usize> = (0..sellers.len()).collect();
     // A stable sort keeps (priority, id) order among equal remainders.
     by_remainder.sort_by(|&a, &b| remainders[b].cmp(&remainders[a]));
-    for &i in by_remainder.iter().take(usize::try_from(leftover).expect("leftover is below the seller count")) {
+    for &i in by_remainder.iter().take(usize::try_from(leftover).expect("leftover is below the seller count"))
+    {
         quotas[i] += 1;
     }
     sellers

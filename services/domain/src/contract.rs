@@ -178,9 +178,10 @@ impl Contract {
                     ),
                 );
             }
-            for (field, currency) in
-                [("currency", &channel.currency), ("weekly_operating_cost", &channel.weekly_operating_cost.currency)]
-            {
+            for (field, currency) in [
+                ("currency", &channel.currency),
+                ("weekly_operating_cost", &channel.weekly_operating_cost.currency),
+            ] {
                 if !self.has_rate(currency) {
                     push(format!("/channels/{i}/{field}"), format!("currency {currency} has no fx rate"));
                 }
@@ -224,7 +225,8 @@ impl Contract {
         if amount.currency == self.reporting_currency {
             return Ok(amount.value);
         }
-        let rate = self.fx.get(&amount.currency).ok_or_else(|| MoneyError::NoRate(amount.currency.clone()))?;
+        let rate =
+            self.fx.get(&amount.currency).ok_or_else(|| MoneyError::NoRate(amount.currency.clone()))?;
         Ok(amount.value * rate)
     }
 }

@@ -86,7 +86,10 @@ pub fn stock_drop(
             escalation_id: format!("stock_drop/{}/{location}/{}", cause.sku, cause.event_id),
             severity: Severity::Warning,
             channels,
-            summary: format!("{} at {location} dropped from {prior} to {after} units in one movement", cause.sku),
+            summary: format!(
+                "{} at {location} dropped from {prior} to {after} units in one movement",
+                cause.sku
+            ),
             cause: vec![cause.event_id.to_string()],
             rule: EscalationRule::StockDrop,
             at_ms: cause.at_ms,

@@ -64,7 +64,9 @@ pub enum Rejection {
     UnknownLine { line: LineKey, sku: String },
     #[error("shipment of {quantity} exceeds the open quantity {open} of order line {line}")]
     ShipBeyondOpen { line: LineKey, quantity: i64, open: i64 },
-    #[error("return of {quantity} exceeds the {returnable} shipped and not yet returned units of order line {line}")]
+    #[error(
+        "return of {quantity} exceeds the {returnable} shipped and not yet returned units of order line {line}"
+    )]
     ReturnBeyondShipped { line: LineKey, quantity: i64, returnable: i64 },
     #[error("promotion {0} is already scheduled")]
     DuplicatePromotion(String),
@@ -236,9 +238,15 @@ impl Checker<'_> {
                 if b.on_hand < 0 {
                     return Err(Rejection::NegativeCount(b.on_hand));
                 }
-                Fact::Counted { sku: sku(&b.sku)?, location: self.location(&b.location_id)?, on_hand: b.on_hand }
+                Fact::Counted {
+                    sku: sku(&b.sku)?,
+                    location: self.location(&b.location_id)?,
+                    on_hand: b.on_hand,
+                }
             }
-            Body::PriceSet(b) => Fact::PriceSet { sku: sku(&b.sku)?, price: self.price("price", b.price.as_ref())? },
+            Body::PriceSet(b) => {
+                Fact::PriceSet { sku: sku(&b.sku)?, price: self.price("price", b.price.as_ref())? }
+            }
             Body::CostSet(b) => {
                 Fact::CostSet { sku: sku(&b.sku)?, unit_cost: self.money("unit_cost", b.unit_cost.as_ref())? }
             }
@@ -301,7 +309,11 @@ impl Checker<'_> {
         Ok(amount)
     }
 
-    fn optional_money(&self, field: &'static str, money: Option<&Money>) -> Result<Option<Amount>, Rejection> {
+    fn optional_money(
+        &self,
+        field: &'static str,
+        money: Option<&Money>,
+    ) -> Result<Option<Amount>, Rejection> {
         money.map(|m| self.money(field, Some(m))).transpose()
     }
 

@@ -153,7 +153,9 @@ impl Step<'_> {
             Fact::PromotionScheduled(promotion) => {
                 self.state.prices.schedule(channel, promotion, self.cause.event_id)?;
             }
-            Fact::PromotionCancelled { promotion_id, .. } => self.state.prices.cancel(channel, promotion_id)?,
+            Fact::PromotionCancelled { promotion_id, .. } => {
+                self.state.prices.cancel(channel, promotion_id)?
+            }
             Fact::CompetitorObserved { competitor, price, .. } => {
                 let set = Set { value: price.clone(), event_id: self.cause.event_id.to_string(), at_ms };
                 self.state.prices.observe(channel, competitor, set);
@@ -233,7 +235,8 @@ impl Step<'_> {
 
     fn check_jump(&mut self, channel: &str, previous: &crate::money::Amount, price: &crate::money::Amount) {
         let contract = &self.rules.contract;
-        let (Ok(previous), Ok(price)) = (contract.to_reporting(previous.clone()), contract.to_reporting(price.clone()))
+        let (Ok(previous), Ok(price)) =
+            (contract.to_reporting(previous.clone()), contract.to_reporting(price.clone()))
         else {
             return;
         };

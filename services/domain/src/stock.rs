@@ -120,7 +120,11 @@ impl Stock {
         let known = self.line_mut(&shipped.line, &shipped.sku)?;
         let open = known.open();
         if shipped.quantity > open {
-            return Err(Rejection::ShipBeyondOpen { line: shipped.line.clone(), quantity: shipped.quantity, open });
+            return Err(Rejection::ShipBeyondOpen {
+                line: shipped.line.clone(),
+                quantity: shipped.quantity,
+                open,
+            });
         }
         known.shipped += shipped.quantity;
         let pool = known.pool.clone();
@@ -157,7 +161,9 @@ impl Stock {
     }
 
     fn line_mut(&mut self, line: &LineKey, sku: &str) -> Result<&mut Line, Rejection> {
-        self.lines.get_mut(line).ok_or_else(|| Rejection::UnknownLine { line: line.clone(), sku: sku.to_string() })
+        self.lines
+            .get_mut(line)
+            .ok_or_else(|| Rejection::UnknownLine { line: line.clone(), sku: sku.to_string() })
     }
 
     fn release(&mut self, pool: &Pool, units: i64) {

@@ -140,6 +140,9 @@ pub fn allocation_breach(placed: &Placed, last_published: i64) -> Option<Conditi
             ("order_id".into(), line.order_id.clone()),
             ("line_id".into(), line.line_id.clone()),
         ],
-        recommended_action: format!("check that {} reads omnifold's availability before selling", line.channel),
+        recommended_action: format!(
+            "check that {} reads omnifold's availability before selling",
+            line.channel
+        ),
     })
 }

@@ -5,8 +5,8 @@
 //! - a refused or duplicate event changes nothing.
 
 use omnifold_domain::{Contract, Fold, Outcome, PartitionState, Rules, SkuState};
-use omnifold_proto::json::event_from_json;
 use omnifold_proto::Event;
+use omnifold_proto::json::event_from_json;
 use proptest::prelude::*;
 
 const EPOCH_MS: i64 = 1_794_182_400_000;
@@ -35,13 +35,16 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..3u8, 0..4u8, 0..60i64).prop_map(|(sku, location, on_hand)| Op::Count { sku, location, on_hand }),
         (0..3u8, 0..4u8, -30..30i64).prop_map(|(sku, location, delta)| Op::Adjust { sku, location, delta }),
-        (0..3u8, 0..5u8, 0..6u8, 0..8i64, any::<bool>())
-            .prop_map(|(sku, channel, line, quantity, located)| Op::Place { sku, channel, line, quantity, located }),
-        (0..3u8, 0..5u8, 0..6u8, 1..5i64, 0..4u8)
-            .prop_map(|(sku, channel, line, quantity, location)| Op::Ship { sku, channel, line, quantity, location }),
+        (0..3u8, 0..5u8, 0..6u8, 0..8i64, any::<bool>()).prop_map(
+            |(sku, channel, line, quantity, located)| Op::Place { sku, channel, line, quantity, located }
+        ),
+        (0..3u8, 0..5u8, 0..6u8, 1..5i64, 0..4u8).prop_map(|(sku, channel, line, quantity, location)| {
+            Op::Ship { sku, channel, line, quantity, location }
+        }),
         (0..3u8, 0..5u8, 0..6u8).prop_map(|(sku, channel, line)| Op::Cancel { sku, channel, line }),
-        (0..3u8, 0..5u8, 0..6u8, 1..3i64, any::<bool>())
-            .prop_map(|(sku, channel, line, quantity, restock)| Op::Return { sku, channel, line, quantity, restock }),
+        (0..3u8, 0..5u8, 0..6u8, 1..3i64, any::<bool>()).prop_map(
+            |(sku, channel, line, quantity, restock)| Op::Return { sku, channel, line, quantity, restock }
+        ),
         (0..3u8, 0..4u8, 100..20_000i64).prop_map(|(sku, channel, cents)| Op::Price { sku, channel, cents }),
         (0..3u8, 0..4u8, 0..3u8, 1..60u8, -5..30i64, -2..40i64).prop_map(
             |(sku, channel, promotion, percent, starts_h, hours)| Op::Promote {
@@ -69,44 +72,60 @@ fn json(op: &Op, id: &str, at: i64) -> String {
     match op {
         Op::Count { sku: s, location, on_hand } => format!(
             r#"{{{},"type":"StockCounted","sku":"{}","location_id":"{}","on_hand":{on_hand}}}"#,
-            envelope(""), sku(s), LOCATIONS[*location as usize]
+            envelope(""),
+            sku(s),
+            LOCATIONS[*location as usize]
         ),
         Op::Adjust { sku: s, location, delta } => format!(
             r#"{{{},"type":"StockAdjusted","sku":"{}","location_id":"{}","delta":{delta},"reason":"correction"}}"#,
-            envelope(""), sku(s), LOCATIONS[*location as usize]
+            envelope(""),
+            sku(s),
+            LOCATIONS[*location as usize]
         ),
         Op::Place { sku: s, channel, line, quantity, located } => {
             let location = if *located { r#","location_id":"fba""# } else { "" };
             format!(
                 r#"{{{},"type":"OrderLinePlaced","order_id":"o{line}","line_id":"1","sku":"{}","quantity":{quantity},"unit_price":{{"amount":"10.00","currency":"USD"}}{location}}}"#,
-                envelope(CHANNELS[*channel as usize]), sku(s)
+                envelope(CHANNELS[*channel as usize]),
+                sku(s)
             )
         }
         Op::Ship { sku: s, channel, line, quantity, location } => format!(
             r#"{{{},"type":"OrderLineShipped","order_id":"o{line}","line_id":"1","sku":"{}","quantity":{quantity},"location_id":"{}"}}"#,
-            envelope(CHANNELS[*channel as usize]), sku(s), LOCATIONS[*location as usize]
+            envelope(CHANNELS[*channel as usize]),
+            sku(s),
+            LOCATIONS[*location as usize]
         ),
         Op::Cancel { sku: s, channel, line } => format!(
             r#"{{{},"type":"OrderLineCancelled","order_id":"o{line}","line_id":"1","sku":"{}"}}"#,
-            envelope(CHANNELS[*channel as usize]), sku(s)
+            envelope(CHANNELS[*channel as usize]),
+            sku(s)
         ),
         Op::Return { sku: s, channel, line, quantity, restock } => format!(
             r#"{{{},"type":"OrderLineReturned","order_id":"o{line}","line_id":"1","sku":"{}","quantity":{quantity},"refund":{{"amount":"5","currency":"USD"}},"restock":{restock},"location_id":"wh"}}"#,
-            envelope(CHANNELS[*channel as usize]), sku(s)
+            envelope(CHANNELS[*channel as usize]),
+            sku(s)
         ),
         Op::Price { sku: s, channel, cents } => format!(
             r#"{{{},"type":"PriceSet","sku":"{}","price":{{"amount":"{}.{:02}","currency":"{}"}}}}"#,
-            envelope(CHANNELS[*channel as usize]), sku(s), cents / 100, cents % 100,
+            envelope(CHANNELS[*channel as usize]),
+            sku(s),
+            cents / 100,
+            cents % 100,
             if *channel == 2 { "EUR" } else { "USD" }
         ),
         Op::Promote { sku: s, channel, promotion, percent, starts_h, hours } => {
             let starts = at + starts_h * 3_600_000;
             format!(
                 r#"{{{},"type":"PromotionScheduled","promotion_id":"p{promotion}","sku":"{}","percent_off":"0.{percent:02}","starts_at_ms":{starts},"ends_at_ms":{}}}"#,
-                envelope(CHANNELS[*channel as usize]), sku(s), starts + hours * 3_600_000
+                envelope(CHANNELS[*channel as usize]),
+                sku(s),
+                starts + hours * 3_600_000
             )
         }
-        Op::Garbage => format!(r#"{{{},"type":"StockCounted","sku":"","location_id":"wh","on_hand":1}}"#, envelope("")),
+        Op::Garbage => {
+            format!(r#"{{{},"type":"StockCounted","sku":"","location_id":"wh","on_hand":1}}"#, envelope(""))
+        }
     }
 }
 

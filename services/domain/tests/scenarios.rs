@@ -109,7 +109,8 @@ fn parse_at(at: &str) -> i64 {
 fn run(name: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let scenario: Scenario = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: bad scenario: {e}"));
+    let scenario: Scenario =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: bad scenario: {e}"));
     let fold = Fold::new(Rules::new(contract(&scenario.contract_patch)));
     let mut state = PartitionState::default();
     for (i, step) in scenario.steps.iter().enumerate() {
@@ -174,7 +175,10 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output]) {
             }
             Output::Escalation(e) => {
                 let rule = EscalationRule::try_from(e.rule).unwrap().name();
-                escalations.push(format!("{rule} {} -> {} ({}, {})", e.escalation_id, e.channel, e.owner, e.on_call));
+                escalations.push(format!(
+                    "{rule} {} -> {} ({}, {})",
+                    e.escalation_id, e.channel, e.owner, e.on_call
+                ));
             }
         }
     }

@@ -213,37 +213,52 @@ impl From<JsonBody> for Body {
             JsonBody::OrderLineCancelled { order_id, line_id, sku } => {
                 Body::OrderLineCancelled(v1::OrderLineCancelled { order_id, line_id, sku })
             }
-            JsonBody::OrderLineShipped { order_id, line_id, sku, quantity, location_id, fulfillment_cost } => {
-                Body::OrderLineShipped(v1::OrderLineShipped {
-                    order_id,
-                    line_id,
-                    sku,
-                    quantity,
-                    location_id,
-                    fulfillment_cost: fulfillment_cost.map(Into::into),
-                })
-            }
-            JsonBody::OrderLineReturned { order_id, line_id, sku, quantity, refund, restock, location_id } => {
-                Body::OrderLineReturned(v1::OrderLineReturned {
-                    order_id,
-                    line_id,
-                    sku,
-                    quantity,
-                    refund: Some(refund.into()),
-                    restock,
-                    location_id,
-                })
-            }
-            JsonBody::StockAdjusted { sku, location_id, delta, reason } => Body::StockAdjusted(v1::StockAdjusted {
+            JsonBody::OrderLineShipped {
+                order_id,
+                line_id,
                 sku,
+                quantity,
                 location_id,
-                delta,
-                reason: StockAdjustmentReason::from(reason) as i32,
+                fulfillment_cost,
+            } => Body::OrderLineShipped(v1::OrderLineShipped {
+                order_id,
+                line_id,
+                sku,
+                quantity,
+                location_id,
+                fulfillment_cost: fulfillment_cost.map(Into::into),
             }),
+            JsonBody::OrderLineReturned {
+                order_id,
+                line_id,
+                sku,
+                quantity,
+                refund,
+                restock,
+                location_id,
+            } => Body::OrderLineReturned(v1::OrderLineReturned {
+                order_id,
+                line_id,
+                sku,
+                quantity,
+                refund: Some(refund.into()),
+                restock,
+                location_id,
+            }),
+            JsonBody::StockAdjusted { sku, location_id, delta, reason } => {
+                Body::StockAdjusted(v1::StockAdjusted {
+                    sku,
+                    location_id,
+                    delta,
+                    reason: StockAdjustmentReason::from(reason) as i32,
+                })
+            }
             JsonBody::StockCounted { sku, location_id, on_hand } => {
                 Body::StockCounted(v1::StockCounted { sku, location_id, on_hand })
             }
-            JsonBody::PriceSet { sku, price } => Body::PriceSet(v1::PriceSet { sku, price: Some(price.into()) }),
+            JsonBody::PriceSet { sku, price } => {
+                Body::PriceSet(v1::PriceSet { sku, price: Some(price.into()) })
+            }
             JsonBody::CostSet { sku, unit_cost } => {
                 Body::CostSet(v1::CostSet { sku, unit_cost: Some(unit_cost.into()) })
             }

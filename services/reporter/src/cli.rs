@@ -6,8 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use omnifold_runtime::TopicOptions;
+use omnifold_runtime::cli::KafkaArgs;
 use omnifold_runtime::telemetry::{init_logs, serve_metrics, shutdown_signal};
-use omnifold_runtime::{KafkaOptions, TopicOptions, Topics};
 
 use crate::http::{PageSource, serve};
 use crate::page::render_page;
@@ -21,26 +22,6 @@ use crate::{Reporter, ReporterOptions};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args)]
-struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
-    /// Prefix of every topic name.
-    #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
-    topic_prefix: String,
-}
-
-impl KafkaArgs {
-    fn kafka(&self) -> KafkaOptions {
-        KafkaOptions { bootstrap_servers: self.bootstrap.clone(), ..KafkaOptions::default() }
-    }
-
-    fn snapshots_topic(&self) -> String {
-        Topics::new(&self.topic_prefix).snapshots
-    }
 }
 
 #[derive(Subcommand)]
@@ -148,7 +129,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("wrote {} ({} channels, {})", out.display(), view.rows.len(), view.week);
         }
         Command::Serve { kafka, listen } => {
-            let source = PageSource::new(kafka.kafka(), kafka.snapshots_topic());
+            let source = PageSource::new(kafka.kafka(), kafka.topics().snapshots);
             serve(listen, source, shutdown_signal()).await?;
         }
     }
@@ -157,7 +138,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 /// One week read back from the snapshots topic.
 async fn read_view(kafka: &KafkaArgs, week: Option<String>) -> anyhow::Result<WeekView> {
-    let (options, topic) = (kafka.kafka(), kafka.snapshots_topic());
+    let (options, topic) = (kafka.kafka(), kafka.topics().snapshots);
     let snapshots = tokio::task::spawn_blocking(move || latest_snapshots(&options, &topic))
         .await?
         .context("cannot read the snapshots")?;

@@ -35,11 +35,13 @@ impl fmt::Display for Problems {
 
 /// Reads, validates and prepares the contract at `path`.
 pub fn load_contract(path: &Path) -> Result<Rules, ContractError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ContractError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ContractError::Read { path: path.to_path_buf(), source })?;
     parse_contract(&text).map_err(|error| match error {
         ParseError::Toml(message) => ContractError::Toml { path: path.to_path_buf(), message },
-        ParseError::Invalid(problems) => ContractError::Invalid { path: path.to_path_buf(), problems: Problems(problems) },
+        ParseError::Invalid(problems) => {
+            ContractError::Invalid { path: path.to_path_buf(), problems: Problems(problems) }
+        }
     })
 }
 
@@ -57,8 +59,9 @@ pub fn parse_contract(text: &str) -> Result<Rules, ParseError> {
     if !problems.is_empty() {
         return Err(ParseError::Invalid(problems));
     }
-    let contract: Contract = serde_json::from_value(value)
-        .map_err(|e| ParseError::Invalid(vec![ContractProblem { path: String::new(), message: e.to_string() }]))?;
+    let contract: Contract = serde_json::from_value(value).map_err(|e| {
+        ParseError::Invalid(vec![ContractProblem { path: String::new(), message: e.to_string() }])
+    })?;
     let problems = contract.problems();
     if !problems.is_empty() {
         return Err(ParseError::Invalid(problems));
@@ -67,7 +70,8 @@ pub fn parse_contract(text: &str) -> Result<Rules, ParseError> {
 }
 
 fn schema_problems(value: &serde_json::Value) -> Vec<ContractProblem> {
-    let schema: serde_json::Value = serde_json::from_str(CONTRACT_SCHEMA).expect("the bundled schema is json");
+    let schema: serde_json::Value =
+        serde_json::from_str(CONTRACT_SCHEMA).expect("the bundled schema is json");
     let validator = jsonschema::validator_for(&schema).expect("the bundled schema compiles");
     validator
         .iter_errors(value)
@@ -96,15 +100,18 @@ mod tests {
         assert_eq!(contract.channels.len(), 4);
         assert_eq!(contract.locations.len(), 3);
         assert!(contract.locations.iter().any(|l| l.dedicated_to.as_deref() == Some("amazon")));
-        let currencies: std::collections::BTreeSet<_> = contract.channels.iter().map(|c| &c.currency).collect();
+        let currencies: std::collections::BTreeSet<_> =
+            contract.channels.iter().map(|c| &c.currency).collect();
         assert_eq!(currencies.len(), 2);
     }
 
     #[test]
     fn names_every_schema_problem_with_its_path() {
-        let bad = EXAMPLE
-            .replacen("max_share = \"0.7\"", "max_share = 0.7", 1)
-            .replacen("scarcity_mode = \"proportional\"", "scarcity_mode = \"lottery\"", 1);
+        let bad = EXAMPLE.replacen("max_share = \"0.7\"", "max_share = 0.7", 1).replacen(
+            "scarcity_mode = \"proportional\"",
+            "scarcity_mode = \"lottery\"",
+            1,
+        );
         let mut found = problems(&bad);
         found.sort();
         assert_eq!(found.len(), 2, "{found:#?}");

@@ -23,7 +23,10 @@ pub fn dead_letter(topic: &str, key: &[u8], value: &[u8], reason: &str, source: 
         value: value.to_vec(),
         headers: vec![
             (ERROR_HEADER.to_string(), reason.as_bytes().to_vec()),
-            (SOURCE_HEADER.to_string(), format!("{}/{}/{}", source.topic, source.partition, source.offset).into_bytes()),
+            (
+                SOURCE_HEADER.to_string(),
+                format!("{}/{}/{}", source.topic, source.partition, source.offset).into_bytes(),
+            ),
         ],
     }
 }

@@ -108,7 +108,12 @@ impl KafkaOptions {
         let counts = self.partition_counts_with(&consumer, None)?;
         topics
             .iter()
-            .map(|t| counts.get(*t).map(|n| (t.to_string(), *n)).ok_or_else(|| KafkaError::MissingTopic(t.to_string())))
+            .map(|t| {
+                counts
+                    .get(*t)
+                    .map(|n| (t.to_string(), *n))
+                    .ok_or_else(|| KafkaError::MissingTopic(t.to_string()))
+            })
             .collect()
     }
 

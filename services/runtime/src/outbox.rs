@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::error::KafkaError as ClientError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -69,8 +69,10 @@ impl OutboxSender {
             targets.insert((record.topic.clone(), self.partition_of(record)?));
         }
         let (store, kafka) = (self.store.clone(), kafka.clone());
-        let delivered = tokio::task::spawn_blocking(move || delivered_seqs(&store, &kafka, &targets)).await??;
-        let already: Vec<u64> = pending.iter().map(|(seq, _)| *seq).filter(|seq| delivered.contains(seq)).collect();
+        let delivered =
+            tokio::task::spawn_blocking(move || delivered_seqs(&store, &kafka, &targets)).await??;
+        let already: Vec<u64> =
+            pending.iter().map(|(seq, _)| *seq).filter(|seq| delivered.contains(seq)).collect();
         self.store.confirm_sent(&already, &BTreeMap::new())?;
         tracing::info!(pending = pending.len(), already_delivered = already.len(), "recovered outbox");
         Ok(already.len())
@@ -136,14 +138,18 @@ impl OutboxSender {
                     future_record = returned;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
-                Err((source, _)) => return Err(OutboxError::Delivery { topic: record.topic.clone(), source }),
+                Err((source, _)) => {
+                    return Err(OutboxError::Delivery { topic: record.topic.clone(), source });
+                }
             }
         }
     }
 
     fn partition_of(&self, record: &OutboxRecord) -> Result<i32, OutboxError> {
-        let partitions =
-            self.partitions.get(&record.topic).ok_or_else(|| OutboxError::UnknownTopic(record.topic.clone()))?;
+        let partitions = self
+            .partitions
+            .get(&record.topic)
+            .ok_or_else(|| OutboxError::UnknownTopic(record.topic.clone()))?;
         Ok(partition_for(&record.key, *partitions))
     }
 }

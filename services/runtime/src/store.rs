@@ -85,13 +85,17 @@ impl Store {
     }
 
     /// Every state entry of an input partition, by state key.
-    pub fn partition_state<T: DeserializeOwned>(&self, partition: i32) -> Result<Vec<(String, T)>, StoreError> {
+    pub fn partition_state<T: DeserializeOwned>(
+        &self,
+        partition: i32,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let prefix = partition_key(b"s/", partition, b"");
         let mut entries = Vec::new();
         for entry in self.db.scan_prefix(&prefix) {
             let (key, value) = entry?;
             let state_key = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-            let state = postcard::from_bytes(&value).map_err(|source| StoreError::Decode { what: "state", source })?;
+            let state = postcard::from_bytes(&value)
+                .map_err(|source| StoreError::Decode { what: "state", source })?;
             entries.push((state_key, state));
         }
         Ok(entries)
@@ -102,7 +106,8 @@ impl Store {
         let Some(value) = self.db.get(partition_key(b"s/", partition, key.as_bytes()))? else {
             return Ok(None);
         };
-        let state = postcard::from_bytes(&value).map_err(|source| StoreError::Decode { what: "state", source })?;
+        let state =
+            postcard::from_bytes(&value).map_err(|source| StoreError::Decode { what: "state", source })?;
         Ok(Some(state))
     }
 
@@ -138,8 +143,8 @@ impl Store {
             .take(limit)
             .map(|entry| {
                 let (key, value) = entry?;
-                let record =
-                    postcard::from_bytes(&value).map_err(|source| StoreError::Decode { what: "outbox record", source })?;
+                let record = postcard::from_bytes(&value)
+                    .map_err(|source| StoreError::Decode { what: "outbox record", source })?;
                 Ok((be_u64(&key[2..10]), record))
             })
             .collect()
@@ -233,7 +238,10 @@ fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).open() {
-            Err(error) if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline => {
+            Err(error)
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             opened => return Ok(opened?),

@@ -191,7 +191,9 @@ fn read_to_end_blocking(mut config: rdkafka::ClientConfig, topic: &str) -> Vec<R
                 value: message.payload().map(<[u8]>::to_vec),
                 headers: message
                     .headers()
-                    .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+                    .map(|h| {
+                        h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect()
+                    })
                     .unwrap_or_default(),
             }),
             None => {}
