@@ -12,6 +12,8 @@
 //! restored halfway (the last revision of every key must not change), and recomputed from
 //! scratch from the final merged state (what was emitted must equal it).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -27,9 +29,9 @@ use omnifold_proto::{Alert, AlertKind, AlertState, Event, Severity};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::Value;
+use support::{parse_at, patched_contract};
 
 /// 2026-11-09T00:00:00Z, the Monday starting 2026-W46.
-const EPOCH_MS: i64 = 1_794_182_400_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,42 +93,7 @@ enum Input {
 }
 
 fn contract(patch: &Value) -> Contract {
-    let base = include_str!("report_scenarios/contract.toml");
-    let mut value: Value = toml::from_str(base).expect("the report contract parses");
-    merge_patch(&mut value, patch);
-    let contract: Contract = serde_json::from_value(value).expect("the patched contract deserializes");
-    assert_eq!(contract.problems(), vec![], "the patched contract is sound");
-    contract
-}
-
-/// JSON merge patch (RFC 7396).
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        if !patch.is_null() {
-            *target = patch.clone();
-        }
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let target = target.as_object_mut().expect("just made an object");
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
-}
-
-fn parse_at(at: &str) -> i64 {
-    let (days, clock) = at.split_once('d').unwrap_or_else(|| panic!("bad at {at:?}, want like 2d13:30"));
-    let (hours, minutes) = clock.split_once(':').unwrap_or_else(|| panic!("bad at {at:?}"));
-    let days: i64 = days.parse().expect("days");
-    let hours: i64 = hours.parse().expect("hours");
-    let minutes: i64 = minutes.parse().expect("minutes");
-    EPOCH_MS + ((days * 24 + hours) * 60 + minutes) * 60_000
+    patched_contract(include_str!("report_scenarios/contract.toml"), patch)
 }
 
 fn load(name: &str) -> (Scenario, Rules, Vec<Input>) {

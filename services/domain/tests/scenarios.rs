@@ -6,6 +6,8 @@
 //! listed must not appear. `at` is the event time as `<days>d<HH>:<MM>` after the scenario
 //! epoch, filled in as `occurred_at_ms` unless the event sets it.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -14,9 +16,7 @@ use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Alert, AlertState, AllocationMode, AllocationRule, EscalationRule, Severity};
 use serde::Deserialize;
 use serde_json::Value;
-
-/// 2026-11-09T00:00:00Z, a Monday.
-const EPOCH_MS: i64 = 1_794_182_400_000;
+use support::{parse_at, patched_contract};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,42 +68,7 @@ struct AlertFields {
 }
 
 fn contract(patch: &Value) -> Contract {
-    let base = include_str!("scenarios/contract.toml");
-    let mut value: Value = toml::from_str(base).expect("the scenario contract parses");
-    merge(&mut value, patch);
-    let contract: Contract = serde_json::from_value(value).expect("the patched contract deserializes");
-    assert_eq!(contract.problems(), vec![], "the patched contract is sound");
-    contract
-}
-
-/// JSON merge patch (RFC 7396).
-fn merge(target: &mut Value, patch: &Value) {
-    let Value::Object(patch) = patch else {
-        if !patch.is_null() {
-            *target = patch.clone();
-        }
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let target = target.as_object_mut().expect("just made an object");
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(key);
-        } else {
-            merge(target.entry(key.clone()).or_insert(Value::Null), value);
-        }
-    }
-}
-
-fn parse_at(at: &str) -> i64 {
-    let (days, clock) = at.split_once('d').unwrap_or_else(|| panic!("bad at {at:?}, want like 2d13:30"));
-    let (hours, minutes) = clock.split_once(':').unwrap_or_else(|| panic!("bad at {at:?}"));
-    let days: i64 = days.parse().expect("days");
-    let hours: i64 = hours.parse().expect("hours");
-    let minutes: i64 = minutes.parse().expect("minutes");
-    EPOCH_MS + ((days * 24 + hours) * 60 + minutes) * 60_000
+    patched_contract(include_str!("scenarios/contract.toml"), patch)
 }
 
 fn run(name: &str) {
