@@ -305,10 +305,10 @@ impl ChildCoordinator {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if send.send(value).is_err() {
-                        break;
-                    }
+                if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+                    && send.send(value).is_err()
+                {
+                    break;
                 }
             }
         });

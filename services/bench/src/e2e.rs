@@ -266,7 +266,7 @@ pub async fn run(args: RunArgs) -> Result<Report> {
     };
     if !rebuild.consumed_all {
         notes.push(format!(
-            "The rebuild stopped at {} of {total} events: the coordinator's caught-up test compares with nisshi's high watermark, which can sit a batch below the end.",
+            "The rebuild stopped at {} of {total} events: the coordinator returned before it had consumed every loaded event.",
             done.offsets_total
         ));
     }
@@ -314,8 +314,7 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         &pure,
         &rebuild,
         ratio_c_a,
-        &restart_after_stop,
-        &restart_after_kill,
+        (&restart_after_stop, &restart_after_kill),
         &latency,
         total,
     );
@@ -485,8 +484,7 @@ fn targets(
     pure: &Pure,
     rebuild: &Rebuild,
     ratio_c_a: f64,
-    restart_stop: &Restart,
-    restart_kill: &Restart,
+    (restart_stop, restart_kill): (&Restart, &Restart),
     latency: &[Latency],
     total: usize,
 ) -> Vec<Target> {
@@ -539,7 +537,8 @@ fn targets(
         met: p99_at.and_then(|l| l.detected).map(|s| s.p99 <= 50.0),
     });
     // Caught up is the first "caught up" log line (state loaded, partitions assigned, first
-    // empty poll); `run` returns later, after its watermark check and the clients' shutdown.
+    // empty poll); `run` returns later, once every partition reported its end, and after the
+    // clients' shutdown.
     let caught_up = |r: &Restart| r.first_caught_up_s.unwrap_or(r.seconds);
     targets.push(Target {
         what: format!("restart with {} events in the store, to caught up", thousands(total as f64)),
@@ -565,7 +564,7 @@ fn targets(
 fn method_notes(args: &RunArgs) -> Vec<String> {
     vec![
         "The broker is nisshi with memory storage on 127.0.0.1, started by omnifold-testkit; the events topic has 6 partitions. Broker, benchmark and coordinator share the machine's cores.".into(),
-        "The coordinator is the real `Coordinator::run` (omnifold-coordinator's options: batches of up to --batch-max-events events or 20 ms), in a child process of this binary so that its peak RSS (VmHWM) and CPU time are its own. Its time is measured inside the process, from the call of `run` to its return with `exit_when_caught_up` (topic check, store open, outbox recovery, state load, seek, fold, commits, outbox sends, and the final watermark check).".into(),
+        "The coordinator is the real `Coordinator::run` (omnifold-coordinator's options: batches of up to --batch-max-events events or 20 ms), in a child process of this binary so that its peak RSS (VmHWM) and CPU time are its own. Its time is measured inside the process, from the call of `run` to its return with `exit_when_caught_up` (topic check, store open, outbox recovery, state load, seek, fold, commits, outbox sends, until every partition reported its end, and the clients' shutdown).".into(),
         "(a) and (b) use the coordinator's consumer settings (`KafkaOptions::assigning_consumer`, one `poll` per record) and read all 6 partitions from the beginning; they run before and after (c).".into(),
         format!(
             "Latency: for each offered rate, fresh topics and an empty store; the workload ({} SKUs) first loads its setup events (prices, costs, opening counts) unpaced and waits until the coordinator has committed them; then {} s of events from the first order on are sent open-loop at the offered rate (event i at i/rate s) with the connector's producer settings (idempotent, acks=all, linger.ms=5). The send time of each event is the wall clock just before it is handed to the producer. For each alert record whose raising (RAISED) or resolving (RESOLVED) event was sent in the timed phase: detected_at = `Alert.detected_at_ms` (stamped by the coordinator when the fold emits it, before the sled commit) minus the send time; record ts = the alert record's CreateTime (stamped when the outbox hands it to its producer, after the commit's fsync); received = when this benchmark's consumer got it. Availability records are matched by `reason_event_id` the same way.",
