@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::{contract_path, kafka};
+use common::{contract_path, kafka, read_to_end};
 use omnifold_domain::report::{AlertLedger, Applied, EventLedger, Merger};
 use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Alert, AlertKind, AlertState, ContributionSnapshot, Decision, Event, Severity};
@@ -26,10 +26,7 @@ use omnifold_runtime::outbox::OUTBOX_HEADER;
 use omnifold_runtime::{TopicOptions, load_contract};
 use omnifold_testkit::{Broker, Record};
 use prost::Message as _;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 
 /// 2026-11-09T00:00:00Z, the Monday starting 2026-W46.
@@ -160,62 +157,6 @@ fn alert(
         detected_at_ms: occurred_at_ms + 5,
         ..Alert::default()
     }
-}
-
-/// Every record of `topic`, each partition read until the broker reports its end in a fetch
-/// response (partition EOF). Not through `ListOffsets`: nisshi 0.7.0 answers it with the base
-/// offset of the last batch plus one, short of the end when that batch holds several records.
-async fn read_to_end(broker: &Broker, topic: &str) -> Vec<Record> {
-    let config = broker.client_config();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = config
-            .clone()
-            .set("group.id", "omnifold-e2e-reporter-reader")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("log_level", "3")
-            .create()
-            .expect("reader");
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).expect("metadata");
-        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
-        let mut assignment = TopicPartitionList::new();
-        for partition in &partitions {
-            assignment.add_partition_offset(&topic, *partition, Offset::Beginning).unwrap();
-        }
-        consumer.assign(&assignment).expect("assign");
-        let mut open: BTreeSet<i32> = partitions.into_iter().collect();
-        let mut records = Vec::new();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !open.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "{topic} read to its end in time");
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => records.push(Record {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                    headers: message
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                }),
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
-                    open.remove(&partition);
-                }
-                Some(Err(error)) => panic!("reading {topic}: {error}"),
-                None => {}
-            }
-        }
-        records.sort_by_key(|r| (r.partition, r.offset));
-        records
-    })
-    .await
-    .expect("reader task")
 }
 
 fn decode(records: &[Record]) -> Vec<ContributionSnapshot> {
