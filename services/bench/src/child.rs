@@ -126,6 +126,7 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         batch_max_ms: args.batch_max_ms,
         exit_when_caught_up: args.exit_when_caught_up,
         http: None,
+        engine: omnifold_coordinator::engine::EngineOptions::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run_ms = runtime.block_on(async {

@@ -1,15 +1,17 @@
 //! omnifold's benchmarks: what the criterion micro benchmarks (`benches/`) and the end-to-end
 //! benchmark (`omnifold-bench`, `src/main.rs`) share.
 //!
-//! - [`Pipeline`] does per batch exactly what the coordinator's fold loop does once the events
-//!   are decoded (fold, then one sled commit of the dirty SKU states, seen ids, offsets and
-//!   encoded outputs), without Kafka, so the fold and the commit can be timed alone.
+//! - [`Pipeline`] does per batch what the coordinator's fold loop does once the events are
+//!   decoded, through the coordinator's own state engine (fold over cached states, then one
+//!   sled commit of what changed, the accepted ids, the offsets and the encoded outputs),
+//!   without Kafka, so the fold and the commit can be timed alone.
 //! - [`procfs`] reads peak memory and CPU time of a process, and the machine's description.
 //! - [`stats`] gives percentiles.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use omnifold_coordinator::engine::{Engine, EngineOptions};
 use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
@@ -55,36 +57,42 @@ pub struct BatchStats {
     pub rejected: usize,
 }
 
-/// The coordinator's per-batch work on decoded events: fold each event into its input
-/// partition's state, then commit the dirty SKU states (postcard), the accepted ids, the next
-/// offset of each partition and the encoded outputs in one flushed sled batch. A copy of
-/// `FoldLoop::fold_message` and `FoldLoop::commit` in `services/coordinator/src/service.rs`
-/// minus the consumer, the metrics and the group offset commit.
+/// The coordinator's per-batch work on decoded events: apply each through the state engine,
+/// then commit what changed, the accepted ids, the next offset of each partition and the
+/// encoded outputs in one flushed sled batch, as `FoldLoop` in
+/// `services/coordinator/src/service.rs` does, minus the consumer, the metrics and the group
+/// offset commit.
 pub struct Pipeline {
-    fold: Fold,
+    engine: Engine,
     store: Store,
     topics: Topics,
     partitions: i32,
-    states: HashMap<i32, PartitionState>,
     offsets: HashMap<i32, i64>,
 }
 
 impl Pipeline {
     pub fn new(rules: Rules, store: Store, partitions: i32) -> Self {
+        Self::with_engine(rules, store, partitions, EngineOptions::default())
+    }
+
+    pub fn with_engine(rules: Rules, store: Store, partitions: i32, options: EngineOptions) -> Self {
         Pipeline {
-            fold: Fold::new(rules),
+            engine: Engine::new(Fold::new(rules), store.clone(), options),
             store,
             topics: Topics::new("omnifold."),
             partitions,
-            states: HashMap::new(),
             offsets: HashMap::new(),
         }
+    }
+
+    /// The engine's cache: estimated bytes and SKUs held.
+    pub fn cache_size(&self) -> (usize, usize) {
+        self.engine.cache_size()
     }
 
     /// Folds `events` and commits them as one batch.
     pub fn run_batch(&mut self, events: &[Event]) -> Result<BatchStats, StoreError> {
         let mut commit = self.store.begin()?;
-        let mut dirty: BTreeSet<(i32, String)> = BTreeSet::new();
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut rejected = 0;
         for event in events {
@@ -93,13 +101,8 @@ impl Pipeline {
             next_offsets.insert(partition, *offset + 1);
             let source = Source { topic: &self.topics.events, partition, offset: *offset };
             *offset += 1;
-            let state = self.states.entry(partition).or_default();
-            match self.fold.apply(state, event) {
-                Outcome::Applied { sku, outputs } => {
-                    commit.put_seen(partition, &event.event_id);
-                    if let Some(sku) = sku {
-                        dirty.insert((partition, sku));
-                    }
+            match self.engine.apply(partition, event)? {
+                Outcome::Applied { outputs, .. } => {
                     for output in outputs {
                         commit.push_output(&record(&self.topics, output));
                     }
@@ -119,15 +122,14 @@ impl Pipeline {
                 }
             }
         }
-        for (partition, sku) in &dirty {
-            commit.put_state(*partition, sku, &self.states[partition].skus[sku]);
-        }
+        let dirty_skus = self.engine.write(&mut commit);
         for (partition, next) in &next_offsets {
             commit.put_offset(*partition, *next);
         }
         let outputs = commit.outputs();
         self.store.commit(commit)?;
-        Ok(BatchStats { events: events.len(), outputs, dirty_skus: dirty.len(), rejected })
+        self.engine.trim();
+        Ok(BatchStats { events: events.len(), outputs, dirty_skus, rejected })
     }
 }
 

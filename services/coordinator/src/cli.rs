@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::bridge::{Bridge, BridgeOptions, DeliveryOptions, PAGERDUTY_ENDPOINT};
+use crate::engine::EngineOptions;
 use crate::http::{fetch_prices, render_table};
 use crate::watch::{WatchOptions, watch};
 use crate::{Coordinator, CoordinatorOptions};
@@ -47,6 +48,10 @@ enum Command {
         /// Most events folded into one atomic store commit.
         #[arg(long, default_value_t = 5_000)]
         batch_max_events: usize,
+        /// Budget of the SKU state cache in MiB; states beyond it are evicted and reloaded
+        /// from the store on their next event.
+        #[arg(long, env = "OMNIFOLD_STATE_CACHE_MB", default_value_t = 256)]
+        state_cache_mb: usize,
         /// Serve price provenance (GET /v1/prices/SKU) on this loopback address, e.g. 127.0.0.1:8080.
         #[arg(long, env = "OMNIFOLD_HTTP")]
         http: Option<SocketAddr>,
@@ -111,6 +116,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             metrics,
             exit_when_caught_up,
             batch_max_events,
+            state_cache_mb,
             http,
         } => {
             if let Some(addr) = metrics {
@@ -130,6 +136,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 batch_max_ms: 20,
                 exit_when_caught_up,
                 http,
+                engine: EngineOptions { state_cache_bytes: state_cache_mb << 20, ..EngineOptions::default() },
             };
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
         }

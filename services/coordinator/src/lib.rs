@@ -3,6 +3,7 @@
 
 pub mod bridge;
 pub mod cli;
+pub mod engine;
 pub mod http;
 pub mod service;
 pub mod watch;

@@ -8,14 +8,14 @@
 //! the offsets stored in sled, never at the group's committed offsets, which exist for lag
 //! monitoring only.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules, SkuState};
+use omnifold_domain::{Fold, Outcome, Output, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::{
@@ -29,6 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::engine::{Engine, EngineOptions};
 use crate::http::{HttpServer, PriceSource};
 
 /// Everything the coordinator is configured with.
@@ -54,6 +55,9 @@ pub struct CoordinatorOptions {
     /// Serve `GET /v1/prices/{sku}` on this loopback address ([`crate::http`]).
     #[serde(default)]
     pub http: Option<std::net::SocketAddr>,
+    /// What the state engine may hold in memory.
+    #[serde(default)]
+    pub engine: EngineOptions,
 }
 
 fn default_group() -> String {
@@ -129,8 +133,8 @@ impl Coordinator {
         let fold_loop = FoldLoop {
             options: self.options.clone(),
             topics: self.topics.clone(),
-            fold: Fold::new(self.rules),
-            store,
+            store: store.clone(),
+            engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
             event_partitions: partitions[&self.topics.events],
             shared: shared.clone(),
         };
@@ -194,8 +198,8 @@ struct Shared {
 struct FoldLoop {
     options: CoordinatorOptions,
     topics: Topics,
-    fold: Fold,
     store: Store,
+    engine: Engine,
     event_partitions: i32,
     shared: Arc<Shared>,
 }
@@ -203,13 +207,12 @@ struct FoldLoop {
 /// The state of one batch being folded.
 struct Batch {
     commit: omnifold_runtime::Commit,
-    dirty: BTreeSet<(i32, String)>,
     next_offsets: BTreeMap<i32, i64>,
     events: usize,
 }
 
 impl FoldLoop {
-    fn run(self) -> Result<(), CoordinatorError> {
+    fn run(mut self) -> Result<(), CoordinatorError> {
         // End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
         // watermarks can sit below records already there (ARCHITECTURE.md, "The broker").
         let consumer: EventsConsumer = self
@@ -219,15 +222,15 @@ impl FoldLoop {
             .set("enable.partition.eof", "true")
             .create_with_context(QuietEndOfPartition)?;
         let mut at_end = BTreeSet::new();
+        // Only the offsets are read at start: states load on demand (crate::engine).
         let stored = self.store.offsets()?;
-        let mut states = self.load_states()?;
         consumer.assign(&self.assignment(&stored)?)?;
         let mut idle_logged = false;
         let started = Instant::now();
         let mut total = 0usize;
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.wait_for_sender();
-            let batch = self.fold_batch(&consumer, &mut states, &mut at_end)?;
+            let batch = self.fold_batch(&consumer, &mut at_end)?;
             if batch.events == 0 {
                 if !idle_logged {
                     tracing::info!(
@@ -244,19 +247,9 @@ impl FoldLoop {
             }
             idle_logged = false;
             total += batch.events;
-            self.commit(&consumer, batch, &states)?;
+            self.commit(&consumer, batch)?;
         }
         Ok(())
-    }
-
-    fn load_states(&self) -> Result<HashMap<i32, PartitionState>, CoordinatorError> {
-        let mut states = HashMap::new();
-        for partition in 0..self.event_partitions {
-            let skus: Vec<(String, SkuState)> = self.store.partition_state(partition)?;
-            let seen = self.store.seen_ids(partition)?;
-            states.insert(partition, PartitionState { skus: skus.into_iter().collect(), seen });
-        }
-        Ok(states)
     }
 
     fn assignment(&self, stored: &BTreeMap<i32, i64>) -> Result<TopicPartitionList, CoordinatorError> {
@@ -279,17 +272,11 @@ impl FoldLoop {
     /// Polls up to `batch_max_events` events within `batch_max_ms` and folds them. `at_end`
     /// tracks the partitions whose end was reached and nothing arrived since.
     fn fold_batch(
-        &self,
+        &mut self,
         consumer: &EventsConsumer,
-        states: &mut HashMap<i32, PartitionState>,
         at_end: &mut BTreeSet<i32>,
     ) -> Result<Batch, CoordinatorError> {
-        let mut batch = Batch {
-            commit: self.store.begin()?,
-            dirty: BTreeSet::new(),
-            next_offsets: BTreeMap::new(),
-            events: 0,
-        };
+        let mut batch = Batch { commit: self.store.begin()?, next_offsets: BTreeMap::new(), events: 0 };
         let deadline = Instant::now() + Duration::from_millis(self.options.batch_max_ms);
         let mut timeout = POLL_TIMEOUT;
         while batch.events < self.options.batch_max_events {
@@ -301,7 +288,7 @@ impl FoldLoop {
                 Some(Err(error)) => return Err(error.into()),
                 Some(Ok(message)) => {
                     at_end.remove(&message.partition());
-                    self.fold_message(&message, states, &mut batch);
+                    self.fold_message(&message, &mut batch)?;
                 }
             }
             timeout = deadline.saturating_duration_since(Instant::now());
@@ -313,11 +300,10 @@ impl FoldLoop {
     }
 
     fn fold_message(
-        &self,
+        &mut self,
         message: &BorrowedMessage<'_>,
-        states: &mut HashMap<i32, PartitionState>,
         batch: &mut Batch,
-    ) {
+    ) -> Result<(), CoordinatorError> {
         let partition = message.partition();
         batch.events += 1;
         batch.next_offsets.insert(partition, message.offset() + 1);
@@ -329,16 +315,11 @@ impl FoldLoop {
             Err(error) => {
                 let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
                 self.refuse(batch, key, value, &reason, source);
-                return;
+                return Ok(());
             }
         };
-        let state = states.entry(partition).or_default();
-        match self.fold.apply(state, &event) {
-            Outcome::Applied { sku, outputs } => {
-                batch.commit.put_seen(partition, &event.event_id);
-                if let Some(sku) = sku {
-                    batch.dirty.insert((partition, sku));
-                }
+        match self.engine.apply(partition, &event)? {
+            Outcome::Applied { outputs, .. } => {
                 for output in outputs {
                     batch.commit.push_output(&self.record(output));
                 }
@@ -350,6 +331,7 @@ impl FoldLoop {
                 self.refuse(batch, key, value, &reason, source);
             }
         }
+        Ok(())
     }
 
     fn refuse(&self, batch: &mut Batch, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) {
@@ -377,20 +359,14 @@ impl FoldLoop {
         OutboxRecord { topic: topic.clone(), key: key.into_bytes(), value, headers: Vec::new() }
     }
 
-    fn commit(
-        &self,
-        consumer: &EventsConsumer,
-        mut batch: Batch,
-        states: &HashMap<i32, PartitionState>,
-    ) -> Result<(), CoordinatorError> {
-        for (partition, sku) in &batch.dirty {
-            batch.commit.put_state(*partition, sku, &states[partition].skus[sku]);
-        }
+    fn commit(&mut self, consumer: &EventsConsumer, mut batch: Batch) -> Result<(), CoordinatorError> {
+        self.engine.write(&mut batch.commit);
         for (partition, next) in &batch.next_offsets {
             batch.commit.put_offset(*partition, *next);
         }
         let outputs = batch.commit.outputs();
         self.store.commit(batch.commit)?;
+        self.engine.trim();
         self.shared.pending.fetch_add(outputs, Ordering::Relaxed);
         self.shared.committed.notify_one();
         self.commit_group_offsets(consumer, &batch.next_offsets);

@@ -4,7 +4,8 @@ use omnifold_proto::{AllocationMode, AllocationRule};
 use rust_decimal::Decimal;
 
 use crate::contract::{Channel, Rules, ScarcityMode};
-use crate::stock::{Pool, Stock, WINDOW_MS};
+use crate::demand::Span;
+use crate::stock::{Pool, Stock};
 
 /// The number one channel may sell now, and how it was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub struct Availability {
 }
 
 /// Every channel's availability for the SKU, in (priority, id) order.
-pub fn allocate(rules: &Rules, stock: &Stock, now: i64) -> Vec<Availability> {
+pub fn allocate(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Availability> {
     let allocation = &rules.contract.allocation;
     let shared_sellable = (stock.atp(rules, &Pool::Shared) - allocation.safety_stock).max(0);
     let sellers: Vec<&Channel> = rules.shared_sellers().collect();
@@ -31,7 +32,7 @@ pub fn allocate(rules: &Rules, stock: &Stock, now: i64) -> Vec<Availability> {
             ),
             ScarcityMode::Proportional => {
                 let weights: Vec<i64> =
-                    sellers.iter().map(|c| stock.placed_within(now, WINDOW_MS, Some(&c.id))).collect();
+                    sellers.iter().map(|c| stock.demand.units(&c.id, now, Span::Month)).collect();
                 let shares = proportional_shares(&sellers, &weights, shared_sellable);
                 (AllocationMode::Scarcity, AllocationRule::Proportional, shares)
             }

@@ -13,14 +13,20 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::{self, Cause, OpenAlert};
 use crate::allocation::allocate;
 use crate::contract::Rules;
+use crate::demand::{Point, Span};
 use crate::escalation;
-use crate::fact::{self, Fact, Rejection};
+use crate::fact::{self, Fact, LineKey, Rejection};
 use crate::price_alerts;
-use crate::pricing::{PriceBook, Set};
-use crate::stock::{HOUR_MS, Pool, Stock, WINDOW_MS};
+use crate::pricing::{PriceBook, PromotionKey, Set};
+use crate::stock::{Line, Pool, Stock};
 use crate::stock_alerts;
 
 /// Everything the coordinator knows of one SKU.
+///
+/// Serialized, it is the SKU's *core*: bounded by the contract (channels, locations, pools,
+/// open alerts, live promotions, competitors), never by history. What grows with history is
+/// kept apart and stored under its own keys: order lines and promotion ids as keyed records
+/// ([`crate::keyed`]), trailing placements by day ([`crate::demand`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuState {
     /// The latest event time applied to the SKU; it only bounds what is kept.
@@ -35,7 +41,87 @@ pub struct SkuState {
     pub spiking: BTreeSet<String>,
 }
 
-/// The state of one input partition: its SKUs and the ids of the events it accepted.
+/// A keyed record an event may read, which its runner must provide first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordKey {
+    Line(LineKey),
+    Promotion(PromotionKey),
+}
+
+/// What of a SKU's state changed since it was last written, as the store writes it: the
+/// core (always, when anything changed), and these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub lines: Vec<(LineKey, Line)>,
+    pub promotions: Vec<PromotionKey>,
+    /// Every placement of each changed day; an empty day is deleted.
+    pub days: Vec<(i64, Vec<Point>)>,
+}
+
+impl SkuState {
+    /// Provides a stored line the next event reads (see [`Fold::record_key`]).
+    pub fn provide_line(&mut self, key: LineKey, line: Line) {
+        self.stock.lines.provide(key, line);
+    }
+
+    /// Provides a stored promotion id the next event reads.
+    pub fn provide_promotion(&mut self, key: PromotionKey) {
+        self.prices.scheduled.provide(key, ());
+    }
+
+    /// Whether the working set holds the record: a runner need not load it.
+    pub fn holds(&self, key: &RecordKey) -> bool {
+        match key {
+            RecordKey::Line(line) => self.stock.lines.contains(line),
+            RecordKey::Promotion(promotion) => self.prices.scheduled.contains(promotion),
+        }
+    }
+
+    /// Restores the stored placements of a day into a state loaded from its core.
+    pub fn restore_day(&mut self, points: Vec<Point>) {
+        self.stock.demand.restore_day(points, self.latest_ms);
+    }
+
+    /// Hands over what changed since the last call, to be written with the core.
+    pub fn take_changes(&mut self) -> Changes {
+        let days = self.stock.demand.take_changed_days();
+        Changes {
+            lines: self.stock.lines.take_changed(),
+            promotions: self.prices.scheduled.take_changed().into_iter().map(|(key, ())| key).collect(),
+            days: days.into_iter().map(|day| (day, self.stock.demand.day(day))).collect(),
+        }
+    }
+
+    /// For a state held whole in memory and never written.
+    pub fn forget_changes(&mut self) {
+        self.stock.lines.forget_changes();
+        self.prices.scheduled.forget_changes();
+        self.stock.demand.forget_changes();
+    }
+
+    /// Drops from the working set, after a write, the records the next events are least
+    /// likely to read: lines with nothing open (only a return or a no-op cancel can still
+    /// name them) and promotion ids. They stay in the store.
+    pub fn unload_settled(&mut self) {
+        self.stock.lines.unload_where(|line| line.open() == 0);
+        self.prices.scheduled.unload_where(|_| true);
+    }
+
+    /// An estimate of the bytes the state holds in memory, for the cache budget.
+    pub fn approx_bytes(&self) -> usize {
+        const BASE: usize = 1_024;
+        BASE + self.stock.demand.held() * 64
+            + self.stock.lines.len() * 192
+            + self.prices.scheduled.len() * 96
+            + self.prices.promotions.len() * 256
+            + self.prices.competitors.len() * 160
+            + self.alerts.len() * 512
+    }
+}
+
+/// The state of one input partition held whole in memory: its SKUs, every record, and the
+/// ids of the events it accepted. The pure form of the fold, for tests and replays; the
+/// coordinator keeps a bounded cache over its store instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
     pub skus: HashMap<String, SkuState>,
@@ -76,12 +162,12 @@ impl Fold {
         &self.rules
     }
 
-    /// Applies one event to the partition's state.
+    /// Applies one event to a partition's state held whole in memory.
     pub fn apply(&self, state: &mut PartitionState, event: &Event) -> Outcome {
         if state.seen.contains(&event.event_id) {
             return Outcome::Duplicate;
         }
-        let fact = match fact::check(&self.rules, event) {
+        let fact = match self.check(event) {
             Ok(fact) => fact,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
@@ -91,18 +177,59 @@ impl Fold {
         };
         let existed = state.skus.contains_key(&sku);
         let sku_state = state.skus.entry(sku.clone()).or_default();
-        let cause = Cause { sku: &sku, event_id: &event.event_id, at_ms: event.occurred_at_ms };
-        let mut step = Step { rules: &self.rules, state: sku_state, cause, outputs: Vec::new() };
-        if let Err(rejection) = step.record(&event.channel, &fact) {
-            if !existed {
-                state.skus.remove(&sku);
+        let result = self.apply_fact(sku_state, event, &fact);
+        sku_state.forget_changes();
+        match result {
+            Ok(outputs) => {
+                state.seen.insert(event.event_id.clone());
+                Outcome::Applied { sku: Some(sku), outputs }
             }
-            return Outcome::Rejected(rejection);
+            Err(rejection) => {
+                if !existed {
+                    state.skus.remove(&sku);
+                }
+                Outcome::Rejected(rejection)
+            }
         }
+    }
+
+    /// The stateless checks of an event (CONTRACT.md section 2), giving its fact.
+    pub fn check(&self, event: &Event) -> Result<Fact, Rejection> {
+        fact::check(&self.rules, event)
+    }
+
+    /// The keyed record applying `fact` reads, if any; a runner that holds a SKU's records
+    /// in a store provides it (or learns it does not exist) before [`Fold::apply_fact`].
+    pub fn record_key(event: &Event, fact: &Fact) -> Option<RecordKey> {
+        match fact {
+            Fact::Placed(placed) => Some(RecordKey::Line(placed.line.clone())),
+            Fact::Cancelled { line, .. } => Some(RecordKey::Line(line.clone())),
+            Fact::Shipped(shipped) => Some(RecordKey::Line(shipped.line.clone())),
+            Fact::Returned(returned) => Some(RecordKey::Line(returned.line.clone())),
+            Fact::PromotionScheduled(promotion) => {
+                Some(RecordKey::Promotion((event.channel.clone(), promotion.promotion_id.clone())))
+            }
+            Fact::PromotionCancelled { promotion_id, .. } => {
+                Some(RecordKey::Promotion((event.channel.clone(), promotion_id.clone())))
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies a checked fact of a SKU to that SKU's state, whose working set holds the
+    /// fact's record if it exists. On `Err` the state is as it was.
+    pub fn apply_fact(
+        &self,
+        state: &mut SkuState,
+        event: &Event,
+        fact: &Fact,
+    ) -> Result<Vec<Output>, Rejection> {
+        let sku = fact.sku().expect("a fact of a sku");
+        let cause = Cause { sku, event_id: &event.event_id, at_ms: event.occurred_at_ms };
+        let mut step = Step { rules: &self.rules, state, cause, outputs: Vec::new() };
+        step.record(&event.channel, fact)?;
         step.evaluate();
-        let outputs = step.outputs;
-        state.seen.insert(event.event_id.clone());
-        Outcome::Applied { sku: Some(sku), outputs }
+        Ok(step.outputs)
     }
 }
 
@@ -169,10 +296,11 @@ impl Step<'_> {
     fn evaluate(&mut self) {
         let now = self.cause.at_ms;
         self.state.latest_ms = self.state.latest_ms.max(now);
-        self.state.stock.prune(self.state.latest_ms);
+        self.state.stock.demand.prune(self.state.latest_ms);
+        self.state.prices.let_go(self.state.latest_ms);
         let early = std::mem::take(&mut self.outputs);
         self.publish_availability(now);
-        let mut holding = stock_alerts::holding(self.rules, &self.state.stock, now);
+        let mut holding = stock_alerts::holding(self.rules, &mut self.state.stock, now);
         holding.extend(price_alerts::holding(self.rules, self.cause.sku, &self.state.prices, now));
         let records = alerts::reconcile(self.rules, &mut self.state.alerts, &holding, self.cause);
         let mut escalations = Vec::new();
@@ -192,7 +320,7 @@ impl Step<'_> {
     }
 
     fn publish_availability(&mut self, now: i64) {
-        for decision in allocate(self.rules, &self.state.stock, now) {
+        for decision in allocate(self.rules, &mut self.state.stock, now) {
             let last = self.state.published.get(&decision.channel).copied().unwrap_or(0);
             if decision.available == last {
                 continue;
@@ -214,8 +342,8 @@ impl Step<'_> {
     /// finds it false.
     fn check_spike(&mut self, channel: &str) {
         let now = self.cause.at_ms;
-        let last_hour = self.state.stock.placed_within(now, HOUR_MS, Some(channel));
-        let last_28d = self.state.stock.placed_within(now, WINDOW_MS, Some(channel));
+        let last_hour = self.state.stock.demand.units(channel, now, Span::Hour);
+        let last_28d = self.state.stock.demand.units(channel, now, Span::Month);
         if !escalation::spike_holds(self.rules, last_hour, last_28d) {
             self.state.spiking.remove(channel);
             return;

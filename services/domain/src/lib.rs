@@ -8,9 +8,11 @@
 pub mod alerts;
 pub mod allocation;
 pub mod contract;
+pub mod demand;
 pub mod escalation;
 pub mod fact;
 pub mod fold;
+pub mod keyed;
 pub mod money;
 pub mod price_alerts;
 pub mod pricing;
@@ -20,4 +22,4 @@ pub mod stock_alerts;
 
 pub use contract::{Contract, ContractProblem, Rules};
 pub use fact::Rejection;
-pub use fold::{Fold, Outcome, Output, PartitionState, SkuState};
+pub use fold::{Changes, Fold, Outcome, Output, PartitionState, RecordKey, SkuState};

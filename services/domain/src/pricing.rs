@@ -11,7 +11,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::{Channel, Rules};
+use crate::demand::WINDOW_MS;
 use crate::fact::{Promotion, Rejection};
+use crate::keyed::Records;
 use crate::money::Amount;
 
 /// A value and the event that set it, for decision provenance.
@@ -30,16 +32,18 @@ pub struct ScheduledPromotion {
     pub percent_off: Decimal,
     pub starts_at_ms: i64,
     pub ends_at_ms: i64,
-    pub cancelled: bool,
     pub event_id: String,
 }
 
 impl ScheduledPromotion {
-    /// Whether the promotion runs at `now`: [starts, ends) and not cancelled.
+    /// Whether the promotion runs at `now`: [starts, ends).
     pub fn active_at(&self, now: i64) -> bool {
-        !self.cancelled && self.starts_at_ms <= now && now < self.ends_at_ms
+        self.starts_at_ms <= now && now < self.ends_at_ms
     }
 }
+
+/// A promotion's identity: (channel, promotion_id); the SKU is the state's own.
+pub type PromotionKey = (String, String);
 
 /// The price side of one SKU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,10 +52,15 @@ pub struct PriceBook {
     pub listed: BTreeMap<String, Set<Amount>>,
     /// The landed unit cost, as sent.
     pub unit_cost: Option<Set<Amount>>,
-    /// Keyed by (channel, promotion_id).
-    pub promotions: BTreeMap<(String, String), ScheduledPromotion>,
-    /// Latest observation per (channel, competitor).
+    /// The promotions a rule can still read, by (channel, promotion_id): neither cancelled
+    /// nor ended one window before the SKU's latest event ([`PriceBook::let_go`]).
+    pub promotions: BTreeMap<PromotionKey, ScheduledPromotion>,
+    /// Latest observation per (channel, competitor); bounded by the competitors there are.
     pub competitors: BTreeMap<(String, String), Set<Amount>>,
+    /// Every promotion ever scheduled, so that a second scheduling is refused and a late
+    /// cancellation accepted forever; stored under their own keys (see [`crate::keyed`]).
+    #[serde(skip)]
+    pub scheduled: Records<PromotionKey, ()>,
 }
 
 impl PriceBook {
@@ -71,7 +80,7 @@ impl PriceBook {
         event_id: &str,
     ) -> Result<(), Rejection> {
         let key = (channel.to_string(), promotion.promotion_id.clone());
-        if self.promotions.contains_key(&key) {
+        if self.scheduled.contains(&key) {
             return Err(Rejection::DuplicatePromotion(format!("{channel}:{}", promotion.promotion_id)));
         }
         let scheduled = ScheduledPromotion {
@@ -80,23 +89,30 @@ impl PriceBook {
             percent_off: promotion.percent_off,
             starts_at_ms: promotion.starts_at_ms,
             ends_at_ms: promotion.ends_at_ms,
-            cancelled: false,
             event_id: event_id.to_string(),
         };
+        self.scheduled.insert(key.clone(), ());
         self.promotions.insert(key, scheduled);
         Ok(())
     }
 
-    /// Cancels a promotion; cancelling one already cancelled is a no-op.
+    /// Cancels a promotion: no rule reads it any more. Cancelling one already cancelled, or
+    /// one that has ended, is a no-op.
     pub fn cancel(&mut self, channel: &str, promotion_id: &str) -> Result<(), Rejection> {
         let key = (channel.to_string(), promotion_id.to_string());
-        match self.promotions.get_mut(&key) {
-            Some(promotion) => {
-                promotion.cancelled = true;
-                Ok(())
-            }
-            None => Err(Rejection::UnknownPromotion(format!("{channel}:{promotion_id}"))),
+        if !self.scheduled.contains(&key) {
+            return Err(Rejection::UnknownPromotion(format!("{channel}:{promotion_id}")));
         }
+        self.promotions.remove(&key);
+        Ok(())
+    }
+
+    /// Forgets the promotions that ended one window (28 days) before `latest`: no event up
+    /// to 28 days late can see them running, and [`first_collision`] only reads promotions
+    /// that end after now. Their ids stay in `scheduled`.
+    pub fn let_go(&mut self, latest: i64) {
+        let horizon = latest.saturating_sub(WINDOW_MS);
+        self.promotions.retain(|_, promotion| promotion.ends_at_ms > horizon);
     }
 
     pub fn observe(&mut self, channel: &str, competitor: &str, price: Set<Amount>) {
@@ -238,10 +254,7 @@ pub struct Collision<'a> {
 /// max_combined_discount. Promotions are only added to the running set at their starts, so
 /// `now` and the later starts are the only instants that can be worst.
 pub fn first_collision<'a>(rules: &Rules, book: &'a PriceBook, now: i64) -> Option<Collision<'a>> {
-    // promotions are never forgotten (a second scheduling must still be refused), so only
-    // those not over yet are scanned
-    let live: Vec<&ScheduledPromotion> =
-        book.promotions.values().filter(|p| !p.cancelled && p.ends_at_ms > now).collect();
+    let live: Vec<&ScheduledPromotion> = book.promotions.values().filter(|p| p.ends_at_ms > now).collect();
     let mut instants: Vec<i64> =
         live.iter().map(|p| p.starts_at_ms).filter(|&starts| starts > now).chain([now]).collect();
     instants.sort_unstable();
@@ -459,15 +472,17 @@ mod tests {
             percent_off,
             starts_at_ms: starts,
             ends_at_ms: ends,
-            cancelled: false,
             event_id: format!("ev-{id}"),
         }
     }
 
     fn book(promotions: Vec<ScheduledPromotion>) -> PriceBook {
-        let promotions =
-            promotions.into_iter().map(|p| ((p.channel.clone(), p.promotion_id.clone()), p)).collect();
-        PriceBook { promotions, ..PriceBook::default() }
+        let mut book = PriceBook::default();
+        for p in promotions {
+            book.scheduled.insert((p.channel.clone(), p.promotion_id.clone()), ());
+            book.promotions.insert((p.channel.clone(), p.promotion_id.clone()), p);
+        }
+        book
     }
 
     #[test]
@@ -554,10 +569,30 @@ mod tests {
 
     #[test]
     fn cancelled_promotions_do_not_collide() {
-        let mut cancelled = promotion("amzn", "b", dec!(0.1), 3 * DAY, 5 * DAY);
-        cancelled.cancelled = true;
-        let book = book(vec![promotion("shop", "a", dec!(0.1), 2 * DAY, 4 * DAY), cancelled]);
+        let mut book = book(vec![
+            promotion("shop", "a", dec!(0.1), 2 * DAY, 4 * DAY),
+            promotion("amzn", "b", dec!(0.1), 3 * DAY, 5 * DAY),
+        ]);
+        book.cancel("amzn", "b").unwrap();
         assert_eq!(first_collision(&rules(), &book, 0), None);
+        assert_eq!(book.cancel("amzn", "b"), Ok(()), "a second cancellation is a no-op");
+    }
+
+    #[test]
+    fn ended_promotions_are_let_go_one_window_later_but_their_ids_stay() {
+        let mut book = book(vec![promotion("shop", "a", dec!(0.1), 0, DAY)]);
+        book.let_go(DAY + WINDOW_MS - 1);
+        assert_eq!(book.promotions.len(), 1, "an event 28 days late could still see it");
+        book.let_go(DAY + WINDOW_MS);
+        assert!(book.promotions.is_empty());
+        let again = Promotion {
+            promotion_id: "a".into(),
+            sku: "S".into(),
+            percent_off: dec!(0.1),
+            starts_at_ms: 0,
+            ends_at_ms: DAY,
+        };
+        assert!(matches!(book.schedule("shop", &again, "ev"), Err(Rejection::DuplicatePromotion(_))));
     }
 
     fn set(amount: &str, currency: &str, event_id: &str) -> Set<Amount> {

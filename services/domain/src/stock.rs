@@ -1,20 +1,19 @@
 //! A SKU's stock: on-hand per location, order lines and their reservations, and the recent
 //! placements the trailing windows read (CONTRACT.md section 4).
+//!
+//! Order lines accumulate with history, so they are [`Records`] under their own keys: the
+//! fold sees the lines the runner provided (see [`crate::keyed`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::contract::Rules;
+use crate::demand::Demand;
 use crate::fact::{LineKey, Placed, Rejection, Returned, Shipped};
+use crate::keyed::Records;
 
-pub const HOUR_MS: i64 = 3_600_000;
-pub const DAY_MS: i64 = 24 * HOUR_MS;
-/// The trailing window of the allocation, cover and spike rules: (now - 28 d, now].
-pub const WINDOW_MS: i64 = 28 * DAY_MS;
-/// Placements are kept for two windows past the SKU's latest event, so that an event up to
-/// 28 days late still sees its whole window (see ARCHITECTURE.md, "late events").
-const KEEP_MS: i64 = 2 * WINDOW_MS;
+pub use crate::demand::{DAY_MS, HOUR_MS, KEEP_MS, WINDOW_MS};
 
 /// Where a line reserves its units.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -67,28 +66,22 @@ impl Line {
     }
 }
 
-/// Units a channel placed at an instant, for the trailing windows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Placement {
-    pub at_ms: i64,
-    pub channel: String,
-    pub quantity: i64,
-}
-
 /// The stock side of one SKU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stock {
     pub on_hand: BTreeMap<String, i64>,
-    pub lines: BTreeMap<LineKey, Line>,
-    /// Open reservations per pool, kept in step with `lines`.
+    /// Open reservations per pool, kept in step with the lines.
     pub reserved: BTreeMap<Pool, i64>,
-    /// In arrival order; pruned by [`Stock::prune`].
-    pub placements: VecDeque<Placement>,
+    /// Trailing placements per channel.
+    pub demand: Demand,
+    /// The working set of order lines; stored under their own keys.
+    #[serde(skip)]
+    pub lines: Records<LineKey, Line>,
 }
 
 impl Stock {
     pub fn place(&mut self, rules: &Rules, placed: &Placed, at_ms: i64) -> Result<(), Rejection> {
-        if self.lines.contains_key(&placed.line) {
+        if self.lines.contains(&placed.line) {
             return Err(Rejection::DuplicateLine(placed.line.clone()));
         }
         let pool = match &placed.location {
@@ -101,8 +94,7 @@ impl Stock {
         *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
         let line = Line { pool, placed: placed.quantity, shipped: 0, cancelled: 0, returned: 0 };
         self.lines.insert(placed.line.clone(), line);
-        let placement = Placement { at_ms, channel: placed.line.channel.clone(), quantity: placed.quantity };
-        self.placements.push_back(placement);
+        self.demand.place(&placed.line.channel, at_ms, placed.quantity);
         Ok(())
     }
 
@@ -181,20 +173,5 @@ impl Stock {
             .map(|(_, units)| units)
             .sum();
         on_hand - self.reserved.get(pool).copied().unwrap_or(0)
-    }
-
-    /// Units placed in (now - window, now], by every channel when `channel` is `None`.
-    pub fn placed_within(&self, now: i64, window_ms: i64, channel: Option<&str>) -> i64 {
-        self.placements
-            .iter()
-            .filter(|p| p.at_ms > now - window_ms && p.at_ms <= now)
-            .filter(|p| channel.is_none_or(|c| p.channel == c))
-            .map(|p| p.quantity)
-            .sum()
-    }
-
-    /// Forgets placements no window can reach any more.
-    pub fn prune(&mut self, latest_ms: i64) {
-        self.placements.retain(|p| p.at_ms > latest_ms - KEEP_MS);
     }
 }

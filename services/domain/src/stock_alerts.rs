@@ -6,8 +6,9 @@ use rust_decimal::Decimal;
 
 use crate::alerts::Condition;
 use crate::contract::Rules;
+use crate::demand::Span;
 use crate::fact::Placed;
-use crate::stock::{Pool, Stock, WINDOW_MS};
+use crate::stock::{Pool, Stock};
 
 /// The channels a stock alert on `pool` names: the dedicated channel, or every shared seller.
 pub fn pool_channels(rules: &Rules, pool: &Pool) -> Vec<String> {
@@ -18,7 +19,7 @@ pub fn pool_channels(rules: &Rules, pool: &Pool) -> Vec<String> {
 }
 
 /// Every stock condition that holds for the SKU now.
-pub fn holding(rules: &Rules, stock: &Stock, now: i64) -> Vec<Condition> {
+pub fn holding(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Condition> {
     let mut conditions = Vec::new();
     conditions.extend(oversells(rules, stock));
     conditions.extend(negative_stock(rules, stock));
@@ -88,8 +89,8 @@ fn negative_stock(rules: &Rules, stock: &Stock) -> Vec<Condition> {
 }
 
 /// ATP(shared) x 28 / units placed in 28 days < reorder_cover_days, compared without division.
-fn low_cover(rules: &Rules, stock: &Stock, now: i64) -> Option<Condition> {
-    let placed = stock.placed_within(now, WINDOW_MS, None);
+fn low_cover(rules: &Rules, stock: &mut Stock, now: i64) -> Option<Condition> {
+    let placed = stock.demand.total(now, Span::Month);
     if placed <= 0 {
         return None;
     }

@@ -2,9 +2,17 @@
 //! - replaying the same events gives identical state and outputs;
 //! - folding in batches, with the state serialized and restored between batches as the
 //!   runtime does at every commit, equals folding one event at a time;
-//! - a refused or duplicate event changes nothing.
+//! - a refused or duplicate event changes nothing;
+//! - a SKU's state stored in parts (core, lines, promotion ids, days of placements) and
+//!   evicted and reloaded between any two events gives the same outputs and the same state,
+//!   as the coordinator's state engine does with its cache.
 
-use omnifold_domain::{Contract, Fold, Outcome, PartitionState, Rules, SkuState};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use omnifold_domain::demand::Point;
+use omnifold_domain::fact::LineKey;
+use omnifold_domain::pricing::PromotionKey;
+use omnifold_domain::{Contract, Fold, Outcome, PartitionState, RecordKey, Rules, SkuState};
 use omnifold_proto::Event;
 use omnifold_proto::json::event_from_json;
 use proptest::prelude::*;
@@ -28,6 +36,7 @@ enum Op {
     Return { sku: u8, channel: u8, line: u8, quantity: i64, restock: bool },
     Price { sku: u8, channel: u8, cents: i64 },
     Promote { sku: u8, channel: u8, promotion: u8, percent: u8, starts_h: i64, hours: i64 },
+    Unpromote { sku: u8, channel: u8, promotion: u8 },
     Garbage,
 }
 
@@ -56,6 +65,11 @@ fn op() -> impl Strategy<Value = Op> {
                 hours
             }
         ),
+        (0..3u8, 0..4u8, 0..3u8).prop_map(|(sku, channel, promotion)| Op::Unpromote {
+            sku,
+            channel,
+            promotion
+        }),
         Just(Op::Garbage),
     ]
 }
@@ -123,13 +137,19 @@ fn json(op: &Op, id: &str, at: i64) -> String {
                 starts + hours * 3_600_000
             )
         }
+        Op::Unpromote { sku: s, channel, promotion } => format!(
+            r#"{{{},"type":"PromotionCancelled","promotion_id":"p{promotion}","sku":"{}"}}"#,
+            envelope(CHANNELS[*channel as usize]),
+            sku(s)
+        ),
         Op::Garbage => {
             format!(r#"{{{},"type":"StockCounted","sku":"","location_id":"wh","on_hand":1}}"#, envelope(""))
         }
     }
 }
 
-/// Events with mostly rising times (sometimes late by up to a day) and some repeated ids.
+/// Events with mostly rising times (sometimes late by up to a day, sometimes a month after
+/// the one before, past what the state keeps) and some repeated ids.
 fn events() -> impl Strategy<Value = Vec<Event>> {
     prop::collection::vec((op(), 0..240i64, 0..10u8), 1..120).prop_map(|ops| {
         let mut at = EPOCH_MS;
@@ -137,6 +157,9 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
             .enumerate()
             .map(|(i, (op, step_min, dice))| {
                 at += step_min * 60_000;
+                if *dice == 9 {
+                    at += 30 * 86_400_000;
+                }
                 let time = if *dice == 0 { at - 86_400_000 } else { at };
                 let id = if *dice == 1 && i > 0 { format!("e{}", i - 1) } else { format!("e{i}") };
                 event_from_json(&json(op, &id, time)).expect("generated json parses")
@@ -151,17 +174,142 @@ fn run_straight(fold: &Fold, events: &[Event]) -> (Vec<Outcome>, PartitionState)
     (outcomes, state)
 }
 
-/// What the runtime does at every commit: each SKU state through postcard and back.
+/// A SKU's state stored in parts, as the coordinator's state engine writes it.
+#[derive(Default)]
+struct Stored {
+    cores: HashMap<String, Vec<u8>>,
+    lines: BTreeMap<(String, LineKey), Vec<u8>>,
+    promotions: BTreeSet<(String, PromotionKey)>,
+    days: BTreeMap<(String, i64), Vec<u8>>,
+}
+
+impl Stored {
+    fn write(&mut self, sku: &str, state: &mut SkuState) {
+        let changes = state.take_changes();
+        self.cores.insert(sku.to_string(), postcard::to_allocvec(&*state).expect("core serializes"));
+        for (key, line) in changes.lines {
+            self.lines.insert((sku.to_string(), key), postcard::to_allocvec(&line).unwrap());
+        }
+        for key in changes.promotions {
+            self.promotions.insert((sku.to_string(), key));
+        }
+        for (day, points) in changes.days {
+            if points.is_empty() {
+                self.days.remove(&(sku.to_string(), day));
+            } else {
+                self.days.insert((sku.to_string(), day), postcard::to_allocvec(&points).unwrap());
+            }
+        }
+    }
+
+    /// The core and its days, as the engine loads a SKU.
+    fn load(&self, sku: &str) -> Option<SkuState> {
+        let mut state: SkuState = postcard::from_bytes(self.cores.get(sku)?).expect("core deserializes");
+        for ((_, _), bytes) in self.days.range((sku.to_string(), i64::MIN)..=(sku.to_string(), i64::MAX)) {
+            state.restore_day(postcard::from_bytes::<Vec<Point>>(bytes).unwrap());
+        }
+        Some(state)
+    }
+
+    fn provide(&self, sku: &str, key: &RecordKey, state: &mut SkuState) {
+        match key {
+            RecordKey::Line(line) => {
+                if let Some(bytes) = self.lines.get(&(sku.to_string(), line.clone())) {
+                    state.provide_line(line.clone(), postcard::from_bytes(bytes).unwrap());
+                }
+            }
+            RecordKey::Promotion(promotion) => {
+                if self.promotions.contains(&(sku.to_string(), promotion.clone())) {
+                    state.provide_promotion(promotion.clone());
+                }
+            }
+        }
+    }
+
+    /// A SKU with every record it ever stored, to compare with a state held whole.
+    fn load_whole(&self, sku: &str) -> Option<SkuState> {
+        let mut state = self.load(sku)?;
+        for ((owner, line), _) in &self.lines {
+            if owner == sku {
+                self.provide(sku, &RecordKey::Line(line.clone()), &mut state);
+            }
+        }
+        for (owner, promotion) in &self.promotions {
+            if owner == sku {
+                state.provide_promotion(promotion.clone());
+            }
+        }
+        Some(state)
+    }
+}
+
+/// What the runtime does at every commit: each SKU's parts written and read back whole.
 fn persist_and_restore(state: &PartitionState) -> PartitionState {
-    let skus = state
-        .skus
-        .iter()
-        .map(|(sku, s)| {
-            let bytes = postcard::to_allocvec(s).expect("state serializes");
-            (sku.clone(), postcard::from_bytes::<SkuState>(&bytes).expect("state deserializes"))
-        })
-        .collect();
+    let mut stored = Stored::default();
+    let mut state = state.clone();
+    for (sku, sku_state) in &mut state.skus {
+        // a state held whole has forgotten its changes: store every part
+        let mut whole = SkuState { ..sku_state.clone() };
+        mark_all_changed(&mut whole);
+        stored.write(sku, &mut whole);
+    }
+    let skus = state.skus.keys().map(|sku| (sku.clone(), stored.load_whole(sku).expect("stored"))).collect();
     PartitionState { skus, seen: state.seen.clone() }
+}
+
+/// Re-inserts every record and placement so that all of them count as changed.
+fn mark_all_changed(state: &mut SkuState) {
+    let lines: Vec<(LineKey, _)> = state.stock.lines.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (key, line) in lines {
+        state.stock.lines.insert(key, line);
+    }
+    let promotions: Vec<PromotionKey> = state.prices.scheduled.iter().map(|(k, _)| k.clone()).collect();
+    for key in promotions {
+        state.prices.scheduled.insert(key, ());
+    }
+    state.stock.demand.mark_all_changed();
+}
+
+/// The coordinator's state engine in miniature: SKUs loaded on demand from [`Stored`], each
+/// event's record provided first, changes written after every event, and SKUs evicted when
+/// `evict` says so.
+struct Engine<'a> {
+    fold: &'a Fold,
+    stored: Stored,
+    loaded: HashMap<String, SkuState>,
+    seen: HashSet<String>,
+}
+
+impl Engine<'_> {
+    fn apply(&mut self, event: &Event) -> Outcome {
+        if self.seen.contains(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        let fact = match self.fold.check(event) {
+            Ok(fact) => fact,
+            Err(rejection) => return Outcome::Rejected(rejection),
+        };
+        let Some(sku) = fact.sku().map(str::to_string) else {
+            self.seen.insert(event.event_id.clone());
+            return Outcome::Applied { sku: None, outputs: Vec::new() };
+        };
+        let stored = &self.stored;
+        let state = self.loaded.entry(sku.clone()).or_insert_with(|| stored.load(&sku).unwrap_or_default());
+        if let Some(key) = Fold::record_key(event, &fact)
+            && !state.holds(&key)
+        {
+            stored.provide(&sku, &key, state);
+        }
+        match self.fold.apply_fact(state, event, &fact) {
+            Ok(outputs) => {
+                self.seen.insert(event.event_id.clone());
+                self.stored.write(&sku, state);
+                state.unload_settled();
+                Outcome::Applied { sku: Some(sku), outputs }
+            }
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    }
 }
 
 proptest! {
@@ -192,6 +340,31 @@ proptest! {
         }
         prop_assert_eq!(straight, batched);
         prop_assert_eq!(final_state, state);
+    }
+
+    #[test]
+    fn evicting_and_reloading_any_sku_between_any_two_events_changes_nothing(
+        events in events(),
+        evictions in prop::collection::vec(0..5u8, 120),
+    ) {
+        let fold = fold();
+        let (straight, whole) = run_straight(&fold, &events);
+        let mut engine = Engine { fold: &fold, stored: Stored::default(), loaded: HashMap::new(), seen: HashSet::new() };
+        let mut outcomes = Vec::new();
+        for (event, evict) in events.iter().zip(evictions.iter().cycle()) {
+            outcomes.push(engine.apply(event));
+            match evict {
+                0 => engine.loaded.clear(),
+                1 => { engine.loaded.remove("SKU-0"); }
+                2 => { engine.loaded.remove("SKU-1"); }
+                _ => {}
+            }
+        }
+        prop_assert_eq!(straight, outcomes);
+        for (sku, state) in &whole.skus {
+            let stored = engine.stored.load_whole(sku);
+            prop_assert_eq!(Some(state), stored.as_ref(), "{}", sku);
+        }
     }
 
     #[test]

@@ -14,11 +14,14 @@
 //! | `o/` | input partition (4 bytes BE) | next offset to consume (8 bytes BE) |
 //! | `s/` | input partition (4 bytes BE) + state key | service state (postcard) |
 //! | `e/` | input partition (4 bytes BE) + event id | nothing: the event was accepted |
+//! | `k/` | input partition (4 bytes BE) + record key | a keyed record of the service's state (raw bytes) |
 //! | `x/` | sequence (8 bytes BE) | [`OutboxRecord`] (postcard), not yet confirmed sent |
 //! | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
 //!
-//! State, seen ids and offsets are kept per input partition, so one partition can be dropped
-//! ([`Store::drop_partition`]) and rebuilt by replaying its log.
+//! State, records, seen ids and offsets are kept per input partition, so one partition can be
+//! dropped ([`Store::drop_partition`]) and rebuilt by replaying its log. Keyed records are
+//! what a state holds apart because it grows with history (order lines, say): they are read
+//! one at a time or by key prefix, and a commit writes only those that changed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -111,7 +114,30 @@ impl Store {
         Ok(Some(state))
     }
 
-    /// The ids of the events an input partition accepted.
+    /// Whether an input partition accepted the event id: one point read, nothing loaded.
+    pub fn is_seen(&self, partition: i32, event_id: &str) -> Result<bool, StoreError> {
+        Ok(self.db.contains_key(partition_key(b"e/", partition, event_id.as_bytes()))?)
+    }
+
+    /// One keyed record of an input partition.
+    pub fn record(&self, partition: i32, key: &[u8]) -> Result<Option<sled::IVec>, StoreError> {
+        Ok(self.db.get(partition_key(b"k/", partition, key))?)
+    }
+
+    /// The keyed records of an input partition whose key starts with `prefix`, in key order,
+    /// with their keys less the prefix.
+    pub fn records(&self, partition: i32, prefix: &[u8]) -> Result<Vec<(Vec<u8>, sled::IVec)>, StoreError> {
+        let full = partition_key(b"k/", partition, prefix);
+        let mut records = Vec::new();
+        for entry in self.db.scan_prefix(&full) {
+            let (key, value) = entry?;
+            records.push((key[full.len()..].to_vec(), value));
+        }
+        Ok(records)
+    }
+
+    /// The ids of the events an input partition accepted. Loads them all: for small stores
+    /// (the bridge's, the reporter's); the coordinator asks [`Store::is_seen`] instead.
     pub fn seen_ids(&self, partition: i32) -> Result<HashSet<String>, StoreError> {
         let prefix = partition_key(b"e/", partition, b"");
         let mut seen = HashSet::new();
@@ -125,7 +151,7 @@ impl Store {
     /// Starts a batch; nothing is written until [`Store::commit`].
     pub fn begin(&self) -> Result<Commit, StoreError> {
         let next_seq = self.db.get(SEQ)?.map_or(0, |v| be_u64(&v));
-        Ok(Commit { batch: sled::Batch::default(), next_seq, outputs: 0 })
+        Ok(Commit { batch: sled::Batch::default(), next_seq, outputs: 0, bytes: 0 })
     }
 
     /// Writes the batch atomically and makes it durable before returning.
@@ -177,7 +203,7 @@ impl Store {
     /// Drops an input partition's state, seen ids and offset, so it is rebuilt from its log.
     pub fn drop_partition(&self, partition: i32) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for prefix in [b"s/", b"e/"] {
+        for prefix in [b"s/", b"e/", b"k/"] {
             for key in self.db.scan_prefix(partition_key(prefix, partition, b"")).keys() {
                 batch.remove(key?);
             }
@@ -199,16 +225,26 @@ pub struct Commit {
     batch: sled::Batch,
     next_seq: u64,
     outputs: usize,
+    /// Key and value bytes put so far, to show what a commit writes.
+    bytes: usize,
 }
 
 impl Commit {
     pub fn put_state<T: Serialize>(&mut self, partition: i32, key: &str, state: &T) {
         let value = postcard::to_allocvec(state).expect("state serializes");
-        self.batch.insert(partition_key(b"s/", partition, key.as_bytes()), value);
+        self.put(partition_key(b"s/", partition, key.as_bytes()), value);
+    }
+
+    pub fn put_record(&mut self, partition: i32, key: &[u8], value: Vec<u8>) {
+        self.put(partition_key(b"k/", partition, key), value);
+    }
+
+    pub fn remove_record(&mut self, partition: i32, key: &[u8]) {
+        self.batch.remove(partition_key(b"k/", partition, key));
     }
 
     pub fn put_seen(&mut self, partition: i32, event_id: &str) {
-        self.batch.insert(partition_key(b"e/", partition, event_id.as_bytes()), &[] as &[u8]);
+        self.put(partition_key(b"e/", partition, event_id.as_bytes()), Vec::new());
     }
 
     /// Records that the input partition is consumed up to (not including) `next_offset`.
@@ -218,9 +254,19 @@ impl Commit {
 
     pub fn push_output(&mut self, record: &OutboxRecord) {
         let value = postcard::to_allocvec(record).expect("outbox record serializes");
-        self.batch.insert(outbox_key(self.next_seq), value);
+        self.put(outbox_key(self.next_seq), value);
         self.next_seq += 1;
         self.outputs += 1;
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.bytes += key.len() + value.len();
+        self.batch.insert(key, value);
+    }
+
+    /// The key and value bytes this batch writes so far.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// How many outputs this batch adds to the outbox.
@@ -315,6 +361,7 @@ mod tests {
         assert_eq!(store.offsets().unwrap(), BTreeMap::from([(3, 10)]));
         assert_eq!(store.partition_state::<u32>(3).unwrap(), vec![("SKU-1".to_string(), 42)]);
         assert!(store.seen_ids(3).unwrap().contains("ev-1"));
+        assert!(store.is_seen(3, "ev-1").unwrap() && !store.is_seen(2, "ev-1").unwrap());
         let pending = store.pending(10).unwrap();
         assert_eq!(pending, vec![(0, record(1)), (1, record(2))]);
 
@@ -336,6 +383,29 @@ mod tests {
         assert_eq!(store.pending(10).unwrap(), vec![(1, record(2))]);
         assert_eq!(store.tail("t", 2).unwrap(), Some(77));
         assert_eq!(store.tail("t", 1).unwrap(), None);
+    }
+
+    #[test]
+    fn keyed_records_are_read_alone_or_by_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut commit = store.begin().unwrap();
+        commit.put_record(1, b"sku-a/l1", vec![1]);
+        commit.put_record(1, b"sku-a/l2", vec![2]);
+        commit.put_record(1, b"sku-b/l1", vec![3]);
+        commit.put_record(2, b"sku-a/l3", vec![4]);
+        store.commit(commit).unwrap();
+        assert_eq!(store.record(1, b"sku-a/l2").unwrap().as_deref(), Some(&[2u8][..]));
+        let a: Vec<(Vec<u8>, Vec<u8>)> =
+            store.records(1, b"sku-a/").unwrap().into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+        assert_eq!(a, vec![(b"l1".to_vec(), vec![1]), (b"l2".to_vec(), vec![2])]);
+        let mut commit = store.begin().unwrap();
+        commit.remove_record(1, b"sku-a/l1");
+        store.commit(commit).unwrap();
+        assert_eq!(store.record(1, b"sku-a/l1").unwrap(), None);
+        store.drop_partition(1).unwrap();
+        assert!(store.records(1, b"").unwrap().is_empty(), "dropped with its partition");
+        assert_eq!(store.records(2, b"").unwrap().len(), 1);
     }
 
     #[test]

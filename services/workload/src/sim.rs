@@ -12,7 +12,7 @@ use std::collections::BinaryHeap;
 
 use omnifold_domain::Rules;
 use omnifold_domain::allocation::allocate;
-use omnifold_domain::stock::{Placement, Pool, Stock};
+use omnifold_domain::stock::{Pool, Stock};
 use omnifold_proto::{Body, Event, StockAdjustmentReason, v1};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -434,7 +434,7 @@ impl<'a, F: FnMut(Event)> Sim<'a, F> {
         for (c, units) in self.chans.iter().zip(&s.reserved_dedicated) {
             mirror.reserved.insert(Pool::Dedicated(c.id.clone()), *units);
         }
-        mirror.prune(at);
+        mirror.demand.prune(at);
         let available = allocate(self.rules, mirror, at)
             .into_iter()
             .find(|a| a.channel == self.chans[chan].id)
@@ -1083,7 +1083,7 @@ impl<'a, F: FnMut(Event)> Sim<'a, F> {
         self.reserve(self.lines.len() - 1, qty);
         if self.opt.mix.respect_availability {
             let channel = self.chans[chan].id.clone();
-            self.skus[sku].mirror.placements.push_back(Placement { at_ms: at, channel, quantity: qty });
+            self.skus[sku].mirror.demand.place(&channel, at, qty);
         }
         self.emit(at, Some(chan), body);
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use omnifold_connector::ndjson::{Report, publish_lines};
 use omnifold_connector::publish::Publisher;
+use omnifold_coordinator::engine::EngineOptions;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_proto::{Alert, AlertState, ChannelAvailability, Escalation};
 use omnifold_runtime::{KafkaOptions, TopicOptions, Topics};
@@ -48,6 +49,9 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         batch_max_ms: 20,
         exit_when_caught_up: true,
         http: None,
+        // A cache far below the working set, so that every run also evicts and reloads SKUs
+        // from the store (and a test comparing outputs with the pure fold checks that too).
+        engine: EngineOptions { state_cache_bytes: 64 * 1024, recent_ids: 1_000 },
     }
 }
 

@@ -1,0 +1,434 @@
+//! The state engine: the pure fold over a bounded cache of SKU states backed by the store.
+//!
+//! Kafka Streams calls this a keyed state store with a caching layer. Each SKU's state is
+//! stored as parts ([`SkuState`] explains which): its core under the state key, and under
+//! keyed records its order lines, its promotion ids and its placements by day. The engine
+//!
+//! - loads a SKU on its first event since it was evicted: the core and its stored days;
+//! - provides, before each event, the one record the event names ([`Fold::record_key`]);
+//! - checks event ids against a set of recent ids, then the store ([`Store::is_seen`]): ids
+//!   are never all loaded;
+//! - writes, per batch, only what changed: the dirty cores, the changed records and days,
+//!   and the accepted ids, into the caller's [`Commit`];
+//! - after the commit, unloads settled records and evicts the least recently used SKUs
+//!   until the cache fits its budget.
+//!
+//! Architecture invariant: evicting and reloading a SKU changes no output. The cache holds
+//! exactly what the store holds plus what the open batch changed, and the fold prunes by
+//! the SKU's own clock, never by what happens to be loaded (guarded by
+//! `services/domain/tests/properties.rs` and this module's tests).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use omnifold_domain::demand::Point;
+use omnifold_domain::fact::LineKey;
+use omnifold_domain::pricing::PromotionKey;
+use omnifold_domain::stock::Line;
+use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
+use omnifold_proto::Event;
+use omnifold_runtime::{Commit, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// How much the engine may hold in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineOptions {
+    /// The budget of the SKU state cache, in bytes (an estimate of what the states hold).
+    #[serde(default = "default_cache_bytes")]
+    pub state_cache_bytes: usize,
+    /// Accepted event ids remembered in memory, so that redeliveries need no store read.
+    #[serde(default = "default_recent_ids")]
+    pub recent_ids: usize,
+}
+
+fn default_cache_bytes() -> usize {
+    256 * 1024 * 1024
+}
+
+fn default_recent_ids() -> usize {
+    100_000
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { state_cache_bytes: default_cache_bytes(), recent_ids: default_recent_ids() }
+    }
+}
+
+/// A cached SKU state: its estimated size, and the tick of its last use.
+struct Entry {
+    state: SkuState,
+    bytes: usize,
+    used: u64,
+}
+
+type SkuId = (i32, String);
+
+/// The fold over cached, stored state.
+pub struct Engine {
+    fold: Fold,
+    store: Store,
+    options: EngineOptions,
+    cache: HashMap<SkuId, Entry>,
+    cached_bytes: usize,
+    recent: RecentIds,
+    /// SKUs changed since the last [`Engine::write`].
+    dirty: BTreeSet<SkuId>,
+    /// Ids accepted since the last write.
+    accepted: Vec<(i32, String)>,
+    tick: u64,
+}
+
+impl Engine {
+    pub fn new(fold: Fold, store: Store, options: EngineOptions) -> Self {
+        Engine {
+            fold,
+            store,
+            options,
+            cache: HashMap::new(),
+            cached_bytes: 0,
+            recent: RecentIds::default(),
+            dirty: BTreeSet::new(),
+            accepted: Vec::new(),
+            tick: 0,
+        }
+    }
+
+    pub fn fold(&self) -> &Fold {
+        &self.fold
+    }
+
+    /// Applies one event of an input partition.
+    pub fn apply(&mut self, partition: i32, event: &Event) -> Result<Outcome, StoreError> {
+        if self.recent.contains(partition, &event.event_id)
+            || self.store.is_seen(partition, &event.event_id)?
+        {
+            return Ok(Outcome::Duplicate);
+        }
+        let fact = match self.fold.check(event) {
+            Ok(fact) => fact,
+            Err(rejection) => return Ok(Outcome::Rejected(rejection)),
+        };
+        let Some(sku) = fact.sku() else {
+            self.accept(partition, &event.event_id);
+            return Ok(Outcome::Applied { sku: None, outputs: Vec::new() });
+        };
+        self.tick += 1;
+        let id = (partition, sku.to_string());
+        let entry = match self.cache.get_mut(&id) {
+            Some(entry) => entry,
+            None => {
+                let state = load(&self.store, partition, sku)?;
+                self.cache.entry(id.clone()).or_insert(Entry { state, bytes: 0, used: 0 })
+            }
+        };
+        entry.used = self.tick;
+        if let Some(record) = Fold::record_key(event, &fact)
+            && !entry.state.holds(&record)
+        {
+            provide(&self.store, partition, sku, &record, &mut entry.state)?;
+        }
+        let result = self.fold.apply_fact(&mut entry.state, event, &fact);
+        let bytes = entry.state.approx_bytes();
+        self.cached_bytes = self.cached_bytes + bytes - entry.bytes;
+        entry.bytes = bytes;
+        match result {
+            Ok(outputs) => {
+                let sku = sku.to_string();
+                self.dirty.insert(id);
+                self.accept(partition, &event.event_id);
+                Ok(Outcome::Applied { sku: Some(sku), outputs })
+            }
+            Err(rejection) => Ok(Outcome::Rejected(rejection)),
+        }
+    }
+
+    fn accept(&mut self, partition: i32, event_id: &str) {
+        self.recent.insert(partition, event_id);
+        self.accepted.push((partition, event_id.to_string()));
+    }
+
+    /// Puts what changed since the last write into `commit`: the changed SKUs' cores, records
+    /// and days, and the accepted ids. Returns how many SKUs were written.
+    pub fn write(&mut self, commit: &mut Commit) -> usize {
+        let dirty = std::mem::take(&mut self.dirty);
+        for (partition, sku) in &dirty {
+            let entry = self.cache.get_mut(&(*partition, sku.clone())).expect("a dirty sku is cached");
+            write_sku(commit, *partition, sku, &mut entry.state);
+            entry.state.unload_settled();
+            let bytes = entry.state.approx_bytes();
+            self.cached_bytes = self.cached_bytes + bytes - entry.bytes;
+            entry.bytes = bytes;
+        }
+        for (partition, event_id) in self.accepted.drain(..) {
+            commit.put_seen(partition, &event_id);
+        }
+        dirty.len()
+    }
+
+    /// After a commit: forgets the oldest recent ids and evicts the least recently used SKUs
+    /// until the cache is within three quarters of its budget. Nothing unwritten is evicted.
+    pub fn trim(&mut self) {
+        self.recent.trim(self.options.recent_ids);
+        if self.cached_bytes <= self.options.state_cache_bytes {
+            return;
+        }
+        let target = self.options.state_cache_bytes / 4 * 3;
+        let mut by_age: Vec<(u64, SkuId)> = self
+            .cache
+            .iter()
+            .filter(|(id, _)| !self.dirty.contains(*id))
+            .map(|(id, entry)| (entry.used, id.clone()))
+            .collect();
+        by_age.sort_unstable();
+        let mut evicted = 0u64;
+        for (_, id) in by_age {
+            if self.cached_bytes <= target {
+                break;
+            }
+            let entry = self.cache.remove(&id).expect("listed from the cache");
+            self.cached_bytes -= entry.bytes;
+            evicted += 1;
+        }
+        metrics::counter!("omnifold_state_evictions_total").increment(evicted);
+        metrics::gauge!("omnifold_state_cache_bytes").set(self.cached_bytes as f64);
+    }
+
+    /// Forgets every cached state, as if the process had restarted (nothing unwritten may be
+    /// pending).
+    pub fn evict_all(&mut self) {
+        assert!(self.dirty.is_empty(), "evict_all with unwritten changes");
+        self.cache.clear();
+        self.cached_bytes = 0;
+    }
+
+    /// The estimated bytes and the number of SKUs the cache holds.
+    pub fn cache_size(&self) -> (usize, usize) {
+        (self.cached_bytes, self.cache.len())
+    }
+}
+
+/// Loads a SKU's core and its stored days; a SKU never written starts empty.
+fn load(store: &Store, partition: i32, sku: &str) -> Result<SkuState, StoreError> {
+    metrics::counter!("omnifold_state_loads_total").increment(1);
+    let Some(mut state) = store.state::<SkuState>(partition, sku)? else {
+        return Ok(SkuState::default());
+    };
+    for (_, value) in store.records(partition, &record_prefix(sku, DAY))? {
+        state.restore_day(decode::<Vec<Point>>(&value, "day of placements")?);
+    }
+    Ok(state)
+}
+
+/// Provides the record an event names, when the store has it.
+fn provide(
+    store: &Store,
+    partition: i32,
+    sku: &str,
+    record: &RecordKey,
+    state: &mut SkuState,
+) -> Result<(), StoreError> {
+    match record {
+        RecordKey::Line(line) => {
+            if let Some(value) = store.record(partition, &line_key(sku, line))? {
+                state.provide_line(line.clone(), decode::<Line>(&value, "order line")?);
+            }
+        }
+        RecordKey::Promotion(promotion) => {
+            if store.record(partition, &promotion_key(sku, promotion))?.is_some() {
+                state.provide_promotion(promotion.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_sku(commit: &mut Commit, partition: i32, sku: &str, state: &mut SkuState) {
+    let changes = state.take_changes();
+    commit.put_state(partition, sku, state);
+    for (key, line) in &changes.lines {
+        commit.put_record(partition, &line_key(sku, key), encode(line));
+    }
+    for key in &changes.promotions {
+        commit.put_record(partition, &promotion_key(sku, key), Vec::new());
+    }
+    for (day, points) in &changes.days {
+        let key = day_key(sku, *day);
+        if points.is_empty() {
+            commit.remove_record(partition, &key);
+        } else {
+            commit.put_record(partition, &key, encode(points));
+        }
+    }
+}
+
+// Record keys: the SKU (length-prefixed, so no SKU is a prefix of another's keys), a kind
+// byte, then the record's own key.
+const LINE: u8 = b'l';
+const PROMOTION: u8 = b'p';
+const DAY: u8 = b'd';
+
+fn record_prefix(sku: &str, kind: u8) -> Vec<u8> {
+    let len = u16::try_from(sku.len()).expect("a sku is shorter than 64 KiB");
+    let mut key = Vec::with_capacity(3 + sku.len() + 24);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(sku.as_bytes());
+    key.push(kind);
+    key
+}
+
+fn line_key(sku: &str, line: &LineKey) -> Vec<u8> {
+    let mut key = record_prefix(sku, LINE);
+    key.extend_from_slice(&encode(line));
+    key
+}
+
+fn promotion_key(sku: &str, promotion: &PromotionKey) -> Vec<u8> {
+    let mut key = record_prefix(sku, PROMOTION);
+    key.extend_from_slice(&encode(promotion));
+    key
+}
+
+fn day_key(sku: &str, day: i64) -> Vec<u8> {
+    let mut key = record_prefix(sku, DAY);
+    key.extend_from_slice(&day.to_be_bytes());
+    key
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).expect("state serializes")
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|source| StoreError::Decode { what, source })
+}
+
+/// Accepted ids remembered in memory, oldest first out. Ids accepted since the last commit
+/// are only here (the store has them once the batch commits), so it is trimmed after a
+/// commit, never during a batch.
+#[derive(Default)]
+struct RecentIds {
+    ids: HashMap<i32, HashSet<Arc<str>>>,
+    order: VecDeque<(i32, Arc<str>)>,
+}
+
+impl RecentIds {
+    fn contains(&self, partition: i32, event_id: &str) -> bool {
+        self.ids.get(&partition).is_some_and(|ids| ids.contains(event_id))
+    }
+
+    fn insert(&mut self, partition: i32, event_id: &str) {
+        let id: Arc<str> = Arc::from(event_id);
+        if self.ids.entry(partition).or_default().insert(id.clone()) {
+            self.order.push_back((partition, id));
+        }
+    }
+
+    fn trim(&mut self, keep: usize) {
+        while self.order.len() > keep {
+            let (partition, oldest) = self.order.pop_front().expect("longer than keep");
+            if let Some(ids) = self.ids.get_mut(&partition) {
+                ids.remove(&oldest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omnifold_domain::{Output, PartitionState};
+    use omnifold_workload::WorkloadOptions;
+
+    fn rules() -> omnifold_domain::Rules {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/contract.toml");
+        omnifold_runtime::load_contract(&path).expect("the example contract loads")
+    }
+
+    /// Runs `events` through an engine on one partition in batches, restarting the engine
+    /// (a new process on the same store) every `restart_every` batches.
+    fn run_engine(
+        events: &[Event],
+        options: EngineOptions,
+        restart_every: usize,
+    ) -> (Vec<Vec<Output>>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let rules = rules();
+        let mut engine = Engine::new(Fold::new(rules.clone()), store.clone(), options);
+        let mut outputs = Vec::new();
+        let mut peak = 0;
+        for (n, batch) in events.chunks(250).enumerate() {
+            let mut commit = store.begin().unwrap();
+            for event in batch {
+                outputs.push(match engine.apply(0, event).unwrap() {
+                    Outcome::Applied { outputs, .. } => outputs,
+                    _ => Vec::new(),
+                });
+            }
+            engine.write(&mut commit);
+            store.commit(commit).unwrap();
+            engine.trim();
+            peak = peak.max(engine.cache_size().0);
+            if (n + 1) % restart_every == 0 {
+                engine = Engine::new(Fold::new(rules.clone()), store.clone(), options);
+            }
+        }
+        (outputs, peak)
+    }
+
+    fn pure(events: &[Event]) -> Vec<Vec<Output>> {
+        let fold = Fold::new(rules());
+        let mut state = PartitionState::default();
+        events
+            .iter()
+            .map(|event| match fold.apply(&mut state, event) {
+                Outcome::Applied { outputs, .. } => outputs,
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_small_cache_and_restarts_give_the_outputs_of_the_pure_fold() {
+        let mut events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(40, 6_000));
+        // redeliveries of accepted ids, some long after, must still be duplicates
+        let again: Vec<Event> = events.iter().step_by(97).cloned().collect();
+        events.extend(again);
+        let budget = 48 * 1024;
+        let (outputs, peak) =
+            run_engine(&events, EngineOptions { state_cache_bytes: budget, recent_ids: 100 }, 3);
+        assert_eq!(outputs, pure(&events));
+        // a cache is trimmed after each commit; between two, one batch can load at most its SKUs
+        assert!(peak <= budget, "the cache stayed within its budget after commits: {peak}");
+    }
+
+    #[test]
+    fn a_commit_writes_what_the_batch_changed_not_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(1, 4_000));
+        let mut engine = Engine::new(Fold::new(rules()), store.clone(), EngineOptions::default());
+        let mut written = Vec::new();
+        for batch in events.chunks(10) {
+            let mut commit = store.begin().unwrap();
+            for event in batch {
+                engine.apply(0, event).unwrap();
+            }
+            engine.write(&mut commit);
+            written.push(commit.bytes());
+            store.commit(commit).unwrap();
+        }
+        let (first, last) = (&written[20..120], &written[written.len() - 100..]);
+        let mean = |w: &[usize]| w.iter().sum::<usize>() / w.len();
+        // one SKU, 4,000 events: the last batches write no more than the early ones, give or
+        // take the mix (the whole state re-serialized would grow with every line placed)
+        assert!(
+            mean(last) < 2 * mean(first),
+            "early {} bytes, late {} bytes per commit",
+            mean(first),
+            mean(last)
+        );
+    }
+}

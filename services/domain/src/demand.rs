@@ -1,0 +1,322 @@
+//! Units placed per channel and the trailing-window sums the rules read, (now - 28 d, now]
+//! and (now - 1 h, now], kept incrementally so that a query costs the same whatever the
+//! SKU's history.
+//!
+//! Each window keeps a cursor and the exact sum over (cursor - width, cursor]. A query at a
+//! later `now` moves the cursor, adding the placements it passes at the leading edge and
+//! subtracting those it passes at the trailing edge: each placement is added and subtracted
+//! once per window in its life. A query at an earlier `now` (a late event) leaves the cursor
+//! and corrects the sum by the placements between the two edges. Placements are kept per
+//! millisecond, so the windows are exact at every boundary.
+//!
+//! Placements are kept for [`KEEP_MS`] past the SKU's latest event, which makes the sums
+//! exact for events up to one window (28 days) late. For persistence they are grouped by
+//! day ([`Demand::day`]); a commit writes the days that changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{Excluded, Included};
+
+use serde::{Deserialize, Serialize};
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+/// The trailing window of the allocation, cover and spike rules: (now - 28 d, now].
+pub const WINDOW_MS: i64 = 28 * DAY_MS;
+/// Placements are kept for two windows past the SKU's latest event, so that an event up to
+/// 28 days late still sees its whole window (see ARCHITECTURE.md, "What is let go").
+pub const KEEP_MS: i64 = 2 * WINDOW_MS;
+
+/// Units one channel placed at one millisecond, as stored in a day's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Point {
+    pub channel: String,
+    pub at_ms: i64,
+    pub units: i64,
+}
+
+/// The trailing placements of one SKU.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Demand {
+    series: BTreeMap<String, Series>,
+    /// Days whose placements changed since the last write.
+    #[serde(skip)]
+    changed_days: BTreeSet<i64>,
+}
+
+impl PartialEq for Demand {
+    fn eq(&self, other: &Self) -> bool {
+        self.series == other.series
+    }
+}
+
+impl Eq for Demand {}
+
+/// One channel's placements: kept per millisecond (not serialized with the SKU, stored by
+/// day), and its two windows (serialized with the SKU).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Series {
+    #[serde(skip)]
+    points: BTreeMap<i64, i64>,
+    month: Window,
+    hour: Window,
+}
+
+/// The exact sum of placements in (cursor - width, cursor]; no cursor before the first query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Window {
+    cursor: Option<i64>,
+    sum: i64,
+}
+
+/// Which trailing window a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Span {
+    /// (now - 28 d, now]
+    Month,
+    /// (now - 1 h, now]
+    Hour,
+}
+
+impl Span {
+    fn width(self) -> i64 {
+        match self {
+            Span::Month => WINDOW_MS,
+            Span::Hour => HOUR_MS,
+        }
+    }
+}
+
+/// The day a placement is stored under.
+pub fn day_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(DAY_MS)
+}
+
+fn range_sum(points: &BTreeMap<i64, i64>, from_excluded: i64, to_included: i64) -> i64 {
+    if to_included <= from_excluded {
+        return 0;
+    }
+    points.range((Excluded(from_excluded), Included(to_included))).map(|(_, units)| units).sum()
+}
+
+impl Window {
+    fn units(&mut self, points: &BTreeMap<i64, i64>, now: i64, width: i64) -> i64 {
+        let Some(cursor) = self.cursor else {
+            self.sum = range_sum(points, now.saturating_sub(width), now);
+            self.cursor = Some(now);
+            return self.sum;
+        };
+        if now >= cursor {
+            self.sum += range_sum(points, cursor, now);
+            self.sum -= range_sum(points, cursor.saturating_sub(width), now.saturating_sub(width));
+            self.cursor = Some(now);
+            return self.sum;
+        }
+        self.sum - range_sum(points, now, cursor)
+            + range_sum(points, now.saturating_sub(width), cursor.saturating_sub(width))
+    }
+
+    fn add(&mut self, at_ms: i64, units: i64, width: i64) {
+        if let Some(cursor) = self.cursor
+            && at_ms > cursor.saturating_sub(width)
+            && at_ms <= cursor
+        {
+            self.sum += units;
+        }
+    }
+}
+
+impl Series {
+    fn units(&mut self, now: i64, span: Span) -> i64 {
+        let window = match span {
+            Span::Month => &mut self.month,
+            Span::Hour => &mut self.hour,
+        };
+        window.units(&self.points, now, span.width())
+    }
+}
+
+impl Demand {
+    /// Records units placed by `channel` at `at_ms`.
+    pub fn place(&mut self, channel: &str, at_ms: i64, units: i64) {
+        let series = match self.series.get_mut(channel) {
+            Some(series) => series,
+            None => self.series.entry(channel.to_string()).or_default(),
+        };
+        *series.points.entry(at_ms).or_default() += units;
+        series.month.add(at_ms, units, WINDOW_MS);
+        series.hour.add(at_ms, units, HOUR_MS);
+        self.changed_days.insert(day_of(at_ms));
+    }
+
+    /// Units `channel` placed in the span ending at `now`.
+    pub fn units(&mut self, channel: &str, now: i64, span: Span) -> i64 {
+        self.series.get_mut(channel).map_or(0, |series| series.units(now, span))
+    }
+
+    /// Units every channel placed in the span ending at `now`.
+    pub fn total(&mut self, now: i64, span: Span) -> i64 {
+        self.series.values_mut().map(|series| series.units(now, span)).sum()
+    }
+
+    /// Moves every window to `latest` and forgets the placements no window can reach any
+    /// more: those at or before `latest - KEEP_MS`.
+    pub fn prune(&mut self, latest: i64) {
+        let horizon = latest.saturating_sub(KEEP_MS);
+        for series in self.series.values_mut() {
+            series.units(latest, Span::Month);
+            series.units(latest, Span::Hour);
+            while let Some(entry) = series.points.first_entry() {
+                if *entry.key() > horizon {
+                    break;
+                }
+                self.changed_days.insert(day_of(*entry.key()));
+                entry.remove();
+            }
+        }
+    }
+
+    /// Every placement of one day, in (channel, time) order; empty once the day is let go.
+    pub fn day(&self, day: i64) -> Vec<Point> {
+        let (start, end) = (day * DAY_MS, (day + 1) * DAY_MS);
+        let mut points = Vec::new();
+        for (channel, series) in &self.series {
+            for (at_ms, units) in series.points.range(start..end) {
+                points.push(Point { channel: channel.clone(), at_ms: *at_ms, units: *units });
+            }
+        }
+        points
+    }
+
+    /// The days changed since the last call, to be written (see [`Demand::day`]).
+    pub fn take_changed_days(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.changed_days).into_iter().collect()
+    }
+
+    pub fn forget_changes(&mut self) {
+        self.changed_days.clear();
+    }
+
+    /// Marks every held day changed, so that a state held whole can be stored in parts.
+    pub fn mark_all_changed(&mut self) {
+        for series in self.series.values() {
+            self.changed_days.extend(series.points.keys().map(|at| day_of(*at)));
+        }
+    }
+
+    /// Restores a stored day's placements into a state loaded without them. Placements past
+    /// the horizon of `latest` are skipped, as [`Demand::prune`] would have let them go.
+    pub fn restore_day(&mut self, points: Vec<Point>, latest: i64) {
+        let horizon = latest.saturating_sub(KEEP_MS);
+        for point in points.into_iter().filter(|p| p.at_ms > horizon) {
+            let series = self.series.entry(point.channel).or_default();
+            *series.points.entry(point.at_ms).or_default() += point.units;
+        }
+    }
+
+    /// How many placements are held, for the size of the state in memory.
+    pub fn held(&self) -> usize {
+        self.series.values().map(|s| s.points.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn brute(points: &[(u8, i64, i64)], channel: Option<u8>, now: i64, span: Span) -> i64 {
+        points
+            .iter()
+            .filter(|(c, at, _)| channel.is_none_or(|ch| ch == *c) && *at > now - span.width() && *at <= now)
+            .map(|(_, _, units)| units)
+            .sum()
+    }
+
+    #[test]
+    fn windows_are_exact_at_millisecond_boundaries() {
+        let mut demand = Demand::default();
+        demand.place("a", 1_000, 5);
+        assert_eq!(demand.units("a", 1_000, Span::Hour), 5, "now is inside");
+        assert_eq!(demand.units("a", 1_000 + HOUR_MS - 1, Span::Hour), 5);
+        assert_eq!(demand.units("a", 1_000 + HOUR_MS, Span::Hour), 0, "now - 1 h is outside");
+        assert_eq!(demand.units("a", 999, Span::Hour), 0, "a late query before the placement");
+        assert_eq!(demand.units("a", 1_000 + WINDOW_MS - 1, Span::Month), 5);
+        assert_eq!(demand.units("a", 1_000 + WINDOW_MS, Span::Month), 0);
+        demand.place("a", 1_000 + 2, 3);
+        assert_eq!(demand.units("a", 1_001 + WINDOW_MS, Span::Month), 3, "a late placement counts");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Place { channel: u8, back_ms: i64, units: i64 },
+        Query { channel: Option<u8>, back_ms: i64, hour: bool },
+        Advance { ms: i64 },
+        Reload,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        // Events at most 28 days late: the kept horizon the windows are exact within.
+        let back = prop_oneof![0..10i64, 0..2 * HOUR_MS, 0..WINDOW_MS + 1];
+        prop_oneof![
+            (0..3u8, back.clone(), 1..50i64).prop_map(|(channel, back_ms, units)| Op::Place {
+                channel,
+                back_ms,
+                units
+            }),
+            (prop::option::of(0..3u8), back, any::<bool>()).prop_map(|(channel, back_ms, hour)| Op::Query {
+                channel,
+                back_ms,
+                hour
+            }),
+            prop_oneof![0..5i64, 0..HOUR_MS, 0..3 * WINDOW_MS].prop_map(|ms| Op::Advance { ms }),
+            Just(Op::Reload),
+        ]
+    }
+
+    fn reload(demand: &mut Demand, latest: i64) -> Demand {
+        let core: Demand = serde_json::from_str(&serde_json::to_string(&*demand).unwrap()).unwrap();
+        let mut restored = core;
+        let days: BTreeSet<i64> =
+            demand.series.values().flat_map(|s| s.points.keys().map(|at| day_of(*at))).collect();
+        for day in days {
+            restored.restore_day(demand.day(day), latest);
+        }
+        restored
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// The incremental windows equal a brute-force sum over every placement ever made,
+        /// for queries and placements up to 28 days late, across prunes and reloads.
+        #[test]
+        fn incremental_windows_equal_brute_force(ops in prop::collection::vec(op(), 1..200)) {
+            let mut demand = Demand::default();
+            let mut all: Vec<(u8, i64, i64)> = Vec::new();
+            let mut latest = 10 * WINDOW_MS;
+            for op in ops {
+                match op {
+                    Op::Place { channel, back_ms, units } => {
+                        let at = latest - back_ms;
+                        demand.place(&channel.to_string(), at, units);
+                        all.push((channel, at, units));
+                    }
+                    Op::Query { channel, back_ms, hour } => {
+                        let now = latest - back_ms;
+                        let span = if hour { Span::Hour } else { Span::Month };
+                        let got = match channel {
+                            Some(c) => demand.units(&c.to_string(), now, span),
+                            None => demand.total(now, span),
+                        };
+                        prop_assert_eq!(got, brute(&all, channel, now, span));
+                    }
+                    Op::Advance { ms } => {
+                        latest += ms;
+                        demand.prune(latest);
+                    }
+                    Op::Reload => demand = reload(&mut demand, latest),
+                }
+            }
+        }
+    }
+}

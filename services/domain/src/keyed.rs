@@ -1,0 +1,123 @@
+//! Keyed records of a SKU that live under their own store keys: order lines and promotion
+//! ids. They accumulate with history, so a SKU's state holds only a working set of them.
+//!
+//! The fold reads and writes records through [`Records`]; whoever runs it (the coordinator's
+//! state engine, a test, a replay in memory) must have *provided* every record the event
+//! names before applying it ([`crate::Fold::record_key`] says which). A record absent from
+//! the working set is taken as not existing. Changed records are remembered until
+//! [`Records::take_changed`] hands them to the store, which writes only those.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A working set of keyed records with the keys changed since the last write.
+#[derive(Debug, Clone)]
+pub struct Records<K: Ord, V> {
+    loaded: BTreeMap<K, V>,
+    changed: BTreeSet<K>,
+}
+
+impl<K: Ord, V> Default for Records<K, V> {
+    fn default() -> Self {
+        Records { loaded: BTreeMap::new(), changed: BTreeSet::new() }
+    }
+}
+
+/// Two working sets are equal when they hold the same records, whatever is unwritten.
+impl<K: Ord, V: PartialEq> PartialEq for Records<K, V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.loaded == other.loaded
+    }
+}
+
+impl<K: Ord, V: Eq> Eq for Records<K, V> {}
+
+impl<K: Ord + Clone, V: Clone> Records<K, V> {
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.loaded.get(key)
+    }
+
+    pub fn contains(&self, key: &K) -> bool {
+        self.loaded.contains_key(key)
+    }
+
+    /// The record, to change: it will be written.
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let value = self.loaded.get_mut(key)?;
+        if !self.changed.contains(key) {
+            self.changed.insert(key.clone());
+        }
+        Some(value)
+    }
+
+    /// A new or replaced record: it will be written.
+    pub fn insert(&mut self, key: K, value: V) {
+        self.changed.insert(key.clone());
+        self.loaded.insert(key, value);
+    }
+
+    /// A record as the store holds it; loading changes nothing to write. A record already in
+    /// the working set is newer than the store's and is kept.
+    pub fn provide(&mut self, key: K, value: V) {
+        self.loaded.entry(key).or_insert(value);
+    }
+
+    /// The records changed since the last call, in key order, to be written.
+    pub fn take_changed(&mut self) -> Vec<(K, V)> {
+        std::mem::take(&mut self.changed)
+            .into_iter()
+            .filter_map(|key| self.loaded.get(&key).cloned().map(|value| (key, value)))
+            .collect()
+    }
+
+    /// Forgets which records changed, for a working set that is never written (a fold held
+    /// whole in memory).
+    pub fn forget_changes(&mut self) {
+        self.changed.clear();
+    }
+
+    /// Drops unchanged records the working set need not hold; they stay in the store.
+    pub fn unload_where(&mut self, mut drop: impl FnMut(&V) -> bool) {
+        let changed = &self.changed;
+        self.loaded.retain(|key, value| changed.contains(key) || !drop(value));
+    }
+
+    pub fn len(&self) -> usize {
+        self.loaded.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.loaded.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.loaded.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_changed_records_are_written_and_provided_ones_are_not() {
+        let mut records: Records<u8, &str> = Records::default();
+        records.provide(1, "stored");
+        records.insert(2, "new");
+        *records.get_mut(&1).unwrap() = "changed";
+        records.insert(2, "newer");
+        assert_eq!(records.take_changed(), vec![(1, "changed"), (2, "newer")]);
+        assert!(records.take_changed().is_empty(), "written once");
+        records.provide(2, "stale");
+        assert_eq!(records.get(&2), Some(&"newer"), "the working set is newer than the store");
+    }
+
+    #[test]
+    fn unloading_keeps_unwritten_records() {
+        let mut records: Records<u8, u8> = Records::default();
+        records.provide(1, 0);
+        records.insert(2, 0);
+        records.unload_where(|_| true);
+        assert!(!records.contains(&1));
+        assert!(records.contains(&2), "not written yet");
+    }
+}
