@@ -22,6 +22,7 @@ use prost::Message as _;
 
 pub mod child;
 pub mod e2e;
+pub mod history;
 pub mod kafka;
 pub mod procfs;
 pub mod report;

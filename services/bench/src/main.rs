@@ -7,6 +7,7 @@
 use clap::{Parser, Subcommand};
 use omnifold_bench::child::{ChildArgs, LoadStateArgs, child_main, load_state_main};
 use omnifold_bench::e2e::{self, RunArgs};
+use omnifold_bench::history::{self, HistoryArgs};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +30,9 @@ enum Command {
     /// Loads a coordinator store's state as the coordinator does and reports the time taken.
     #[command(hide = true)]
     LoadState(LoadStateArgs),
+    /// Folds a long generated history through the state engine and sled, without a broker,
+    /// and reports the rate per tenth of the log, the store size and a restart.
+    History(HistoryArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +40,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Coordinator(args)) => child_main(args),
         Some(Command::LoadState(args)) => load_state_main(args),
+        Some(Command::History(args)) => {
+            let report = history::run(args)?;
+            println!("{}", history::markdown(&report));
+            Ok(())
+        }
         None => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(e2e::run(cli.run))?;

@@ -214,6 +214,24 @@ impl Store {
         Ok(())
     }
 
+    /// How many entries the store holds and their key and value bytes: its live state.
+    pub fn live_size(&self) -> Result<(u64, u64), StoreError> {
+        let mut entries = 0;
+        let mut bytes = 0;
+        for entry in self.db.iter() {
+            let (key, value) = entry?;
+            entries += 1;
+            bytes += (key.len() + value.len()) as u64;
+        }
+        Ok((entries, bytes))
+    }
+
+    /// Makes every write durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// Bytes the store occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)

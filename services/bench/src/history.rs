@@ -1,0 +1,276 @@
+//! `omnifold-bench history`: the state engine's shape over a long history, without a broker.
+//!
+//! It generates the benchmark workload, then folds it through the coordinator's own state
+//! engine and commits each batch to a fresh sled store ([`crate::Pipeline`]), as the
+//! coordinator's fold loop does once events are decoded. The outbox is emptied after each
+//! commit, outside the timing, as the coordinator's sender does. It reports:
+//!
+//! - the fold + commit rate for each tenth of the log, as a table and an SVG line chart, and
+//!   the ratio of the last tenth to the first (flat cost per event means about 1);
+//! - the store on disk against the live state it holds (sum of its keys and values);
+//! - the engine's cache at the end, and the process's resident memory before and after
+//!   folding (the generated events themselves are held in memory and counted in both);
+//! - a restart: a new engine on the same store, time to open it and fold one more batch.
+//!
+//!     cargo run --release -p omnifold-bench -- history --events 10000000 --skus 1000 --report target/bench-history
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use omnifold_coordinator::engine::EngineOptions;
+use omnifold_runtime::Store;
+use serde::Serialize;
+
+use crate::procfs::{dir_size, status_kb};
+use crate::{BatchStats, Pipeline, bench_events, example_rules};
+
+#[derive(Debug, Clone, Args)]
+pub struct HistoryArgs {
+    /// Events in the log.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub events: usize,
+    /// SKUs they are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    pub skus: usize,
+    /// Events per commit.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Input partitions the SKUs are spread over.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+    /// The engine's state cache budget in MiB.
+    #[arg(long, default_value_t = 256)]
+    pub state_cache_mb: usize,
+    /// Where `history.md`, `history.json` and `history.svg` are written.
+    #[arg(long, default_value = "target/bench-history")]
+    pub report: PathBuf,
+}
+
+/// The fold + commit rate over one tenth of the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decile {
+    pub events_folded: usize,
+    pub events_per_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryReport {
+    pub events: usize,
+    pub skus: usize,
+    pub batch: usize,
+    pub state_cache_mb: usize,
+    pub generate_s: f64,
+    pub fold_commit_s: f64,
+    pub events_per_s: f64,
+    pub deciles: Vec<Decile>,
+    /// Rate of the last tenth over the rate of the first.
+    pub last_over_first: f64,
+    pub outputs: usize,
+    pub store_bytes: u64,
+    pub live_bytes: u64,
+    pub live_entries: u64,
+    pub cache_bytes: usize,
+    pub cache_skus: usize,
+    pub rss_before_mb: f64,
+    pub rss_after_mb: f64,
+    pub restart_open_ms: f64,
+    pub restart_first_batch_ms: f64,
+}
+
+pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
+    let rules = example_rules();
+    let started = Instant::now();
+    let events = bench_events(&rules, args.skus, args.events);
+    let generate_s = started.elapsed().as_secs_f64();
+    eprintln!("generated {} events over {} skus in {generate_s:.1} s", events.len(), args.skus);
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let options = EngineOptions { state_cache_bytes: args.state_cache_mb << 20, ..EngineOptions::default() };
+    let mut pipeline = Pipeline::with_engine(rules.clone(), store.clone(), args.partitions, options);
+    let rss_before_mb = rss_mb();
+
+    let tenth = events.len().div_ceil(10);
+    let mut deciles = Vec::new();
+    let mut total = BatchStats::default();
+    let mut fold_commit_s = 0.0;
+    for (n, part) in events.chunks(tenth).enumerate() {
+        let mut timed = 0.0;
+        for batch in part.chunks(args.batch) {
+            let started = Instant::now();
+            let stats = pipeline.run_batch(batch)?;
+            timed += started.elapsed().as_secs_f64();
+            drain(&store)?;
+            total.events += stats.events;
+            total.outputs += stats.outputs;
+        }
+        fold_commit_s += timed;
+        let rate = part.len() as f64 / timed;
+        eprintln!("tenth {}: {:.0} events/s", n + 1, rate);
+        deciles.push(Decile { events_folded: total.events, events_per_s: rate });
+    }
+    let (cache_bytes, cache_skus) = pipeline.cache_size();
+    let rss_after_mb = rss_mb();
+    drop(pipeline);
+    let (live_entries, live_bytes) = store.live_size()?;
+    store.flush()?;
+    let store_bytes = dir_size(dir.path());
+
+    // A restart: the offsets continue where the log ended; the first batch is the log's
+    // first events again (all duplicates now), which reads ids and states from the store.
+    drop(store);
+    let started = Instant::now();
+    let store = Store::open(dir.path())?;
+    let restart_open_ms = started.elapsed().as_secs_f64() * 1e3;
+    let mut pipeline = Pipeline::with_engine(rules, store, args.partitions, options);
+    let started = Instant::now();
+    pipeline.run_batch(&events[..args.batch.min(events.len())])?;
+    let restart_first_batch_ms = started.elapsed().as_secs_f64() * 1e3;
+
+    let first = deciles.first().map_or(0.0, |d| d.events_per_s);
+    let last = deciles.last().map_or(0.0, |d| d.events_per_s);
+    let report = HistoryReport {
+        events: total.events,
+        skus: args.skus,
+        batch: args.batch,
+        state_cache_mb: args.state_cache_mb,
+        generate_s,
+        fold_commit_s,
+        events_per_s: total.events as f64 / fold_commit_s,
+        deciles,
+        last_over_first: if first > 0.0 { last / first } else { 0.0 },
+        outputs: total.outputs,
+        store_bytes,
+        live_bytes,
+        live_entries,
+        cache_bytes,
+        cache_skus,
+        rss_before_mb,
+        rss_after_mb,
+        restart_open_ms,
+        restart_first_batch_ms,
+    };
+    std::fs::create_dir_all(&args.report)?;
+    std::fs::write(args.report.join("history.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(args.report.join("history.svg"), svg(&report))?;
+    std::fs::write(args.report.join("history.md"), markdown(&report))?;
+    Ok(report)
+}
+
+/// Empties the outbox as the sender would (not timed).
+fn drain(store: &Store) -> Result<()> {
+    let pending = store.pending(usize::MAX)?;
+    let seqs: Vec<u64> = pending.into_iter().map(|(seq, _)| seq).collect();
+    store.confirm_sent(&seqs, &Default::default())?;
+    Ok(())
+}
+
+fn rss_mb() -> f64 {
+    status_kb(None, "VmRSS").unwrap_or(0) as f64 / 1024.0
+}
+
+pub fn markdown(r: &HistoryReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Fold + sled commit over history\n\n{} events over {} SKUs, batches of {}, state cache {} MiB. \
+         Fold + commit {:.0} events/s overall ({:.1} s); generating the events took {:.1} s.\n",
+        r.events, r.skus, r.batch, r.state_cache_mb, r.events_per_s, r.fold_commit_s, r.generate_s
+    );
+    let _ = writeln!(out, "| events folded | events/s in this tenth |\n|---:|---:|");
+    for d in &r.deciles {
+        let _ = writeln!(out, "| {} | {:.0} |", d.events_folded, d.events_per_s);
+    }
+    let _ = writeln!(
+        out,
+        "\nLast tenth / first tenth: **{:.2}**. Store on disk {:.1} MB for {:.1} MB of live keys and values \
+         ({} entries): **{:.2}x**. Engine cache at the end: {:.1} MB estimated over {} SKUs; process RSS \
+         {:.0} MB before folding (the generated events) and {:.0} MB after. Restart: store open {:.1} ms, \
+         first batch {:.1} ms.",
+        r.last_over_first,
+        r.store_bytes as f64 / 1e6,
+        r.live_bytes as f64 / 1e6,
+        r.live_entries,
+        r.store_bytes as f64 / r.live_bytes.max(1) as f64,
+        r.cache_bytes as f64 / 1e6,
+        r.cache_skus,
+        r.rss_before_mb,
+        r.rss_after_mb,
+        r.restart_open_ms,
+        r.restart_first_batch_ms
+    );
+    out
+}
+
+/// A line chart of the rate against events folded, with its figures in `data-` attributes.
+pub fn svg(r: &HistoryReport) -> String {
+    let (w, h, pad) = (640.0, 320.0, 48.0);
+    let max_rate = r.deciles.iter().map(|d| d.events_per_s).fold(1.0, f64::max) * 1.1;
+    let max_events = r.events.max(1) as f64;
+    let x = |events: usize| pad + (events as f64 / max_events) * (w - 2.0 * pad);
+    let y = |rate: f64| h - pad - (rate / max_rate) * (h - 2.0 * pad);
+    let points: Vec<String> =
+        r.deciles.iter().map(|d| format!("{:.1},{:.1}", x(d.events_folded), y(d.events_per_s))).collect();
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{pad}\" y=\"20\">fold + commit rate against events folded ({} SKUs)</text>\n\
+         <line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <line x1=\"{pad}\" y1=\"{pad}\" x2=\"{pad}\" y2=\"{}\" stroke=\"black\"/>\n\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{} events</text>\n\
+         <text x=\"4\" y=\"{}\">{:.0}/s</text>\n<text x=\"4\" y=\"{}\">0</text>\n\
+         <polyline fill=\"none\" stroke=\"#2563eb\" stroke-width=\"2\" points=\"{}\"/>\n",
+        r.skus,
+        h - pad,
+        w - pad,
+        h - pad,
+        h - pad,
+        w - pad,
+        h - pad + 20.0,
+        r.events,
+        pad + 4.0,
+        max_rate,
+        h - pad,
+        points.join(" ")
+    );
+    for d in &r.deciles {
+        let _ = writeln!(
+            out,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"#2563eb\" data-events=\"{}\" data-rate=\"{:.0}\"/>",
+            x(d.events_folded),
+            y(d.events_per_s),
+            d.events_folded,
+            d.events_per_s
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_history_reports_every_tenth_and_a_chart() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = HistoryArgs {
+            events: 20_000,
+            skus: 20,
+            batch: 500,
+            partitions: 3,
+            state_cache_mb: 1,
+            report: dir.path().to_path_buf(),
+        };
+        let report = run(args).unwrap();
+        assert_eq!(report.events, 20_000);
+        assert_eq!(report.deciles.len(), 10);
+        assert_eq!(report.deciles.last().unwrap().events_folded, 20_000);
+        assert!(report.live_bytes > 0 && report.store_bytes > 0);
+        let svg = std::fs::read_to_string(dir.path().join("history.svg")).unwrap();
+        assert_eq!(svg.matches("<circle").count(), 10);
+        assert!(std::fs::read_to_string(dir.path().join("history.md")).unwrap().contains("| 20000 |"));
+    }
+}
