@@ -239,7 +239,8 @@ pub struct LoadState {
     pub seen_ids: usize,
 }
 
-/// Loads a store the way `FoldLoop::load_states` does and reports the time of each part.
+/// Loads a whole store (every SKU core, every remembered id) and reports the time of each
+/// part: what a start cost before the state engine, which reads only the offsets at start.
 pub fn load_state_main(args: LoadStateArgs) -> Result<()> {
     let started = Instant::now();
     let store = Store::open(&args.store)?;

@@ -68,6 +68,8 @@ pub struct HistoryReport {
     pub deciles: Vec<Decile>,
     /// Rate of the last tenth over the rate of the first.
     pub last_over_first: f64,
+    /// The pure fold alone (`Fold::apply` on a state held in memory), per tenth.
+    pub pure_deciles: Vec<Decile>,
     pub outputs: usize,
     pub store_bytes: u64,
     pub live_bytes: u64,
@@ -86,6 +88,7 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     let events = bench_events(&rules, args.skus, args.events);
     let generate_s = started.elapsed().as_secs_f64();
     eprintln!("generated {} events over {} skus in {generate_s:.1} s", events.len(), args.skus);
+    let pure = pure_deciles(&rules, &events);
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let options = EngineOptions { state_cache_bytes: args.state_cache_mb << 20, ..EngineOptions::default() };
@@ -141,6 +144,7 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
         events_per_s: total.events as f64 / fold_commit_s,
         deciles,
         last_over_first: if first > 0.0 { last / first } else { 0.0 },
+        pure_deciles: pure,
         outputs: total.outputs,
         store_bytes,
         live_bytes,
@@ -157,6 +161,27 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     std::fs::write(args.report.join("history.svg"), svg(&report))?;
     std::fs::write(args.report.join("history.md"), markdown(&report))?;
     Ok(report)
+}
+
+/// The pure fold's rate per tenth of the log, one core, state held whole in memory.
+fn pure_deciles(rules: &omnifold_domain::Rules, events: &[omnifold_proto::Event]) -> Vec<Decile> {
+    let fold = omnifold_domain::Fold::new(rules.clone());
+    let mut state = omnifold_domain::PartitionState::default();
+    let mut folded = 0;
+    let mut deciles = Vec::new();
+    for part in events.chunks(events.len().div_ceil(10)) {
+        let started = Instant::now();
+        for event in part {
+            std::hint::black_box(fold.apply(&mut state, event));
+        }
+        folded += part.len();
+        deciles.push(Decile {
+            events_folded: folded,
+            events_per_s: part.len() as f64 / started.elapsed().as_secs_f64(),
+        });
+    }
+    eprintln!("pure fold per tenth: {:?}", deciles.iter().map(|d| d.events_per_s as u64).collect::<Vec<_>>());
+    deciles
 }
 
 /// Empties the outbox as the sender would (not timed).
@@ -179,9 +204,12 @@ pub fn markdown(r: &HistoryReport) -> String {
          Fold + commit {:.0} events/s overall ({:.1} s); generating the events took {:.1} s.\n",
         r.events, r.skus, r.batch, r.state_cache_mb, r.events_per_s, r.fold_commit_s, r.generate_s
     );
-    let _ = writeln!(out, "| events folded | events/s in this tenth |\n|---:|---:|");
-    for d in &r.deciles {
-        let _ = writeln!(out, "| {} | {:.0} |", d.events_folded, d.events_per_s);
+    let _ = writeln!(
+        out,
+        "| events folded | fold + commit, events/s in this tenth | pure fold alone |\n|---:|---:|---:|"
+    );
+    for (d, p) in r.deciles.iter().zip(&r.pure_deciles) {
+        let _ = writeln!(out, "| {} | {:.0} | {:.0} |", d.events_folded, d.events_per_s, p.events_per_s);
     }
     let _ = writeln!(
         out,

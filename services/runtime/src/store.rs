@@ -298,10 +298,14 @@ impl Commit {
 /// can find it briefly locked. A lock held longer is another process's: an error.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// sled's own page cache. Kept small: a service holds its hot state itself (the coordinator's
+/// state engine has its own budget), so sled's cache mostly serves point reads of cold keys.
+const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(path).cache_capacity(256 * 1024 * 1024).open() {
+        match sled::Config::new().path(path).cache_capacity(SLED_CACHE_BYTES).open() {
             Err(error)
                 if error.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
