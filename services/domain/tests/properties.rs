@@ -229,7 +229,7 @@ impl Stored {
     /// A SKU with every record it ever stored, to compare with a state held whole.
     fn load_whole(&self, sku: &str) -> Option<SkuState> {
         let mut state = self.load(sku)?;
-        for ((owner, line), _) in &self.lines {
+        for (owner, line) in self.lines.keys() {
             if owner == sku {
                 self.provide(sku, &RecordKey::Line(line.clone()), &mut state);
             }
