@@ -25,7 +25,9 @@ use omnifold_workload::WorkloadOptions;
 use prost::Message as _;
 
 use crate::child::{ChildArgs, ChildCoordinator, Done, load_state};
-use crate::kafka::{Encoded, Reader, drain, produce, producer, record_count, wait_committed};
+use crate::kafka::{
+    Encoded, Reader, drain, produce, producer, record_count, sample_committed, tenths, wait_committed,
+};
 use crate::procfs::{self, Machine};
 use crate::report::{
     Latency, Memory, Pure, Rate, Rebuild, Report, Restart, Settings, Target, Workload, read_criterion,
@@ -249,7 +251,15 @@ pub async fn run(args: RunArgs) -> Result<Report> {
     let broker0 = ctx.broker_cpu();
     let child = ctx.spawn("rebuild", &ctx.child_args(prefix, &store, true), args.perf_record.as_deref())?;
     let spawned = child.spawned;
-    let done = child.finish(timeout)?;
+    let sampling = std::sync::atomic::AtomicBool::new(false);
+    let (done, samples) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| sample_committed(&kafka, GROUP, &topics.events, PARTITIONS, &sampling));
+        let done = child.finish(timeout);
+        sampling.store(true, std::sync::atomic::Ordering::Relaxed);
+        (done, sampler.join().expect("the sampler does not panic"))
+    });
+    let done = done?;
+    let tenths_events_per_s = tenths(&samples?, total);
     let wall_s = spawned.elapsed().as_secs_f64();
     let broker_cpu = delta(broker0, ctx.broker_cpu());
     let outputs_written = record_count(
@@ -263,6 +273,7 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         coordinator_sys_s: done.sys_s,
         outputs_written,
         consumed_all: done.offsets_total == total as i64,
+        tenths_events_per_s,
     };
     if !rebuild.consumed_all {
         notes.push(format!(

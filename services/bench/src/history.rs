@@ -114,7 +114,8 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
         eprintln!("tenth {}: {:.0} events/s", n + 1, rate);
         deciles.push(Decile { events_folded: total.events, events_per_s: rate });
     }
-    let (cache_bytes, cache_skus) = pipeline.cache_size();
+    let engine = pipeline.engine_stats();
+    let (cache_bytes, cache_skus) = (engine.cached_bytes, engine.cached_skus);
     let rss_after_mb = rss_mb();
     drop(pipeline);
     let (live_entries, live_bytes) = store.live_size()?;

@@ -214,6 +214,54 @@ pub fn wait_committed(
     Ok(false)
 }
 
+/// Samples the sum of a group's committed offsets on `topic` every 100 ms until `stop` is set;
+/// returns (seconds since the start, committed sum) pairs. The coordinator commits its group
+/// offsets after every batch (for lag monitoring), so this is its progress through the log.
+pub fn sample_committed(
+    kafka: &KafkaOptions,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    stop: &AtomicBool,
+) -> Result<Vec<(f64, i64)>> {
+    let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..partitions {
+        wanted.add_partition(topic, partition);
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(committed) = consumer.committed_offsets(wanted.clone(), Duration::from_secs(5)) {
+            let sum = committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .sum();
+            samples.push((started.elapsed().as_secs_f64(), sum));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(samples)
+}
+
+/// The rate over each tenth of `total` events from progress samples: the time of the first
+/// sample at or past each tenth, differenced. Empty when the samples never reach the end.
+pub fn tenths(samples: &[(f64, i64)], total: usize) -> Vec<f64> {
+    let tenth = total as f64 / 10.0;
+    let mut times = vec![samples.first().map_or(0.0, |s| s.0)];
+    for k in 1..=10 {
+        let Some((at, _)) = samples.iter().find(|(_, done)| *done as f64 >= tenth * k as f64) else {
+            return Vec::new();
+        };
+        times.push(*at);
+    }
+    times.windows(2).map(|w| tenth / (w[1] - w[0]).max(1e-3)).collect()
+}
+
 /// Records in `topics` by their partitions' watermarks (a lower bound on nisshi, whose high
 /// watermark is the base offset of a partition's last batch).
 pub fn record_count(kafka: &KafkaOptions, topics: &[&str]) -> Result<u64> {
@@ -305,5 +353,26 @@ impl Reader {
     pub fn finish(self) -> Result<Observed> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().map_err(|_| anyhow!("the output reader panicked"))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenths_are_rates_between_the_samples_that_pass_each_tenth() {
+        // 1,000 events: 100 per second for 5 s, then 50 per second
+        let mut samples = Vec::new();
+        for i in 0..=150 {
+            let t = i as f64 * 0.1;
+            let done = if t <= 5.0 { (t * 100.0) as i64 } else { 500 + ((t - 5.0) * 50.0) as i64 };
+            samples.push((t, done.min(1_000)));
+        }
+        let rates = tenths(&samples, 1_000);
+        assert_eq!(rates.len(), 10);
+        assert!((rates[0] - 100.0).abs() < 5.0, "{rates:?}");
+        assert!((rates[9] - 50.0).abs() < 5.0, "{rates:?}");
+        assert!(tenths(&samples[..50], 1_000).is_empty(), "never reached the end");
     }
 }

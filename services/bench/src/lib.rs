@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use omnifold_coordinator::engine::{Engine, EngineOptions};
+use omnifold_coordinator::engine::{Engine, EngineOptions, EngineStats};
 use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
@@ -86,9 +86,9 @@ impl Pipeline {
         }
     }
 
-    /// The engine's cache: estimated bytes and SKUs held.
-    pub fn cache_size(&self) -> (usize, usize) {
-        self.engine.cache_size()
+    /// The engine's cache and what it did.
+    pub fn engine_stats(&self) -> EngineStats {
+        self.engine.stats()
     }
 
     /// Folds `events` and commits them as one batch.

@@ -114,6 +114,16 @@ pub struct Rebuild {
     pub outputs_written: u64,
     /// Whether the offsets stored in sled cover every loaded event.
     pub consumed_all: bool,
+    /// The coordinator's rate over each tenth of the log, from its committed group offsets
+    /// sampled every 100 ms (empty if the samples never reached the end).
+    pub tenths_events_per_s: Vec<f64>,
+}
+
+impl Rebuild {
+    /// The rate over the last tenth of the log against the first.
+    pub fn last_over_first(&self) -> Option<f64> {
+        Some(self.tenths_events_per_s.last()? / self.tenths_events_per_s.first()?)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -322,6 +332,15 @@ impl Report {
             self.rebuild.coordinator_sys_s,
             self.rebuild.consumed_all
         );
+        if let Some(ratio) = self.rebuild.last_over_first() {
+            let tenths: Vec<String> =
+                self.rebuild.tenths_events_per_s.iter().map(|r| thousands(*r)).collect();
+            let _ = writeln!(
+                md,
+                "\nThe coordinator's rate over each tenth of the log (events/s, from its committed group offsets sampled every 100 ms): {}. Last tenth / first tenth = {ratio:.2}.",
+                tenths.join(", ")
+            );
+        }
 
         let _ = writeln!(md, "\n## Produce to alert latency (ms, p50 / p99 / max)\n");
         let _ = writeln!(

@@ -78,6 +78,18 @@ pub struct Engine {
     /// Ids accepted since the last write.
     accepted: Vec<(i32, String)>,
     tick: u64,
+    stats: EngineStats,
+}
+
+/// What the engine's cache did since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Estimated bytes of the SKU states held now.
+    pub cached_bytes: usize,
+    pub cached_skus: usize,
+    /// SKU states read from the store (a first event, or one after an eviction).
+    pub loads: u64,
+    pub evictions: u64,
 }
 
 impl Engine {
@@ -92,11 +104,8 @@ impl Engine {
             dirty: BTreeSet::new(),
             accepted: Vec::new(),
             tick: 0,
+            stats: EngineStats::default(),
         }
-    }
-
-    pub fn fold(&self) -> &Fold {
-        &self.fold
     }
 
     /// Applies one event of an input partition.
@@ -119,6 +128,7 @@ impl Engine {
         let entry = match self.cache.get_mut(&id) {
             Some(entry) => entry,
             None => {
+                self.stats.loads += 1;
                 let state = load(&self.store, partition, sku)?;
                 self.cache.entry(id.clone()).or_insert(Entry { state, bytes: 0, used: 0 })
             }
@@ -167,20 +177,17 @@ impl Engine {
         dirty.len()
     }
 
-    /// After a commit: forgets the oldest recent ids and evicts the least recently used SKUs
-    /// until the cache is within three quarters of its budget. Nothing unwritten is evicted.
+    /// After a commit (so nothing is unwritten): forgets the oldest recent ids and evicts the
+    /// least recently used SKUs until the cache is within three quarters of its budget.
     pub fn trim(&mut self) {
+        assert!(self.dirty.is_empty(), "trim before the batch was written");
         self.recent.trim(self.options.recent_ids);
         if self.cached_bytes <= self.options.state_cache_bytes {
             return;
         }
         let target = self.options.state_cache_bytes / 4 * 3;
-        let mut by_age: Vec<(u64, SkuId)> = self
-            .cache
-            .iter()
-            .filter(|(id, _)| !self.dirty.contains(*id))
-            .map(|(id, entry)| (entry.used, id.clone()))
-            .collect();
+        let mut by_age: Vec<(u64, SkuId)> =
+            self.cache.iter().map(|(id, entry)| (entry.used, id.clone())).collect();
         by_age.sort_unstable();
         let mut evicted = 0u64;
         for (_, id) in by_age {
@@ -191,21 +198,14 @@ impl Engine {
             self.cached_bytes -= entry.bytes;
             evicted += 1;
         }
+        self.stats.evictions += evicted;
         metrics::counter!("omnifold_state_evictions_total").increment(evicted);
         metrics::gauge!("omnifold_state_cache_bytes").set(self.cached_bytes as f64);
     }
 
-    /// Forgets every cached state, as if the process had restarted (nothing unwritten may be
-    /// pending).
-    pub fn evict_all(&mut self) {
-        assert!(self.dirty.is_empty(), "evict_all with unwritten changes");
-        self.cache.clear();
-        self.cached_bytes = 0;
-    }
-
-    /// The estimated bytes and the number of SKUs the cache holds.
-    pub fn cache_size(&self) -> (usize, usize) {
-        (self.cached_bytes, self.cache.len())
+    /// The cache now and what it did so far.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats { cached_bytes: self.cached_bytes, cached_skus: self.cache.len(), ..self.stats }
     }
 }
 
@@ -352,13 +352,14 @@ mod tests {
         events: &[Event],
         options: EngineOptions,
         restart_every: usize,
-    ) -> (Vec<Vec<Output>>, usize) {
+    ) -> (Vec<Vec<Output>>, usize, u64) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rules = rules();
         let mut engine = Engine::new(Fold::new(rules.clone()), store.clone(), options);
         let mut outputs = Vec::new();
         let mut peak = 0;
+        let mut evictions = 0;
         for (n, batch) in events.chunks(250).enumerate() {
             let mut commit = store.begin().unwrap();
             for event in batch {
@@ -370,12 +371,13 @@ mod tests {
             engine.write(&mut commit);
             store.commit(commit).unwrap();
             engine.trim();
-            peak = peak.max(engine.cache_size().0);
+            peak = peak.max(engine.stats().cached_bytes);
             if (n + 1) % restart_every == 0 {
+                evictions += engine.stats().evictions;
                 engine = Engine::new(Fold::new(rules.clone()), store.clone(), options);
             }
         }
-        (outputs, peak)
+        (outputs, peak, evictions + engine.stats().evictions)
     }
 
     fn pure(events: &[Event]) -> Vec<Vec<Output>> {
@@ -397,10 +399,10 @@ mod tests {
         let again: Vec<Event> = events.iter().step_by(97).cloned().collect();
         events.extend(again);
         let budget = 48 * 1024;
-        let (outputs, peak) =
+        let (outputs, peak, evictions) =
             run_engine(&events, EngineOptions { state_cache_bytes: budget, recent_ids: 100 }, 3);
+        assert!(evictions > 100, "the budget is far below the working set: {evictions} evictions");
         assert_eq!(outputs, pure(&events));
-        // a cache is trimmed after each commit; between two, one batch can load at most its SKUs
         assert!(peak <= budget, "the cache stayed within its budget after commits: {peak}");
     }
 
