@@ -55,7 +55,7 @@ async fn a_price_war_raises_the_expected_alerts_and_pages_and_explains_its_price
     assert_eq!(pages[2].channel, "amazon");
     assert_eq!(pages[2].on_call, "pd-marketplaces");
 
-    // the same store, now served over http while the coordinator runs; sled releases the
+    // the same store, now served over http while the coordinator runs; the store releases the
     // previous run's file lock from a background thread, a few milliseconds after it returned
     tokio::time::sleep(Duration::from_millis(200)).await;
     let addr = free_local_addr();

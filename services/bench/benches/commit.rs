@@ -1,12 +1,11 @@
-//! Micro benchmark of the fold plus the sled commit, in events per second, at 100, 1,000 and
+//! Micro benchmark of the fold plus the store commit, in events per second, at 100, 1,000 and
 //! 10,000 events per batch.
 //!
 //! Each batch does what the coordinator's fold loop does after decoding (`omnifold_bench::Pipeline`,
-//! a copy of `FoldLoop::fold_message` and `FoldLoop::commit`): fold every event into its input
-//! partition's state (6 partitions, murmur2 of the key), `put_seen` of each accepted id,
-//! `push_output` of every encoded output, then `put_state` (postcard) of each dirty SKU,
-//! `put_offset` of each partition and `Store::commit`, which applies the batch and flushes
-//! (fsync) it. Each iteration starts from an empty store in a fresh temporary directory (not
+//! through the coordinator's state engine): apply every event on its input partition (6
+//! partitions, murmur2 of the key), `push_output` of every encoded output, then the engine's
+//! write of what changed and of the accepted ids, `put_offset` of each partition and
+//! `Store::commit`, which applies the batch and fsyncs it. Each iteration starts from an empty store in a fresh temporary directory (not
 //! timed) and runs the whole workload, `WorkloadOptions::bench(1_000, 100_000)`.
 //!
 //!     cargo bench -p omnifold-bench --bench commit

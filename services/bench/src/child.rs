@@ -89,9 +89,9 @@ pub struct Done {
     pub vm_hwm_kb: u64,
     pub user_s: f64,
     pub sys_s: f64,
-    /// Sum over input partitions of the next offset stored in sled.
+    /// Sum over input partitions of the next offset stored in the store.
     pub offsets_total: i64,
-    /// `sled::Db::size_on_disk` and the bytes of every file of the store directory.
+    /// `Store::size_on_disk` and the bytes of every file of the store directory.
     pub store_size_on_disk: u64,
     pub store_dir_bytes: u64,
     /// Outbox records left unsent.
@@ -229,7 +229,7 @@ pub struct LoadStateArgs {
 pub struct LoadState {
     /// `Store::open`.
     pub open_ms: f64,
-    /// `Store::partition_state::<SkuState>` of every partition (sled scan + postcard decode).
+    /// `Store::partition_state::<SkuState>` of every partition (store scan + postcard decode).
     pub states_ms: f64,
     /// `Store::seen_ids` of every partition.
     pub seen_ms: f64,

@@ -317,8 +317,8 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         rebuild_vm_hwm_mb: rebuild_done.vm_hwm_kb as f64 / 1024.0,
         restart_vm_hwm_mb: restart_after_stop.vm_hwm_kb as f64 / 1024.0,
         rebuild_vm_hwm_mb_per_100k_skus: rebuild_done.vm_hwm_kb as f64 / 1024.0 * 100_000.0 / skus,
-        sled_dir_mb: rebuild_done.store_dir_bytes as f64 / 1e6,
-        sled_mb_per_100k_skus: rebuild_done.store_dir_bytes as f64 / 1e6 * 100_000.0 / skus,
+        store_dir_mb: rebuild_done.store_dir_bytes as f64 / 1e6,
+        store_mb_per_100k_skus: rebuild_done.store_dir_bytes as f64 / 1e6 * 100_000.0 / skus,
     };
     let targets = targets(
         &micro,
@@ -519,7 +519,7 @@ fn targets(
             1_000_000.0,
             Some(pure.fold.events_per_s),
         ),
-        rate_target("fold + sled commit, batches of 1,000", 300_000.0, micro_rate("fold_commit/batch/1000")),
+        rate_target("fold + store commit, batches of 1,000", 300_000.0, micro_rate("fold_commit/batch/1000")),
         Target {
             what: "coordinator / bare consumer (c/a)".into(),
             target: ">= 0.80".into(),
@@ -578,10 +578,10 @@ fn method_notes(args: &RunArgs) -> Vec<String> {
         "The coordinator is the real `Coordinator::run` (omnifold-coordinator's options: batches of up to --batch-max-events events or 20 ms), in a child process of this binary so that its peak RSS (VmHWM) and CPU time are its own. Its time is measured inside the process, from the call of `run` to its return with `exit_when_caught_up` (topic check, store open, outbox recovery, state load, seek, fold, commits, outbox sends, until every partition reported its end, and the clients' shutdown).".into(),
         "(a) and (b) use the coordinator's consumer settings (`KafkaOptions::assigning_consumer`, one `poll` per record) and read all 6 partitions from the beginning; they run before and after (c).".into(),
         format!(
-            "Latency: for each offered rate, fresh topics and an empty store; the workload ({} SKUs) first loads its setup events (prices, costs, opening counts) unpaced and waits until the coordinator has committed them; then {} s of events from the first order on are sent open-loop at the offered rate (event i at i/rate s) with the connector's producer settings (idempotent, acks=all, linger.ms=5). The send time of each event is the wall clock just before it is handed to the producer. For each alert record whose raising (RAISED) or resolving (RESOLVED) event was sent in the timed phase: detected_at = `Alert.detected_at_ms` (stamped by the coordinator when the fold emits it, before the sled commit) minus the send time; record ts = the alert record's CreateTime (stamped when the outbox hands it to its producer, after the commit's fsync); received = when this benchmark's consumer got it. Availability records are matched by `reason_event_id` the same way.",
+            "Latency: for each offered rate, fresh topics and an empty store; the workload ({} SKUs) first loads its setup events (prices, costs, opening counts) unpaced and waits until the coordinator has committed them; then {} s of events from the first order on are sent open-loop at the offered rate (event i at i/rate s) with the connector's producer settings (idempotent, acks=all, linger.ms=5). The send time of each event is the wall clock just before it is handed to the producer. For each alert record whose raising (RAISED) or resolving (RESOLVED) event was sent in the timed phase: detected_at = `Alert.detected_at_ms` (stamped by the coordinator when the fold emits it, before the store commit) minus the send time; record ts = the alert record's CreateTime (stamped when the outbox hands it to its producer, after the commit's fsync); received = when this benchmark's consumer got it. Availability records are matched by `reason_event_id` the same way.",
             args.latency_skus, args.latency_secs
         ),
         "Restart after a clean stop: the rebuild's coordinator returned caught up; a new process opens the same store. Restart after SIGKILL: a coordinator is started on the store, killed with SIGKILL once it logs caught up, and a new one is timed. The coordinator reads only the stored offsets at start (states load on demand); `omnifold-bench load-state` shows what loading every SKU core and every remembered id would cost instead.".into(),
-        "Peak RSS per 100k SKUs is the rebuild's VmHWM scaled by 100,000 / SKUs; it includes fixed costs (librdkafka buffers, sled's page cache of up to 256 MB) and the seen-id set, which grows with events, not SKUs.".into(),
+        "Peak RSS per 100k SKUs is the rebuild's VmHWM scaled by 100,000 / SKUs; it includes fixed costs (librdkafka buffers, the store's 64 MB block cache, the state cache budget); ids are not held beyond the recent-id set.".into(),
     ]
 }

@@ -1,7 +1,7 @@
 //! `omnifold-bench history`: the state engine's shape over a long history, without a broker.
 //!
 //! It generates the benchmark workload, then folds it through the coordinator's own state
-//! engine and commits each batch to a fresh sled store ([`crate::Pipeline`]), as the
+//! engine and commits each batch to a fresh store ([`crate::Pipeline`]), as the
 //! coordinator's fold loop does once events are decoded. The outbox is emptied after each
 //! commit, outside the timing, as the coordinator's sender does. It reports:
 //!
@@ -201,7 +201,7 @@ pub fn markdown(r: &HistoryReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### Fold + sled commit over history\n\n{} events over {} SKUs, batches of {}, state cache {} MiB. \
+        "### Fold + store commit over history\n\n{} events over {} SKUs, batches of {}, state cache {} MiB. \
          Fold + commit {:.0} events/s overall ({:.1} s); generating the events took {:.1} s.\n",
         r.events, r.skus, r.batch, r.state_cache_mb, r.events_per_s, r.fold_commit_s, r.generate_s
     );

@@ -3,7 +3,7 @@
 //!
 //! - [`Pipeline`] does per batch what the coordinator's fold loop does once the events are
 //!   decoded, through the coordinator's own state engine (fold over cached states, then one
-//!   sled commit of what changed, the accepted ids, the offsets and the encoded outputs),
+//!   store commit of what changed, the accepted ids, the offsets and the encoded outputs),
 //!   without Kafka, so the fold and the commit can be timed alone.
 //! - [`procfs`] reads peak memory and CPU time of a process, and the machine's description.
 //! - [`stats`] gives percentiles.
@@ -60,7 +60,7 @@ pub struct BatchStats {
 
 /// The coordinator's per-batch work on decoded events: apply each through the state engine,
 /// then commit what changed, the accepted ids, the next offset of each partition and the
-/// encoded outputs in one flushed sled batch, as `FoldLoop` in
+/// encoded outputs in one durable store batch, as `FoldLoop` in
 /// `services/coordinator/src/service.rs` does, minus the consumer, the metrics and the group
 /// offset commit.
 pub struct Pipeline {

@@ -30,7 +30,7 @@ enum Command {
     /// Loads a coordinator store's state as the coordinator does and reports the time taken.
     #[command(hide = true)]
     LoadState(LoadStateArgs),
-    /// Folds a long generated history through the state engine and sled, without a broker,
+    /// Folds a long generated history through the state engine and the store, without a broker,
     /// and reports the rate per tenth of the log, the store size and a restart.
     History(HistoryArgs),
 }

@@ -112,7 +112,7 @@ pub struct Rebuild {
     pub coordinator_sys_s: f64,
     /// Records the coordinator wrote to its output topics (by watermarks: a lower bound).
     pub outputs_written: u64,
-    /// Whether the offsets stored in sled cover every loaded event.
+    /// Whether the offsets stored in the store cover every loaded event.
     pub consumed_all: bool,
     /// The coordinator's rate over each tenth of the log, from its committed group offsets
     /// sampled every 100 ms (empty if the samples never reached the end).
@@ -152,7 +152,7 @@ pub struct Latency {
     /// raising (or resolving) event.
     pub detected: Option<Summary>,
     /// The alert record's timestamp (when the outbox handed it to its producer, after the
-    /// sled commit) minus the send time.
+    /// store commit) minus the send time.
     pub alert_record: Option<Summary>,
     /// When our reader received the alert record minus the send time: end to end.
     pub alert_received: Option<Summary>,
@@ -169,8 +169,8 @@ pub struct Memory {
     pub rebuild_vm_hwm_mb: f64,
     pub restart_vm_hwm_mb: f64,
     pub rebuild_vm_hwm_mb_per_100k_skus: f64,
-    pub sled_dir_mb: f64,
-    pub sled_mb_per_100k_skus: f64,
+    pub store_dir_mb: f64,
+    pub store_mb_per_100k_skus: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -402,12 +402,12 @@ impl Report {
         let _ = writeln!(md, "\n## Memory and disk\n");
         let _ = writeln!(
             md,
-            "Peak RSS of the coordinator process: {:.0} MB in the rebuild ({:.0} MB per 100k SKUs), {:.0} MB in a restart. sled directory: {:.1} MB ({:.1} MB per 100k SKUs).",
+            "Peak RSS of the coordinator process: {:.0} MB in the rebuild ({:.0} MB per 100k SKUs), {:.0} MB in a restart. Store directory: {:.1} MB ({:.1} MB per 100k SKUs).",
             mem.rebuild_vm_hwm_mb,
             mem.rebuild_vm_hwm_mb_per_100k_skus,
             mem.restart_vm_hwm_mb,
-            mem.sled_dir_mb,
-            mem.sled_mb_per_100k_skus
+            mem.store_dir_mb,
+            mem.store_mb_per_100k_skus
         );
 
         if !self.notes.is_empty() {

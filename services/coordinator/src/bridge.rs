@@ -1,7 +1,7 @@
 //! The on-call bridge (CONTRACT.md section 6, 'Delivery'): consumes `omnifold.escalations.v1`
 //! and triggers each escalation at an HTTP endpoint in the PagerDuty Events API v2 shape.
 //!
-//! Never losing nor repeating a page across restarts: the bridge keeps its own sled store
+//! Never losing nor repeating a page across restarts: the bridge keeps its own store
 //! (the runtime's [`Store`], never the coordinator's). After each delivery it commits, in one
 //! flushed batch, the escalation id (`put_seen`) and the next offset of its partition, and on
 //! start it is assigned every partition at the stored offsets, as the coordinator is. An HTTP
@@ -58,7 +58,7 @@ pub struct BridgeOptions {
     pub group_id: String,
     /// Where events are POSTed, e.g. [`PAGERDUTY_ENDPOINT`].
     pub endpoint: String,
-    /// The bridge's own sled directory.
+    /// The bridge's own store directory.
     pub store: PathBuf,
     /// A file holding the routing key; without it the key is read from [`ROUTING_KEY_ENV`].
     #[serde(default)]

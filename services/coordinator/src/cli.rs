@@ -33,7 +33,7 @@ enum Command {
         /// The coordination contract (TOML).
         #[arg(long, env = "OMNIFOLD_CONTRACT")]
         contract: PathBuf,
-        /// The sled store directory.
+        /// The store directory.
         #[arg(long, env = "OMNIFOLD_STORE", default_value = ".omnifold/coordinator")]
         store: PathBuf,
         /// Partitions of the events topic when it has to be created.
@@ -75,7 +75,7 @@ enum Command {
         /// Where events are POSTed.
         #[arg(long, env = "OMNIFOLD_PAGERDUTY_ENDPOINT", default_value = PAGERDUTY_ENDPOINT)]
         endpoint: String,
-        /// The bridge's own sled store directory (not the coordinator's).
+        /// The bridge's own store directory (not the coordinator's).
         #[arg(long, env = "OMNIFOLD_BRIDGE_STORE", default_value = ".omnifold/bridge")]
         store: PathBuf,
         /// A file holding the PagerDuty routing key.

@@ -10,7 +10,7 @@
 //!   are never all loaded;
 //! - writes, per batch, only what changed: the dirty cores, the changed records and days,
 //!   and the accepted ids, into the caller's [`Commit`];
-//! - after the commit, unloads settled records and evicts the least recently used SKUs
+//! - after the commit, unloads the written records and evicts the least recently used SKUs
 //!   until the cache fits its budget.
 //!
 //! Architecture invariant: evicting and reloading a SKU changes no output. The cache holds
@@ -166,7 +166,7 @@ impl Engine {
         for (partition, sku) in &dirty {
             let entry = self.cache.get_mut(&(*partition, sku.clone())).expect("a dirty sku is cached");
             write_sku(commit, *partition, sku, &mut entry.state);
-            entry.state.unload_settled();
+            entry.state.unload_records();
             let bytes = entry.state.approx_bytes();
             self.cached_bytes = self.cached_bytes + bytes - entry.bytes;
             entry.bytes = bytes;

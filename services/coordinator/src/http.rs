@@ -2,7 +2,7 @@
 //! every channel, and why?" with [`pricing::explain`] of the SKU's stored state, at the SKU's
 //! own clock (`SkuState::latest_ms`), so the answer is what the fold last decided.
 //!
-//! The coordinator owns its sled store and sled cannot be opened by a second process, so the
+//! The coordinator owns its store and a store cannot be opened by a second process, so the
 //! endpoint is served from inside the coordinator ([`HttpServer`]). It is read-only and
 //! unauthenticated, hence loopback only. The client side ([`fetch_prices`], [`render_table`])
 //! is what `omnifold-coordinator price` uses.
@@ -65,7 +65,7 @@ impl PriceSource {
     }
 
     /// The SKU's prices at its own clock; `None` for a SKU the coordinator never saw.
-    /// Blocking (a sled read): call it from a blocking thread.
+    /// Blocking (a store read): call it from a blocking thread.
     pub fn explain(&self, sku: &str) -> Result<Option<PriceExplanation>, StoreError> {
         // a SKU's state lives under the input partition its events are keyed to
         let partition = partition_for(sku.as_bytes(), self.events_partitions);

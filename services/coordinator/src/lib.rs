@@ -1,5 +1,5 @@
 //! The coordinator: folds channel events into stock allocation, alerts and escalations
-//! (CONTRACT.md sections 4 to 6), with exactly-once effects through a sled outbox.
+//! (CONTRACT.md sections 4 to 6), with exactly-once effects through a store outbox.
 
 pub mod bridge;
 pub mod cli;

@@ -1,11 +1,11 @@
-//! The coordinator service: consume `omnifold.events.v1`, fold, commit to sled, send the
+//! The coordinator service: consume `omnifold.events.v1`, fold, commit to the store, send the
 //! outbox.
 //!
 //! Two loops share the store. The fold loop runs on a blocking thread (polling Kafka,
 //! folding and the fsync of each batch would all stall an async worker): it reads a batch,
-//! applies it, and commits state, seen ids, offsets and outputs in one sled batch. The send
+//! applies it, and commits state, seen ids, offsets and outputs in one store batch. The send
 //! loop, async, delivers the outbox after each commit. On start the consumer is positioned at
-//! the offsets stored in sled, never at the group's committed offsets, which exist for lag
+//! the offsets stored in the store, never at the group's committed offsets, which exist for lag
 //! monitoring only.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,7 +43,7 @@ pub struct CoordinatorOptions {
     #[serde(default = "default_group")]
     pub group_id: String,
     pub contract: PathBuf,
-    /// The sled directory.
+    /// The store directory.
     pub store: PathBuf,
     #[serde(default = "default_batch_events")]
     pub batch_max_events: usize,

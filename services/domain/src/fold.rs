@@ -99,12 +99,12 @@ impl SkuState {
         self.stock.demand.forget_changes();
     }
 
-    /// Drops from the working set, after a write, the records the next events are least
-    /// likely to read: lines with nothing open (only a return or a no-op cancel can still
-    /// name them) and promotion ids. They stay in the store.
-    pub fn unload_settled(&mut self) {
-        self.stock.lines.unload_where(|line| line.open() == 0);
-        self.prices.scheduled.unload_where(|_| true);
+    /// Empties the working sets of records after a write: they stay in the store, and an
+    /// event reads the one it names with a point read. Keeping open lines loaded instead
+    /// would let a SKU's memory grow with every line that is never shipped or cancelled.
+    pub fn unload_records(&mut self) {
+        self.stock.lines.unload_written();
+        self.prices.scheduled.unload_written();
     }
 
     /// An estimate of the bytes the state holds in memory, for the cache budget.

@@ -75,10 +75,14 @@ impl<K: Ord + Clone, V: Clone> Records<K, V> {
         self.changed.clear();
     }
 
-    /// Drops unchanged records the working set need not hold; they stay in the store.
-    pub fn unload_where(&mut self, mut drop: impl FnMut(&V) -> bool) {
-        let changed = &self.changed;
-        self.loaded.retain(|key, value| changed.contains(key) || !drop(value));
+    /// Drops every written record from the working set; they stay in the store.
+    pub fn unload_written(&mut self) {
+        if self.changed.is_empty() {
+            self.loaded.clear();
+        } else {
+            let changed = &self.changed;
+            self.loaded.retain(|key, _| changed.contains(key));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -116,7 +120,7 @@ mod tests {
         let mut records: Records<u8, u8> = Records::default();
         records.provide(1, 0);
         records.insert(2, 0);
-        records.unload_where(|_| true);
+        records.unload_written();
         assert!(!records.contains(&1));
         assert!(records.contains(&2), "not written yet");
     }

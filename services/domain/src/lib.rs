@@ -1,7 +1,7 @@
 //! omnifold's domain: the coordination contract and the pure fold that turns inbound events
 //! into projections, availability, alerts and escalations.
 //!
-//! Architecture invariant: this crate never sees Kafka, sled, async or the clock. Its inputs
+//! Architecture invariant: this crate never sees Kafka, the store, async or the clock. Its inputs
 //! are the contract and events; its outputs are state and records to publish. That is what
 //! makes replay exact and the rules testable as data (see `tests/scenarios`).
 

@@ -304,7 +304,7 @@ impl Engine<'_> {
             Ok(outputs) => {
                 self.seen.insert(event.event_id.clone());
                 self.stored.write(&sku, state);
-                state.unload_settled();
+                state.unload_records();
                 Outcome::Applied { sku: Some(sku), outputs }
             }
             Err(rejection) => Outcome::Rejected(rejection),

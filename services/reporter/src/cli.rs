@@ -33,7 +33,7 @@ enum Command {
         /// The coordination contract (TOML).
         #[arg(long, env = "OMNIFOLD_CONTRACT")]
         contract: PathBuf,
-        /// The sled store directory (one per instance).
+        /// The store directory (one per instance).
         #[arg(long, env = "OMNIFOLD_STORE", default_value = ".omnifold/reporter")]
         store: PathBuf,
         /// The consumer group every instance of this reporter joins.

@@ -3,7 +3,7 @@
 //! each changed partition's absolute cell values, and how far behind every assigned
 //! partition is.
 //!
-//! A batch commits, in one sled batch, the changed SKU books and cells, the accepted event
+//! A batch commits, in one store batch, the changed SKU books and cells, the accepted event
 //! and alert ids, the next offset of every partition read, the dead letters and the partials
 //! message, exactly like the coordinator's fold loop.
 

@@ -1,5 +1,5 @@
 //! The reporter: weekly contribution of every sales channel (CONTRACT.md section 7), with
-//! exactly-once snapshots through a sled outbox, and its readers (a terminal table, an HTML
+//! exactly-once snapshots through a store outbox, and its readers (a terminal table, an HTML
 //! page, an HTTP server).
 //!
 //! Two stages, each a consumer-group member, run in every instance (see ARCHITECTURE.md,

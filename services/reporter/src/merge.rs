@@ -3,7 +3,7 @@
 //! `omnifold.snapshots.json.v1`.
 //!
 //! Each message (one instance's batch of partial records) is merged, evaluated and
-//! committed on its own (state, offset and the snapshots it caused in one sled batch), so
+//! committed on its own (state, offset and the snapshots it caused in one store batch), so
 //! the merger's state after offset n is a function of the topic's first n messages alone,
 //! whichever instance computes it. That is what makes a change of owner safe: the new owner
 //! replays from its own stored position and, for the messages its predecessor already

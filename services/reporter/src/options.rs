@@ -17,7 +17,7 @@ pub struct ReporterOptions {
     #[serde(default = "default_group")]
     pub group_id: String,
     pub contract: PathBuf,
-    /// The sled directory; one per instance.
+    /// The store directory; one per instance.
     pub store: PathBuf,
     #[serde(default = "default_batch_events")]
     pub batch_max_events: usize,

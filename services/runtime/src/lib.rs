@@ -1,8 +1,8 @@
-//! The plumbing every omnifold service shares: Kafka clients and topic admin, the sled
+//! The plumbing every omnifold service shares: Kafka clients and topic admin, the
 //! store with its outbox, dead letters, contract loading, telemetry and shutdown.
 //!
 //! Architecture invariant: no business rule lives here. Rules are in `omnifold-domain`;
-//! this crate moves bytes between Kafka, sled and the fold.
+//! this crate moves bytes between Kafka, the store and the fold.
 
 pub mod cli;
 pub mod contract_file;

@@ -1,5 +1,5 @@
 //! The weekly channel contribution of CONTRACT.md section 7, as pure functions and state
-//! machines: no Kafka, sled, async or clock, like the rest of this crate.
+//! machines: no Kafka, store, async or clock, like the rest of this crate.
 //!
 //! The report is computed in two stages so that it scales out over input partitions:
 //!
