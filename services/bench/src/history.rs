@@ -44,6 +44,9 @@ pub struct HistoryArgs {
     /// The engine's state cache budget in MiB.
     #[arg(long, default_value_t = 256)]
     pub state_cache_mb: usize,
+    /// Skip the pure fold's pass over the log (for profiling the engine alone).
+    #[arg(long)]
+    pub skip_pure: bool,
     /// Where `history.md`, `history.json` and `history.svg` are written.
     #[arg(long, default_value = "target/bench-history")]
     pub report: PathBuf,
@@ -88,7 +91,7 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     let events = bench_events(&rules, args.skus, args.events);
     let generate_s = started.elapsed().as_secs_f64();
     eprintln!("generated {} events over {} skus in {generate_s:.1} s", events.len(), args.skus);
-    let pure = pure_deciles(&rules, &events);
+    let pure = if args.skip_pure { Vec::new() } else { pure_deciles(&rules, &events) };
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let options = EngineOptions { state_cache_bytes: args.state_cache_mb << 20, ..EngineOptions::default() };
@@ -291,6 +294,7 @@ mod tests {
             batch: 500,
             partitions: 3,
             state_cache_mb: 1,
+            skip_pure: false,
             report: dir.path().to_path_buf(),
         };
         let report = run(args).unwrap();
