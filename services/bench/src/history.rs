@@ -12,7 +12,7 @@
 //!   folding (the generated events themselves are held in memory and counted in both);
 //! - a restart: a new engine on the same store, time to open it and fold one more batch.
 //!
-//!     cargo run --release -p omnifold-bench -- history --events 10000000 --skus 1000 --report target/bench-history
+//!     cargo run --release -p omnifold-bench -- history --events 10000000 --skus 1000 --days 365 --report target/bench-history
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use omnifold_runtime::Store;
 use serde::Serialize;
 
 use crate::procfs::{dir_size, status_kb};
-use crate::{BatchStats, Pipeline, bench_events, example_rules};
+use crate::{BatchStats, Pipeline, example_rules};
 
 #[derive(Debug, Clone, Args)]
 pub struct HistoryArgs {
@@ -38,6 +38,9 @@ pub struct HistoryArgs {
     /// Events per commit.
     #[arg(long, default_value_t = 1_000)]
     pub batch: usize,
+    /// Days the history spans (the benchmark mix at a steady pace).
+    #[arg(long, default_value_t = 365)]
+    pub days: u32,
     /// Input partitions the SKUs are spread over.
     #[arg(long, default_value_t = 6)]
     pub partitions: i32,
@@ -63,6 +66,7 @@ pub struct Decile {
 pub struct HistoryReport {
     pub events: usize,
     pub skus: usize,
+    pub days: u32,
     pub batch: usize,
     pub state_cache_mb: usize,
     pub generate_s: f64,
@@ -88,7 +92,8 @@ pub struct HistoryReport {
 pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     let rules = example_rules();
     let started = Instant::now();
-    let events = bench_events(&rules, args.skus, args.events);
+    let options = omnifold_workload::WorkloadOptions::bench_over(args.skus, args.events, args.days);
+    let events = omnifold_workload::generate(&rules, &options);
     let generate_s = started.elapsed().as_secs_f64();
     eprintln!("generated {} events over {} skus in {generate_s:.1} s", events.len(), args.skus);
     let pure = if args.skip_pure { Vec::new() } else { pure_deciles(&rules, &events) };
@@ -141,6 +146,7 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     let report = HistoryReport {
         events: total.events,
         skus: args.skus,
+        days: args.days,
         batch: args.batch,
         state_cache_mb: args.state_cache_mb,
         generate_s,
@@ -204,16 +210,17 @@ pub fn markdown(r: &HistoryReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### Fold + store commit over history\n\n{} events over {} SKUs, batches of {}, state cache {} MiB. \
+        "### Fold + store commit over history\n\n{} events over {} SKUs and {} days, batches of {}, state cache {} MiB. \
          Fold + commit {:.0} events/s overall ({:.1} s); generating the events took {:.1} s.\n",
-        r.events, r.skus, r.batch, r.state_cache_mb, r.events_per_s, r.fold_commit_s, r.generate_s
+        r.events, r.skus, r.days, r.batch, r.state_cache_mb, r.events_per_s, r.fold_commit_s, r.generate_s
     );
     let _ = writeln!(
         out,
         "| events folded | fold + commit, events/s in this tenth | pure fold alone |\n|---:|---:|---:|"
     );
-    for (d, p) in r.deciles.iter().zip(&r.pure_deciles) {
-        let _ = writeln!(out, "| {} | {:.0} | {:.0} |", d.events_folded, d.events_per_s, p.events_per_s);
+    for (n, d) in r.deciles.iter().enumerate() {
+        let pure = r.pure_deciles.get(n).map_or("-".to_string(), |p| format!("{:.0}", p.events_per_s));
+        let _ = writeln!(out, "| {} | {:.0} | {pure} |", d.events_folded, d.events_per_s);
     }
     let _ = writeln!(
         out,
@@ -292,6 +299,7 @@ mod tests {
             events: 20_000,
             skus: 20,
             batch: 500,
+            days: 60,
             partitions: 3,
             state_cache_mb: 1,
             skip_pure: false,

@@ -2,13 +2,13 @@
 //!
 //! Kafka Streams calls this a keyed state store with a caching layer. Each SKU's state is
 //! stored as parts ([`SkuState`] explains which): its core under the state key, and under
-//! keyed records its order lines, its promotion ids and its placements by day. The engine
+//! keyed records its order lines, its promotion ids and its placements by hour. The engine
 //!
-//! - loads a SKU on its first event since it was evicted: the core and its stored days;
+//! - loads a SKU on its first event since it was evicted: the core and its stored segments;
 //! - provides, before each event, the one record the event names ([`Fold::record_key`]);
 //! - checks event ids against a set of recent ids, then the store ([`Store::is_seen`]): ids
 //!   are never all loaded;
-//! - writes, per batch, only what changed: the dirty cores, the changed records and days,
+//! - writes, per batch, only what changed: the dirty cores, the changed records and segments,
 //!   and the accepted ids, into the caller's [`Commit`];
 //! - after the commit, unloads the written records and evicts the least recently used SKUs
 //!   until the cache fits its budget.
@@ -160,7 +160,7 @@ impl Engine {
     }
 
     /// Puts what changed since the last write into `commit`: the changed SKUs' cores, records
-    /// and days, and the accepted ids. Returns how many SKUs were written.
+    /// and segments, and the accepted ids. Returns how many SKUs were written.
     pub fn write(&mut self, commit: &mut Commit) -> usize {
         let dirty = std::mem::take(&mut self.dirty);
         for (partition, sku) in &dirty {
@@ -209,14 +209,14 @@ impl Engine {
     }
 }
 
-/// Loads a SKU's core and its stored days; a SKU never written starts empty.
+/// Loads a SKU's core and its stored segments; a SKU never written starts empty.
 fn load(store: &Store, partition: i32, sku: &str) -> Result<SkuState, StoreError> {
     metrics::counter!("omnifold_state_loads_total").increment(1);
     let Some(mut state) = store.state::<SkuState>(partition, sku)? else {
         return Ok(SkuState::default());
     };
-    for (_, value) in store.records(partition, &record_prefix(sku, DAY))? {
-        state.restore_day(decode::<Vec<Point>>(&value, "day of placements")?);
+    for (_, value) in store.records(partition, &record_prefix(sku, SEGMENT))? {
+        state.restore_segment(decode::<Vec<Point>>(&value, "segment of placements")?);
     }
     Ok(state)
 }
@@ -253,8 +253,8 @@ fn write_sku(commit: &mut Commit, partition: i32, sku: &str, state: &mut SkuStat
     for key in &changes.promotions {
         commit.put_record(partition, &promotion_key(sku, key), Vec::new());
     }
-    for (day, points) in &changes.days {
-        let key = day_key(sku, *day);
+    for (segment, points) in &changes.segments {
+        let key = segment_key(sku, *segment);
         if points.is_empty() {
             commit.remove_record(partition, &key);
         } else {
@@ -267,7 +267,7 @@ fn write_sku(commit: &mut Commit, partition: i32, sku: &str, state: &mut SkuStat
 // byte, then the record's own key.
 const LINE: u8 = b'l';
 const PROMOTION: u8 = b'p';
-const DAY: u8 = b'd';
+const SEGMENT: u8 = b'h';
 
 fn record_prefix(sku: &str, kind: u8) -> Vec<u8> {
     let len = u16::try_from(sku.len()).expect("a sku is shorter than 64 KiB");
@@ -290,9 +290,9 @@ fn promotion_key(sku: &str, promotion: &PromotionKey) -> Vec<u8> {
     key
 }
 
-fn day_key(sku: &str, day: i64) -> Vec<u8> {
-    let mut key = record_prefix(sku, DAY);
-    key.extend_from_slice(&day.to_be_bytes());
+fn segment_key(sku: &str, segment: i64) -> Vec<u8> {
+    let mut key = record_prefix(sku, SEGMENT);
+    key.extend_from_slice(&segment.to_be_bytes());
     key
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Placements are kept for [`KEEP_MS`] past the SKU's latest event, which makes the sums
 //! exact for events up to one window (28 days) late. For persistence they are grouped by
-//! day ([`Demand::day`]); a commit writes the days that changed.
+//! hour ([`Demand::segment`]); a commit writes the hours that changed, so a busy SKU rewrites
+//! an hour of its placements per commit, not a day.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Included};
@@ -26,7 +27,7 @@ pub const WINDOW_MS: i64 = 28 * DAY_MS;
 /// 28 days late still sees its whole window (see ARCHITECTURE.md, "What is let go").
 pub const KEEP_MS: i64 = 2 * WINDOW_MS;
 
-/// Units one channel placed at one millisecond, as stored in a day's record.
+/// Units one channel placed at one millisecond, as stored in a segment's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
     pub channel: String,
@@ -38,9 +39,9 @@ pub struct Point {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Demand {
     series: BTreeMap<String, Series>,
-    /// Days whose placements changed since the last write.
+    /// Segments whose placements changed since the last write.
     #[serde(skip)]
-    changed_days: BTreeSet<i64>,
+    changed_segments: BTreeSet<i64>,
 }
 
 impl PartialEq for Demand {
@@ -52,7 +53,7 @@ impl PartialEq for Demand {
 impl Eq for Demand {}
 
 /// One channel's placements: kept per millisecond (not serialized with the SKU, stored by
-/// day), and its two windows (serialized with the SKU).
+/// segment), and its two windows (serialized with the SKU).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Series {
     #[serde(skip)]
@@ -86,9 +87,12 @@ impl Span {
     }
 }
 
-/// The day a placement is stored under.
-pub fn day_of(at_ms: i64) -> i64 {
-    at_ms.div_euclid(DAY_MS)
+/// The span of placements stored under one key.
+pub const SEGMENT_MS: i64 = HOUR_MS;
+
+/// The segment a placement is stored under.
+pub fn segment_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(SEGMENT_MS)
 }
 
 fn range_sum(points: &BTreeMap<i64, i64>, from_excluded: i64, to_included: i64) -> i64 {
@@ -145,7 +149,7 @@ impl Demand {
         *series.points.entry(at_ms).or_default() += units;
         series.month.add(at_ms, units, WINDOW_MS);
         series.hour.add(at_ms, units, HOUR_MS);
-        self.changed_days.insert(day_of(at_ms));
+        self.changed_segments.insert(segment_of(at_ms));
     }
 
     /// Units `channel` placed in the span ending at `now`.
@@ -169,15 +173,15 @@ impl Demand {
                 if *entry.key() > horizon {
                     break;
                 }
-                self.changed_days.insert(day_of(*entry.key()));
+                self.changed_segments.insert(segment_of(*entry.key()));
                 entry.remove();
             }
         }
     }
 
-    /// Every placement of one day, in (channel, time) order; empty once the day is let go.
-    pub fn day(&self, day: i64) -> Vec<Point> {
-        let (start, end) = (day * DAY_MS, (day + 1) * DAY_MS);
+    /// Every placement of one segment, in (channel, time) order; empty once it is let go.
+    pub fn segment(&self, segment: i64) -> Vec<Point> {
+        let (start, end) = (segment * SEGMENT_MS, (segment + 1) * SEGMENT_MS);
         let mut points = Vec::new();
         for (channel, series) in &self.series {
             for (at_ms, units) in series.points.range(start..end) {
@@ -187,25 +191,25 @@ impl Demand {
         points
     }
 
-    /// The days changed since the last call, to be written (see [`Demand::day`]).
-    pub fn take_changed_days(&mut self) -> Vec<i64> {
-        std::mem::take(&mut self.changed_days).into_iter().collect()
+    /// The segments changed since the last call, to be written (see [`Demand::segment`]).
+    pub fn take_changed_segments(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.changed_segments).into_iter().collect()
     }
 
     pub fn forget_changes(&mut self) {
-        self.changed_days.clear();
+        self.changed_segments.clear();
     }
 
-    /// Marks every held day changed, so that a state held whole can be stored in parts.
+    /// Marks every held segment changed, so that a state held whole can be stored in parts.
     pub fn mark_all_changed(&mut self) {
         for series in self.series.values() {
-            self.changed_days.extend(series.points.keys().map(|at| day_of(*at)));
+            self.changed_segments.extend(series.points.keys().map(|at| segment_of(*at)));
         }
     }
 
-    /// Restores a stored day's placements into a state loaded without them. Placements past
+    /// Restores a stored segment's placements into a state loaded without them. Placements past
     /// the horizon of `latest` are skipped, as [`Demand::prune`] would have let them go.
-    pub fn restore_day(&mut self, points: Vec<Point>, latest: i64) {
+    pub fn restore_segment(&mut self, points: Vec<Point>, latest: i64) {
         let horizon = latest.saturating_sub(KEEP_MS);
         for point in points.into_iter().filter(|p| p.at_ms > horizon) {
             let series = self.series.entry(point.channel).or_default();
@@ -276,10 +280,10 @@ mod tests {
     fn reload(demand: &mut Demand, latest: i64) -> Demand {
         let core: Demand = serde_json::from_str(&serde_json::to_string(&*demand).unwrap()).unwrap();
         let mut restored = core;
-        let days: BTreeSet<i64> =
-            demand.series.values().flat_map(|s| s.points.keys().map(|at| day_of(*at))).collect();
-        for day in days {
-            restored.restore_day(demand.day(day), latest);
+        let segments: BTreeSet<i64> =
+            demand.series.values().flat_map(|s| s.points.keys().map(|at| segment_of(*at))).collect();
+        for segment in segments {
+            restored.restore_segment(demand.segment(segment), latest);
         }
         restored
     }

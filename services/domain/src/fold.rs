@@ -26,7 +26,7 @@ use crate::stock_alerts;
 /// Serialized, it is the SKU's *core*: bounded by the contract (channels, locations, pools,
 /// open alerts, live promotions, competitors), never by history. What grows with history is
 /// kept apart and stored under its own keys: order lines and promotion ids as keyed records
-/// ([`crate::keyed`]), trailing placements by day ([`crate::demand`]).
+/// ([`crate::keyed`]), trailing placements by hour ([`crate::demand`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuState {
     /// The latest event time applied to the SKU; it only bounds what is kept.
@@ -54,8 +54,8 @@ pub enum RecordKey {
 pub struct Changes {
     pub lines: Vec<(LineKey, Line)>,
     pub promotions: Vec<PromotionKey>,
-    /// Every placement of each changed day; an empty day is deleted.
-    pub days: Vec<(i64, Vec<Point>)>,
+    /// Every placement of each changed segment (an hour); an empty segment is deleted.
+    pub segments: Vec<(i64, Vec<Point>)>,
 }
 
 impl SkuState {
@@ -77,18 +77,18 @@ impl SkuState {
         }
     }
 
-    /// Restores the stored placements of a day into a state loaded from its core.
-    pub fn restore_day(&mut self, points: Vec<Point>) {
-        self.stock.demand.restore_day(points, self.latest_ms);
+    /// Restores the stored placements of a segment into a state loaded from its core.
+    pub fn restore_segment(&mut self, points: Vec<Point>) {
+        self.stock.demand.restore_segment(points, self.latest_ms);
     }
 
     /// Hands over what changed since the last call, to be written with the core.
     pub fn take_changes(&mut self) -> Changes {
-        let days = self.stock.demand.take_changed_days();
+        let segments = self.stock.demand.take_changed_segments();
         Changes {
             lines: self.stock.lines.take_changed(),
             promotions: self.prices.scheduled.take_changed().into_iter().map(|(key, ())| key).collect(),
-            days: days.into_iter().map(|day| (day, self.stock.demand.day(day))).collect(),
+            segments: segments.into_iter().map(|s| (s, self.stock.demand.segment(s))).collect(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! - folding in batches, with the state serialized and restored between batches as the
 //!   runtime does at every commit, equals folding one event at a time;
 //! - a refused or duplicate event changes nothing;
-//! - a SKU's state stored in parts (core, lines, promotion ids, days of placements) and
+//! - a SKU's state stored in parts (core, lines, promotion ids, hours of placements) and
 //!   evicted and reloaded between any two events gives the same outputs and the same state,
 //!   as the coordinator's state engine does with its cache.
 
@@ -180,7 +180,7 @@ struct Stored {
     cores: HashMap<String, Vec<u8>>,
     lines: BTreeMap<(String, LineKey), Vec<u8>>,
     promotions: BTreeSet<(String, PromotionKey)>,
-    days: BTreeMap<(String, i64), Vec<u8>>,
+    segments: BTreeMap<(String, i64), Vec<u8>>,
 }
 
 impl Stored {
@@ -193,20 +193,21 @@ impl Stored {
         for key in changes.promotions {
             self.promotions.insert((sku.to_string(), key));
         }
-        for (day, points) in changes.days {
+        for (segment, points) in changes.segments {
             if points.is_empty() {
-                self.days.remove(&(sku.to_string(), day));
+                self.segments.remove(&(sku.to_string(), segment));
             } else {
-                self.days.insert((sku.to_string(), day), postcard::to_allocvec(&points).unwrap());
+                self.segments.insert((sku.to_string(), segment), postcard::to_allocvec(&points).unwrap());
             }
         }
     }
 
-    /// The core and its days, as the engine loads a SKU.
+    /// The core and its segments, as the engine loads a SKU.
     fn load(&self, sku: &str) -> Option<SkuState> {
         let mut state: SkuState = postcard::from_bytes(self.cores.get(sku)?).expect("core deserializes");
-        for ((_, _), bytes) in self.days.range((sku.to_string(), i64::MIN)..=(sku.to_string(), i64::MAX)) {
-            state.restore_day(postcard::from_bytes::<Vec<Point>>(bytes).unwrap());
+        for ((_, _), bytes) in self.segments.range((sku.to_string(), i64::MIN)..=(sku.to_string(), i64::MAX))
+        {
+            state.restore_segment(postcard::from_bytes::<Vec<Point>>(bytes).unwrap());
         }
         Some(state)
     }

@@ -438,6 +438,13 @@ impl WorkloadOptions {
     /// stock counts and adjustments, 5% PriceSet and 2% promotions; the remaining ~0-1% are the
     /// setup CostSets and channel costs. Lines neither shipped nor cancelled stay open.
     pub fn bench(skus: usize, events: usize) -> Self {
+        Self::bench_over(skus, events, 28)
+    }
+
+    /// The benchmark mix spread over `days` instead of four weeks: a long history at a
+    /// realistic pace (10,000 events per SKU over a year), so that trailing windows and kept
+    /// placements cover weeks of it rather than all of it.
+    pub fn bench_over(skus: usize, events: usize, days: u32) -> Self {
         let skus = skus.max(1);
         let n = events as f64;
         let lines = 0.55 * n;
@@ -445,7 +452,6 @@ impl WorkloadOptions {
         // Setup: one PriceSet per SKU and channel, one opening count per SKU and location.
         let setup_prices = channels * skus as f64;
         let setup_counts = 3.0 * skus as f64;
-        let days = 28;
         WorkloadOptions {
             seed: 1,
             skus,
