@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -76,7 +77,7 @@ impl Store {
     /// Opens (or creates) the store. Blocks: call it from a blocking thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = open_db(path)?;
-        let tree = db.keyspace("store", KeyspaceCreateOptions::default)?;
+        let tree = db.keyspace("store", keyspace_options)?;
         let writer = match tree.get(WRITER)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => {
@@ -361,6 +362,17 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             opened => return Ok(opened?),
         }
     }
+}
+
+/// Filter and index blocks partitioned on every level: a point read of a key never seen (an
+/// event id, a new line) then loads one small filter partition through the block cache,
+/// instead of a table's whole filter. With fjall's default (whole blocks above level 3) a
+/// store of some millions of ids spent most of its time re-reading and checksumming filter
+/// blocks that the cache could not hold.
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default()
+        .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+        .index_block_partitioning_policy(PartitioningPolicy::all(true))
 }
 
 fn new_writer_id() -> String {
