@@ -52,6 +52,9 @@ fn options(broker: &Broker, prefix: &str, group: &str, store: &Path) -> Reporter
         batch_max_events: 50,
         batch_max_ms: 20,
         exit_when_caught_up: true,
+        broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
     }
 }
 

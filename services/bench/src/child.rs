@@ -127,6 +127,7 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         exit_when_caught_up: args.exit_when_caught_up,
         http: None,
         engine: omnifold_coordinator::engine::EngineOptions::default(),
+        broker_outage_max: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run_ms = runtime.block_on(async {

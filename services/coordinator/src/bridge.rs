@@ -394,9 +394,9 @@ impl Bridge {
         kafka.ensure_topics(&specs).await?;
         let partitions = self.partition_counts().await?;
         let store = open_store(self.options.store.clone()).await?;
-        let sender = OutboxSender::new(store.clone(), kafka.idempotent_producer()?, partitions.clone());
-        sender.recover(kafka).await?;
-        sender.send_pending().await?;
+        let health = omnifold_runtime::BrokerHealth::new(None);
+        let mut sender = OutboxSender::new(store.clone(), kafka, partitions.clone(), health)?;
+        sender.start(&std::sync::atomic::AtomicBool::new(false)).await?;
         let count = partitions[&self.topics.escalations];
         let (offsets, delivered) = load_positions(store.clone(), count).await?;
         let consumer = self.consumer(count, &offsets)?;

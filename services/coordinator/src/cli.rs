@@ -124,11 +124,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let options = CoordinatorOptions {
                 kafka: kafka.kafka(),
-                topics: TopicOptions {
-                    prefix: kafka.topic_prefix.clone(),
-                    events_partitions,
-                    ..TopicOptions::default()
-                },
+                topics: TopicOptions { events_partitions, ..kafka.topic_options() },
                 group_id: "omnifold-coordinator".to_string(),
                 contract,
                 store,
@@ -137,6 +133,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 exit_when_caught_up,
                 http,
                 engine: EngineOptions { state_cache_bytes: state_cache_mb << 20, ..EngineOptions::default() },
+                broker_outage_max: kafka.broker_outage_max,
             };
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
         }
@@ -147,7 +144,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let options = BridgeOptions {
                 kafka: kafka.kafka(),
-                topics: TopicOptions { prefix: kafka.topic_prefix.clone(), ..TopicOptions::default() },
+                topics: kafka.topic_options(),
                 group_id: "omnifold-bridge".to_string(),
                 endpoint,
                 store,

@@ -7,19 +7,25 @@
 //! loop, async, delivers the outbox after each commit. On start the consumer is positioned at
 //! the offsets stored in the store, never at the group's committed offsets, which exist for lag
 //! monitoring only.
+//!
+//! A broker outage is waited out, not fatal (runtime `health`): start-up retries, the fold
+//! loop keeps its state and polls on, the send loop holds the outbox and recovers it when the
+//! broker is back. `broker_outage_max` may set a limit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use omnifold_domain::{Fold, Outcome, Output, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
+use omnifold_runtime::health::{STATS_INTERVAL_MS, is_outage, until_reachable};
 use omnifold_runtime::{
-    KafkaOptions, OutboxRecord, OutboxSender, Store, TopicOptions, Topics, load_contract, wall_clock_ms,
+    BrokerHealth, HealthContext, KafkaOptions, OutboxLoop, OutboxRecord, OutboxSender, OutboxSignals, Store, TopicOptions, Topics,
+    load_contract, wall_clock_ms,
 };
 use prost::Message as _;
 use rdkafka::ClientContext;
@@ -27,7 +33,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::http::{HttpServer, PriceSource};
@@ -58,6 +63,10 @@ pub struct CoordinatorOptions {
     /// What the state engine may hold in memory.
     #[serde(default)]
     pub engine: EngineOptions,
+    /// How long the broker may be unreachable before the coordinator exits; `None` waits
+    /// forever.
+    #[serde(default, with = "omnifold_runtime::health::optional_secs")]
+    pub broker_outage_max: Option<Duration>,
 }
 
 fn default_group() -> String {
@@ -88,11 +97,17 @@ pub enum CoordinatorError {
     Http(#[from] crate::http::HttpError),
     #[error("fold loop stopped unexpectedly: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Outage(#[from] omnifold_runtime::health::OutageError),
+    #[error("the outbox sender ended while the fold loop ran")]
+    SenderEnded,
 }
 
 /// Outbox records waiting beyond which the fold loop pauses for the sender to catch up.
 const MAX_PENDING_OUTPUTS: usize = 200_000;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long the fold loop pauses after an outage error before polling again.
+const OUTAGE_PAUSE: Duration = Duration::from_millis(100);
 
 /// A coordinator built from its options, ready to run.
 pub struct Coordinator {
@@ -111,53 +126,69 @@ impl Coordinator {
 
     /// Runs until `shutdown` resolves (or, with `exit_when_caught_up`, until caught up).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), CoordinatorError> {
-        let kafka = &self.options.kafka;
-        kafka.ensure_topics(&self.topics.specs(&self.options.topics)).await?;
-        let outputs = [
-            &self.topics.alerts,
-            &self.topics.availability,
-            &self.topics.escalations,
-            &self.topics.deadletter,
-        ];
-        let mut names: Vec<&str> = outputs.iter().map(|s| s.as_str()).collect();
-        names.push(&self.topics.events);
-        let partitions = kafka.partition_counts(&names)?;
+        tokio::pin!(shutdown);
+        let health = BrokerHealth::new(self.options.broker_outage_max);
+        let partitions = tokio::select! {
+            partitions = until_reachable(&health, || self.prepare_topics()) => partitions?,
+            _ = &mut shutdown => return Ok(()),
+        };
         let store = open_store(self.options.store.clone()).await?;
-        let sender = OutboxSender::new(store.clone(), kafka.idempotent_producer()?, partitions.clone());
-        sender.recover(kafka).await?;
-        sender.send_pending().await?;
+        let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
+        let never = AtomicBool::new(false);
+        tokio::select! {
+            started = sender.start(&never) => { started?; }
+            _ = &mut shutdown => return Ok(()),
+        }
         let prices = PriceSource::new(store.clone(), self.rules.clone(), partitions[&self.topics.events]);
         let http = HttpServer::start_if(self.options.http, prices).await?;
 
-        let shared = Arc::new(Shared::default());
+        let mut outbox = OutboxLoop::spawn(sender);
+        let stop = Arc::new(AtomicBool::new(false));
         let fold_loop = FoldLoop {
             options: self.options.clone(),
             topics: self.topics.clone(),
             store: store.clone(),
             engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
             event_partitions: partitions[&self.topics.events],
-            shared: shared.clone(),
+            stop: stop.clone(),
+            outbox: outbox.signals(),
+            health,
         };
         let mut worker = tokio::task::spawn_blocking(move || fold_loop.run());
-        tokio::pin!(shutdown);
-        let result = loop {
-            tokio::select! {
-                _ = shared.committed.notified() => {
-                    let sent = sender.send_pending().await?;
-                    shared.pending.fetch_sub(sent.min(shared.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
-                }
-                _ = &mut shutdown => {
-                    shared.stop.store(true, Ordering::Relaxed);
-                    break (&mut worker).await?;
-                }
-                finished = &mut worker => break finished?,
+        let result = tokio::select! {
+            _ = &mut shutdown => {
+                stop.store(true, Ordering::Relaxed);
+                outbox.give_up_on_outage();
+                (&mut worker).await?
+            }
+            finished = &mut worker => finished?,
+            failed = outbox.failed() => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = (&mut worker).await;
+                return Err(failed.err().map_or(CoordinatorError::SenderEnded, Into::into));
             }
         };
-        sender.send_pending().await?;
+        let sent = outbox.finish().await;
         if let Some(http) = http {
             http.stop().await;
         }
-        result
+        result.and(Ok(sent?))
+    }
+
+    /// Creates missing topics, checks the event log keeps events, and returns the partition
+    /// count of every topic the coordinator reads or writes.
+    async fn prepare_topics(&self) -> Result<HashMap<String, i32>, omnifold_runtime::KafkaError> {
+        let kafka = &self.options.kafka;
+        kafka.ensure_topics(&self.topics.specs(&self.options.topics)).await?;
+        kafka.check_event_log(&self.topics.events, self.options.topics.log_retention_ms).await?;
+        let topics = &self.topics;
+        kafka.partition_counts(&[
+            &topics.alerts,
+            &topics.availability,
+            &topics.escalations,
+            &topics.deadletter,
+            &topics.events,
+        ])
     }
 }
 
@@ -166,34 +197,33 @@ async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
 }
 
 /// The events consumer: end-of-partition events say when the log is consumed.
-type EventsConsumer = BaseConsumer<QuietEndOfPartition>;
+type EventsConsumer = BaseConsumer<EventsContext>;
 
-/// Logs client errors like rdkafka's default context, except the end-of-partition events
-/// the fold loop asks for: they are progress, not errors.
-struct QuietEndOfPartition;
+/// Reports the broker's reachability like every service client, and takes the
+/// end-of-partition events the fold loop asks for as progress, not errors.
+struct EventsContext(HealthContext);
 
-impl ClientContext for QuietEndOfPartition {
+impl ClientContext for EventsContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.0.on_log(level, fac, log_message);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.0.on_stats(&statistics);
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::error::KafkaError;
         use rdkafka::types::RDKafkaErrorCode;
         let end_of_partition =
             matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
         if !end_of_partition {
-            tracing::error!(%error, reason, "kafka client error");
+            self.0.on_error(&error, reason);
         }
     }
 }
 
-impl ConsumerContext for QuietEndOfPartition {}
-
-/// What the two loops share.
-#[derive(Default)]
-struct Shared {
-    stop: AtomicBool,
-    /// Outbox records committed and not yet sent.
-    pending: AtomicUsize,
-    committed: Notify,
-}
+impl ConsumerContext for EventsContext {}
 
 struct FoldLoop {
     options: CoordinatorOptions,
@@ -201,7 +231,9 @@ struct FoldLoop {
     store: Store,
     engine: Engine,
     event_partitions: i32,
-    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    outbox: Arc<OutboxSignals>,
+    health: Arc<BrokerHealth>,
 }
 
 /// The state of one batch being folded.
@@ -220,7 +252,8 @@ impl FoldLoop {
             .kafka
             .assigning_config(&self.options.group_id)
             .set("enable.partition.eof", "true")
-            .create_with_context(QuietEndOfPartition)?;
+            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
+            .create_with_context(EventsContext(HealthContext::new(self.health.clone())))?;
         let mut at_end = BTreeSet::new();
         // Only the offsets are read at start: states load on demand (crate::engine).
         let stored = self.store.offsets()?;
@@ -228,7 +261,8 @@ impl FoldLoop {
         let mut idle_logged = false;
         let started = Instant::now();
         let mut total = 0usize;
-        while !self.shared.stop.load(Ordering::Relaxed) {
+        while !self.stop.load(Ordering::Relaxed) {
+            self.health.check()?;
             self.wait_for_sender();
             let batch = self.fold_batch(&consumer, &mut at_end)?;
             if batch.events == 0 {
@@ -262,8 +296,8 @@ impl FoldLoop {
     }
 
     fn wait_for_sender(&self) {
-        while self.shared.pending.load(Ordering::Relaxed) > MAX_PENDING_OUTPUTS
-            && !self.shared.stop.load(Ordering::Relaxed)
+        while self.outbox.pending() > MAX_PENDING_OUTPUTS
+            && !self.stop.load(Ordering::Relaxed)
         {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -285,8 +319,15 @@ impl FoldLoop {
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
                     at_end.insert(partition);
                 }
+                Some(Err(error)) if is_outage(&error) => {
+                    // librdkafka reconnects by itself; the batch so far commits meanwhile
+                    self.health.unreachable(&error.to_string());
+                    std::thread::sleep(OUTAGE_PAUSE);
+                    break;
+                }
                 Some(Err(error)) => return Err(error.into()),
                 Some(Ok(message)) => {
+                    self.health.reachable();
                     at_end.remove(&message.partition());
                     self.fold_message(&message, &mut batch)?;
                 }
@@ -367,8 +408,7 @@ impl FoldLoop {
         let outputs = batch.commit.outputs();
         self.store.commit(batch.commit)?;
         self.engine.trim();
-        self.shared.pending.fetch_add(outputs, Ordering::Relaxed);
-        self.shared.committed.notify_one();
+        self.outbox.committed(outputs);
         self.commit_group_offsets(consumer, &batch.next_offsets);
         Ok(())
     }

@@ -51,6 +51,14 @@ enum Command {
         /// Most inputs folded into one atomic store commit.
         #[arg(long, default_value_t = 5_000)]
         batch_max_events: usize,
+        /// This instance's static group membership id, stable across its restarts and unique
+        /// in the group (e.g. the pod name): a restarted instance takes its partitions back
+        /// at once. Without it the instance joins as a dynamic member.
+        #[arg(long, env = "OMNIFOLD_INSTANCE_ID")]
+        instance_id: Option<String>,
+        /// How long the group waits for a silent member, in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        session_timeout_ms: u64,
     },
     /// Print one week of every channel as a table (the latest week by default).
     Show {
@@ -98,23 +106,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
             metrics,
             exit_when_caught_up,
             batch_max_events,
+            instance_id,
+            session_timeout_ms,
         } => {
             if let Some(addr) = metrics {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
             }
             let options = ReporterOptions {
                 kafka: kafka.kafka(),
-                topics: TopicOptions {
-                    prefix: kafka.topic_prefix.clone(),
-                    events_partitions,
-                    ..TopicOptions::default()
-                },
+                topics: TopicOptions { events_partitions, ..kafka.topic_options() },
                 group_id: group,
                 contract,
                 store,
                 batch_max_events,
                 batch_max_ms: 20,
                 exit_when_caught_up,
+                broker_outage_max: kafka.broker_outage_max,
+                group_instance_id: instance_id,
+                session_timeout_ms,
             };
             Reporter::new(options)?.run(shutdown_signal()).await.context("reporter failed")?;
         }

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use omnifold_runtime::{KafkaOptions, Store};
+use omnifold_runtime::{BrokerHealth, HealthContext, KafkaOptions, Store};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::RebalanceProtocol;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
@@ -47,10 +49,20 @@ pub struct StoredPositions {
     high: Mutex<HashMap<(String, i32), i64>>,
     /// How many statistics reports arrived.
     reports: AtomicU64,
+    health: HealthContext,
 }
 
 impl ClientContext for StoredPositions {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.health.on_error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
+        self.health.on_stats(&statistics);
         let mut high = self.high.lock().expect("watermarks lock");
         for (topic, stats) in &statistics.topics {
             for partition in stats.partitions.values().filter(|p| p.partition >= 0 && p.hi_offset >= 0) {
@@ -66,7 +78,11 @@ impl ConsumerContext for StoredPositions {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.position(tpl);
-                if let Err(error) = consumer.assign(tpl) {
+                let taken = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_assign(tpl),
+                    _ => consumer.assign(tpl),
+                };
+                if let Err(error) = taken {
                     tracing::error!(%error, "cannot take the assigned partitions");
                 }
                 self.assigned.store(true, Ordering::SeqCst);
@@ -76,7 +92,10 @@ impl ConsumerContext for StoredPositions {
                     self.drain();
                 }
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
-                let _ = consumer.unassign();
+                let _ = match consumer.rebalance_protocol() {
+                    RebalanceProtocol::Cooperative => consumer.incremental_unassign(tpl),
+                    _ => consumer.unassign(),
+                };
             }
             other => {
                 tracing::error!(error = ?other, "rebalance failed");
@@ -87,6 +106,11 @@ impl ConsumerContext for StoredPositions {
 }
 
 impl StoredPositions {
+    /// Where this consumer reports the broker's reachability.
+    pub fn health(&self) -> &BrokerHealth {
+        &self.health.health
+    }
+
     fn position(&self, tpl: &mut TopicPartitionList) {
         let positions = self.positions.lock().expect("positions lock");
         let stored = self.store.offsets().unwrap_or_default();
@@ -132,6 +156,10 @@ pub struct ConsumerSpec<'a> {
     pub positions: Positions,
     pub drain_on_revoke: bool,
     pub stopping: Arc<AtomicBool>,
+    pub health: Arc<BrokerHealth>,
+    /// Static membership: `<group>/<id>` is this stage's `group.instance.id`.
+    pub instance_id: Option<String>,
+    pub session_timeout_ms: u64,
 }
 
 /// A subscribed consumer positioned from the store.
@@ -147,11 +175,17 @@ pub fn subscribed(
         stopping: spec.stopping,
         high: Mutex::new(HashMap::new()),
         reports: AtomicU64::new(0),
+        health: HealthContext::new(spec.health),
     };
-    let consumer: BaseConsumer<StoredPositions> = spec
-        .kafka
-        .client_config()
+    let mut config = spec.kafka.client_config();
+    if let Some(id) = spec.instance_id {
+        config.set("group.instance.id", format!("{}/{id}", spec.group_id));
+    }
+    let consumer: BaseConsumer<StoredPositions> = config
         .set("group.id", spec.group_id)
+        // a member that joins or leaves moves only the partitions that must move
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", spec.session_timeout_ms.to_string())
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

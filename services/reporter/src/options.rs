@@ -27,6 +27,22 @@ pub struct ReporterOptions {
     /// every output is sent (for replays and tests; needs a single instance).
     #[serde(default)]
     pub exit_when_caught_up: bool,
+    /// How long the broker may be unreachable before the reporter exits; `None` waits
+    /// forever.
+    #[serde(default, with = "omnifold_runtime::health::optional_secs")]
+    pub broker_outage_max: Option<std::time::Duration>,
+    /// Static group membership (KIP-345): an instance restarted with the same id takes its
+    /// partitions back at once, without a rebalance or waiting for its old session to expire.
+    /// Unique per instance and stable across its restarts; `None` joins as a dynamic member.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
+    /// How long the group waits for a silent member before giving its partitions away.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+}
+
+fn default_session_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_group() -> String {
@@ -55,6 +71,10 @@ pub enum ReporterError {
     Outbox(#[from] omnifold_runtime::OutboxError),
     #[error("topic {topic} has {partitions} partitions; the merge stage needs exactly 1")]
     PartialsPartitions { topic: String, partitions: i32 },
+    #[error(transparent)]
+    Outage(#[from] omnifold_runtime::health::OutageError),
+    #[error("the outbox sender ended while the report loop ran")]
+    SenderEnded,
     #[error("report loop stopped unexpectedly: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

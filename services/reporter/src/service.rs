@@ -9,13 +9,14 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use omnifold_domain::Rules;
-use omnifold_runtime::{OutboxSender, Store, load_contract};
+use omnifold_runtime::health::until_reachable;
+use omnifold_runtime::{BrokerHealth, OutboxLoop, OutboxSender, OutboxSignals, Store, load_contract};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use tokio::sync::Notify;
 
 use crate::consumer::{ConsumerSpec, Positions, StoredPositions, subscribed};
 use crate::ingest::Ingest;
@@ -33,14 +34,6 @@ pub struct Reporter {
     topics: ReportTopics,
 }
 
-/// What the report loop and the async side share.
-#[derive(Default)]
-struct Shared {
-    stop: Arc<AtomicBool>,
-    pending: AtomicUsize,
-    committed: Notify,
-}
-
 impl Reporter {
     /// Loads and validates the contract; connects to nothing yet.
     pub fn new(options: ReporterOptions) -> Result<Self, ReporterError> {
@@ -50,55 +43,75 @@ impl Reporter {
     }
 
     /// Runs until `shutdown` resolves (or, with `exit_when_caught_up`, until caught up).
+    /// A broker outage is waited out, as in the coordinator (runtime `health`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ReporterError> {
-        let kafka = &self.options.kafka;
-        kafka.ensure_topics(&self.topics.contract.specs(&self.options.topics)).await?;
-        self.topics.ensure_partials(kafka).await?;
-        let contract = &self.topics.contract;
-        let names = [&contract.events, &contract.alerts, &contract.snapshots, &contract.snapshots_json];
-        let mut names: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        names.extend([contract.deadletter.as_str(), self.topics.partials.as_str()]);
-        let partitions = kafka.partition_counts(&names)?;
+        tokio::pin!(shutdown);
+        let health = BrokerHealth::new(self.options.broker_outage_max);
+        let partitions = tokio::select! {
+            partitions = until_reachable(&health, || self.prepare_topics()) => partitions?,
+            _ = &mut shutdown => return Ok(()),
+        };
         if partitions[&self.topics.partials] != 1 {
             let count = partitions[&self.topics.partials];
-            return Err(ReporterError::PartialsPartitions {
-                topic: self.topics.partials.clone(),
-                partitions: count,
-            });
+            return Err(ReporterError::PartialsPartitions { topic: self.topics.partials.clone(), partitions: count });
         }
         let store = open_store(self.options.store.clone()).await?;
-        let sender = OutboxSender::new(store.clone(), kafka.idempotent_producer()?, partitions);
-        sender.recover(kafka).await?;
-        sender.send_pending().await?;
+        let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions, health.clone())?;
+        let never = AtomicBool::new(false);
+        tokio::select! {
+            started = sender.start(&never) => { started?; }
+            _ = &mut shutdown => return Ok(()),
+        }
 
-        let shared = Arc::new(Shared::default());
+        let mut outbox = OutboxLoop::spawn(sender);
+        let stop = Arc::new(AtomicBool::new(false));
         let report_loop = ReportLoop {
             options: self.options.clone(),
             rules: self.rules,
             topics: self.topics,
             store,
-            shared: shared.clone(),
+            stop: stop.clone(),
+            outbox: outbox.signals(),
+            health,
         };
         let mut worker = tokio::task::spawn_blocking(move || report_loop.run());
-        tokio::pin!(shutdown);
-        let mut stopping = false;
         // The sender keeps running while the loop stops: a revoked merge stage waits for its
         // outbox to drain before the next owner reads back what was published.
-        let result = loop {
-            tokio::select! {
-                _ = shared.committed.notified() => {
-                    let sent = sender.send_pending().await?;
-                    shared.pending.fetch_sub(sent.min(shared.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
-                }
-                _ = &mut shutdown, if !stopping => {
-                    stopping = true;
-                    shared.stop.store(true, Ordering::Relaxed);
-                }
-                finished = &mut worker => break finished?,
+        let result = tokio::select! {
+            _ = &mut shutdown => {
+                stop.store(true, Ordering::Relaxed);
+                outbox.give_up_on_outage();
+                (&mut worker).await?
+            }
+            finished = &mut worker => finished?,
+            failed = outbox.failed() => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = (&mut worker).await;
+                return Err(failed.err().map_or(ReporterError::SenderEnded, Into::into));
             }
         };
-        sender.send_pending().await?;
-        result
+        let sent = outbox.finish().await;
+        result.and(Ok(sent?))
+    }
+
+    /// Creates missing topics, checks the event log and the partials topic keep what they
+    /// hold, and returns the partition count of every topic the reporter reads or writes.
+    async fn prepare_topics(&self) -> Result<HashMap<String, i32>, omnifold_runtime::KafkaError> {
+        let kafka = &self.options.kafka;
+        kafka.ensure_topics(&self.topics.contract.specs(&self.options.topics)).await?;
+        let retention_ms = self.options.topics.log_retention_ms;
+        kafka.check_event_log(&self.topics.contract.events, retention_ms).await?;
+        self.topics.ensure_partials(kafka, retention_ms).await?;
+        kafka.check_event_log(&self.topics.partials, retention_ms).await?;
+        let contract = &self.topics.contract;
+        kafka.partition_counts(&[
+            &contract.events,
+            &contract.alerts,
+            &contract.snapshots,
+            &contract.snapshots_json,
+            &contract.deadletter,
+            &self.topics.partials,
+        ])
     }
 }
 
@@ -111,7 +124,9 @@ struct ReportLoop {
     rules: Rules,
     topics: ReportTopics,
     store: Store,
-    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    outbox: Arc<OutboxSignals>,
+    health: Arc<BrokerHealth>,
 }
 
 impl ReportLoop {
@@ -132,7 +147,8 @@ impl ReportLoop {
             Merge::new(self.rules.clone(), self.topics.clone(), self.store.clone(), kafka, merge_positions);
         tracing::info!(group = self.options.group_id, "reporter running");
         let mut caught_up_at: Option<(u64, u64)> = None;
-        while !self.shared.stop.load(Ordering::Relaxed) {
+        while !self.stop.load(Ordering::Relaxed) {
+            self.health.check()?;
             self.wait_for_sender();
             let folded = ingest.step(&ingest_consumer)?;
             self.committed();
@@ -176,23 +192,22 @@ impl ReportLoop {
             store: &self.store,
             positions,
             drain_on_revoke,
-            stopping: self.shared.stop.clone(),
+            stopping: self.stop.clone(),
+            health: self.health.clone(),
+            instance_id: self.options.group_instance_id.clone(),
+            session_timeout_ms: self.options.session_timeout_ms,
         };
         Ok(subscribed(spec)?)
     }
 
     /// Wakes the sender when the outbox holds anything.
     fn committed(&self) {
-        let pending = self.store.pending_count();
-        if pending > 0 {
-            self.shared.pending.store(pending, Ordering::Relaxed);
-            self.shared.committed.notify_one();
-        }
+        self.outbox.pending_now(self.store.pending_count());
     }
 
     fn wait_for_sender(&self) {
-        while self.shared.pending.load(Ordering::Relaxed) > MAX_PENDING_OUTPUTS
-            && !self.shared.stop.load(Ordering::Relaxed)
+        while self.outbox.pending() > MAX_PENDING_OUTPUTS
+            && !self.stop.load(Ordering::Relaxed)
         {
             std::thread::sleep(Duration::from_millis(5));
         }

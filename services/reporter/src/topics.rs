@@ -46,16 +46,18 @@ impl ReportTopics {
     }
 
     /// Creates the partials topic when missing: one partition (the merge stage must see
-    /// every partial in one order), delete policy with infinite retention (a new merge owner
-    /// replays it from the start).
-    pub async fn ensure_partials(&self, kafka: &KafkaOptions) -> Result<(), KafkaError> {
+    /// every partial in one order), delete policy kept for good like the event log (a new
+    /// merge owner replays it from the start): `retention_ms` is
+    /// [`omnifold_runtime::TopicOptions::log_retention_ms`].
+    pub async fn ensure_partials(&self, kafka: &KafkaOptions, retention_ms: i64) -> Result<(), KafkaError> {
         if kafka.partition_counts(&[&self.partials]).is_ok() {
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
+        let retention_ms = retention_ms.to_string();
         let topic = NewTopic::new(&self.partials, 1, TopicReplication::Fixed(1))
             .set("cleanup.policy", "delete")
-            .set("retention.ms", "-1");
+            .set("retention.ms", &retention_ms);
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics([&topic], &options).await? {
             match result {

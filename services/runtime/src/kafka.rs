@@ -2,17 +2,19 @@
 //! rdkafka: the same settings run against nisshi locally and Apache Kafka in production.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::topics::{Cleanup, TopicSpec};
+use crate::health::{BrokerHealth, HealthContext, STATS_INTERVAL_MS};
+use crate::topics::{TopicSpec, event_log_problem};
 
 /// Where the brokers are and any extra librdkafka settings (security, timeouts...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,25 @@ pub enum KafkaError {
     CreateTopic { topic: String, code: RDKafkaErrorCode },
     #[error("topic {0} does not exist")]
     MissingTopic(String),
+    #[error("cannot read the settings of topic {topic}: {code}")]
+    DescribeTopic { topic: String, code: RDKafkaErrorCode },
+    #[error("{0}")]
+    EventLogAtRisk(String),
+    #[error(transparent)]
+    Outage(#[from] crate::health::OutageError),
+}
+
+impl KafkaError {
+    /// Whether the broker could not be reached, rather than refusing the request.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            KafkaError::Client(error) => crate::health::is_outage(error),
+            KafkaError::CreateTopic { code, .. } | KafkaError::DescribeTopic { code, .. } => {
+                crate::health::is_outage_code(*code)
+            }
+            _ => false,
+        }
+    }
 }
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,15 +73,17 @@ impl KafkaOptions {
         config
     }
 
-    /// An idempotent producer: retries never duplicate or reorder a partition's records.
-    pub fn idempotent_producer(&self) -> Result<FutureProducer, KafkaError> {
+    /// An idempotent producer: retries never duplicate or reorder a partition's records. It
+    /// reports the broker's reachability to `health`.
+    pub fn idempotent_producer(&self, health: Arc<BrokerHealth>) -> Result<FutureProducer<HealthContext>, KafkaError> {
         let producer = self
             .client_config()
+            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "60000")
-            .create()?;
+            .create_with_context(HealthContext::new(health))?;
         Ok(producer)
     }
 
@@ -90,7 +113,10 @@ impl KafkaOptions {
         if missing.is_empty() {
             return Ok(());
         }
-        let new_topics: Vec<NewTopic<'_>> = missing.iter().map(|spec| new_topic(spec)).collect();
+        let retentions: Vec<Option<String>> =
+            missing.iter().map(|spec| spec.retention_ms.map(|ms| ms.to_string())).collect();
+        let new_topics: Vec<NewTopic<'_>> =
+            missing.iter().zip(&retentions).map(|(spec, ms)| new_topic(spec, ms.as_deref())).collect();
         let results = admin.create_topics(&new_topics, &AdminOptions::new()).await?;
         for result in results {
             match result {
@@ -100,6 +126,23 @@ impl KafkaOptions {
             }
         }
         Ok(())
+    }
+
+    /// Refuses to go on when `topic`'s settings would drop events (see
+    /// [`crate::topics::event_log_problem`]): the events topic is the system of record.
+    pub async fn check_event_log(&self, topic: &str, wanted_retention_ms: i64) -> Result<(), KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let options = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
+        let results = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await?;
+        let described = results.into_iter().next().ok_or_else(|| KafkaError::MissingTopic(topic.to_string()))?;
+        let resource =
+            described.map_err(|code| KafkaError::DescribeTopic { topic: topic.to_string(), code })?;
+        let value = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
+        let (cleanup, retention) = (value("cleanup.policy"), value("retention.ms"));
+        match event_log_problem(topic, cleanup.as_deref(), retention.as_deref(), wanted_retention_ms) {
+            Some(problem) => Err(KafkaError::EventLogAtRisk(problem)),
+            None => Ok(()),
+        }
     }
 
     /// The partition count of each of `topics`.
@@ -136,12 +179,11 @@ fn admin_consumer(options: &KafkaOptions) -> Result<BaseConsumer, KafkaError> {
     Ok(options.client_config().create()?)
 }
 
-fn new_topic(spec: &TopicSpec) -> NewTopic<'_> {
+fn new_topic<'a>(spec: &'a TopicSpec, retention_ms: Option<&'a str>) -> NewTopic<'a> {
     let topic = NewTopic::new(&spec.name, spec.partitions, TopicReplication::Fixed(1))
         .set("cleanup.policy", spec.cleanup.policy());
-    match spec.cleanup {
-        // The events topic is the event log: kept until an operator decides otherwise.
-        Cleanup::Delete if spec.name.ends_with("events.v1") => topic.set("retention.ms", "-1"),
-        _ => topic,
+    match retention_ms {
+        Some(ms) => topic.set("retention.ms", ms),
+        None => topic,
     }
 }

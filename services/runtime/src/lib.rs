@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod contract_file;
 pub mod deadletter;
+pub mod health;
 pub mod kafka;
 pub mod outbox;
 pub mod partitioner;
@@ -15,8 +16,9 @@ pub mod telemetry;
 pub mod topics;
 
 pub use contract_file::{ContractError, load_contract};
+pub use health::{BrokerHealth, HealthContext};
 pub use kafka::{KafkaError, KafkaOptions};
-pub use outbox::{OutboxError, OutboxSender};
+pub use outbox::{OutboxError, OutboxLoop, OutboxSender, OutboxSignals};
 pub use store::{Commit, OutboxRecord, Store, StoreError};
 pub use topics::{TopicOptions, Topics};
 

@@ -7,17 +7,25 @@
 //! forgetting, [`OutboxSender::recover`] reads the stamped headers back from each target
 //! partition (from the last offset this store is known to have delivered there) and drops
 //! what already arrived, so nothing is sent twice.
+//!
+//! The same read-back makes a broker outage safe: [`OutboxSender::deliver`] waits while the
+//! broker is away, then replaces the producer (its queue purged, so nothing it held lands
+//! later) and recovers before sending the rest.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Notify;
 
+use crate::health::{Backoff, BrokerHealth, HealthContext, OutageError, is_outage};
 use crate::kafka::{KafkaError, KafkaOptions};
 use crate::partitioner::partition_for;
 use crate::store::{OutboxRecord, Store, StoreError};
@@ -26,8 +34,9 @@ use crate::store::{OutboxRecord, Store, StoreError};
 pub const OUTBOX_HEADER: &str = "omnifold-outbox";
 
 const SEND_BATCH: usize = 20_000;
-/// Reading back delivered records stops after this long without one.
-const RECOVERY_QUIET: Duration = Duration::from_secs(1);
+/// Reading back delivered records fails (to be retried) if the ends are not reached by then.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+const RECOVERY_POLL: Duration = Duration::from_millis(200);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
 
 #[derive(Debug, thiserror::Error)]
@@ -42,24 +51,102 @@ pub enum OutboxError {
     UnknownTopic(String),
     #[error("outbox recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("reading back delivered records did not reach the end of {0} partitions in time")]
+    RecoveryIncomplete(usize),
+    #[error(transparent)]
+    Outage(#[from] OutageError),
+}
+
+impl OutboxError {
+    /// Whether sending again after a pause (and a recovery) may succeed: a broker outage, a
+    /// producer that lost its idempotence state across a broker restart, a timeout. A record
+    /// the broker refuses for what it is, or a store failure, is not retried.
+    fn is_retryable(&self) -> bool {
+        use RDKafkaErrorCode::*;
+        match self {
+            OutboxError::Delivery { source, .. } => !matches!(
+                source.rdkafka_error_code(),
+                Some(MessageSizeTooLarge | InvalidMessage | InvalidRecord | TopicAuthorizationFailed)
+            ),
+            OutboxError::Kafka(KafkaError::Client(error)) => is_outage(error),
+            OutboxError::RecoveryIncomplete(_) => true,
+            _ => false,
+        }
+    }
 }
 
 /// Delivers a store's outbox.
 pub struct OutboxSender {
     store: Store,
-    producer: FutureProducer,
+    kafka: KafkaOptions,
+    producer: FutureProducer<HealthContext>,
     partitions: HashMap<String, i32>,
+    health: Arc<BrokerHealth>,
 }
 
 impl OutboxSender {
     /// `partitions` is the partition count of every topic the outbox may hold records for.
-    pub fn new(store: Store, producer: FutureProducer, partitions: HashMap<String, i32>) -> Self {
-        OutboxSender { store, producer, partitions }
+    pub fn new(
+        store: Store,
+        kafka: &KafkaOptions,
+        partitions: HashMap<String, i32>,
+        health: Arc<BrokerHealth>,
+    ) -> Result<Self, OutboxError> {
+        let producer = kafka.idempotent_producer(health.clone())?;
+        Ok(OutboxSender { store, kafka: kafka.clone(), producer, partitions, health })
     }
 
-    /// Drops the outbox records that already reached their topic before a crash. Call once,
-    /// before the first [`OutboxSender::send_pending`].
-    pub async fn recover(&self, kafka: &KafkaOptions) -> Result<usize, OutboxError> {
+    /// Recovers (see [`OutboxSender::recover`]) and sends what is pending, waiting out a
+    /// broker outage; returns early, leaving records pending, once `stop` is set.
+    pub async fn start(&mut self, stop: &AtomicBool) -> Result<usize, OutboxError> {
+        self.ride_out(stop, true).await
+    }
+
+    /// Sends every pending record, waiting out broker outages: after a failed delivery it
+    /// pauses, replaces the producer and recovers before sending the rest, so a record is
+    /// delivered once however the outage cut a batch. Returns early, leaving records pending
+    /// for the next start, once `stop` is set while the broker is away.
+    pub async fn deliver(&mut self, stop: &AtomicBool) -> Result<usize, OutboxError> {
+        self.ride_out(stop, false).await
+    }
+
+    async fn ride_out(&mut self, stop: &AtomicBool, mut recover_first: bool) -> Result<usize, OutboxError> {
+        let mut backoff = Backoff::default();
+        loop {
+            let attempt = if recover_first { self.recover().await.map(|_| 0) } else { self.send_pending().await };
+            match attempt {
+                Ok(_) if recover_first => recover_first = false,
+                Ok(sent) => {
+                    self.health.reachable();
+                    return Ok(sent);
+                }
+                Err(error) if error.is_retryable() => {
+                    self.health.unreachable(&error.to_string());
+                    self.health.check()?;
+                    if stop.load(Ordering::Relaxed) {
+                        return Ok(0);
+                    }
+                    tokio::time::sleep(backoff.next_pause()).await;
+                    self.replace_producer()?;
+                    recover_first = true;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// A fresh producer; the old one's queued and in-flight records are purged first, so
+    /// none of them can land after the recovery that follows has read the partitions.
+    fn replace_producer(&mut self) -> Result<(), OutboxError> {
+        self.producer.purge(PurgeConfig::default().queue().inflight());
+        self.producer = self.kafka.idempotent_producer(self.health.clone())?;
+        Ok(())
+    }
+
+    /// Drops the outbox records that already reached their topic before a crash (or an
+    /// outage). Call before the first [`OutboxSender::send_pending`]; [`OutboxSender::start`]
+    /// does.
+    pub async fn recover(&self) -> Result<usize, OutboxError> {
         let pending = self.store.pending(usize::MAX)?;
         if pending.is_empty() {
             return Ok(0);
@@ -68,7 +155,7 @@ impl OutboxSender {
         for (_, record) in &pending {
             targets.insert((record.topic.clone(), self.partition_of(record)?));
         }
-        let (store, kafka) = (self.store.clone(), kafka.clone());
+        let (store, kafka) = (self.store.clone(), self.kafka.clone());
         let delivered =
             tokio::task::spawn_blocking(move || delivered_seqs(&store, &kafka, &targets)).await??;
         let already: Vec<u64> =
@@ -157,32 +244,67 @@ impl OutboxSender {
 /// The outbox sequence numbers of this store's writer found in the target partitions, read
 /// from the last offset known delivered (or the start) to the end of each.
 ///
-/// The end is where reading goes quiet, not the high watermark: nisshi answers ListOffsets
-/// with the base offset of a partition's last batch, so its watermark can sit below records
-/// that are already there (ARCHITECTURE.md, "The broker").
+/// The end is each partition's end-of-partition event, not the high watermark: nisshi answers
+/// ListOffsets with the base offset of a partition's last batch, so its watermark can sit
+/// below records that are already there (ARCHITECTURE.md, "The broker"). Not reaching every
+/// end (the broker went away) is an error: sending on a partial read would repeat records.
 fn delivered_seqs(
     store: &Store,
     kafka: &KafkaOptions,
     targets: &BTreeSet<(String, i32)>,
 ) -> Result<BTreeSet<u64>, OutboxError> {
+    let prefix = format!("{}:", store.writer_id());
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, partition) in targets {
+        by_topic.entry(topic).or_default().push(*partition);
+    }
+    let mut found = BTreeSet::new();
+    for (topic, partitions) in by_topic {
+        found.extend(delivered_in_topic(store, kafka, topic, &partitions, &prefix)?);
+    }
+    Ok(found)
+}
+
+/// One topic at a time: an end-of-partition event names its partition, not its topic.
+fn delivered_in_topic(
+    store: &Store,
+    kafka: &KafkaOptions,
+    topic: &str,
+    partitions: &[i32],
+    writer_prefix: &str,
+) -> Result<BTreeSet<u64>, OutboxError> {
     let consumer: BaseConsumer = kafka
         .client_config()
         .set("group.id", "omnifold-outbox-recovery")
         .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "10")
         .create()
         .map_err(KafkaError::from)?;
     let mut assignment = TopicPartitionList::new();
-    for (topic, partition) in targets {
+    for partition in partitions {
         let start = store.tail(topic, *partition)?.map_or(Offset::Beginning, |tail| Offset::Offset(tail + 1));
         assignment.add_partition_offset(topic, *partition, start).map_err(KafkaError::from)?;
     }
     consumer.assign(&assignment).map_err(KafkaError::from)?;
-    let prefix = format!("{}:", store.writer_id());
+    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
     let mut found = BTreeSet::new();
-    while let Some(message) = consumer.poll(RECOVERY_QUIET) {
-        if let Some(seq) = outbox_seq(&message.map_err(KafkaError::from)?, &prefix) {
-            found.insert(seq);
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    while !open.is_empty() {
+        if Instant::now() > deadline {
+            return Err(OutboxError::RecoveryIncomplete(open.len()));
+        }
+        match consumer.poll(RECOVERY_POLL) {
+            None => {}
+            Some(Err(ClientError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
+            Some(Err(error)) => return Err(KafkaError::from(error).into()),
+            Some(Ok(message)) => {
+                if let Some(seq) = outbox_seq(&message, writer_prefix) {
+                    found.insert(seq);
+                }
+            }
         }
     }
     Ok(found)
@@ -194,4 +316,96 @@ fn outbox_seq(message: &impl Message, writer_prefix: &str) -> Option<u64> {
         let stamp = std::str::from_utf8(h.value?).ok()?;
         stamp.strip_prefix(writer_prefix)?.parse().ok()
     })
+}
+
+/// What an [`OutboxLoop`] and the loop that commits share.
+#[derive(Debug, Default)]
+pub struct OutboxSignals {
+    /// Set at shutdown: a delivery stuck in a broker outage gives up, leaving its records
+    /// pending for the next start.
+    give_up: AtomicBool,
+    /// Set once the committing loop has ended: one last pass, then the send loop ends.
+    last_pass: AtomicBool,
+    /// Outbox records committed and not yet sent (approximately: for push-back only).
+    pending: AtomicUsize,
+    committed: Notify,
+}
+
+impl OutboxSignals {
+    /// Tells the send loop that a commit added `records` to the outbox.
+    pub fn committed(&self, records: usize) {
+        self.pending.fetch_add(records, Ordering::Relaxed);
+        self.committed.notify_one();
+    }
+
+    /// Tells the send loop that the outbox holds `records` (re-counted by the caller).
+    pub fn pending_now(&self, records: usize) {
+        self.pending.store(records, Ordering::Relaxed);
+        if records > 0 {
+            self.committed.notify_one();
+        }
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// The outbox sender as a task of its own, so that the loop that commits never waits on the
+/// broker, and a shutdown during an outage is not held up by deliveries.
+pub struct OutboxLoop {
+    signals: Arc<OutboxSignals>,
+    task: Option<tokio::task::JoinHandle<Result<(), OutboxError>>>,
+}
+
+impl OutboxLoop {
+    /// Starts delivering after each commit the signals announce.
+    pub fn spawn(mut sender: OutboxSender) -> Self {
+        let signals = Arc::new(OutboxSignals::default());
+        let shared = signals.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let last = shared.last_pass.load(Ordering::Relaxed);
+                sender.deliver(&shared.give_up).await?;
+                let store = sender.store.clone();
+                shared.pending.store(tokio::task::spawn_blocking(move || store.pending_count()).await?, Ordering::Relaxed);
+                if last {
+                    return Ok(());
+                }
+                shared.committed.notified().await;
+            }
+        });
+        OutboxLoop { signals, task: Some(task) }
+    }
+
+    pub fn signals(&self) -> Arc<OutboxSignals> {
+        self.signals.clone()
+    }
+
+    /// Resolves only if the send loop ends before [`OutboxLoop::finish`], i.e. it failed.
+    pub async fn failed(&mut self) -> Result<(), OutboxError> {
+        match self.task.as_mut() {
+            Some(task) => {
+                let ended = task.await;
+                self.task = None;
+                ended?
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// At shutdown: from now on, a delivery stuck in an outage gives up.
+    pub fn give_up_on_outage(&self) {
+        self.signals.give_up.store(true, Ordering::Relaxed);
+    }
+
+    /// Once the committing loop has ended: delivers what is left and ends the send loop.
+    pub async fn finish(mut self) -> Result<(), OutboxError> {
+        self.signals.last_pass.store(true, Ordering::Relaxed);
+        self.signals.committed.notify_one();
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
 }

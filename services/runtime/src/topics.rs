@@ -15,7 +15,18 @@ pub struct TopicOptions {
     pub escalations_partitions: i32,
     pub snapshots_partitions: i32,
     pub deadletter_partitions: i32,
+    /// `retention.ms` of the topics kept for good: the event log (and the reporter's
+    /// partials). `-1` (infinite) is right on Apache Kafka; the default is a finite 100 years
+    /// because nisshi 0.7 deletes every record of a `cleanup.policy=delete` topic with
+    /// `retention.ms=-1` at each maintenance sweep (ARCHITECTURE.md, "The broker").
+    pub log_retention_ms: i64,
 }
+
+/// The default [`TopicOptions::log_retention_ms`]: 100 years, infinite in practice.
+pub const KEPT_RETENTION_MS: i64 = 100 * 365 * 24 * 3_600_000;
+
+/// The shortest finite retention that still counts as keeping the event log: 10 years.
+pub const MIN_LOG_RETENTION_MS: i64 = 10 * 365 * 24 * 3_600_000;
 
 impl Default for TopicOptions {
     fn default() -> Self {
@@ -27,6 +38,7 @@ impl Default for TopicOptions {
             escalations_partitions: 1,
             snapshots_partitions: 3,
             deadletter_partitions: 1,
+            log_retention_ms: KEPT_RETENTION_MS,
         }
     }
 }
@@ -53,6 +65,8 @@ pub struct TopicSpec {
     pub name: String,
     pub partitions: i32,
     pub cleanup: Cleanup,
+    /// `retention.ms` to create it with; `None` leaves the broker's default.
+    pub retention_ms: Option<i64>,
 }
 
 /// The names of the contract's topics under one prefix.
@@ -87,9 +101,14 @@ impl Topics {
             name: name.clone(),
             partitions,
             cleanup,
+            retention_ms: None,
+        };
+        let event_log = TopicSpec {
+            retention_ms: Some(options.log_retention_ms),
+            ..spec(&self.events, options.events_partitions, Cleanup::Delete)
         };
         vec![
-            spec(&self.events, options.events_partitions, Cleanup::Delete),
+            event_log,
             spec(&self.alerts, options.alerts_partitions, Cleanup::Delete),
             spec(&self.availability, options.availability_partitions, Cleanup::Compact),
             spec(&self.escalations, options.escalations_partitions, Cleanup::Delete),
@@ -97,5 +116,59 @@ impl Topics {
             spec(&self.snapshots_json, options.snapshots_partitions, Cleanup::Compact),
             spec(&self.deadletter, options.deadletter_partitions, Cleanup::Delete),
         ]
+    }
+}
+
+/// Why a topic's settings would drop events from the event log, or `None` when they keep it.
+/// `wanted` is the configured [`TopicOptions::log_retention_ms`]: `-1` says the operator runs
+/// a broker that honours infinite retention.
+pub fn event_log_problem(topic: &str, cleanup: Option<&str>, retention_ms: Option<&str>, wanted: i64) -> Option<String> {
+    if cleanup.is_some_and(|policy| policy.contains("compact")) {
+        return Some(format!("topic {topic} has cleanup.policy={}, which drops events: the event log needs cleanup.policy=delete", cleanup.unwrap_or_default()));
+    }
+    let Some(retention) = retention_ms else {
+        return Some(format!("topic {topic} has no retention.ms, so the broker's default retention (7 days on kafka) would drop events"));
+    };
+    match retention.trim().parse::<i64>() {
+        Err(_) => Some(format!("topic {topic} has retention.ms={retention}, which is not a number")),
+        Ok(-1) if wanted != -1 => Some(format!(
+            "topic {topic} has retention.ms=-1, which nisshi 0.7 honours by deleting every record at its next maintenance sweep: \
+             set topics.log_retention_ms = -1 if the broker is apache kafka, or alter the topic to retention.ms={KEPT_RETENTION_MS}"
+        )),
+        Ok(-1) => None,
+        Ok(ms) if ms < MIN_LOG_RETENTION_MS => Some(format!(
+            "topic {topic} keeps events for {} days only (retention.ms={ms}): the event log needs at least {} days, or -1 on apache kafka",
+            ms / 86_400_000,
+            MIN_LOG_RETENTION_MS / 86_400_000
+        )),
+        Ok(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(cleanup: Option<&str>, retention: Option<&str>, wanted: i64) -> Option<String> {
+        event_log_problem("e", cleanup, retention, wanted)
+    }
+
+    #[test]
+    fn the_default_retention_keeps_the_log() {
+        let default = KEPT_RETENTION_MS.to_string();
+        assert_eq!(problem(Some("delete"), Some(&default), KEPT_RETENTION_MS), None);
+    }
+
+    #[test]
+    fn infinite_retention_is_accepted_only_when_configured() {
+        assert_eq!(problem(Some("delete"), Some("-1"), -1), None);
+        assert!(problem(Some("delete"), Some("-1"), KEPT_RETENTION_MS).unwrap().contains("nisshi"));
+    }
+
+    #[test]
+    fn compaction_short_and_missing_retention_are_refused() {
+        assert!(problem(Some("compact"), Some("-1"), -1).unwrap().contains("cleanup.policy=compact"));
+        assert!(problem(Some("delete"), Some("604800000"), -1).unwrap().contains("7 days only"));
+        assert!(problem(Some("delete"), None, -1).unwrap().contains("no retention.ms"));
     }
 }

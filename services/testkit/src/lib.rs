@@ -8,7 +8,7 @@
 
 use std::{
     env,
-    fs::{self, File},
+    fs,
     net::{Ipv4Addr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -92,6 +92,7 @@ pub struct Record {
 pub struct Broker {
     child: Option<Child>,
     port: u16,
+    storage: Storage,
     producer: FutureProducer,
     dir: TempDir,
 }
@@ -112,7 +113,7 @@ impl Broker {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             match spawn_ready(&binary, dir.path(), storage).await {
-                Ok((child, port)) => return Self::assemble(child, port, dir),
+                Ok((child, port)) => return Self::assemble(child, port, storage, dir),
                 // another process may take the free port between probe and bind
                 Err(error @ StartError::Exited(_)) => last_error = Some(error.into()),
                 Err(error) => return Err(error.into()),
@@ -121,13 +122,13 @@ impl Broker {
         Err(last_error.unwrap_or_else(|| anyhow!("broker did not start")))
     }
 
-    fn assemble(child: Child, port: u16, dir: TempDir) -> Result<Self> {
+    fn assemble(child: Child, port: u16, storage: Storage, dir: TempDir) -> Result<Self> {
         let producer = client_config(&bootstrap(port))
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "10000")
             .create()
             .context("create producer")?;
-        Ok(Self { child: Some(child), port, producer, dir })
+        Ok(Self { child: Some(child), port, storage, producer, dir })
     }
 
     /// The `bootstrap.servers` value for clients: `127.0.0.1:PORT`.
@@ -209,6 +210,21 @@ impl Broker {
         tokio::task::spawn_blocking(move || read_all_blocking(&config, &topic, expected_min, timeout))
             .await
             .context("join reader task")?
+    }
+
+    /// Starts the broker again on the same port and storage after [`Broker::kill`] (or kills
+    /// it first): what sqlite storage kept is there again, memory storage starts empty.
+    pub async fn restart(&mut self) -> Result<()> {
+        self.kill();
+        let binary = nisshi_binary()?;
+        let log = self.log_path();
+        let mut child = spawn(&binary, self.dir.path(), self.storage, self.port, &log)?;
+        if let Err(error) = wait_ready(&mut child, self.port, &log).await {
+            stop(&mut child);
+            return Err(error.into());
+        }
+        self.child = Some(child);
+        Ok(())
     }
 
     /// Kills the broker process and waits for it; does nothing if it is gone.
@@ -322,7 +338,12 @@ async fn spawn_ready(binary: &Path, dir: &Path, storage: Storage) -> Result<(Chi
 
 fn spawn(binary: &Path, dir: &Path, storage: Storage, port: u16, log: &Path) -> Result<Child> {
     let listener = format!("tcp://{}", bootstrap(port));
-    let stdout = File::create(log).with_context(|| format!("create {}", log.display()))?;
+    // appended to, so a restarted broker's log follows the first one's
+    let stdout = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open {}", log.display()))?;
     let stderr = stdout.try_clone()?;
     let mut command = Command::new("/bin/sh");
     command.args(["-c", WATCHDOG]).arg(binary).env_remove("RUST_LOG");
