@@ -11,6 +11,8 @@ use omnifold_connector::publish::Publisher;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_domain::{Fold, Outcome, Output, PartitionState};
 use omnifold_proto::Event;
+use omnifold_reporter::{Reporter, ReporterOptions};
+use omnifold_runtime::deadletter::SOURCE_HEADER;
 use omnifold_runtime::load_contract;
 use omnifold_runtime::partitioner::partition_for;
 use omnifold_testkit::{Broker, Storage};
@@ -156,4 +158,51 @@ async fn an_outage_longer_than_broker_outage_max_ends_the_coordinator() {
         .unwrap();
     let message = ended.expect_err("an outage past the limit is an error").to_string();
     assert!(message.contains("broker_outage_max"), "{message}");
+}
+
+fn reporter_options(broker: &Broker, store: &std::path::Path) -> ReporterOptions {
+    ReporterOptions {
+        kafka: kafka(broker),
+        topics: topic_options(),
+        group_id: "omnifold-reporter".into(),
+        contract: contract_path(),
+        store: store.to_path_buf(),
+        batch_max_events: 500,
+        batch_max_ms: 20,
+        exit_when_caught_up: true,
+        broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_bad_event_is_dead_lettered_once_with_coordinator_and_reporter_running() {
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let mut events = workload(600);
+    for (i, at) in [100, 300, 500].into_iter().enumerate() {
+        let mut bad = events[at].clone();
+        bad.event_id = format!("bad-{i}");
+        bad.channel = "ebay".to_string();
+        events.insert(at, bad);
+    }
+    publish(&broker, &events).await;
+    broker.produce(&topics().events, b"SKU-X", b"\xff\xfe not protobuf").await.expect("raw bytes");
+
+    let (coordinator_store, reporter_store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    run_until_caught_up(&broker, coordinator_store.path()).await;
+    let reporter = Reporter::new(reporter_options(&broker, reporter_store.path())).unwrap();
+    tokio::time::timeout(Duration::from_secs(120), reporter.run(std::future::pending()))
+        .await
+        .expect("reporter caught up in time")
+        .expect("reporter ran");
+
+    let dead = read_to_end(&broker, &topics().deadletter).await;
+    let sources: BTreeSet<String> = dead
+        .iter()
+        .map(|r| String::from_utf8_lossy(header(r, SOURCE_HEADER).unwrap()).into_owned())
+        .collect();
+    assert_eq!(dead.len(), 4, "three unknown channels and one undecodable payload, once each");
+    assert_eq!(sources.len(), 4, "one dead letter per source record");
 }

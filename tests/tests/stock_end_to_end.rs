@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use omnifold_runtime::deadletter::ERROR_HEADER;
+use omnifold_runtime::deadletter::{ERROR_HEADER, SOURCE_HEADER};
 use omnifold_runtime::outbox::OUTBOX_HEADER;
 use omnifold_testkit::Broker;
 
@@ -72,11 +72,15 @@ async fn connector_to_coordinator_to_topics() {
     let pages: Vec<&str> = pages.iter().map(|e| e.escalation_id.as_str()).collect();
     assert_eq!(pages, vec!["order_spike/shopify/SKU-A/e3"]);
 
-    let dead = read(&broker, &topics.deadletter, 1).await;
-    assert_eq!(dead.len(), 1, "only the unknown location is dead-lettered, not the duplicate");
-    let reason = String::from_utf8_lossy(header(&dead[0], ERROR_HEADER).unwrap()).into_owned();
-    assert_eq!(reason, r#"event "e5": unknown location the-moon"#);
-    assert_eq!(dead[0].key.as_deref(), Some(b"SKU-A".as_slice()));
+    // the line that is not JSON by the connector, the unknown location by the coordinator;
+    // not the duplicate
+    let dead = read(&broker, &topics.deadletter, 2).await;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let reason = |record: &omnifold_testkit::Record| String::from_utf8_lossy(header(record, ERROR_HEADER).unwrap()).into_owned();
+    assert!(reason(&dead[0]).starts_with("invalid event json"), "{}", reason(&dead[0]));
+    assert_eq!(header(&dead[0], SOURCE_HEADER), Some(b"stdin:3".as_slice()));
+    assert_eq!(reason(&dead[1]), r#"event "e5": unknown location the-moon"#);
+    assert_eq!(dead[1].key.as_deref(), Some(b"SKU-A".as_slice()));
 }
 
 #[tokio::test(flavor = "multi_thread")]

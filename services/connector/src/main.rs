@@ -10,7 +10,7 @@ use omnifold_connector::b2b::B2bMapping;
 use omnifold_connector::config::ConnectorConfig;
 use omnifold_connector::files::{AmazonDir, DropDir, watch};
 use omnifold_connector::http::{Intake, amazon_router, bind, serve, shopify_router, woocommerce_router};
-use omnifold_connector::ndjson::publish_lines;
+use omnifold_connector::ndjson::{Origin, publish_lines_from};
 use omnifold_connector::publish::Publisher;
 use omnifold_connector::pushback::Pushback;
 use omnifold_connector::shopify::ShopifyMapping;
@@ -53,7 +53,8 @@ struct Common {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Publish NDJSON events (CONTRACT.md section 2, JSON form) from a file or stdin.
+    /// Publish NDJSON events (CONTRACT.md section 2, JSON form) from a file or stdin; a line
+    /// that gives no event goes to the dead-letter topic with its file and line.
     Ndjson {
         /// The file to read; stdin when absent or `-`.
         #[arg(long)]
@@ -294,15 +295,21 @@ async fn ndjson(
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-            publish_lines(BufReader::new(file), &mut publisher, on_refused).await?
+            // absolute, so that a dead letter's source names the file wherever it is read
+            let origin = Origin::File(std::path::absolute(&path)?);
+            publish_lines_from(BufReader::new(file), &origin, &mut publisher, on_refused).await?
         }
-        None => publish_lines(BufReader::new(tokio::io::stdin()), &mut publisher, on_refused).await?,
+        None => {
+            let stdin = BufReader::new(tokio::io::stdin());
+            publish_lines_from(stdin, &Origin::Stdin, &mut publisher, on_refused).await?
+        }
     };
     eprintln!(
-        "{} lines read, {} events published, {} refused",
+        "{} lines read, {} events published, {} refused (dead-lettered to {})",
         report.lines,
         report.published,
-        report.refused.len()
+        report.refused.len(),
+        topics.deadletter
     );
     Ok(())
 }

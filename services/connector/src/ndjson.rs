@@ -1,52 +1,139 @@
 //! The generic connector: one event per line in the contract's JSON form (CONTRACT.md
-//! section 2), from a file or stdin. A bad line is reported with its number and skipped.
+//! section 2), from a file or stdin. A line that gives no event (not UTF-8, not an event's
+//! JSON, or refused by the publisher's check) is reported with its number and goes to the
+//! dead-letter topic with its raw bytes, the reason and its file and line; the lines after it
+//! are published as usual.
 
+use std::path::PathBuf;
+
+use omnifold_proto::Event;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 
-use crate::publish::{PublishError, PublishOutcome, Publisher};
+use crate::publish::{DeadLetter, PublishError, PublishOutcome, Publisher};
 
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
     pub lines: usize,
     pub published: usize,
-    /// (line number, reason) of every refused line, numbered from 1.
+    /// (line number, reason) of every refused (and dead-lettered) line, numbered from 1.
     pub refused: Vec<(usize, String)>,
 }
 
-/// Publishes every good line of `input`; `on_refused` hears about each bad one at once.
+/// Where the lines come from, as a dead letter's `omnifold-source` header names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A file, named by an absolute path so that operations can find it from anywhere.
+    File(PathBuf),
+    Stdin,
+}
+
+impl Origin {
+    /// The source of line `number` (from 1): `file:<path>:<number>` or `stdin:<number>`.
+    pub fn line(&self, number: usize) -> String {
+        match self {
+            Origin::File(path) => format!("file:{}:{number}", path.display()),
+            Origin::Stdin => format!("stdin:{number}"),
+        }
+    }
+}
+
+/// [`publish_lines_from`] for input without a name, which dead letters call `stdin`.
 pub async fn publish_lines(
     input: impl AsyncBufRead + Unpin,
+    publisher: &mut Publisher,
+    on_refused: impl FnMut(usize, &str),
+) -> Result<Report, PublishError> {
+    publish_lines_from(input, &Origin::Stdin, publisher, on_refused).await
+}
+
+/// Publishes every good line of `input` and dead-letters every bad one; `on_refused` hears
+/// about each bad one at once. Returns once the broker has acknowledged every event and dead
+/// letter; only a failure to read the input or to reach the broker is an error.
+pub async fn publish_lines_from(
+    mut input: impl AsyncBufRead + Unpin,
+    origin: &Origin,
     publisher: &mut Publisher,
     mut on_refused: impl FnMut(usize, &str),
 ) -> Result<Report, PublishError> {
     let mut report = Report::default();
-    let mut lines = input.lines();
-    while let Some(line) = lines.next_line().await.map_err(PublishError::Read)? {
+    let mut buffer = Vec::new();
+    while next_line(&mut input, &mut buffer).await? {
         report.lines += 1;
-        if line.trim().is_empty() {
+        let line = without_terminator(&buffer);
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let refusal = match omnifold_proto::json::event_from_json(&line) {
-            Err(error) => Some(error.to_string()),
-            Ok(event) => match publisher.publish(&event).await {
-                Ok(()) => None,
-                Err(PublishOutcome::Refused(rejection)) => {
-                    Some(format!("event {:?}: {rejection}", event.event_id))
-                }
-                Err(PublishOutcome::Failed(error)) => return Err(error),
-            },
-        };
-        match refusal {
+        match publish_line(line, publisher).await? {
             None => report.published += 1,
-            Some(reason) => {
-                on_refused(report.lines, &reason);
+            Some(refusal) => {
+                on_refused(report.lines, &refusal.reason);
                 metrics::counter!("omnifold_connector_lines_refused_total", "adapter" => "ndjson")
                     .increment(1);
-                report.refused.push((report.lines, reason));
+                dead_letter(publisher, origin.line(report.lines), line, &refusal).await?;
+                report.refused.push((report.lines, refusal.reason));
             }
         }
     }
     publisher.flush().await?;
     Ok(report)
+}
+
+/// Reads the next line into `buffer` as bytes, so that a line that is not UTF-8 is one bad
+/// line rather than the end of the run; false at the end of the input.
+async fn next_line(
+    input: &mut (impl AsyncBufRead + Unpin),
+    buffer: &mut Vec<u8>,
+) -> Result<bool, PublishError> {
+    buffer.clear();
+    let read = input.read_until(b'\n', buffer).await?;
+    Ok(read > 0)
+}
+
+/// The line without its `\n` or `\r\n`: the terminator is not part of the payload.
+fn without_terminator(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Why one line gave no event.
+struct Refusal {
+    /// The event's partition key, when the line got as far as an event with one.
+    key: Option<String>,
+    reason: String,
+}
+
+/// Publishes the line's event; `Some` when the line gives none.
+async fn publish_line(line: &[u8], publisher: &mut Publisher) -> Result<Option<Refusal>, PublishError> {
+    let event = match decode(line) {
+        Ok(event) => event,
+        Err(reason) => return Ok(Some(Refusal { key: None, reason })),
+    };
+    match publisher.publish(&event).await {
+        Ok(()) => Ok(None),
+        // keyed like the event would have been, as the coordinator's dead letters are
+        Err(PublishOutcome::Refused(rejection)) => Ok(Some(Refusal {
+            key: Some(event.partition_key().to_string()).filter(|key| !key.is_empty()),
+            reason: format!("event {:?}: {rejection}", event.event_id),
+        })),
+        Err(PublishOutcome::Failed(error)) => Err(error),
+    }
+}
+
+fn decode(line: &[u8]) -> Result<Event, String> {
+    let text = std::str::from_utf8(line).map_err(|error| format!("line is not utf-8: {error}"))?;
+    omnifold_proto::json::event_from_json(text).map_err(|error| error.to_string())
+}
+
+async fn dead_letter(
+    publisher: &mut Publisher,
+    source: String,
+    line: &[u8],
+    refusal: &Refusal,
+) -> Result<(), PublishError> {
+    let letter =
+        DeadLetter { key: refusal.key.as_deref(), value: line, reason: &refusal.reason, source: &source };
+    publisher.dead_letter(letter).await?;
+    metrics::counter!("omnifold_connector_deadletters_total", "adapter" => "ndjson").increment(1);
+    Ok(())
 }

@@ -5,8 +5,10 @@ use std::collections::VecDeque;
 use omnifold_domain::Rules;
 use omnifold_domain::fact::{Rejection, check};
 use omnifold_proto::Event;
+use omnifold_runtime::deadletter::{ERROR_HEADER, SOURCE_HEADER};
 use omnifold_runtime::{KafkaOptions, Topics};
 use prost::Message as _;
+use rdkafka::message::{Header, OwnedHeaders, ToBytes};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 /// Deliveries allowed in flight before the publisher waits for the oldest.
@@ -24,10 +26,12 @@ pub enum PublishError {
     Cancelled,
 }
 
-/// Checks events and sends them to the events topic, keyed per the contract.
+/// Checks events and sends them to the events topic, keyed per the contract; sends the
+/// inputs an adapter cannot turn into events to the dead-letter topic.
 pub struct Publisher {
     producer: FutureProducer,
     topic: String,
+    deadletter: String,
     rules: Option<Rules>,
     in_flight: VecDeque<DeliveryFuture>,
 }
@@ -45,7 +49,13 @@ impl Publisher {
             .set("partitioner", "murmur2_random")
             .create()
             .map_err(omnifold_runtime::KafkaError::from)?;
-        Ok(Publisher { producer, topic: topics.events.clone(), rules, in_flight: VecDeque::new() })
+        Ok(Publisher {
+            producer,
+            topic: topics.events.clone(),
+            deadletter: topics.deadletter.clone(),
+            rules,
+            in_flight: VecDeque::new(),
+        })
     }
 
     /// Checks one event; a refused event is not sent.
@@ -58,12 +68,34 @@ impl Publisher {
         self.check(event).map_err(PublishOutcome::Refused)?;
         let value = event.encode_to_vec();
         let record = FutureRecord::to(&self.topic).key(event.partition_key()).payload(&value);
-        let delivery =
-            self.producer.send_result(record).map_err(|(e, _)| PublishOutcome::Failed(e.into()))?;
-        self.in_flight.push_back(delivery);
+        let delivery = send(&self.producer, record).map_err(PublishOutcome::Failed)?;
+        self.track(delivery).await.map_err(PublishOutcome::Failed)?;
         metrics::counter!("omnifold_connector_events_published_total").increment(1);
+        Ok(())
+    }
+
+    /// Queues a dead letter (CONTRACT.md section 1): the input's bytes unchanged, the reason
+    /// and where the input came from in headers. [`Publisher::flush`] waits for it too, so a
+    /// run that reports success has its dead letters on the broker.
+    pub async fn dead_letter(&mut self, letter: DeadLetter<'_>) -> Result<(), PublishError> {
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: ERROR_HEADER, value: Some(letter.reason) })
+            .insert(Header { key: SOURCE_HEADER, value: Some(letter.source) });
+        let record = FutureRecord::to(&self.deadletter).payload(letter.value).headers(headers);
+        // no key is a null key, which an empty one would not be
+        let delivery = match letter.key {
+            Some(key) => send(&self.producer, record.key(key))?,
+            None => send(&self.producer, record)?,
+        };
+        self.track(delivery).await
+    }
+
+    /// Keeps a delivery to wait for, and waits for the oldest while too many are in flight,
+    /// so that a long input does not grow the queue without bound.
+    async fn track(&mut self, delivery: DeliveryFuture) -> Result<(), PublishError> {
+        self.in_flight.push_back(delivery);
         while self.in_flight.len() > MAX_IN_FLIGHT {
-            self.await_oldest().await.map_err(PublishOutcome::Failed)?;
+            self.await_oldest().await?;
         }
         Ok(())
     }
@@ -84,6 +116,30 @@ impl Publisher {
             Err(_) => Err(PublishError::Cancelled),
         }
     }
+}
+
+fn send<K, P>(
+    producer: &FutureProducer,
+    record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, PublishError>
+where
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    producer.send_result(record).map_err(|(error, _)| PublishError::Delivery(error))
+}
+
+/// An input no event came from, as it goes to the dead-letter topic.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    /// The partition key when the input got as far as an event; most inputs have none.
+    pub key: Option<&'a str>,
+    /// The input's bytes, unchanged.
+    pub value: &'a [u8],
+    /// Why no event was published, for the `omnifold-error` header.
+    pub reason: &'a str,
+    /// Where the input came from, for the `omnifold-source` header, e.g. `file:/a/b.ndjson:17`.
+    pub source: &'a str,
 }
 
 /// Why one event was not published.

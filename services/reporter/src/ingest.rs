@@ -154,12 +154,12 @@ impl Ingest {
 
     fn fold_event(&mut self, id: i32, message: &BorrowedMessage<'_>, source: Source<'_>, batch: &mut Batch) {
         metrics::counter!("omnifold_reporter_events_consumed_total").increment(1);
-        let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+        let value = message.payload().unwrap_or_default();
         let event = match Event::decode(value) {
             Ok(event) => event,
             Err(error) => {
                 let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
-                return self.refuse(batch, key, value, &reason, source);
+                return skip_refused_event(&reason, source);
             }
         };
         let ledger = self.events.get_mut(&id).expect("loaded by ensure_loaded");
@@ -174,8 +174,7 @@ impl Ingest {
             }
             Applied::Duplicate => metrics::counter!("omnifold_reporter_events_duplicate_total").increment(1),
             Applied::Rejected(rejection) => {
-                let reason = format!("event {:?}: {rejection}", event.event_id);
-                self.refuse(batch, key, value, &reason, source);
+                skip_refused_event(&format!("event {:?}: {rejection}", event.event_id), source);
             }
         }
     }
@@ -206,6 +205,9 @@ impl Ingest {
         }
     }
 
+    /// Dead-letters an undecodable record of the alerts topic. Events are never dead-lettered
+    /// here: the events topic's dead letters are the coordinator's (CONTRACT.md section 1),
+    /// see [`skip_refused_event`].
     fn refuse(&self, batch: &mut Batch, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) {
         tracing::warn!(
             topic = source.topic,
@@ -337,4 +339,11 @@ impl Ingest {
         }
         Ok(Some(true))
     }
+}
+
+/// An event of the events topic the rules refuse: left out of every figure and counted; the
+/// coordinator dead-letters it.
+fn skip_refused_event(reason: &str, source: Source<'_>) {
+    tracing::debug!(partition = source.partition, offset = source.offset, reason, "skipped a refused event");
+    metrics::counter!("omnifold_reporter_events_refused_total").increment(1);
 }
