@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use omnifold_coordinator::CoordinatorOptions;
+use omnifold_proto::{Alert, AlertState};
 use omnifold_testkit::Broker;
 use serde_json::Value;
 
@@ -80,6 +81,51 @@ async fn a_price_war_raises_the_expected_alerts_and_pages_and_explains_its_price
 
     let again = alerts(&read(&broker, &topics.alerts, want_alerts.len()).await);
     assert_eq!(again.len(), want_alerts.len(), "the second run published nothing new");
+}
+
+/// A RESOLVED COMPETITOR_UNDERCUT names its competitor, channel and owner as its RAISED record
+/// did, and quotes the prices that ended it (CONTRACT.md section 5).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resolved_undercut_names_its_competitor_and_the_prices_that_ended_it() {
+    let scenario = scenario();
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let report = publish_ndjson(&broker, &ndjson(&scenario)).await;
+    assert!(report.refused.is_empty(), "{report:?}");
+    let store = tempfile::tempdir().unwrap();
+    run_until_caught_up(&broker, store.path()).await;
+    let want = scenario["expect"]["alerts"].as_array().expect("alerts").len();
+    let alerts = alerts(&read(&broker, &topics().alerts, want).await);
+    // shopify's ends at pw-07 (55.00 >= 57.00 x 0.95 x 0.95), amazon's at pw-08 (57.00 >= 47.00 x 0.95)
+    for (channel, competitor_price, effective_price) in
+        [("shopify", "55.00", "54.15"), ("amazon", "57.00", "47.00")]
+    {
+        let prefix = format!("competitor_undercut/SKU-0001/channel={channel}/competitor=rival/");
+        let raised = undercut(&alerts, &prefix, AlertState::Raised);
+        let resolved = undercut(&alerts, &prefix, AlertState::Resolved);
+        let subject = |a: &Alert| (a.channels.clone(), a.location.clone(), a.pool.clone(), a.owner.clone());
+        assert_eq!(subject(resolved), subject(raised), "{prefix}");
+        assert_eq!(detail_pairs(raised)[0], ("competitor", "rival"), "{prefix}");
+        let want = [
+            ("competitor", "rival"),
+            ("competitor_price", competitor_price),
+            ("effective_price", effective_price),
+            ("competitor_undercut_threshold", "0.05"),
+            ("currency", "USD"),
+        ];
+        assert_eq!(detail_pairs(resolved), want, "{prefix}");
+    }
+}
+
+fn undercut<'a>(alerts: &'a [Alert], prefix: &str, state: AlertState) -> &'a Alert {
+    alerts
+        .iter()
+        .find(|a| a.alert_id.starts_with(prefix) && a.state == state as i32)
+        .unwrap_or_else(|| panic!("no {} {prefix}...", state.name()))
+}
+
+fn detail_pairs(alert: &Alert) -> Vec<(&str, &str)> {
+    alert.details.iter().map(|d| (d.key.as_str(), d.value.as_str())).collect()
 }
 
 /// GETs `url`, retrying while the server is not listening yet.

@@ -1,6 +1,8 @@
 //! Alert lifecycle (CONTRACT.md section 5): a condition is raised once while it holds and
 //! resolved once when it stops holding. Conditions are re-evaluated after every accepted
-//! event of the SKU; this module diffs them against the open alerts.
+//! event of the SKU; this module diffs them against the open alerts. A RESOLVED record
+//! repeats its RAISED record's subject (channels, location, pool, the competitor) and owner,
+//! and quotes the numbers observed at resolution.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,10 @@ pub struct Condition {
     pub location: String,
     pub pool: String,
     pub summary: String,
+    /// Details that name the subject beyond sku, channels, location and pool (a competitor).
+    /// Both the RAISED and the RESOLVED record lead with them.
+    pub subject_details: Vec<(String, String)>,
+    /// The observed numbers.
     pub details: Vec<(String, String)>,
     pub recommended_action: String,
 }
@@ -28,8 +34,22 @@ pub struct Condition {
 impl Condition {
     /// The key under which an open alert for this condition is remembered.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.kind.name(), self.subject)
+        key(self.kind, &self.subject)
     }
+}
+
+/// The key of a condition: kind and subject.
+pub fn key(kind: AlertKind, subject: &str) -> String {
+    format!("{}/{}", kind.name(), subject)
+}
+
+/// The numbers observed of one condition's subject, whether or not the condition holds: what
+/// a RESOLVED record quotes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// The condition's key ([`Condition::key`]).
+    pub key: String,
+    pub details: Vec<(String, String)>,
 }
 
 /// An alert raised and not yet resolved.
@@ -44,6 +64,10 @@ pub struct OpenAlert {
     pub summary: String,
     pub raised_by_event_id: String,
     pub owner: String,
+    /// The raised record's [`Condition::subject_details`], which its RESOLVED record repeats;
+    /// bounded like the open alerts themselves.
+    #[serde(default)]
+    pub subject_details: Vec<(String, String)>,
 }
 
 /// The event being applied, as alerts and escalations cite it.
@@ -81,7 +105,7 @@ pub fn raise(rules: &Rules, condition: &Condition, cause: Cause<'_>) -> Alert {
         location: condition.location.clone(),
         pool: condition.pool.clone(),
         summary: condition.summary.clone(),
-        details: details(&condition.details),
+        details: details(condition.subject_details.iter().chain(&condition.details)),
         raised_by_event_id: cause.event_id.to_string(),
         resolved_by_event_id: String::new(),
         occurred_at_ms: cause.at_ms,
@@ -91,38 +115,43 @@ pub fn raise(rules: &Rules, condition: &Condition, cause: Cause<'_>) -> Alert {
     }
 }
 
-fn details(pairs: &[(String, String)]) -> Vec<Detail> {
-    pairs.iter().map(|(key, value)| Detail { key: key.clone(), value: value.clone() }).collect()
+fn details<'a>(pairs: impl IntoIterator<Item = &'a (String, String)>) -> Vec<Detail> {
+    pairs.into_iter().map(|(key, value)| Detail { key: key.clone(), value: value.clone() }).collect()
 }
 
 /// Diffs the conditions that hold now against the open alerts: raises the new ones and
-/// resolves those that stopped holding. Returns the records in a fixed order: resolutions
-/// by key, then raises in the order of `holding`.
+/// resolves those that stopped holding, quoting what `read` observes of their subjects.
+/// Returns the records in a fixed order: resolutions by key, then raises in the order of
+/// `holding`.
 pub fn reconcile(
     rules: &Rules,
     open: &mut BTreeMap<String, OpenAlert>,
     holding: &[Condition],
+    read: impl FnOnce() -> Vec<Reading>,
     cause: Cause<'_>,
 ) -> Vec<Alert> {
     let mut records = Vec::new();
     let holding_keys: Vec<String> = holding.iter().map(Condition::key).collect();
     let stopped: Vec<String> = open.keys().filter(|key| !holding_keys.contains(key)).cloned().collect();
+    // reading passes over every subject of the SKU, so only when something resolves
+    let readings = if stopped.is_empty() { Vec::new() } else { read() };
     for key in stopped {
         let alert = open.remove(&key).expect("the key was just listed");
-        records.push(resolve(alert, cause));
+        let observed = readings.iter().find(|r| r.key == key).map_or(&[][..], |r| r.details.as_slice());
+        records.push(resolve(alert, observed, cause));
     }
     for (condition, key) in holding.iter().zip(holding_keys) {
         if open.contains_key(&key) {
             continue;
         }
         let alert = raise(rules, condition, cause);
-        open.insert(key, remember(&alert));
+        open.insert(key, remember(condition, &alert));
         records.push(alert);
     }
     records
 }
 
-fn remember(alert: &Alert) -> OpenAlert {
+fn remember(condition: &Condition, alert: &Alert) -> OpenAlert {
     OpenAlert {
         alert_id: alert.alert_id.clone(),
         kind: alert.kind,
@@ -133,10 +162,14 @@ fn remember(alert: &Alert) -> OpenAlert {
         summary: alert.summary.clone(),
         raised_by_event_id: alert.raised_by_event_id.clone(),
         owner: alert.owner.clone(),
+        subject_details: condition.subject_details.clone(),
     }
 }
 
-fn resolve(alert: OpenAlert, cause: Cause<'_>) -> Alert {
+/// The RESOLVED record: the raised record's subject and owner, and the numbers observed now.
+/// A subject with nothing left to observe (its listing gone with a currency's rate) keeps
+/// only what names it.
+fn resolve(alert: OpenAlert, observed: &[(String, String)], cause: Cause<'_>) -> Alert {
     Alert {
         alert_id: alert.alert_id,
         kind: alert.kind,
@@ -147,7 +180,7 @@ fn resolve(alert: OpenAlert, cause: Cause<'_>) -> Alert {
         location: alert.location,
         pool: alert.pool,
         summary: format!("resolved: {}", alert.summary),
-        details: Vec::new(),
+        details: details(alert.subject_details.iter().chain(observed)),
         raised_by_event_id: alert.raised_by_event_id,
         resolved_by_event_id: cause.event_id.to_string(),
         occurred_at_ms: cause.at_ms,

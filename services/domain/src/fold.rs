@@ -303,9 +303,16 @@ impl Step<'_> {
         self.state.prices.let_go(self.state.latest_ms);
         let early = std::mem::take(&mut self.outputs);
         self.publish_availability(now);
-        let mut holding = stock_alerts::holding(self.rules, &mut self.state.stock, now);
-        holding.extend(price_alerts::holding(self.rules, self.cause.sku, &self.state.prices, now));
-        let records = alerts::reconcile(self.rules, &mut self.state.alerts, &holding, self.cause);
+        let (rules, sku) = (self.rules, self.cause.sku);
+        let (stock, prices) = (&mut self.state.stock, &self.state.prices);
+        let mut holding = stock_alerts::holding(rules, stock, now);
+        holding.extend(price_alerts::holding(rules, sku, prices, now));
+        let read = || {
+            let mut readings = stock_alerts::readings(rules, stock, now);
+            readings.extend(price_alerts::readings(rules, sku, prices, now));
+            readings
+        };
+        let records = alerts::reconcile(rules, &mut self.state.alerts, &holding, read, self.cause);
         let mut escalations = Vec::new();
         for output in early {
             match output {

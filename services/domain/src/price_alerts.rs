@@ -6,7 +6,7 @@
 use omnifold_proto::{AlertKind, Severity};
 use rust_decimal::Decimal;
 
-use crate::alerts::Condition;
+use crate::alerts::{self, Condition, Reading};
 use crate::contract::Rules;
 use crate::money::Amount;
 use crate::pricing::{self, Listing, PriceBook, Set};
@@ -32,6 +32,43 @@ pub fn holding(rules: &Rules, sku: &str, book: &PriceBook, now: i64) -> Vec<Cond
     conditions
 }
 
+/// The numbers of every price subject that can resolve, whether or not its condition holds.
+pub fn readings(rules: &Rules, sku: &str, book: &PriceBook, now: i64) -> Vec<Reading> {
+    let scope = Scope { rules, sku, currency: &rules.contract.reporting_currency };
+    let listings = pricing::listings(rules, book, now);
+    let cost = book.unit_cost.as_ref().and_then(|c| pricing::reporting(rules, &c.value));
+    let map = pricing::map_of(rules, sku).and_then(|m| pricing::reporting(rules, &m));
+    let mut readings = Vec::new();
+    for listing in &listings {
+        let subject = channel_subject(&listing.channel.id);
+        if let Some(cost) = cost {
+            let details = scope.floor_details(listing, cost);
+            readings.push(reading(AlertKind::PriceBelowFloor, &subject, details));
+        }
+        if let Some(map) = map.filter(|_| listing.channel.map_applies) {
+            readings.push(reading(AlertKind::MapViolation, &subject, scope.map_details(listing, map)));
+        }
+        readings.extend(scope.undercut_readings(book, listing));
+    }
+    if let Some([low, high]) = pricing::extremes(&listings) {
+        readings.push(reading(AlertKind::ChannelPriceSpread, "", scope.spread_details(low, high)));
+    }
+    readings.push(reading(AlertKind::PromotionCollision, "", scope.overlap_details(book, now)));
+    readings
+}
+
+fn reading(kind: AlertKind, subject: &str, details: Vec<(String, String)>) -> Reading {
+    Reading { key: alerts::key(kind, subject), details }
+}
+
+fn channel_subject(channel: &str) -> String {
+    format!("channel={channel}")
+}
+
+fn competitor_subject(channel: &str, competitor: &str) -> String {
+    format!("channel={channel}/competitor={competitor}")
+}
+
 /// What every price condition of one SKU refers to.
 struct Scope<'a> {
     rules: &'a Rules,
@@ -48,28 +85,28 @@ impl Scope<'_> {
         }
         let floor = text(pricing::floor_price(channel, cost));
         let (id, sku, currency) = (&channel.id, self.sku, self.currency);
-        let mut details = price_details(listing);
-        details.extend(pairs([
-            ("unit_cost", text(cost)),
-            ("fee_rate", text(channel.fee_rate)),
-            ("margin_floor", text(channel.margin_floor)),
-            ("floor", floor.clone()),
-            ("currency", currency.to_string()),
-        ]));
         Some(Condition {
             summary: format!(
                 "{id} sells {sku} at {} {currency}, below its floor of {floor} {currency}",
                 text(listing.effective)
             ),
-            details,
+            details: self.floor_details(listing, cost),
             recommended_action: raise_to(sku, id, &floor, currency, listing.discount),
-            ..condition(
-                AlertKind::PriceBelowFloor,
-                Severity::Critical,
-                format!("channel={id}"),
-                vec![id.clone()],
-            )
+            ..condition(AlertKind::PriceBelowFloor, Severity::Critical, channel_subject(id), vec![id.clone()])
         })
+    }
+
+    fn floor_details(&self, listing: &Listing<'_>, cost: Decimal) -> Vec<(String, String)> {
+        let channel = listing.channel;
+        let mut details = price_details(listing);
+        details.extend(pairs([
+            ("unit_cost", text(cost)),
+            ("fee_rate", text(channel.fee_rate)),
+            ("margin_floor", text(channel.margin_floor)),
+            ("floor", text(pricing::floor_price(channel, cost))),
+            ("currency", self.currency.to_string()),
+        ]));
+        details
     }
 
     /// MAP_VIOLATION, per (channel, sku), only on channels where MAP applies.
@@ -78,9 +115,8 @@ impl Scope<'_> {
         if !channel.map_applies || listing.effective >= map {
             return None;
         }
+        let details = self.map_details(listing, map);
         let (id, sku, currency, map) = (&channel.id, self.sku, self.currency, text(map));
-        let mut details = price_details(listing);
-        details.extend(pairs([("map", map.clone()), ("currency", currency.to_string())]));
         Some(Condition {
             summary: format!(
                 "{id} sells {sku} at {} {currency}, below its minimum advertised price of {map} {currency}",
@@ -90,43 +126,34 @@ impl Scope<'_> {
             recommended_action: format!(
                 "raise the effective price of {sku} on {id} to at least {map} {currency}"
             ),
-            ..condition(
-                AlertKind::MapViolation,
-                Severity::Critical,
-                format!("channel={id}"),
-                vec![id.clone()],
-            )
+            ..condition(AlertKind::MapViolation, Severity::Critical, channel_subject(id), vec![id.clone()])
         })
+    }
+
+    fn map_details(&self, listing: &Listing<'_>, map: Decimal) -> Vec<(String, String)> {
+        let mut details = price_details(listing);
+        details.extend(pairs([("map", text(map)), ("currency", self.currency.to_string())]));
+        details
     }
 
     /// CHANNEL_PRICE_SPREAD, per sku, on listed prices; it names every listing channel.
     fn spread(&self, listings: &[Listing<'_>]) -> Option<Condition> {
-        let low = listings.iter().min_by_key(|l| l.listed)?;
-        let high = listings.iter().max_by_key(|l| l.listed)?;
-        if listings.len() < 2 || !pricing::spread_exceeded(self.rules, low.listed, high.listed) {
+        let [low, high] = pricing::extremes(listings)?;
+        if !pricing::spread_exceeded(self.rules, low.listed, high.listed) {
             return None;
         }
         let (sku, currency) = (self.sku, self.currency);
         let allowed = self.rules.contract.pricing.max_channel_spread;
-        let spread = ((high.listed - low.listed) / low.listed).round_dp(4);
         let (low_id, high_id) = (&low.channel.id, &high.channel.id);
         Some(Condition {
             summary: format!(
                 "{sku} is listed from {} {currency} on {low_id} to {} {currency} on {high_id}, a spread of {} of the lowest price where {} is allowed",
                 text(low.listed),
                 text(high.listed),
-                text(spread),
+                text(spread(low, high)),
                 text(allowed)
             ),
-            details: pairs([
-                ("min_price", text(low.listed)),
-                ("min_channel", low_id.clone()),
-                ("max_price", text(high.listed)),
-                ("max_channel", high_id.clone()),
-                ("spread", text(spread)),
-                ("max_channel_spread", text(allowed)),
-                ("currency", currency.to_string()),
-            ]),
+            details: self.spread_details(low, high),
             recommended_action: format!("align the listed prices of {sku} on {low_id} and {high_id}"),
             ..condition(
                 AlertKind::ChannelPriceSpread,
@@ -135,6 +162,18 @@ impl Scope<'_> {
                 listings.iter().map(|l| l.channel.id.clone()).collect(),
             )
         })
+    }
+
+    fn spread_details(&self, low: &Listing<'_>, high: &Listing<'_>) -> Vec<(String, String)> {
+        pairs([
+            ("min_price", text(low.listed)),
+            ("min_channel", low.channel.id.clone()),
+            ("max_price", text(high.listed)),
+            ("max_channel", high.channel.id.clone()),
+            ("spread", text(spread(low, high))),
+            ("max_channel_spread", text(self.rules.contract.pricing.max_channel_spread)),
+            ("currency", self.currency.to_string()),
+        ])
     }
 
     /// PROMOTION_COLLISION, per sku; it names the channels of the promotions at the first
@@ -177,6 +216,18 @@ impl Scope<'_> {
         })
     }
 
+    /// What overlaps at worst from now on, within the limits once a collision has resolved.
+    fn overlap_details(&self, book: &PriceBook, now: i64) -> Vec<(String, String)> {
+        let limits = &self.rules.contract.pricing;
+        let peak = pricing::peak_overlap(book, now);
+        pairs([
+            ("peak_concurrent", peak.concurrent.to_string()),
+            ("peak_combined_discount", text(peak.combined_discount)),
+            ("max_concurrent_promotions", limits.max_concurrent_promotions.to_string()),
+            ("max_combined_discount", text(limits.max_combined_discount)),
+        ])
+    }
+
     /// COMPETITOR_UNDERCUT for every competitor seen on the listing's channel.
     fn undercuts(&self, book: &PriceBook, listing: &Listing<'_>, cost: Option<Decimal>) -> Vec<Condition> {
         book.competitors
@@ -184,6 +235,32 @@ impl Scope<'_> {
             .filter(|((channel, _), _)| *channel == listing.channel.id)
             .filter_map(|((_, competitor), observed)| self.undercut(listing, competitor, observed, cost))
             .collect()
+    }
+
+    /// What each competitor seen on the listing's channel is observed at, undercutting or not.
+    fn undercut_readings(&self, book: &PriceBook, listing: &Listing<'_>) -> Vec<Reading> {
+        let id = &listing.channel.id;
+        book.competitors
+            .iter()
+            .filter(|((channel, _), _)| channel == id)
+            .filter_map(|((_, competitor), observed)| {
+                let price = pricing::reporting(self.rules, &observed.value)?;
+                let subject = competitor_subject(id, competitor);
+                let mut details = self.undercut_numbers(listing, price);
+                details.push(("currency".into(), self.currency.to_string()));
+                Some(reading(AlertKind::CompetitorUndercut, &subject, details))
+            })
+            .collect()
+    }
+
+    /// The comparison an undercut is judged on, in the reporting currency.
+    fn undercut_numbers(&self, listing: &Listing<'_>, price: Decimal) -> Vec<(String, String)> {
+        let threshold = self.rules.contract.pricing.competitor_undercut_threshold;
+        pairs([
+            ("competitor_price", text(price)),
+            ("effective_price", text(listing.effective)),
+            ("competitor_undercut_threshold", text(threshold)),
+        ])
     }
 
     /// The recommendation never goes below the floor; with no cost known the floor is 0.
@@ -203,23 +280,21 @@ impl Scope<'_> {
         let step = pricing::competitor_step(self.rules);
         let recommended = text(pricing::recommended_price(floor, price, step));
         let step = text(step);
-        let threshold = text(self.rules.contract.pricing.competitor_undercut_threshold);
         let (id, sku, currency, floor) = (&channel.id, self.sku, self.currency, text(floor));
+        let mut details = self.undercut_numbers(listing, price);
+        details.extend(pairs([
+            ("floor", floor.clone()),
+            ("recommended_price", recommended.clone()),
+            ("currency", currency.to_string()),
+        ]));
         Some(Condition {
             summary: format!(
                 "{competitor} undercuts {id} on {sku} at {} {currency} against an effective price of {} {currency}",
                 text(price),
                 text(listing.effective)
             ),
-            details: pairs([
-                ("competitor", competitor.to_string()),
-                ("competitor_price", text(price)),
-                ("effective_price", text(listing.effective)),
-                ("competitor_undercut_threshold", threshold),
-                ("floor", floor.clone()),
-                ("recommended_price", recommended.clone()),
-                ("currency", currency.to_string()),
-            ]),
+            subject_details: pairs([("competitor", competitor.to_string())]),
+            details,
             recommended_action: match cost {
                 Some(_) => format!(
                     "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step} but not below the floor of {floor} {currency}"
@@ -231,7 +306,7 @@ impl Scope<'_> {
             ..condition(
                 AlertKind::CompetitorUndercut,
                 Severity::Info,
-                format!("channel={id}/competitor={competitor}"),
+                competitor_subject(id, competitor),
                 vec![id.clone()],
             )
         })
@@ -248,9 +323,15 @@ fn condition(kind: AlertKind, severity: Severity, subject: String, channels: Vec
         location: String::new(),
         pool: String::new(),
         summary: String::new(),
+        subject_details: Vec::new(),
         details: Vec::new(),
         recommended_action: String::new(),
     }
+}
+
+/// (max - min) / min of the listed prices, to four places.
+fn spread(low: &Listing<'_>, high: &Listing<'_>) -> Decimal {
+    ((high.listed - low.listed) / low.listed).round_dp(4)
 }
 
 /// A running promotion may be what took the price below the floor.

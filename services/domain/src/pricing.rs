@@ -240,6 +240,13 @@ pub fn listings<'a>(rules: &'a Rules, book: &PriceBook, now: i64) -> Vec<Listing
         .collect()
 }
 
+/// The lowest and the highest listed price, with at least two channels listing one.
+pub fn extremes<'l, 'a>(listings: &'l [Listing<'a>]) -> Option<[&'l Listing<'a>; 2]> {
+    let low = listings.iter().min_by_key(|l| l.listed)?;
+    let high = listings.iter().max_by_key(|l| l.listed)?;
+    (listings.len() >= 2).then_some([low, high])
+}
+
 /// Promotions of one SKU that run together at one instant and break the contract's limits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Collision<'a> {
@@ -254,12 +261,42 @@ pub struct Collision<'a> {
 /// max_combined_discount. Promotions are only added to the running set at their starts, so
 /// `now` and the later starts are the only instants that can be worst.
 pub fn first_collision<'a>(rules: &Rules, book: &'a PriceBook, now: i64) -> Option<Collision<'a>> {
-    let live: Vec<&ScheduledPromotion> = book.promotions.values().filter(|p| p.ends_at_ms > now).collect();
+    let live = live_promotions(book, now);
+    instants(&live, now).into_iter().find_map(|at_ms| collision_at(rules, &live, at_ms))
+}
+
+/// The most promotions of one SKU running together at any instant at or after now, and the
+/// deepest summed percent_off; each may come from a different instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Overlap {
+    pub concurrent: usize,
+    pub combined_discount: Decimal,
+}
+
+/// The peak overlap from `now` on, read at the same instants as [`first_collision`].
+pub fn peak_overlap(book: &PriceBook, now: i64) -> Overlap {
+    let live = live_promotions(book, now);
+    let mut peak = Overlap::default();
+    for at_ms in instants(&live, now) {
+        let running = live.iter().filter(|p| p.active_at(at_ms));
+        let (count, combined) = running.fold((0, Decimal::ZERO), |(n, sum), p| (n + 1, sum + p.percent_off));
+        peak.concurrent = peak.concurrent.max(count);
+        peak.combined_discount = peak.combined_discount.max(combined);
+    }
+    peak
+}
+
+fn live_promotions(book: &PriceBook, now: i64) -> Vec<&ScheduledPromotion> {
+    book.promotions.values().filter(|p| p.ends_at_ms > now).collect()
+}
+
+/// `now` and the later starts: the only instants at which an overlap can be worst.
+fn instants(live: &[&ScheduledPromotion], now: i64) -> Vec<i64> {
     let mut instants: Vec<i64> =
         live.iter().map(|p| p.starts_at_ms).filter(|&starts| starts > now).chain([now]).collect();
     instants.sort_unstable();
     instants.dedup();
-    instants.into_iter().find_map(|at_ms| collision_at(rules, &live, at_ms))
+    instants
 }
 
 /// A single promotion deeper than max_combined_discount collides with nothing: the discount
@@ -565,6 +602,20 @@ mod tests {
         let rules = rules();
         assert_eq!(first_collision(&rules, &book, 3 * DAY + 1).unwrap().at_ms, 3 * DAY + 1);
         assert_eq!(first_collision(&rules, &book, 4 * DAY), None);
+    }
+
+    #[test]
+    fn the_peak_overlap_is_read_from_now_on() {
+        let book = book(vec![
+            promotion("shop", "a", dec!(0.1), 0, 2 * DAY),
+            promotion("amzn", "b", dec!(0.15), DAY, 3 * DAY),
+            promotion("market", "c", dec!(0.05), 3 * DAY, 4 * DAY),
+        ]);
+        let peak = peak_overlap(&book, 0);
+        assert_eq!((peak.concurrent, peak.combined_discount), (2, dec!(0.25)));
+        let later = peak_overlap(&book, 2 * DAY);
+        assert_eq!((later.concurrent, later.combined_discount), (1, dec!(0.15)), "a has ended");
+        assert_eq!(peak_overlap(&book, 4 * DAY), Overlap::default());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use omnifold_proto::{AlertKind, Severity};
 use rust_decimal::Decimal;
 
-use crate::alerts::Condition;
+use crate::alerts::{self, Condition, Reading};
 use crate::contract::Rules;
 use crate::demand::Span;
 use crate::fact::Placed;
@@ -27,6 +27,27 @@ pub fn holding(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Condition> {
     conditions
 }
 
+/// The numbers of every stock subject that can resolve, whether or not its condition holds.
+pub fn readings(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Reading> {
+    let mut readings: Vec<Reading> = pools(rules)
+        .iter()
+        .map(|pool| Reading {
+            key: alerts::key(AlertKind::Oversell, &pool_subject(pool)),
+            details: pool_details(stock.atp(rules, pool), reserved(stock, pool)),
+        })
+        .collect();
+    readings.extend(stock.on_hand.iter().map(|(location, units)| Reading {
+        key: alerts::key(AlertKind::NegativeStock, &location_subject(location)),
+        details: location_details(*units),
+    }));
+    let placed = stock.demand.total(now, Span::Month);
+    readings.push(Reading {
+        key: alerts::key(AlertKind::LowCover, ""),
+        details: cover_details(rules, stock.atp(rules, &Pool::Shared), placed),
+    });
+    readings
+}
+
 /// The pools that can hold stock: the shared pool and every channel's dedicated pool.
 fn pools(rules: &Rules) -> Vec<Pool> {
     let mut pools = vec![Pool::Shared];
@@ -46,24 +67,36 @@ fn oversells(rules: &Rules, stock: &Stock) -> Vec<Condition> {
         if atp >= 0 {
             continue;
         }
-        let reserved = stock.reserved.get(&pool).copied().unwrap_or(0);
         conditions.push(Condition {
             kind: AlertKind::Oversell,
-            subject: format!("pool={}", pool.name()),
+            subject: pool_subject(&pool),
             severity: Severity::Critical,
             channels: pool_channels(rules, &pool),
             location: String::new(),
             pool: pool.name(),
             summary: format!("the {} pool is oversold by {} units", pool.name(), -atp),
-            details: vec![
-                ("atp".into(), atp.to_string()),
-                ("on_hand".into(), (atp + reserved).to_string()),
-                ("reserved".into(), reserved.to_string()),
-            ],
+            subject_details: Vec::new(),
+            details: pool_details(atp, reserved(stock, &pool)),
             recommended_action: "replenish or transfer stock into the pool, or cancel open orders".into(),
         });
     }
     conditions
+}
+
+fn reserved(stock: &Stock, pool: &Pool) -> i64 {
+    stock.reserved.get(pool).copied().unwrap_or(0)
+}
+
+fn pool_subject(pool: &Pool) -> String {
+    format!("pool={}", pool.name())
+}
+
+fn pool_details(atp: i64, reserved: i64) -> Vec<(String, String)> {
+    vec![
+        ("atp".into(), atp.to_string()),
+        ("on_hand".into(), (atp + reserved).to_string()),
+        ("reserved".into(), reserved.to_string()),
+    ]
 }
 
 fn negative_stock(rules: &Rules, stock: &Stock) -> Vec<Condition> {
@@ -75,17 +108,26 @@ fn negative_stock(rules: &Rules, stock: &Stock) -> Vec<Condition> {
             let pool = Pool::of_location(rules, location);
             Condition {
                 kind: AlertKind::NegativeStock,
-                subject: format!("location={location}"),
+                subject: location_subject(location),
                 severity: Severity::Critical,
                 channels: pool_channels(rules, &pool),
                 location: location.clone(),
                 pool: pool.name(),
                 summary: format!("on-hand at {location} is {units}, below zero"),
-                details: vec![("on_hand".into(), units.to_string())],
+                subject_details: Vec::new(),
+                details: location_details(*units),
                 recommended_action: format!("count the stock at {location} and correct the record"),
             }
         })
         .collect()
+}
+
+fn location_subject(location: &str) -> String {
+    format!("location={location}")
+}
+
+fn location_details(on_hand: i64) -> Vec<(String, String)> {
+    vec![("on_hand".into(), on_hand.to_string())]
 }
 
 /// ATP(shared) x 28 / units placed in 28 days < reorder_cover_days, compared without division.
@@ -99,7 +141,7 @@ fn low_cover(rules: &Rules, stock: &mut Stock, now: i64) -> Option<Condition> {
     if Decimal::from(atp) * Decimal::from(28) >= cover_days * Decimal::from(placed) {
         return None;
     }
-    let cover = (Decimal::from(atp) * Decimal::from(28) / Decimal::from(placed)).round_dp(1);
+    let cover = cover(atp, placed).expect("units were placed");
     Some(Condition {
         kind: AlertKind::LowCover,
         subject: String::new(),
@@ -108,14 +150,26 @@ fn low_cover(rules: &Rules, stock: &mut Stock, now: i64) -> Option<Condition> {
         location: String::new(),
         pool: Pool::Shared.name(),
         summary: format!("the shared pool covers {cover} days of demand, below {cover_days}"),
-        details: vec![
-            ("atp_shared".into(), atp.to_string()),
-            ("units_placed_28d".into(), placed.to_string()),
-            ("cover_days".into(), cover.to_string()),
-            ("reorder_cover_days".into(), cover_days.to_string()),
-        ],
+        subject_details: Vec::new(),
+        details: cover_details(rules, atp, placed),
         recommended_action: "reorder or transfer stock to the shared pool".into(),
     })
+}
+
+/// Days of demand the shared pool covers; none without demand to cover.
+fn cover(atp: i64, placed: i64) -> Option<Decimal> {
+    (placed > 0).then(|| (Decimal::from(atp) * Decimal::from(28) / Decimal::from(placed)).round_dp(1))
+}
+
+/// With nothing placed in 28 days, cover_days is left out: there is no demand to divide by.
+fn cover_details(rules: &Rules, atp: i64, placed: i64) -> Vec<(String, String)> {
+    let mut details =
+        vec![("atp_shared".into(), atp.to_string()), ("units_placed_28d".into(), placed.to_string())];
+    if let Some(cover) = cover(atp, placed) {
+        details.push(("cover_days".into(), cover.to_string()));
+    }
+    details.push(("reorder_cover_days".into(), rules.contract.allocation.reorder_cover_days.to_string()));
+    details
 }
 
 /// ALLOCATION_BREACH: the line asks for more than the channel's last published number.
@@ -131,6 +185,7 @@ pub fn allocation_breach(placed: &Placed, last_published: i64) -> Option<Conditi
         channels: vec![line.channel.clone()],
         location: placed.location.clone().unwrap_or_default(),
         pool: String::new(),
+        subject_details: Vec::new(),
         summary: format!(
             "{} sold {} units of a line while its published availability was {}",
             line.channel, placed.quantity, last_published

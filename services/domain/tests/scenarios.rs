@@ -5,6 +5,10 @@
 //! A step's `expect` is exact: availability changes, alert records and escalations not
 //! listed must not appear. `at` is the event time as `<days>d<HH>:<MM>` after the scenario
 //! epoch, filled in as `occurred_at_ms` unless the event sets it.
+//!
+//! Every RESOLVED record is also checked against its RAISED record: the same subject
+//! (channels, location, pool, subject details such as the competitor), severity and owner,
+//! and observed numbers of its own.
 
 mod support;
 
@@ -61,6 +65,8 @@ struct Expect {
 #[serde(deny_unknown_fields)]
 struct AlertFields {
     channels: Option<Vec<String>>,
+    location: Option<String>,
+    pool: Option<String>,
     owner: Option<String>,
     severity: Option<String>,
     #[serde(default)]
@@ -78,6 +84,7 @@ fn run(name: &str) {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: bad scenario: {e}"));
     let fold = Fold::new(Rules::new(contract(&scenario.contract_patch)));
     let mut state = PartitionState::default();
+    let mut raised = BTreeMap::new();
     for (i, step) in scenario.steps.iter().enumerate() {
         let mut event = step.event.clone();
         if event.get("occurred_at_ms").is_none() {
@@ -87,7 +94,7 @@ fn run(name: &str) {
         let before = state.clone();
         let outcome = fold.apply(&mut state, &event);
         let context = format!("{name} step {i} ({}, {}){}", step.at, event.event_id, note(&step.note));
-        check(&context, &step.expect, outcome, &before, &state);
+        check(&context, &step.expect, outcome, &before, &state, &mut raised);
     }
 }
 
@@ -95,7 +102,17 @@ fn note(note: &str) -> String {
     if note.is_empty() { String::new() } else { format!(": {note}") }
 }
 
-fn check(context: &str, expect: &Expect, outcome: Outcome, before: &PartitionState, after: &PartitionState) {
+/// RAISED records by alert id, for their RESOLVED records to be checked against.
+type Raised = BTreeMap<String, Alert>;
+
+fn check(
+    context: &str,
+    expect: &Expect,
+    outcome: Outcome,
+    before: &PartitionState,
+    after: &PartitionState,
+    raised: &mut Raised,
+) {
     match outcome {
         Outcome::Rejected(reason) => {
             let want = expect.rejected.as_deref().unwrap_or_else(|| panic!("{context}: rejected: {reason}"));
@@ -109,12 +126,12 @@ fn check(context: &str, expect: &Expect, outcome: Outcome, before: &PartitionSta
         Outcome::Applied { outputs, .. } => {
             assert!(expect.rejected.is_none(), "{context}: accepted, want rejected {:?}", expect.rejected);
             assert!(!expect.duplicate, "{context}: accepted, want duplicate");
-            check_outputs(context, expect, &outputs);
+            check_outputs(context, expect, &outputs, raised);
         }
     }
 }
 
-fn check_outputs(context: &str, expect: &Expect, outputs: &[Output]) {
+fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mut Raised) {
     let mut availability = BTreeMap::new();
     let mut alerts = Vec::new();
     let mut escalations = Vec::new();
@@ -134,6 +151,7 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output]) {
             Output::Alert(alert) => {
                 let state = AlertState::try_from(alert.state).unwrap().name();
                 alerts.push(format!("{state} {}", alert.alert_id));
+                check_lifecycle(context, alert, raised);
                 if let Some(fields) = expect.alert_fields.get(&alert.alert_id) {
                     check_alert_fields(context, alert, fields);
                 }
@@ -152,9 +170,33 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output]) {
     assert_eq!(escalations, expect.escalations, "{context}: escalations");
 }
 
+/// A RESOLVED record names what its RAISED record named: the subject fields, severity,
+/// owner and the details that lead both (a competitor); then the numbers observed now.
+fn check_lifecycle(context: &str, alert: &Alert, raised: &mut Raised) {
+    let id = &alert.alert_id;
+    if alert.state == AlertState::Raised as i32 {
+        raised.insert(id.clone(), alert.clone());
+        return;
+    }
+    let first = raised.get(id).unwrap_or_else(|| panic!("{context}: {id} resolved but never raised"));
+    let subject =
+        |a: &Alert| (a.channels.clone(), a.location.clone(), a.pool.clone(), a.severity, a.owner.clone());
+    assert_eq!(subject(alert), subject(first), "{context}: subject of resolved {id}");
+    if let Some(competitor) = first.details.iter().find(|d| d.key == "competitor") {
+        assert_eq!(alert.details.first(), Some(competitor), "{context}: competitor of resolved {id}");
+    }
+    assert!(!alert.details.is_empty(), "{context}: resolved {id} has no details");
+}
+
 fn check_alert_fields(context: &str, alert: &Alert, fields: &AlertFields) {
     if let Some(channels) = &fields.channels {
         assert_eq!(&alert.channels, channels, "{context}: channels of {}", alert.alert_id);
+    }
+    if let Some(location) = &fields.location {
+        assert_eq!(&alert.location, location, "{context}: location of {}", alert.alert_id);
+    }
+    if let Some(pool) = &fields.pool {
+        assert_eq!(&alert.pool, pool, "{context}: pool of {}", alert.alert_id);
     }
     if let Some(owner) = &fields.owner {
         assert_eq!(&alert.owner, owner, "{context}: owner of {}", alert.alert_id);
