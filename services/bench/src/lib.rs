@@ -20,6 +20,7 @@ use omnifold_runtime::{OutboxRecord, Store, StoreError, Topics, wall_clock_ms};
 use omnifold_workload::WorkloadOptions;
 use prost::Message as _;
 
+pub mod catchup;
 pub mod child;
 pub mod e2e;
 pub mod history;

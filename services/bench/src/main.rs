@@ -5,6 +5,7 @@
 //!     cargo run --release -p omnifold-bench -- [--events 1000000] [--skus 10000] [--report target/bench-report]
 
 use clap::{Parser, Subcommand};
+use omnifold_bench::catchup::{self, CatchUpArgs};
 use omnifold_bench::child::{ChildArgs, LoadStateArgs, child_main, load_state_main};
 use omnifold_bench::e2e::{self, RunArgs};
 use omnifold_bench::history::{self, HistoryArgs};
@@ -33,6 +34,9 @@ enum Command {
     /// Folds a long generated history through the state engine and the store, without a broker,
     /// and reports the rate per tenth of the log, the store size and a restart.
     History(HistoryArgs),
+    /// Runs the coordinator, then the reporter, over the same event log from empty stores and
+    /// reports the reporter's catch-up rate against the coordinator's.
+    CatchUp(CatchUpArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +47,12 @@ fn main() -> anyhow::Result<()> {
         Some(Command::History(args)) => {
             let report = history::run(args)?;
             println!("{}", history::markdown(&report));
+            Ok(())
+        }
+        Some(Command::CatchUp(args)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(catchup::run(args))?;
+            println!("{}", report.markdown());
             Ok(())
         }
         None => {

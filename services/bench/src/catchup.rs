@@ -1,0 +1,137 @@
+//! `omnifold-bench catch-up`: the coordinator and the reporter over the same event log, each
+//! from an empty store until caught up, in this process, against a real broker (memory
+//! storage). The figure is the reporter's catch-up rate against the coordinator's.
+//!
+//!     cargo run --release -p omnifold-bench -- catch-up [--events 50000] [--skus 1000]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use omnifold_coordinator::engine::EngineOptions;
+use omnifold_coordinator::{Coordinator, CoordinatorOptions};
+use omnifold_reporter::{Reporter, ReporterOptions};
+use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
+use omnifold_testkit::Broker;
+use omnifold_workload::{WorkloadOptions, generate};
+
+use crate::kafka::{Encoded, produce, producer};
+
+const PARTITIONS: i32 = 6;
+
+/// The options of the catch-up benchmark.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CatchUpArgs {
+    /// Events loaded into the events topic.
+    #[arg(long, default_value_t = 50_000)]
+    pub events: usize,
+    /// SKUs of the workload.
+    #[arg(long, default_value_t = 1_000)]
+    pub skus: usize,
+    /// The coordination contract (default: deploy/local/contract.toml).
+    #[arg(long, default_value = "deploy/local/contract.toml")]
+    pub contract: std::path::PathBuf,
+    /// Upper bound of each run, seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout_secs: u64,
+}
+
+/// What one catch-up run measured.
+#[derive(Debug, Clone)]
+pub struct CatchUp {
+    pub events: usize,
+    pub coordinator_s: f64,
+    pub reporter_s: f64,
+    /// The reporter started again on its caught-up store, with the same static member id,
+    /// until caught up: the restart's cost before any progress.
+    pub reporter_restart_s: f64,
+}
+
+impl CatchUp {
+    /// How many times longer the reporter took than the coordinator.
+    pub fn reporter_over_coordinator(&self) -> f64 {
+        self.reporter_s / self.coordinator_s
+    }
+
+    pub fn markdown(&self) -> String {
+        let rate = |s: f64| self.events as f64 / s;
+        format!(
+            "| run ({} events, {} partitions) | seconds | events/s |\n|---|---:|---:|\n\
+             | coordinator from an empty store | {:.2} | {:.0} |\n\
+             | reporter from an empty store | {:.2} | {:.0} |\n\
+             | reporter restarted on its store (same static member id), to caught up | {:.2} | |\n\n\
+             reporter / coordinator time: {:.2}x (target: within 3x)\n",
+            self.events,
+            PARTITIONS,
+            self.coordinator_s,
+            rate(self.coordinator_s),
+            self.reporter_s,
+            rate(self.reporter_s),
+            self.reporter_restart_s,
+            self.reporter_over_coordinator()
+        )
+    }
+}
+
+pub async fn run(args: CatchUpArgs) -> Result<CatchUp> {
+    let broker = Broker::start().await.context("start the broker")?;
+    let kafka = KafkaOptions { bootstrap_servers: broker.bootstrap(), ..KafkaOptions::default() };
+    let topic_options = TopicOptions { events_partitions: PARTITIONS, ..TopicOptions::default() };
+    let topics = Topics::new(&topic_options.prefix);
+    kafka.ensure_topics(&topics.specs(&topic_options)).await?;
+    let rules = load_contract(&args.contract)?;
+    let events = generate(&rules, &WorkloadOptions::bench(args.skus, args.events));
+    let records: Vec<Encoded> = events.iter().map(Encoded::of).collect();
+    let timeout = Duration::from_secs(args.timeout_secs);
+    eprintln!("loading {} events", records.len());
+    produce(&producer(&kafka)?, &topics.events, &records, None, timeout).await?;
+
+    let work = tempfile::tempdir()?;
+    eprintln!("coordinator from an empty store");
+    let coordinator_s = timed(timeout, coordinator(&kafka, &topic_options, &args.contract, work.path())).await?;
+    eprintln!("reporter from an empty store");
+    let reporter_s = timed(timeout, reporter(&kafka, &topic_options, &args.contract, work.path())).await?;
+    eprintln!("reporter restarted on its store");
+    let reporter_restart_s = timed(timeout, reporter(&kafka, &topic_options, &args.contract, work.path())).await?;
+    Ok(CatchUp { events: records.len(), coordinator_s, reporter_s, reporter_restart_s })
+}
+
+async fn timed(timeout: Duration, run: impl Future<Output = Result<()>>) -> Result<f64> {
+    let started = Instant::now();
+    tokio::time::timeout(timeout, run).await.context("run timed out")??;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn coordinator(kafka: &KafkaOptions, topics: &TopicOptions, contract: &Path, work: &Path) -> Result<()> {
+    let options = CoordinatorOptions {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        group_id: "omnifold-coordinator".into(),
+        contract: contract.to_path_buf(),
+        store: work.join("coordinator"),
+        batch_max_events: 5_000,
+        batch_max_ms: 20,
+        exit_when_caught_up: true,
+        http: None,
+        engine: EngineOptions::default(),
+        broker_outage_max: None,
+    };
+    Ok(Coordinator::new(options)?.run(std::future::pending()).await?)
+}
+
+async fn reporter(kafka: &KafkaOptions, topics: &TopicOptions, contract: &Path, work: &Path) -> Result<()> {
+    let options = ReporterOptions {
+        kafka: kafka.clone(),
+        topics: topics.clone(),
+        group_id: "omnifold-reporter".into(),
+        contract: contract.to_path_buf(),
+        store: work.join("reporter"),
+        batch_max_events: 5_000,
+        batch_max_ms: 20,
+        exit_when_caught_up: true,
+        broker_outage_max: None,
+        group_instance_id: Some("bench".into()),
+        session_timeout_ms: 10_000,
+    };
+    Ok(Reporter::new(options)?.run(std::future::pending()).await?)
+}
