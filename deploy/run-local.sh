@@ -88,6 +88,7 @@ events=$(folded)
 
 say "weekly channel contribution (reporter)"
 "$bin/omnifold-reporter" run --bootstrap "$bootstrap" --contract "$contract" --store "$work/reporter" \
+    --instance-id local-reporter --session-timeout-ms 6000 \
     --exit-when-caught-up >"$work/reporter.log" 2>&1
 for week in 2026-W46 2026-W47; do
     "$bin/omnifold-reporter" show --bootstrap "$bootstrap" --week "$week"

@@ -28,8 +28,7 @@ use omnifold_runtime::{
     load_contract, wall_clock_ms,
 };
 use prost::Message as _;
-use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -196,34 +195,9 @@ async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
     Ok(tokio::task::spawn_blocking(move || Store::open(&path)).await??)
 }
 
-/// The events consumer: end-of-partition events say when the log is consumed.
-type EventsConsumer = BaseConsumer<EventsContext>;
-
-/// Reports the broker's reachability like every service client, and takes the
-/// end-of-partition events the fold loop asks for as progress, not errors.
-struct EventsContext(HealthContext);
-
-impl ClientContext for EventsContext {
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
-        self.0.on_log(level, fac, log_message);
-    }
-
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        self.0.on_stats(&statistics);
-    }
-
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        use rdkafka::error::KafkaError;
-        use rdkafka::types::RDKafkaErrorCode;
-        let end_of_partition =
-            matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF));
-        if !end_of_partition {
-            self.0.on_error(&error, reason);
-        }
-    }
-}
-
-impl ConsumerContext for EventsContext {}
+/// The events consumer: end-of-partition events say when the log is consumed (the context
+/// takes them as progress, not errors, and reports the broker's reachability).
+type EventsConsumer = BaseConsumer<HealthContext>;
 
 struct FoldLoop {
     options: CoordinatorOptions,
@@ -253,7 +227,7 @@ impl FoldLoop {
             .assigning_config(&self.options.group_id)
             .set("enable.partition.eof", "true")
             .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
-            .create_with_context(EventsContext(HealthContext::new(self.health.clone())))?;
+            .create_with_context(HealthContext::new(self.health.clone()))?;
         let mut at_end = BTreeSet::new();
         // Only the offsets are read at start: states load on demand (crate::engine).
         let stored = self.store.offsets()?;

@@ -195,6 +195,14 @@ impl HealthContext {
 
     /// What [`ClientContext::error`] does, for contexts that wrap this one.
     pub fn on_error(&self, error: &ClientError, reason: &str) {
+        // the end of a partition is progress, reported as an error when a reader asks for it
+        let end_of_partition = matches!(
+            error,
+            ClientError::PartitionEOF(_) | ClientError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if end_of_partition {
+            return;
+        }
         if is_outage(error) {
             self.health.unreachable(reason);
         } else {

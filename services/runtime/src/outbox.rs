@@ -155,9 +155,9 @@ impl OutboxSender {
         for (_, record) in &pending {
             targets.insert((record.topic.clone(), self.partition_of(record)?));
         }
-        let (store, kafka) = (self.store.clone(), self.kafka.clone());
+        let (store, kafka, health) = (self.store.clone(), self.kafka.clone(), self.health.clone());
         let delivered =
-            tokio::task::spawn_blocking(move || delivered_seqs(&store, &kafka, &targets)).await??;
+            tokio::task::spawn_blocking(move || delivered_seqs(&store, &kafka, health, &targets)).await??;
         let already: Vec<u64> =
             pending.iter().map(|(seq, _)| *seq).filter(|seq| delivered.contains(seq)).collect();
         self.store.confirm_sent(&already, &BTreeMap::new())?;
@@ -251,6 +251,7 @@ impl OutboxSender {
 fn delivered_seqs(
     store: &Store,
     kafka: &KafkaOptions,
+    health: Arc<BrokerHealth>,
     targets: &BTreeSet<(String, i32)>,
 ) -> Result<BTreeSet<u64>, OutboxError> {
     let prefix = format!("{}:", store.writer_id());
@@ -260,7 +261,7 @@ fn delivered_seqs(
     }
     let mut found = BTreeSet::new();
     for (topic, partitions) in by_topic {
-        found.extend(delivered_in_topic(store, kafka, topic, &partitions, &prefix)?);
+        found.extend(delivered_in_topic(store, kafka, health.clone(), topic, &partitions, &prefix)?);
     }
     Ok(found)
 }
@@ -269,17 +270,18 @@ fn delivered_seqs(
 fn delivered_in_topic(
     store: &Store,
     kafka: &KafkaOptions,
+    health: Arc<BrokerHealth>,
     topic: &str,
     partitions: &[i32],
     writer_prefix: &str,
 ) -> Result<BTreeSet<u64>, OutboxError> {
-    let consumer: BaseConsumer = kafka
+    let consumer: BaseConsumer<HealthContext> = kafka
         .client_config()
         .set("group.id", "omnifold-outbox-recovery")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("fetch.wait.max.ms", "10")
-        .create()
+        .create_with_context(HealthContext::new(health))
         .map_err(KafkaError::from)?;
     let mut assignment = TopicPartitionList::new();
     for partition in partitions {
