@@ -65,12 +65,13 @@ async fn connector_to_coordinator_to_topics() {
     assert_eq!(raised, vec!["RAISED allocation_breach/SKU-A/line=shopify:SHO-1:1/e3"]);
     let alert = &alerts(&alert_records)[0];
     assert!(alert.detected_at_ms > 0, "detected_at_ms is stamped");
-    assert_eq!(alert.owner, "Maya Chen");
+    assert_eq!((alert.accountable.as_str(), alert.owner.as_str()), ("shopify", "Maya Chen"));
     assert!(header(&alert_records[0], OUTBOX_HEADER).is_some(), "outputs carry their outbox stamp");
 
-    let pages = escalations(&read(&broker, &topics.escalations, 1).await);
-    let pages: Vec<&str> = pages.iter().map(|e| e.escalation_id.as_str()).collect();
-    assert_eq!(pages, vec!["order_spike/shopify/SKU-A/e3"]);
+    // 70 units in an hour is shopify's first order of SKU-A: no baseline yet, so no
+    // ORDER_SPIKE page (CONTRACT.md section 6, the warm-up); the breach is not critical
+    let pages = escalations(&read_to_end(&broker, &topics.escalations).await);
+    assert!(pages.is_empty(), "{pages:?}");
 
     // the line that is not JSON by the connector, the unknown location by the coordinator;
     // not the duplicate

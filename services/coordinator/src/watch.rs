@@ -110,11 +110,12 @@ fn describe_alert(a: &Alert) -> String {
     let severity = Severity::try_from(a.severity).unwrap_or_default().name();
     let details: Vec<String> = a.details.iter().map(|d| format!("{}={}", d.key, d.value)).collect();
     let mut line = format!(
-        "{}  ALERT {state:<8} {severity:<8} {kind:<20} {:<10} {} [{}] owner: {}",
+        "{}  ALERT {state:<8} {severity:<8} {kind:<20} {:<10} {} [{}] accountable: {} ({})",
         event_time(a.occurred_at_ms),
         a.sku,
         a.summary,
         a.channels.join(","),
+        a.accountable,
         a.owner
     );
     if !details.is_empty() {

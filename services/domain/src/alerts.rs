@@ -1,8 +1,9 @@
 //! Alert lifecycle (CONTRACT.md section 5): a condition is raised once while it holds and
 //! resolved once when it stops holding. Conditions are re-evaluated after every accepted
 //! event of the SKU; this module diffs them against the open alerts. A RESOLVED record
-//! repeats its RAISED record's subject (channels, location, pool, the competitor) and owner,
-//! and quotes the numbers observed at resolution.
+//! repeats its RAISED record's subject (channels, location, pool, the competitor), accountable
+//! and owner, and quotes the numbers observed at resolution. Every alert names who is
+//! accountable (see [`accountable`]) and that party's owner.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +65,9 @@ pub struct OpenAlert {
     pub summary: String,
     pub raised_by_event_id: String,
     pub owner: String,
+    /// The raised record's accountable party, which its RESOLVED record repeats.
+    #[serde(default)]
+    pub accountable: String,
     /// The raised record's [`Condition::subject_details`], which its RESOLVED record repeats;
     /// bounded like the open alerts themselves.
     #[serde(default)]
@@ -76,6 +80,43 @@ pub struct Cause<'a> {
     pub sku: &'a str,
     pub event_id: &'a str,
     pub at_ms: i64,
+    /// The event's channel.
+    pub channel: &'a str,
+    /// What kind of event it is, as far as accountability cares.
+    pub trigger: Trigger,
+}
+
+/// The raising event's kind, as far as accountability (CONTRACT.md section 5) cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An OrderLinePlaced within the channel's published number.
+    Placement,
+    /// An OrderLinePlaced that was itself an ALLOCATION_BREACH.
+    BreachingPlacement,
+    PriceSet,
+    PromotionScheduled,
+    /// Any other event: stock moved, a cost, a cancellation, a competitor's price...
+    Other,
+}
+
+/// The accountable party of conditions no channel caused.
+pub const OPERATIONS: &str = "operations";
+
+/// Who answers for a condition raised by `cause` (CONTRACT.md section 5): the one channel whose
+/// action is the cause, or [`OPERATIONS`].
+pub fn accountable(kind: AlertKind, channels: &[String], cause: Cause<'_>) -> String {
+    use AlertKind::*;
+    let caused_by_event = match kind {
+        PriceBelowFloor | MapViolation | CompetitorUndercut | AllocationBreach => {
+            return channels.first().map_or_else(|| OPERATIONS.to_string(), Clone::clone);
+        }
+        Oversell | NegativeStock | LowCover => cause.trigger == Trigger::BreachingPlacement,
+        ChannelPriceSpread | PromotionCollision => {
+            matches!(cause.trigger, Trigger::PriceSet | Trigger::PromotionScheduled)
+        }
+        Unspecified => false,
+    };
+    if caused_by_event { cause.channel.to_string() } else { OPERATIONS.to_string() }
 }
 
 /// The deterministic id of an alert: kind, subject and raising event.
@@ -88,13 +129,9 @@ pub fn alert_id(kind: AlertKind, sku: &str, subject: &str, event_id: &str) -> St
     }
 }
 
-/// The owner of the first of `channels`, which are already in (priority, id) order.
-pub fn owner_of(rules: &Rules, channels: &[String]) -> String {
-    channels.first().and_then(|c| rules.channel(c)).map(|c| c.owner.clone()).unwrap_or_default()
-}
-
 /// Builds the RAISED record of a condition.
 pub fn raise(rules: &Rules, condition: &Condition, cause: Cause<'_>) -> Alert {
+    let accountable = accountable(condition.kind, &condition.channels, cause);
     Alert {
         alert_id: alert_id(condition.kind, cause.sku, &condition.subject, cause.event_id),
         kind: condition.kind as i32,
@@ -110,8 +147,9 @@ pub fn raise(rules: &Rules, condition: &Condition, cause: Cause<'_>) -> Alert {
         resolved_by_event_id: String::new(),
         occurred_at_ms: cause.at_ms,
         detected_at_ms: 0,
-        owner: owner_of(rules, &condition.channels),
+        owner: rules.people_of(&accountable).0.to_string(),
         recommended_action: condition.recommended_action.clone(),
+        accountable,
     }
 }
 
@@ -162,6 +200,7 @@ fn remember(condition: &Condition, alert: &Alert) -> OpenAlert {
         summary: alert.summary.clone(),
         raised_by_event_id: alert.raised_by_event_id.clone(),
         owner: alert.owner.clone(),
+        accountable: alert.accountable.clone(),
         subject_details: condition.subject_details.clone(),
     }
 }
@@ -187,5 +226,6 @@ fn resolve(alert: OpenAlert, observed: &[(String, String)], cause: Cause<'_>) ->
         detected_at_ms: 0,
         owner: alert.owner,
         recommended_action: "none: the condition no longer holds".to_string(),
+        accountable: alert.accountable,
     }
 }

@@ -124,6 +124,7 @@ mod tests {
             map_applies: false,
             weekly_operating_cost: crate::contract::MoneyConfig { amount: dec!(0), currency: "USD".into() },
             sells_from_shared_pool: true,
+            spike_min_units: None,
         }
     }
 

@@ -17,12 +17,22 @@ pub struct Contract {
     /// Units of reporting currency per unit of the keyed currency.
     #[serde(default)]
     pub fx: BTreeMap<String, Decimal>,
+    /// Who answers for shared stock and for every conflict no channel is accountable for.
+    pub operations: Operations,
     pub channels: Vec<Channel>,
     pub locations: Vec<Location>,
     pub allocation: Allocation,
     pub pricing: Pricing,
     pub escalation: EscalationRules,
     pub reporting: Reporting,
+}
+
+/// The operations owner and on-call target (CONTRACT.md section 3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operations {
+    pub owner: String,
+    pub on_call: String,
 }
 
 /// A sales channel and the people behind it.
@@ -45,6 +55,9 @@ pub struct Channel {
     pub weekly_operating_cost: MoneyConfig,
     #[serde(default = "yes")]
     pub sells_from_shared_pool: bool,
+    /// The channel's own ORDER_SPIKE floor, in place of the global one.
+    #[serde(default)]
+    pub spike_min_units: Option<i64>,
 }
 
 /// A stock location; dedicated to one channel or shared by all.
@@ -102,6 +115,9 @@ pub struct Pricing {
 pub struct EscalationRules {
     pub spike_factor: Decimal,
     pub spike_min_units: i64,
+    /// How long a channel must have been selling a SKU before its placements can spike.
+    #[serde(default = "one")]
+    pub spike_min_history_days: Decimal,
     pub stock_drop_fraction: Decimal,
     pub price_jump_fraction: Decimal,
 }
@@ -259,6 +275,21 @@ impl Rules {
         let channel_index = contract.channels.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
         let location_index = contract.locations.iter().enumerate().map(|(i, l)| (l.id.clone(), i)).collect();
         Rules { contract, order, channel_index, location_index }
+    }
+
+    /// The ORDER_SPIKE floor of a channel: its own, else the global one.
+    pub fn spike_min_units(&self, channel: &str) -> i64 {
+        self.channel(channel)
+            .and_then(|c| c.spike_min_units)
+            .unwrap_or(self.contract.escalation.spike_min_units)
+    }
+
+    /// The owner and on-call target of an accountable party: a channel id or `operations`.
+    pub fn people_of(&self, accountable: &str) -> (&str, &str) {
+        match self.channel(accountable) {
+            Some(channel) => (&channel.owner, &channel.on_call),
+            None => (&self.contract.operations.owner, &self.contract.operations.on_call),
+        }
     }
 
     pub fn channel(&self, id: &str) -> Option<&Channel> {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use omnifold_proto::{Alert, ChannelAvailability, Escalation, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::{self, Cause, OpenAlert};
+use crate::alerts::{self, Cause, OpenAlert, Trigger};
 use crate::allocation::allocate;
 use crate::contract::Rules;
 use crate::demand::{Point, Span};
@@ -18,7 +18,7 @@ use crate::escalation;
 use crate::fact::{self, Fact, LineKey, Rejection};
 use crate::price_alerts;
 use crate::pricing::{PriceBook, PromotionKey, Set};
-use crate::stock::{Line, Pool, Stock};
+use crate::stock::{Line, Stock};
 use crate::stock_alerts;
 
 /// Everything the coordinator knows of one SKU.
@@ -39,6 +39,10 @@ pub struct SkuState {
     pub alerts: BTreeMap<String, OpenAlert>,
     /// Channels whose ORDER_SPIKE fired and has not been re-armed.
     pub spiking: BTreeSet<String>,
+    /// Each channel's first accepted placement of the SKU (event time): the start of the
+    /// history its ORDER_SPIKE baseline is measured over. One entry per channel.
+    #[serde(default)]
+    pub first_placed: BTreeMap<String, i64>,
 }
 
 /// A keyed record an event may read, which its runner must provide first.
@@ -228,7 +232,13 @@ impl Fold {
         fact: &Fact,
     ) -> Result<Vec<Output>, Rejection> {
         let sku = fact.sku().expect("a fact of a sku");
-        let cause = Cause { sku, event_id: &event.event_id, at_ms: event.occurred_at_ms };
+        let cause = Cause {
+            sku,
+            event_id: &event.event_id,
+            at_ms: event.occurred_at_ms,
+            channel: &event.channel,
+            trigger: trigger_of(fact),
+        };
         let mut step = Step { rules: &self.rules, state, cause, outputs: Vec::new() };
         step.record(&event.channel, fact)?;
         step.evaluate();
@@ -254,8 +264,11 @@ impl Step<'_> {
                 let last_published = self.state.published.get(channel).copied().unwrap_or(0);
                 self.state.stock.place(self.rules, placed, at_ms)?;
                 if let Some(breach) = stock_alerts::allocation_breach(placed, last_published) {
+                    self.cause.trigger = Trigger::BreachingPlacement;
                     self.outputs.push(Output::Alert(alerts::raise(self.rules, &breach, self.cause)));
                 }
+                let first = self.state.first_placed.entry(channel.to_string()).or_insert(at_ms);
+                *first = (*first).min(at_ms);
                 self.check_spike(channel);
             }
             Fact::Cancelled { line, sku } => self.state.stock.cancel(line, sku)?,
@@ -352,21 +365,23 @@ impl Step<'_> {
     /// finds it false.
     fn check_spike(&mut self, channel: &str) {
         let now = self.cause.at_ms;
-        let last_hour = self.state.stock.demand.units(channel, now, Span::Hour);
-        let last_28d = self.state.stock.demand.units(channel, now, Span::Month);
-        if !escalation::spike_holds(self.rules, last_hour, last_28d) {
+        let demand = escalation::Demand {
+            units_last_hour: self.state.stock.demand.units(channel, now, Span::Hour),
+            units_28d: self.state.stock.demand.units(channel, now, Span::Month),
+            selling_ms: self.state.first_placed.get(channel).map_or(0, |first| now - first),
+        };
+        if !escalation::spike_holds(self.rules, channel, demand) {
             self.state.spiking.remove(channel);
             return;
         }
         if self.state.spiking.insert(channel.to_string()) {
-            let spike = escalation::order_spike(self.rules, channel, last_hour, last_28d, self.cause);
+            let spike = escalation::order_spike(self.rules, channel, demand, self.cause);
             self.outputs.push(Output::Escalation(spike));
         }
     }
 
     fn check_drop(&mut self, location: &str, prior: i64, after: i64) {
-        let channels = stock_alerts::pool_channels(self.rules, &Pool::of_location(self.rules, location));
-        if let Some(drop) = escalation::stock_drop(self.rules, location, channels, prior, after, self.cause) {
+        if let Some(drop) = escalation::stock_drop(self.rules, location, prior, after, self.cause) {
             self.outputs.push(Output::Escalation(drop));
         }
     }
@@ -381,5 +396,16 @@ impl Step<'_> {
         if let Some(jump) = escalation::price_jump(self.rules, channel, previous, price, self.cause) {
             self.outputs.push(Output::Escalation(jump));
         }
+    }
+}
+
+/// What an event is, as far as accountability cares; a placement turns into a breaching one
+/// when it raises ALLOCATION_BREACH.
+fn trigger_of(fact: &Fact) -> Trigger {
+    match fact {
+        Fact::Placed(_) => Trigger::Placement,
+        Fact::PriceSet { .. } => Trigger::PriceSet,
+        Fact::PromotionScheduled(_) => Trigger::PromotionScheduled,
+        _ => Trigger::Other,
     }
 }

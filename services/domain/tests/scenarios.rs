@@ -68,6 +68,7 @@ struct AlertFields {
     location: Option<String>,
     pool: Option<String>,
     owner: Option<String>,
+    accountable: Option<String>,
     severity: Option<String>,
     #[serde(default)]
     details: BTreeMap<String, String>,
@@ -171,7 +172,7 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
 }
 
 /// A RESOLVED record names what its RAISED record named: the subject fields, severity,
-/// owner and the details that lead both (a competitor); then the numbers observed now.
+/// accountable, owner and the details that lead both (a competitor); then the numbers observed now.
 fn check_lifecycle(context: &str, alert: &Alert, raised: &mut Raised) {
     let id = &alert.alert_id;
     if alert.state == AlertState::Raised as i32 {
@@ -179,8 +180,9 @@ fn check_lifecycle(context: &str, alert: &Alert, raised: &mut Raised) {
         return;
     }
     let first = raised.get(id).unwrap_or_else(|| panic!("{context}: {id} resolved but never raised"));
-    let subject =
-        |a: &Alert| (a.channels.clone(), a.location.clone(), a.pool.clone(), a.severity, a.owner.clone());
+    let subject = |a: &Alert| {
+        (a.channels.clone(), a.location.clone(), a.pool.clone(), a.severity, a.owner.clone(), a.accountable.clone())
+    };
     assert_eq!(subject(alert), subject(first), "{context}: subject of resolved {id}");
     if let Some(competitor) = first.details.iter().find(|d| d.key == "competitor") {
         assert_eq!(alert.details.first(), Some(competitor), "{context}: competitor of resolved {id}");
@@ -200,6 +202,9 @@ fn check_alert_fields(context: &str, alert: &Alert, fields: &AlertFields) {
     }
     if let Some(owner) = &fields.owner {
         assert_eq!(&alert.owner, owner, "{context}: owner of {}", alert.alert_id);
+    }
+    if let Some(accountable) = &fields.accountable {
+        assert_eq!(&alert.accountable, accountable, "{context}: accountable of {}", alert.alert_id);
     }
     if let Some(severity) = &fields.severity {
         assert_eq!(Severity::try_from(alert.severity).unwrap().name(), severity, "{context}: severity");
@@ -236,6 +241,7 @@ scenarios!(
     stock_oversell_and_negative,
     stock_low_cover,
     stock_escalations,
+    stock_accountability,
     events_duplicates_and_invalid,
     pricing_floor_and_promotions,
     pricing_map,

@@ -120,6 +120,15 @@ mod tests {
     }
 
     #[test]
+    fn a_contract_without_operations_is_refused_naming_the_section() {
+        let start = EXAMPLE.find("[operations]").expect("the example has [operations]");
+        let end = start + EXAMPLE[start..].find("[[channels]]").unwrap();
+        let without = format!("{}{}", &EXAMPLE[..start], &EXAMPLE[end..]);
+        let found = problems(&without).join("\n");
+        assert!(found.contains("\"operations\" is a required property"), "{found}");
+    }
+
+    #[test]
     fn refuses_the_contract_rules() {
         let bad = EXAMPLE
             .replacen("fee_rate = \"0.029\"", "fee_rate = \"0.9\"", 1)
