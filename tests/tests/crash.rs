@@ -15,6 +15,7 @@ use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_domain::{Fold, Outcome, Output, PartitionState};
 use omnifold_proto::{AlertState, Event};
+use prost::Message as _;
 use omnifold_runtime::partitioner::partition_for;
 use omnifold_runtime::{Store, load_contract};
 use omnifold_testkit::Broker;
@@ -28,6 +29,7 @@ struct Expected {
     availability: BTreeMap<(String, String), i64>,
     alerts: BTreeSet<(String, String)>,
     escalations: BTreeSet<String>,
+    ledger: BTreeSet<String>,
     dead_letters: usize,
 }
 
@@ -73,6 +75,9 @@ impl Expected {
             }
             Output::Escalation(e) => {
                 self.escalations.insert(e.escalation_id);
+            }
+            Output::Ledger(e) => {
+                assert!(self.ledger.insert(e.entry_id), "the fold itself repeats a ledger entry");
             }
         }
     }
@@ -164,6 +169,25 @@ async fn sigkill_at_any_point_loses_and_repeats_nothing() {
     let page_ids: BTreeSet<String> = pages.iter().map(|e| e.escalation_id.clone()).collect();
     assert_eq!(page_ids.len(), pages.len(), "no escalation twice");
     assert_eq!(page_ids, want.escalations);
+
+    let entries: Vec<String> = read_to_end(&broker, &topics.ledger)
+        .await
+        .iter()
+        .map(|r| omnifold_proto::LedgerEntry::decode(r.value.as_deref().unwrap()).unwrap().entry_id)
+        .collect();
+    let entry_ids: BTreeSet<String> = entries.iter().cloned().collect();
+    assert_eq!(entry_ids.len(), entries.len(), "no ledger entry twice");
+    assert!(want.ledger.len() > 1_000, "the workload ships and returns");
+    assert_eq!(entry_ids, want.ledger);
+    let json = read_to_end(&broker, &topics.ledger_json).await;
+    assert_eq!(json.len(), entries.len(), "one json twin each");
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schemas/ledger-entry.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the ledger schema compiles");
+    for record in &json {
+        let entry: serde_json::Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
+        assert!(validator.is_valid(&entry), "{entry}");
+    }
 
     let dead = read_to_end(&broker, &topics.deadletter).await;
     assert_eq!(dead.len(), want.dead_letters, "each refused event is dead-lettered once");

@@ -73,6 +73,24 @@ async fn connector_to_coordinator_to_topics() {
     let pages = escalations(&read_to_end(&broker, &topics.escalations).await);
     assert!(pages.is_empty(), "{pages:?}");
 
+    // e4 is worth its line's terms: 70 x 19.99, no discount, fee or cost; once, in both forms
+    let ledger = read_to_end(&broker, &topics.ledger_json).await;
+    assert_eq!(ledger.len(), 1, "one accepted shipment, one entry");
+    let entry: serde_json::Value = serde_json::from_slice(ledger[0].value.as_deref().unwrap()).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("../../schemas/ledger-entry.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the ledger schema compiles");
+    assert!(validator.is_valid(&entry), "{entry}");
+    let want = serde_json::json!({
+        "entry_id": "shipment/e4", "kind": "SHIPMENT", "channel": "shopify", "sku": "SKU-A",
+        "order_id": "SHO-1", "line_id": "1", "occurred_at_ms": T0 + 3 * 60_000, "reason_event_id": "e4",
+        "currency": "USD", "units": 70, "gross_revenue": "1399.3", "discount": "0", "channel_fee": "0",
+        "cogs": "0", "fulfillment_cost": "0", "unit_cost": "0"
+    });
+    assert_eq!(entry, want);
+    assert_eq!(ledger[0].key.as_deref(), Some(b"SKU-A".as_slice()));
+    assert_eq!(read_to_end(&broker, &topics.ledger).await.len(), 1);
+
     // the line that is not JSON by the connector, the unknown location by the coordinator;
     // not the duplicate
     let dead = read(&broker, &topics.deadletter, 2).await;

@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use omnifold_coordinator::engine::{Engine, EngineOptions, EngineStats};
-use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules};
+use omnifold_coordinator::output_records;
+use omnifold_domain::{Fold, Outcome, PartitionState, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::partitioner::partition_for;
-use omnifold_runtime::{OutboxRecord, Store, StoreError, Topics, wall_clock_ms};
+use omnifold_runtime::{Store, StoreError, Topics};
 use omnifold_workload::WorkloadOptions;
 use prost::Message as _;
 
@@ -106,7 +107,9 @@ impl Pipeline {
             match self.engine.apply(partition, event)? {
                 Outcome::Applied { outputs, .. } => {
                     for output in outputs {
-                        commit.push_output(&record(&self.topics, output));
+                        for record in output_records(&self.topics, output) {
+                            commit.push_output(&record);
+                        }
                     }
                 }
                 Outcome::Duplicate => {}
@@ -133,21 +136,6 @@ impl Pipeline {
         self.engine.trim();
         Ok(BatchStats { events: events.len(), outputs, dirty_skus, rejected })
     }
-}
-
-/// The outbox record of one fold output, as `FoldLoop::record` builds it.
-pub fn record(topics: &Topics, output: Output) -> OutboxRecord {
-    let (topic, key, value) = match output {
-        Output::Availability(a) => {
-            (&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())
-        }
-        Output::Alert(mut alert) => {
-            alert.detected_at_ms = wall_clock_ms();
-            (&topics.alerts, alert.sku.clone(), alert.encode_to_vec())
-        }
-        Output::Escalation(e) => (&topics.escalations, e.channel.clone(), e.encode_to_vec()),
-    };
-    OutboxRecord { topic: topic.clone(), key: key.into_bytes(), value, headers: Vec::new() }
 }
 
 /// Folds `events` into one fresh partition state, one at a time; returns how many outputs

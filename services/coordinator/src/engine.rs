@@ -120,8 +120,13 @@ impl Engine {
             Err(rejection) => return Ok(Outcome::Rejected(rejection)),
         };
         let Some(sku) = fact.sku() else {
-            self.accept(partition, &event.event_id);
-            return Ok(Outcome::Applied { sku: None, outputs: Vec::new() });
+            return Ok(match self.fold.apply_channel_fact(event, &fact) {
+                Ok(outputs) => {
+                    self.accept(partition, &event.event_id);
+                    Outcome::Applied { sku: None, outputs }
+                }
+                Err(rejection) => Outcome::Rejected(rejection),
+            });
         };
         self.tick += 1;
         let id = (partition, sku.to_string());

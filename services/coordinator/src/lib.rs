@@ -8,4 +8,4 @@ pub mod http;
 pub mod service;
 pub mod watch;
 
-pub use service::{Coordinator, CoordinatorError, CoordinatorOptions};
+pub use service::{Coordinator, CoordinatorError, CoordinatorOptions, output_records};

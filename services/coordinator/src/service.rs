@@ -187,6 +187,8 @@ impl Coordinator {
             &topics.escalations,
             &topics.deadletter,
             &topics.events,
+            &topics.ledger,
+            &topics.ledger_json,
         ])
     }
 }
@@ -335,8 +337,8 @@ impl FoldLoop {
         };
         match self.engine.apply(partition, &event)? {
             Outcome::Applied { outputs, .. } => {
-                for output in outputs {
-                    batch.commit.push_output(&self.record(output));
+                for record in outputs.into_iter().flat_map(|output| output_records(&self.topics, output)) {
+                    batch.commit.push_output(&record);
                 }
                 metrics::counter!("omnifold_events_applied_total").increment(1);
             }
@@ -357,21 +359,6 @@ impl FoldLoop {
             "dead-lettered an event"
         );
         batch.commit.push_output(&dead_letter(&self.topics.deadletter, key, value, reason, source));
-    }
-
-    /// The outbox record of one fold output; `detected_at_ms` is stamped here, outside the fold.
-    fn record(&self, output: Output) -> OutboxRecord {
-        let (topic, key, value) = match output {
-            Output::Availability(a) => {
-                (&self.topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())
-            }
-            Output::Alert(mut alert) => {
-                alert.detected_at_ms = wall_clock_ms();
-                (&self.topics.alerts, alert.sku.clone(), alert.encode_to_vec())
-            }
-            Output::Escalation(e) => (&self.topics.escalations, e.channel.clone(), e.encode_to_vec()),
-        };
-        OutboxRecord { topic: topic.clone(), key: key.into_bytes(), value, headers: Vec::new() }
     }
 
     fn commit(&mut self, consumer: &EventsConsumer, mut batch: Batch) -> Result<(), CoordinatorError> {
@@ -395,6 +382,35 @@ impl FoldLoop {
         }
         if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             tracing::debug!(%error, "group offset commit failed");
+        }
+    }
+}
+
+/// The outbox records of one fold output; `detected_at_ms` is stamped here, outside the fold.
+/// A ledger entry goes out twice: protobuf and its JSON form.
+pub fn output_records(topics: &Topics, output: Output) -> Vec<OutboxRecord> {
+    let record = |topic: &String, key: String, value: Vec<u8>| OutboxRecord {
+        topic: topic.clone(),
+        key: key.into_bytes(),
+        value,
+        headers: Vec::new(),
+    };
+    match output {
+        Output::Availability(a) => {
+            vec![record(&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())]
+        }
+        Output::Alert(mut alert) => {
+            alert.detected_at_ms = wall_clock_ms();
+            vec![record(&topics.alerts, alert.sku.clone(), alert.encode_to_vec())]
+        }
+        Output::Escalation(e) => vec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())],
+        Output::Ledger(entry) => {
+            let key = if entry.sku.is_empty() { entry.channel.clone() } else { entry.sku.clone() };
+            let json = omnifold_proto::json::ledger_to_json(&entry).into_bytes();
+            vec![
+                record(&topics.ledger, key.clone(), entry.encode_to_vec()),
+                record(&topics.ledger_json, key, json),
+            ]
         }
     }
 }

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::Rules;
 use crate::money::{Amount, MoneyError, parse_decimal};
+use crate::report::ledger::{MAX_PERIOD_WEEKS, MAX_TIME_MS};
+use crate::report::week::WEEK_MS;
 
 /// Identity of an order line: (channel, order_id, line_id).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -36,6 +38,10 @@ pub enum Rejection {
     EventIdTooLong(usize),
     #[error("occurred_at_ms {0} is not greater than 0")]
     BadTime(i64),
+    #[error("occurred_at_ms {0} is after the year 9999")]
+    TimeOutOfRange(i64),
+    #[error("period [{start}, {end}) is negative, after the year 9999 or longer than {MAX_PERIOD_WEEKS} weeks")]
+    PeriodOutOfRange { start: i64, end: i64 },
     #[error("{0} needs a channel")]
     MissingChannel(&'static str),
     #[error("unknown channel {0}")]
@@ -175,6 +181,11 @@ pub fn check_envelope(event: &Event) -> Result<(), Rejection> {
     if event.occurred_at_ms <= 0 {
         return Err(Rejection::BadTime(event.occurred_at_ms));
     }
+    // every week up to the latest event time is reported: one absurd time would open
+    // billions of weeks, so the coordinator refuses it like everything else it refuses
+    if event.occurred_at_ms > MAX_TIME_MS {
+        return Err(Rejection::TimeOutOfRange(event.occurred_at_ms));
+    }
     if event.body.is_none() {
         return Err(Rejection::MissingField("body"));
     }
@@ -270,7 +281,7 @@ impl Checker<'_> {
                 category: required("category", &b.category)?.to_string(),
                 amount: self.money("amount", b.amount.as_ref())?,
                 period_start_ms: b.period_start_ms,
-                period_end_ms: period(b.period_start_ms, b.period_end_ms)?,
+                period_end_ms: cost_period(b.period_start_ms, b.period_end_ms)?,
             },
         })
     }
@@ -350,6 +361,15 @@ fn percent_off(text: &str) -> Result<Decimal, Rejection> {
 }
 
 /// Checks that [start, end) is a non-empty period and returns its end.
+/// A channel cost's period: spread over one cell per week, so it is bounded.
+fn cost_period(start: i64, end: i64) -> Result<i64, Rejection> {
+    let end = period(start, end)?;
+    if start < 0 || end > MAX_TIME_MS || end - start > MAX_PERIOD_WEEKS * WEEK_MS {
+        return Err(Rejection::PeriodOutOfRange { start, end });
+    }
+    Ok(end)
+}
+
 fn period(start: i64, end: i64) -> Result<i64, Rejection> {
     if end > start { Ok(end) } else { Err(Rejection::EmptyPeriod { start, end }) }
 }

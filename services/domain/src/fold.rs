@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use omnifold_proto::{Alert, ChannelAvailability, Escalation, Event};
+use omnifold_proto::{Alert, ChannelAvailability, Escalation, Event, LedgerEntry};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{self, Cause, OpenAlert, Trigger};
@@ -15,6 +15,7 @@ use crate::allocation::allocate;
 use crate::contract::Rules;
 use crate::demand::{Point, Span};
 use crate::escalation;
+use crate::ledger;
 use crate::fact::{self, Fact, LineKey, Rejection};
 use crate::price_alerts;
 use crate::pricing::{PriceBook, PromotionKey, Set};
@@ -141,6 +142,8 @@ pub enum Output {
     Availability(ChannelAvailability),
     Alert(Alert),
     Escalation(Escalation),
+    /// A contribution ledger entry (`crate::ledger`).
+    Ledger(LedgerEntry),
 }
 
 /// What applying one event did.
@@ -179,8 +182,13 @@ impl Fold {
             Err(rejection) => return Outcome::Rejected(rejection),
         };
         let Some(sku) = fact.sku().map(str::to_string) else {
-            state.seen.insert(event.event_id.clone());
-            return Outcome::Applied { sku: None, outputs: Vec::new() };
+            return match self.apply_channel_fact(event, &fact) {
+                Ok(outputs) => {
+                    state.seen.insert(event.event_id.clone());
+                    Outcome::Applied { sku: None, outputs }
+                }
+                Err(rejection) => Outcome::Rejected(rejection),
+            };
         };
         let existed = state.skus.contains_key(&sku);
         let sku_state = state.skus.entry(sku.clone()).or_default();
@@ -223,6 +231,19 @@ impl Fold {
         }
     }
 
+    /// Applies a checked channel-level fact (one without a SKU): no state, only its ledger
+    /// entry.
+    pub fn apply_channel_fact(&self, event: &Event, fact: &Fact) -> Result<Vec<Output>, Rejection> {
+        let cause = Cause {
+            sku: "",
+            event_id: &event.event_id,
+            at_ms: event.occurred_at_ms,
+            channel: &event.channel,
+            trigger: Trigger::Other,
+        };
+        Ok(ledger::channel_cost(&self.rules, cause, fact)?.into_iter().map(Output::Ledger).collect())
+    }
+
     /// Applies a checked fact of a SKU to that SKU's state, whose working set holds the
     /// fact's record if it exists. On `Err` the state is as it was.
     pub fn apply_fact(
@@ -262,7 +283,8 @@ impl Step<'_> {
         match fact {
             Fact::Placed(placed) => {
                 let last_published = self.state.published.get(channel).copied().unwrap_or(0);
-                self.state.stock.place(self.rules, placed, at_ms)?;
+                let terms = ledger::terms(self.rules, placed)?;
+                self.state.stock.place(self.rules, placed, terms, at_ms)?;
                 if let Some(breach) = stock_alerts::allocation_breach(placed, last_published) {
                     self.cause.trigger = Trigger::BreachingPlacement;
                     self.outputs.push(Output::Alert(alerts::raise(self.rules, &breach, self.cause)));
@@ -272,8 +294,18 @@ impl Step<'_> {
                 self.check_spike(channel);
             }
             Fact::Cancelled { line, sku } => self.state.stock.cancel(line, sku)?,
-            Fact::Shipped(shipped) => self.state.stock.ship(shipped)?,
-            Fact::Returned(returned) => self.state.stock.take_return(returned)?,
+            Fact::Shipped(shipped) => {
+                let (unit_cost, fulfillment) = (self.unit_cost()?, ledger::fulfillment(self.rules, shipped)?);
+                let line = self.state.stock.ship(shipped)?;
+                let shipment = ledger::Shipment { shipped, line: &line, unit_cost, fulfillment };
+                self.outputs.push(Output::Ledger(ledger::shipment(self.rules, self.cause, shipment)));
+            }
+            Fact::Returned(returned) => {
+                let unit_cost = self.unit_cost()?;
+                let entry = ledger::returned(self.rules, self.cause, returned, unit_cost)?;
+                self.state.stock.take_return(returned)?;
+                self.outputs.push(Output::Ledger(entry));
+            }
             Fact::Adjusted { location, delta, .. } => {
                 let prior = self.state.stock.adjust(location, *delta);
                 self.check_drop(location, prior, prior + delta);
@@ -306,6 +338,11 @@ impl Step<'_> {
             Fact::ChannelCost { .. } => unreachable!("channel-level facts have no sku"),
         }
         Ok(())
+    }
+
+    /// The SKU's unit cost in force, in reporting currency.
+    fn unit_cost(&self) -> Result<rust_decimal::Decimal, Rejection> {
+        ledger::unit_cost(self.rules, self.state.prices.unit_cost.as_ref().map(|set| &set.value))
     }
 
     /// Re-evaluates availability and every condition of the SKU at its clock.

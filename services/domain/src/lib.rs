@@ -13,6 +13,7 @@ pub mod escalation;
 pub mod fact;
 pub mod fold;
 pub mod keyed;
+pub mod ledger;
 pub mod money;
 pub mod price_alerts;
 pub mod pricing;

@@ -12,6 +12,7 @@ use crate::contract::Rules;
 use crate::demand::Demand;
 use crate::fact::{LineKey, Placed, Rejection, Returned, Shipped};
 use crate::keyed::Records;
+use crate::ledger::Terms;
 
 pub use crate::demand::{DAY_MS, HOUR_MS, KEEP_MS, WINDOW_MS};
 
@@ -57,6 +58,9 @@ pub struct Line {
     pub shipped: i64,
     pub cancelled: i64,
     pub returned: i64,
+    /// What its shipments are worth (the contribution ledger).
+    #[serde(default)]
+    pub terms: Terms,
 }
 
 impl Line {
@@ -80,7 +84,7 @@ pub struct Stock {
 }
 
 impl Stock {
-    pub fn place(&mut self, rules: &Rules, placed: &Placed, at_ms: i64) -> Result<(), Rejection> {
+    pub fn place(&mut self, rules: &Rules, placed: &Placed, terms: Terms, at_ms: i64) -> Result<(), Rejection> {
         if self.lines.contains(&placed.line) {
             return Err(Rejection::DuplicateLine(placed.line.clone()));
         }
@@ -92,7 +96,7 @@ impl Stock {
             None => Pool::Shared,
         };
         *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
-        let line = Line { pool, placed: placed.quantity, shipped: 0, cancelled: 0, returned: 0 };
+        let line = Line { pool, placed: placed.quantity, shipped: 0, cancelled: 0, returned: 0, terms };
         self.lines.insert(placed.line.clone(), line);
         self.demand.place(&placed.line.channel, at_ms, placed.quantity);
         Ok(())
@@ -108,7 +112,8 @@ impl Stock {
         Ok(())
     }
 
-    pub fn ship(&mut self, shipped: &Shipped) -> Result<(), Rejection> {
+    /// Ships from the line; returns the line as shipped.
+    pub fn ship(&mut self, shipped: &Shipped) -> Result<Line, Rejection> {
         let known = self.line_mut(&shipped.line, &shipped.sku)?;
         let open = known.open();
         if shipped.quantity > open {
@@ -119,10 +124,10 @@ impl Stock {
             });
         }
         known.shipped += shipped.quantity;
-        let pool = known.pool.clone();
-        self.release(&pool, shipped.quantity);
+        let line = known.clone();
+        self.release(&line.pool, shipped.quantity);
         *self.on_hand.entry(shipped.location.clone()).or_default() -= shipped.quantity;
-        Ok(())
+        Ok(line)
     }
 
     pub fn take_return(&mut self, returned: &Returned) -> Result<(), Rejection> {

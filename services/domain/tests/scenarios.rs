@@ -56,6 +56,10 @@ struct Expect {
     alert_fields: BTreeMap<String, AlertFields>,
     #[serde(default)]
     escalations: Vec<String>,
+    /// The contribution ledger entries, checked when given, as
+    /// `<entry_id> <channel> <sku> <order>:<line> <field>=<value>...` with the entry's non-zero
+    /// amounts and counts in proto field order.
+    ledger: Option<Vec<String>>,
     rejected: Option<String>,
     #[serde(default)]
     duplicate: bool,
@@ -136,8 +140,10 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
     let mut availability = BTreeMap::new();
     let mut alerts = Vec::new();
     let mut escalations = Vec::new();
+    let mut ledger = Vec::new();
     for output in outputs {
         match output {
+            Output::Ledger(entry) => ledger.push(ledger_line(entry)),
             Output::Availability(a) => {
                 let mode = AllocationMode::try_from(a.mode).unwrap().name();
                 let rule = AllocationRule::try_from(a.rule).unwrap().name();
@@ -169,6 +175,36 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
     assert_eq!(availability, expect.availability, "{context}: availability changes");
     assert_eq!(alerts, expect.alerts, "{context}: alert records");
     assert_eq!(escalations, expect.escalations, "{context}: escalations");
+    if let Some(want) = &expect.ledger {
+        assert_eq!(&ledger, want, "{context}: ledger entries");
+    }
+}
+
+fn ledger_line(e: &omnifold_proto::LedgerEntry) -> String {
+    let amounts = [
+        ("gross_revenue", &e.gross_revenue),
+        ("discount", &e.discount),
+        ("channel_fee", &e.channel_fee),
+        ("cogs", &e.cogs),
+        ("fulfillment_cost", &e.fulfillment_cost),
+        ("refund", &e.refund),
+        ("restocked_cogs", &e.restocked_cogs),
+        ("unit_cost", &e.unit_cost),
+        ("operating_cost", &e.operating_cost),
+    ];
+    let mut line = format!("{} {} {} {}:{} units={}", e.entry_id, e.channel, e.sku, e.order_id, e.line_id, e.units);
+    for (name, value) in amounts {
+        if !value.is_empty() && value != "0" {
+            line.push_str(&format!(" {name}={value}"));
+        }
+    }
+    if e.restocked_units != 0 {
+        line.push_str(&format!(" restocked_units={}", e.restocked_units));
+    }
+    if e.period_end_ms != 0 {
+        line.push_str(&format!(" period=[{}, {}) {}", e.period_start_ms, e.period_end_ms, e.cost_category));
+    }
+    line
 }
 
 /// A RESOLVED record names what its RAISED record named: the subject fields, severity,
@@ -242,6 +278,7 @@ scenarios!(
     stock_low_cover,
     stock_escalations,
     stock_accountability,
+    ledger_entries,
     events_duplicates_and_invalid,
     pricing_floor_and_promotions,
     pricing_map,

@@ -417,3 +417,84 @@ mod tests {
         assert_eq!(event_from_json(line).unwrap().partition_key(), "amazon");
     }
 }
+
+/// The JSON form of a contribution ledger entry (`omnifold.ledger.json.v1`,
+/// `schemas/ledger-entry.schema.json`): the proto's fields by name, the kind without its
+/// prefix, amounts as decimal strings, and fields that do not apply to the kind left out.
+pub fn ledger_to_json(entry: &v1::LedgerEntry) -> String {
+    let kind = v1::LedgerKind::try_from(entry.kind).unwrap_or_default();
+    let json = JsonLedgerEntry {
+        entry_id: &entry.entry_id,
+        kind: kind.as_str_name().trim_start_matches("LEDGER_KIND_"),
+        channel: &entry.channel,
+        sku: non_empty(&entry.sku),
+        order_id: non_empty(&entry.order_id),
+        line_id: non_empty(&entry.line_id),
+        occurred_at_ms: entry.occurred_at_ms,
+        reason_event_id: &entry.reason_event_id,
+        currency: &entry.currency,
+        units: (kind != v1::LedgerKind::ChannelCost).then_some(entry.units),
+        gross_revenue: non_empty(&entry.gross_revenue),
+        discount: non_empty(&entry.discount),
+        channel_fee: non_empty(&entry.channel_fee),
+        cogs: non_empty(&entry.cogs),
+        fulfillment_cost: non_empty(&entry.fulfillment_cost),
+        refund: non_empty(&entry.refund),
+        restocked_cogs: non_empty(&entry.restocked_cogs),
+        restocked_units: (kind == v1::LedgerKind::Return).then_some(entry.restocked_units),
+        unit_cost: non_empty(&entry.unit_cost),
+        operating_cost: non_empty(&entry.operating_cost),
+        cost_category: non_empty(&entry.cost_category),
+        period_start_ms: (kind == v1::LedgerKind::ChannelCost).then_some(entry.period_start_ms),
+        period_end_ms: (kind == v1::LedgerKind::ChannelCost).then_some(entry.period_end_ms),
+    };
+    serde_json::to_string(&json).expect("ledger json serialization cannot fail")
+}
+
+fn non_empty(text: &str) -> Option<&str> {
+    (!text.is_empty()).then_some(text)
+}
+
+#[derive(Serialize)]
+struct JsonLedgerEntry<'a> {
+    entry_id: &'a str,
+    kind: &'a str,
+    channel: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sku: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    order_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line_id: Option<&'a str>,
+    occurred_at_ms: i64,
+    reason_event_id: &'a str,
+    currency: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    units: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gross_revenue: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discount: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_fee: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cogs: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fulfillment_cost: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restocked_cogs: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restocked_units: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_cost: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operating_cost: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_category: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period_start_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    period_end_ms: Option<i64>,
+}

@@ -15,6 +15,8 @@ pub struct TopicOptions {
     pub escalations_partitions: i32,
     pub snapshots_partitions: i32,
     pub deadletter_partitions: i32,
+    /// Partitions of the contribution ledger and its JSON form.
+    pub ledger_partitions: i32,
     /// `retention.ms` of the topics kept for good: the event log (and the reporter's
     /// partials). `-1` (infinite) is right on Apache Kafka; the default is a finite 100 years
     /// because nisshi 0.7 deletes every record of a `cleanup.policy=delete` topic with
@@ -38,6 +40,7 @@ impl Default for TopicOptions {
             escalations_partitions: 1,
             snapshots_partitions: 3,
             deadletter_partitions: 1,
+            ledger_partitions: 6,
             log_retention_ms: KEPT_RETENTION_MS,
         }
     }
@@ -79,6 +82,9 @@ pub struct Topics {
     pub snapshots: String,
     pub snapshots_json: String,
     pub deadletter: String,
+    /// The contribution ledger (`ledger.proto`) and its JSON form.
+    pub ledger: String,
+    pub ledger_json: String,
 }
 
 impl Topics {
@@ -92,6 +98,8 @@ impl Topics {
             snapshots: name("snapshots.v1"),
             snapshots_json: name("snapshots.json.v1"),
             deadletter: name("deadletter.v1"),
+            ledger: name("ledger.v1"),
+            ledger_json: name("ledger.json.v1"),
         }
     }
 
@@ -103,10 +111,11 @@ impl Topics {
             cleanup,
             retention_ms: None,
         };
-        let event_log = TopicSpec {
+        let kept = |name: &String, partitions: i32| TopicSpec {
             retention_ms: Some(options.log_retention_ms),
-            ..spec(&self.events, options.events_partitions, Cleanup::Delete)
+            ..spec(name, partitions, Cleanup::Delete)
         };
+        let event_log = kept(&self.events, options.events_partitions);
         vec![
             event_log,
             spec(&self.alerts, options.alerts_partitions, Cleanup::Delete),
@@ -115,6 +124,8 @@ impl Topics {
             spec(&self.snapshots, options.snapshots_partitions, Cleanup::Compact),
             spec(&self.snapshots_json, options.snapshots_partitions, Cleanup::Compact),
             spec(&self.deadletter, options.deadletter_partitions, Cleanup::Delete),
+            kept(&self.ledger, options.ledger_partitions),
+            kept(&self.ledger_json, options.ledger_partitions),
         ]
     }
 }

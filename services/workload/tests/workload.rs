@@ -8,7 +8,7 @@ use omnifold_domain::{Fold, Outcome, Output, PartitionState, Rules};
 use omnifold_proto::json::event_to_json;
 use omnifold_proto::{
     Alert, AlertKind, AlertState, AllocationMode, Body, ChannelAvailability, Escalation, EscalationRule,
-    Event,
+    Event, LedgerEntry,
 };
 use omnifold_workload::{SAMPLE_START_MS, WorkloadOptions, generate, type_counts, write_ndjson};
 
@@ -32,6 +32,7 @@ struct Folded {
     availability: Vec<(String, ChannelAvailability)>,
     alerts: Vec<(String, Alert)>,
     escalations: Vec<(String, Escalation)>,
+    ledger: Vec<LedgerEntry>,
 }
 
 fn fold(rules: &Rules, events: &[Event]) -> Folded {
@@ -47,6 +48,7 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                         Output::Availability(a) => folded.availability.push((id, a)),
                         Output::Alert(a) => folded.alerts.push((id, a)),
                         Output::Escalation(e) => folded.escalations.push((id, e)),
+                        Output::Ledger(entry) => folded.ledger.push(entry),
                     }
                 }
             }
@@ -340,4 +342,52 @@ fn report_sample() {
         }
     }
     println!("SCARCITY (sku: first event, records): {scarcity:?}");
+}
+
+/// The coordinator's ledger and the reporter's own valuation agree on every figure of every
+/// (week, channel) of the sample: the ledger can replace the reporter's copy of the stock model.
+#[test]
+fn the_ledger_adds_up_to_the_reports_figures_for_every_week_and_channel() {
+    use omnifold_domain::report::{Calendar, Cell, EventLedger, Partial};
+    use rust_decimal::Decimal;
+    let (events, folded) = sample();
+    let rules = rules();
+    let mut report = EventLedger::default();
+    for event in events {
+        report.apply(&rules, event);
+    }
+    let calendar = Calendar::of(&rules.contract.reporting);
+    let amount = |text: &str| if text.is_empty() { Decimal::ZERO } else { text.parse::<Decimal>().unwrap() };
+    let mut from_ledger: BTreeMap<Cell, Partial> = BTreeMap::new();
+    let mut operating: BTreeMap<String, Decimal> = BTreeMap::new();
+    for e in &folded.ledger {
+        if e.period_end_ms != 0 {
+            *operating.entry(e.channel.clone()).or_default() += amount(&e.operating_cost);
+            continue;
+        }
+        let cell = from_ledger.entry(Cell::new(calendar.week_of(e.occurred_at_ms), &e.channel)).or_default();
+        cell.gross_revenue += amount(&e.gross_revenue);
+        cell.discounts += amount(&e.discount);
+        cell.channel_fees += amount(&e.channel_fee);
+        cell.cogs += amount(&e.cogs);
+        cell.fulfillment_costs += amount(&e.fulfillment_cost);
+        cell.refunds += amount(&e.refund);
+        cell.restocked_cogs += amount(&e.restocked_cogs);
+        if !e.gross_revenue.is_empty() {
+            cell.units_shipped += e.units;
+        }
+    }
+    assert!(folded.ledger.len() > 1_000, "the sample ships and returns: {}", folded.ledger.len());
+    let money = |p: &Partial| {
+        (p.gross_revenue, p.discounts, p.channel_fees, p.cogs, p.fulfillment_costs, p.refunds, p.restocked_cogs, p.units_shipped)
+    };
+    let mut reported_operating: BTreeMap<String, Decimal> = BTreeMap::new();
+    for (cell, partial) in &report.cells {
+        *reported_operating.entry(cell.channel.clone()).or_default() += partial.recorded_operating_cost;
+        let ledger = from_ledger.get(cell).cloned().unwrap_or_default();
+        assert_eq!(money(&ledger), money(partial), "{cell:?}");
+    }
+    assert!(from_ledger.keys().all(|cell| report.cells.contains_key(cell)), "no cell only in the ledger");
+    reported_operating.retain(|_, total| !total.is_zero());
+    assert_eq!(operating, reported_operating, "channel costs, spread or whole");
 }

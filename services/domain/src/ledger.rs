@@ -1,0 +1,136 @@
+//! The contribution ledger (`proto/omnifold/v1/ledger.proto`): what each accepted event that
+//! moves money or units is worth, in reporting currency. Entries are fold outputs like alerts:
+//! deterministic, built from the SKU's own state (the line's terms kept with the line, the
+//! unit cost in force), with no scan of history. The coordinator is the only acceptor; the
+//! ledger is its account of every accepted shipment, return and channel cost.
+
+use omnifold_proto::{LedgerEntry, LedgerKind};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::alerts::Cause;
+use crate::contract::Rules;
+use crate::fact::{Fact, Placed, Rejection, Returned, Shipped};
+use crate::money::Amount;
+use crate::report::partial::{prorate, round};
+use crate::stock::Line;
+
+/// A line's terms in reporting currency, fixed when it is placed: what its shipments are
+/// valued at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terms {
+    pub unit_price: Decimal,
+    /// The whole line's discount.
+    pub discount: Decimal,
+    /// The whole line's channel fee.
+    pub channel_fee: Decimal,
+}
+
+/// In reporting currency, rounded so that sums stay exact.
+fn reporting(rules: &Rules, field: &'static str, amount: &Amount) -> Result<Decimal, Rejection> {
+    let value =
+        rules.contract.to_reporting(amount.clone()).map_err(|source| Rejection::Money { field, source })?;
+    Ok(round(value))
+}
+
+fn optional(rules: &Rules, field: &'static str, amount: Option<&Amount>) -> Result<Decimal, Rejection> {
+    amount.map_or(Ok(Decimal::ZERO), |amount| reporting(rules, field, amount))
+}
+
+/// The terms of a line about to be placed.
+pub fn terms(rules: &Rules, placed: &Placed) -> Result<Terms, Rejection> {
+    Ok(Terms {
+        unit_price: reporting(rules, "unit_price", &placed.unit_price)?,
+        discount: optional(rules, "discount", placed.discount.as_ref())?,
+        channel_fee: optional(rules, "channel_fee", placed.channel_fee.as_ref())?,
+    })
+}
+
+/// The unit cost in force (the SKU's last CostSet), 0 without one.
+pub fn unit_cost(rules: &Rules, cost: Option<&Amount>) -> Result<Decimal, Rejection> {
+    optional(rules, "unit_cost", cost)
+}
+
+/// A decimal as the ledger writes it: exact, without trailing zeros.
+fn text(value: Decimal) -> String {
+    value.normalize().to_string()
+}
+
+fn entry(rules: &Rules, kind: LedgerKind, cause: Cause<'_>) -> LedgerEntry {
+    let name = kind.as_str_name().trim_start_matches("LEDGER_KIND_").to_ascii_lowercase();
+    LedgerEntry {
+        entry_id: format!("{name}/{}", cause.event_id),
+        kind: kind as i32,
+        channel: cause.channel.to_string(),
+        sku: cause.sku.to_string(),
+        occurred_at_ms: cause.at_ms,
+        reason_event_id: cause.event_id.to_string(),
+        currency: rules.contract.reporting_currency.clone(),
+        ..LedgerEntry::default()
+    }
+}
+
+/// A shipment's fulfillment cost in reporting currency; checked before the shipment changes
+/// anything.
+pub fn fulfillment(rules: &Rules, shipped: &Shipped) -> Result<Decimal, Rejection> {
+    optional(rules, "fulfillment_cost", shipped.fulfillment_cost.as_ref())
+}
+
+/// What a shipment is worth.
+pub struct Shipment<'a> {
+    pub shipped: &'a Shipped,
+    /// The line after the shipment.
+    pub line: &'a Line,
+    pub unit_cost: Decimal,
+    pub fulfillment: Decimal,
+}
+
+/// A shipment, valued at its line's terms.
+pub fn shipment(rules: &Rules, cause: Cause<'_>, shipment: Shipment<'_>) -> LedgerEntry {
+    let Shipment { shipped, line, unit_cost, fulfillment } = shipment;
+    let (after, units) = (line.shipped, shipped.quantity);
+    let before = after - units;
+    let terms = &line.terms;
+    LedgerEntry {
+        order_id: shipped.line.order_id.clone(),
+        line_id: shipped.line.line_id.clone(),
+        units,
+        gross_revenue: text(terms.unit_price * Decimal::from(units)),
+        discount: text(prorate(terms.discount, before, after, line.placed)),
+        channel_fee: text(prorate(terms.channel_fee, before, after, line.placed)),
+        cogs: text(unit_cost * Decimal::from(units)),
+        fulfillment_cost: text(fulfillment),
+        unit_cost: text(unit_cost),
+        ..entry(rules, LedgerKind::Shipment, cause)
+    }
+}
+
+/// A return: its refund, and the restocked units at the cost in force.
+pub fn returned(rules: &Rules, cause: Cause<'_>, returned: &Returned, unit_cost: Decimal) -> Result<LedgerEntry, Rejection> {
+    let refund = reporting(rules, "refund", &returned.refund)?;
+    let restocked = if returned.restock_at.is_some() { returned.quantity } else { 0 };
+    Ok(LedgerEntry {
+        order_id: returned.line.order_id.clone(),
+        line_id: returned.line.line_id.clone(),
+        units: returned.quantity,
+        refund: text(refund),
+        restocked_units: restocked,
+        restocked_cogs: text(unit_cost * Decimal::from(restocked)),
+        unit_cost: text(unit_cost),
+        ..entry(rules, LedgerKind::Return, cause)
+    })
+}
+
+/// A ChannelCostRecorded: its amount and period, which the reporter spreads over weeks.
+pub fn channel_cost(rules: &Rules, cause: Cause<'_>, fact: &Fact) -> Result<Option<LedgerEntry>, Rejection> {
+    let Fact::ChannelCost { category, amount, period_start_ms, period_end_ms } = fact else {
+        return Ok(None);
+    };
+    Ok(Some(LedgerEntry {
+        operating_cost: text(reporting(rules, "amount", amount)?),
+        cost_category: category.clone(),
+        period_start_ms: *period_start_ms,
+        period_end_ms: *period_end_ms,
+        ..entry(rules, LedgerKind::ChannelCost, cause)
+    }))
+}
