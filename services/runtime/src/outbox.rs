@@ -147,7 +147,7 @@ impl OutboxSender {
     /// outage). Call before the first [`OutboxSender::send_pending`]; [`OutboxSender::start`]
     /// does.
     pub async fn recover(&self) -> Result<usize, OutboxError> {
-        let pending = self.store.pending(usize::MAX)?;
+        let pending = self.pending(usize::MAX).await?;
         if pending.is_empty() {
             return Ok(0);
         }
@@ -160,7 +160,7 @@ impl OutboxSender {
             tokio::task::spawn_blocking(move || delivered_seqs(&store, &kafka, health, &targets)).await??;
         let already: Vec<u64> =
             pending.iter().map(|(seq, _)| *seq).filter(|seq| delivered.contains(seq)).collect();
-        self.store.confirm_sent(&already, &BTreeMap::new())?;
+        self.confirm(already.clone(), BTreeMap::new()).await?;
         tracing::info!(pending = pending.len(), already_delivered = already.len(), "recovered outbox");
         Ok(already.len())
     }
@@ -170,7 +170,7 @@ impl OutboxSender {
     pub async fn send_pending(&self) -> Result<usize, OutboxError> {
         let mut sent = 0;
         loop {
-            let pending = self.store.pending(SEND_BATCH)?;
+            let pending = self.pending(SEND_BATCH).await?;
             if pending.is_empty() {
                 return Ok(sent);
             }
@@ -197,7 +197,7 @@ impl OutboxSender {
             *tail = (*tail).max(delivery.offset);
         }
         let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
-        self.store.confirm_sent(&seqs, &tails)?;
+        self.confirm(seqs.clone(), tails).await?;
         let delivered_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(records = seqs.len(), queued_ms, delivered_ms, "sent outbox records");
         metrics::counter!("omnifold_outbox_records_sent_total").increment(seqs.len() as u64);
@@ -230,6 +230,17 @@ impl OutboxSender {
                 }
             }
         }
+    }
+
+    /// The store's scans and writes block (disk), so they run off the async workers.
+    async fn pending(&self, limit: usize) -> Result<Vec<(u64, OutboxRecord)>, OutboxError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.pending(limit)).await??)
+    }
+
+    async fn confirm(&self, seqs: Vec<u64>, tails: BTreeMap<(String, i32), i64>) -> Result<(), OutboxError> {
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.confirm_sent(&seqs, &tails)).await??)
     }
 
     fn partition_of(&self, record: &OutboxRecord) -> Result<i32, OutboxError> {

@@ -48,6 +48,8 @@ pub enum StoreError {
     Engine(#[from] fjall::Error),
     #[error("corrupt {what} in the store: {source}")]
     Decode { what: &'static str, source: postcard::Error },
+    #[error("corrupt {what} in the store: {len} bytes where {want} were expected")]
+    Truncated { what: &'static str, len: usize, want: usize },
 }
 
 /// One record waiting in the outbox.
@@ -105,7 +107,7 @@ impl Store {
         let mut offsets = BTreeMap::new();
         for entry in self.scan(b"o/") {
             let (key, value) = entry?;
-            offsets.insert(be_i32(&key[2..6]), be_i64(&value));
+            offsets.insert(be_i32(&key, 2, "offset key")?, be_i64(&value, 0, "offset")?);
         }
         Ok(offsets)
     }
@@ -173,7 +175,7 @@ impl Store {
 
     /// Starts a batch; nothing is written until [`Store::commit`].
     pub fn begin(&self) -> Result<Commit, StoreError> {
-        let next_seq = self.tree.get(SEQ)?.map_or(0, |v| be_u64(&v));
+        let next_seq = self.tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
         Ok(Commit { writes: BTreeMap::new(), next_seq, outputs: 0, bytes: 0 })
     }
 
@@ -211,7 +213,7 @@ impl Store {
                 let (key, value) = guard.into_inner()?;
                 let record = postcard::from_bytes(&value)
                     .map_err(|source| StoreError::Decode { what: "outbox record", source })?;
-                Ok((be_u64(&key[2..10]), record))
+                Ok((be_u64(&key, 2, "outbox key")?, record))
             })
             .collect::<Result<_, StoreError>>()?;
         if let Some((first, _)) = records.first() {
@@ -243,7 +245,7 @@ impl Store {
 
     /// The offset of the last record this store delivered to a topic partition.
     pub fn tail(&self, topic: &str, partition: i32) -> Result<Option<i64>, StoreError> {
-        Ok(self.tree.get(tail_key(topic, partition))?.map(|v| be_i64(&v)))
+        self.tree.get(tail_key(topic, partition))?.map(|v| be_i64(&v, 0, "delivered tail")).transpose()
     }
 
     /// Drops an input partition's state, records, seen ids and offset, so it is rebuilt from
@@ -402,16 +404,24 @@ fn tail_key(topic: &str, partition: i32) -> Vec<u8> {
     key
 }
 
-fn be_i32(bytes: &[u8]) -> i32 {
-    i32::from_be_bytes(bytes[..4].try_into().expect("4 bytes"))
+/// `N` bytes of `bytes` from `at`; a short key or value is corruption, not a panic.
+fn fixed<const N: usize>(bytes: &[u8], at: usize, what: &'static str) -> Result<[u8; N], StoreError> {
+    bytes
+        .get(at..at + N)
+        .and_then(|slice| slice.try_into().ok())
+        .ok_or(StoreError::Truncated { what, len: bytes.len(), want: at + N })
 }
 
-fn be_i64(bytes: &[u8]) -> i64 {
-    i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+fn be_i32(bytes: &[u8], at: usize, what: &'static str) -> Result<i32, StoreError> {
+    Ok(i32::from_be_bytes(fixed(bytes, at, what)?))
 }
 
-fn be_u64(bytes: &[u8]) -> u64 {
-    u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"))
+fn be_i64(bytes: &[u8], at: usize, what: &'static str) -> Result<i64, StoreError> {
+    Ok(i64::from_be_bytes(fixed(bytes, at, what)?))
+}
+
+fn be_u64(bytes: &[u8], at: usize, what: &'static str) -> Result<u64, StoreError> {
+    Ok(u64::from_be_bytes(fixed(bytes, at, what)?))
 }
 
 #[cfg(test)]
@@ -449,6 +459,18 @@ mod tests {
         commit.push_output(&record(3));
         store.commit(commit).unwrap();
         assert_eq!(store.pending(10).unwrap().last().unwrap().0, 2, "sequence numbers keep rising");
+    }
+
+    #[test]
+    fn a_short_key_or_value_is_a_decode_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.tree.insert(b"o/\x00\x00\x00\x01", b"short".as_slice()).unwrap();
+        let error = store.offsets().expect_err("a 5-byte offset is corrupt");
+        assert_eq!(error.to_string(), "corrupt offset in the store: 5 bytes where 8 were expected");
+        store.tree.insert(b"o/\x01", 7i64.to_be_bytes().as_slice()).unwrap();
+        store.tree.remove(b"o/\x00\x00\x00\x01".as_slice()).unwrap();
+        assert!(matches!(store.offsets(), Err(StoreError::Truncated { what: "offset key", len: 3, want: 6 })));
     }
 
     #[test]
