@@ -1,8 +1,10 @@
 //! The reporter against a real broker: weekly figures worked by hand (deploy/local/contract.toml:
 //! EUR at 1.08, weekly operating costs shopify 1800, amazon 2500, eu-market 1500 EUR = 1620,
 //! wholesale 600, 1 h of allowed lateness), dead letters, JSON snapshots checked against
-//! their schema, restarts in the middle of a week, a late event restating a closed week, two
-//! instances in one group giving the same snapshots as one, and the weekly page in a browser.
+//! their schema, restarts in the middle of a week, a late event restating a closed week, a
+//! week's first revision waiting for a partition still behind, decisions by accountable
+//! alerts, two instances in one group giving the same snapshots as one, and the weekly page
+//! in a browser.
 
 mod common;
 
@@ -140,12 +142,13 @@ async fn publish_raw(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]
     }
 }
 
+/// A RAISED alert; `accountable` is a channel id or `operations` (CONTRACT.md section 5).
 fn alert(
     id: &str,
     kind: AlertKind,
     severity: Severity,
     sku: &str,
-    channels: &[&str],
+    (channels, accountable): (&[&str], &str),
     occurred_at_ms: i64,
 ) -> Alert {
     Alert {
@@ -155,6 +158,7 @@ fn alert(
         severity: severity as i32,
         sku: sku.to_string(),
         channels: channels.iter().map(|c| c.to_string()).collect(),
+        accountable: accountable.to_string(),
         occurred_at_ms,
         detected_at_ms: occurred_at_ms + 5,
         ..Alert::default()
@@ -304,15 +308,38 @@ fn late_events() -> Vec<String> {
     ]
 }
 
+const EVERY_CHANNEL: [&str; 4] = ["shopify", "amazon", "eu-market", "wholesale"];
+
+/// Three CRITICAL OVERSELLs: amazon's dedicated pool and the shared pool running out after
+/// stock moved (accountable to operations: nobody's FIX), and shopify's line e03 placed past
+/// its published number (accountable to shopify).
 fn week_alerts() -> Vec<Alert> {
-    vec![alert(
-        "oversell/SKU-A/pool=dedicated:amazon/e06",
-        AlertKind::Oversell,
-        Severity::Critical,
-        "SKU-A",
-        &["amazon"],
-        at(2, 10),
-    )]
+    vec![
+        alert(
+            "oversell/SKU-A/pool=dedicated:amazon/e06",
+            AlertKind::Oversell,
+            Severity::Critical,
+            "SKU-A",
+            (&["amazon"], "operations"),
+            at(2, 10),
+        ),
+        alert(
+            "oversell/SKU-B/pool=shared/e08",
+            AlertKind::Oversell,
+            Severity::Critical,
+            "SKU-B",
+            (&EVERY_CHANNEL, "operations"),
+            at(3, 10),
+        ),
+        alert(
+            "oversell/SKU-A/pool=shared/e03",
+            AlertKind::Oversell,
+            Severity::Critical,
+            "SKU-A",
+            (&EVERY_CHANNEL, "shopify"),
+            at(0, 9),
+        ),
+    ]
 }
 
 /// The figures the domain computes from the same inputs in one partition: the oracle for
@@ -415,8 +442,14 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
     assert_eq!((shopify.orders_shipped, shopify.units_shipped), (1, 60));
     assert_eq!(shopify.decision, Decision::Fix as i32);
     assert_eq!(shopify.owner, "Maya Chen");
-    assert!(shopify.next_action.starts_with("Maya Chen to fix shopify"), "{}", shopify.next_action);
-    // amazon: 50 x 45 = 2250, fee 337.5, cogs 600, fulfillment 150; a critical oversell.
+    assert_eq!(shopify.critical_alerts, 1, "the oversell its line e03 caused");
+    assert_eq!(
+        shopify.next_action,
+        "Maya Chen to stop shopify selling past its allocation and lift shopify's contribution of -629.60 USD: \
+         1 oversell alert on 1 SKU (SKU-A) in 2026-W46."
+    );
+    // amazon: 50 x 45 = 2250, fee 337.5, cogs 600, fulfillment 150; named by three critical
+    // oversells, accountable for none: FIX for its contribution alone.
     let amazon = &snapshots["2026-W46/amazon"];
     assert_figures(
         amazon,
@@ -429,9 +462,14 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
     );
     assert_eq!(
         amazon.alerts_raised.iter().map(|a| (a.kind.as_str(), a.count)).collect::<Vec<_>>(),
-        [("OVERSELL", 1)]
+        [("OVERSELL", 3)]
     );
-    assert_eq!(amazon.critical_alerts, 1);
+    assert_eq!(amazon.critical_alerts, 0);
+    assert_eq!(
+        amazon.next_action,
+        "Luis Ortega to fix amazon: contribution -1337.50 USD in 2026-W46 on net revenue 2250.00 USD, \
+         the largest cost being operating cost at 2500.00 USD."
+    );
     // eu-market in USD: 30 x 50 x 1.08 = 1620, discount 64.8, fee 194.4, cogs 30 x 21.6 = 648,
     // fulfillment 97.2; operating 1500 EUR = 1620.
     assert_figures(
@@ -448,10 +486,18 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
             ("contribution", "-1004.4"),
         ],
     );
-    // wholesale: 200 x 25 = 5000, cogs 2400, fulfillment 100: 2500 - 600 = 1900, the only KEEP.
+    // wholesale: 200 x 25 = 5000, cogs 2400, fulfillment 100: 2500 - 600 = 1900, the only KEEP:
+    // the two shared-pool oversells name it, but neither is accountable to it.
     let wholesale = &snapshots["2026-W46/wholesale"];
     assert_figures(wholesale, &[("contribution", "1900"), ("revenue_share", "0.451051852921")]);
     assert_eq!(wholesale.decision, Decision::Keep as i32);
+    assert_eq!(
+        (
+            wholesale.alerts_raised.iter().map(|a| (a.kind.as_str(), a.count)).collect::<Vec<_>>(),
+            wholesale.critical_alerts
+        ),
+        (vec![("OVERSELL", 2)], 0)
+    );
     // W47: shopify's last 40 units: 1600 - 80 - 480 - 46.4 = 993.6; - 1800.
     assert_figures(
         &snapshots["2026-W47/shopify"],
@@ -517,6 +563,73 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
     let want: BTreeMap<&String, Vec<u8>> = want.iter().map(|(k, s)| (k, normalized(s))).collect();
     assert_eq!(got, want, "the broker run equals the pure computation");
     check_json(&read_to_end(&broker, &topics.contract.snapshots_json).await, &snapshots);
+}
+
+/// Records in shopify's W46 backlog, and what each adds to its operating cost.
+const BACKLOG: i64 = 500;
+const BACKLOG_COST: &str = "1.25";
+
+/// Publishes to one partition, one record per produce request and so per record batch: a
+/// consumer that fetches a few hundred bytes at a time needs a fetch for every record or two.
+async fn publish_one_by_one(broker: &Broker, topic: &str, partition: i32, events: &[String]) {
+    let producer: FutureProducer = broker
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create()
+        .expect("producer");
+    for line in events {
+        let event = event_from_json(line).expect("event json");
+        let value = event.encode_to_vec();
+        let record = FutureRecord::to(topic).partition(partition).key(event.partition_key()).payload(&value);
+        producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+    }
+}
+
+/// CONTRACT.md section 7: a week is emitted as revision 1 only once every events partition
+/// is read to its end or to an accepted event at or after the week's end. Partition 1 holds a
+/// backlog of W46 costs for shopify, read a record or two per fetch; partition 0 holds one
+/// event past W46's end (watermark 7d01:00), read in the first fetch, which closes W46;
+/// partition 2 is empty. While partition 1 is behind and still in W46 nothing may be
+/// published: W46 comes out once, with the whole backlog.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_revision_waits_for_a_partition_still_behind() {
+    let broker = Broker::start().await.expect("broker starts");
+    let topics = create_topics(&broker, "omnifold.").await;
+    let backlog: Vec<String> = (0..BACKLOG)
+        .map(|i| {
+            format!(
+                r#"{{"event_id":"cost-{i}","channel":"shopify","occurred_at_ms":{},"type":"ChannelCostRecorded","category":"ads","amount":{{"amount":"{BACKLOG_COST}","currency":"USD"}},"period_start_ms":{},"period_end_ms":{}}}"#,
+                at(1, 0) + i,
+                at(1, 0),
+                at(2, 0)
+            )
+        })
+        .collect();
+    publish_one_by_one(&broker, &topics.contract.events, 1, &backlog).await;
+    let closing = format!(
+        r#"{{"event_id":"close","occurred_at_ms":{},"type":"StockCounted","sku":"SKU-A","location_id":"wh-nj","on_hand":1}}"#,
+        at(7, 2)
+    );
+    publish_one_by_one(&broker, &topics.contract.events, 0, &[closing]).await;
+
+    let store = tempfile::tempdir().unwrap();
+    let mut options = options(&broker, "omnifold.", "omnifold-reporter", store.path());
+    options.kafka.extra.insert("max.partition.fetch.bytes".into(), "512".into());
+    run_until_caught_up(options).await;
+
+    let published = decode(&read_to_end(&broker, &topics.contract.snapshots).await);
+    let revisions: Vec<String> =
+        published.iter().map(|s| format!("{}/{} r{}", s.week, s.channel, s.revision)).collect();
+    assert_eq!(
+        published.len(),
+        4,
+        "W46 once per channel, nothing before the backlog was read: {revisions:?}"
+    );
+    assert!(published.iter().all(|s| s.week == "2026-W46" && s.revision == 1), "{revisions:?}");
+    let shopify = &latest(&published)["2026-W46/shopify"];
+    let backlog_cost = dec(BACKLOG_COST) * Decimal::from(BACKLOG);
+    assert_figures(shopify, &[("operating_cost", &(dec("1800") + backlog_cost).to_string())]);
 }
 
 /// Every JSON record validates against the schema and says what its protobuf twin says.
@@ -652,21 +765,22 @@ fn workload() -> (Vec<String>, Vec<Alert>) {
     let mut lines: Vec<String> = timed.into_iter().map(|(_, json)| json).collect();
     late.sort_by_key(|(time, _)| *time);
     lines.extend(late.into_iter().map(|(_, json)| json));
-    let alerts = vec![
-        alert("a1", AlertKind::Oversell, Severity::Critical, "SKU-1", &["shopify", "amazon"], at(1, 5)),
-        alert(
-            "a2",
-            AlertKind::LowCover,
-            Severity::Warning,
-            "SKU-2",
-            &["shopify", "amazon", "eu-market", "wholesale"],
-            at(8, 5),
-        ),
-        alert("a3", AlertKind::MapViolation, Severity::Critical, "SKU-3", &["eu-market"], at(15, 5)),
-        alert("a4", AlertKind::CompetitorUndercut, Severity::Info, "SKU-4", &["wholesale"], at(16, 5)),
-        alert("a1", AlertKind::Oversell, Severity::Critical, "SKU-1", &["shopify", "amazon"], at(1, 5)),
-        alert("a5", AlertKind::PriceBelowFloor, Severity::Critical, "SKU-5", &["amazon"], at(2, 5)),
+    use {AlertKind as K, Severity as S};
+    let table: [(&str, K, S, &str, &[&str], &str, i64); 7] = [
+        ("a1", K::Oversell, S::Critical, "SKU-1", &["shopify", "amazon"], "amazon", at(1, 5)),
+        ("a2", K::LowCover, S::Warning, "SKU-2", &EVERY_CHANNEL, "operations", at(8, 5)),
+        ("a3", K::MapViolation, S::Critical, "SKU-3", &["eu-market"], "eu-market", at(15, 5)),
+        ("a4", K::CompetitorUndercut, S::Info, "SKU-4", &["wholesale"], "wholesale", at(16, 5)),
+        ("a1", K::Oversell, S::Critical, "SKU-1", &["shopify", "amazon"], "amazon", at(1, 5)),
+        ("a5", K::PriceBelowFloor, S::Critical, "SKU-5", &["amazon"], "amazon", at(2, 5)),
+        ("a6", K::Oversell, S::Critical, "SKU-6", &EVERY_CHANNEL, "operations", at(9, 5)),
     ];
+    let alerts = table
+        .iter()
+        .map(|&(id, kind, severity, sku, channels, accountable, time)| {
+            alert(id, kind, severity, sku, (channels, accountable), time)
+        })
+        .collect();
     (lines, alerts)
 }
 
@@ -798,7 +912,7 @@ fn late_workload(round: i64) -> (Vec<String>, Vec<Alert>) {
         AlertKind::MapViolation,
         Severity::Critical,
         "SKU-7",
-        &["wholesale"],
+        (&["wholesale"], "wholesale"),
         at(9, round),
     );
     (lines, vec![alert])

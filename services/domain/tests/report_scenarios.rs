@@ -70,6 +70,9 @@ struct AlertSpec {
     state: String,
     sku: String,
     channels: Vec<String>,
+    /// A channel id or `operations`; absent for an alert written before contract v1.1.
+    #[serde(default)]
+    accountable: String,
 }
 
 fn raised() -> String {
@@ -132,6 +135,7 @@ fn input(name: &str, i: usize, step: &Step) -> Input {
                 as i32,
             sku: spec.sku.clone(),
             channels: spec.channels.clone(),
+            accountable: spec.accountable.clone(),
             occurred_at_ms: parse_at(&step.at),
             ..Alert::default()
         }),
@@ -417,6 +421,11 @@ fn alerts_by_week_and_channel() {
 }
 
 #[test]
+fn accountable_critical_alerts() {
+    run("accountable_critical_alerts");
+}
+
+#[test]
 fn closing_weeks() {
     run("closing_weeks");
 }
@@ -437,6 +446,7 @@ fn every_scenario_file_runs() {
         .collect();
     files.sort();
     let named = [
+        "accountable_critical_alerts",
         "alerts_by_week_and_channel",
         "closing_weeks",
         "prorata_cogs_and_returns",

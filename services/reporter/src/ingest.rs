@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use omnifold_domain::Rules;
 use omnifold_domain::report::{
-    AlertLedger, Applied, Cell, EventLedger, Lag, PartialRecord, Source as ReportSource, SourceKind,
+    AlertLedger, Applied, Cell, END_UNKNOWN, EventLedger, Lag, PartialRecord, Source as ReportSource,
+    SourceKind,
 };
 use omnifold_proto::{Alert, Event};
 use omnifold_runtime::deadletter::{Source, dead_letter};
@@ -53,6 +54,8 @@ pub struct Ingest {
     pub batch_max_ms: u64,
     events: HashMap<i32, EventLedger>,
     alerts: HashMap<i32, AlertLedger>,
+    /// The lags of the last partials message this instance published.
+    published_lags: Vec<Lag>,
 }
 
 /// What one batch changed, by store partition id.
@@ -79,6 +82,7 @@ impl Ingest {
             batch_max_ms: 20,
             events: HashMap::new(),
             alerts: HashMap::new(),
+            published_lags: Vec::new(),
         }
     }
 
@@ -108,6 +112,8 @@ impl Ingest {
         let inputs = batch.inputs;
         if inputs > 0 {
             self.commit(consumer, batch)?;
+        } else {
+            self.publish_changed_lags(consumer)?;
         }
         self.forget_unassigned(consumer);
         Ok(inputs)
@@ -265,8 +271,9 @@ impl Ingest {
         let lags = self.lags(consumer)?;
         let most_behind = lags.iter().map(|lag| lag.behind).max().unwrap_or(0);
         tracing::debug!(inputs = batch.inputs, records = records.len(), most_behind, "partials batch");
-        commit.push_output(&self.partials_message(&PartialBatch { records, lags }));
+        commit.push_output(&self.partials_message(&PartialBatch { records, lags: lags.clone() }));
         self.store.commit(commit)?;
+        self.published_lags = lags;
         let lag: Vec<(&str, i32, i64)> =
             batch.next_offsets.values().map(|(t, p, n)| (t.as_str(), *p, *n)).collect();
         commit_for_lag(consumer, &lag);
@@ -285,8 +292,28 @@ impl Ingest {
         }
     }
 
-    /// How far behind every assigned partition is (0 while its high watermark is unknown:
-    /// not knowing only costs a possible restatement, never a figure).
+    /// Publishes the lags alone when they changed since the last partials message: with
+    /// nothing to read, a partition reaching its end (or its end becoming known) may be all
+    /// that a week's first revision waits for.
+    fn publish_changed_lags(
+        &mut self,
+        consumer: &BaseConsumer<StoredPositions>,
+    ) -> Result<(), ReporterError> {
+        let lags = self.lags(consumer)?;
+        if lags == self.published_lags {
+            return Ok(());
+        }
+        tracing::debug!(lags = lags.len(), "partials lags");
+        let mut commit = self.store.begin()?;
+        commit.push_output(&self.partials_message(&PartialBatch { records: Vec::new(), lags: lags.clone() }));
+        self.store.commit(commit)?;
+        self.published_lags = lags;
+        Ok(())
+    }
+
+    /// How far behind every assigned partition is, in source order ([`END_UNKNOWN`] while its
+    /// high watermark is unknown or older than the position: a week's first revision must not
+    /// take it for its end).
     fn lags(&self, consumer: &BaseConsumer<StoredPositions>) -> Result<Vec<Lag>, ReporterError> {
         let assignment = consumer.assignment()?;
         let stored = self.store.offsets()?;
@@ -298,10 +325,12 @@ impl Ingest {
             let kind = if id >= ALERTS_BASE { SourceKind::Alerts } else { SourceKind::Events };
             let next = positions.get(&id).or(stored.get(&id)).copied().unwrap_or(0);
             let high = consumer.context().high_watermark(topic, partition);
-            let behind = high.map_or(0, |high| (high - next).max(0));
+            // statistics older than the position (high < next) say nothing of the end either
+            let behind = high.filter(|high| *high >= next).map_or(END_UNKNOWN, |high| high - next);
             tracing::trace!(topic, partition, next, behind, "lag");
             lags.push(Lag { source: ReportSource { kind, partition }, offset: next, behind });
         }
+        lags.sort_by_key(|lag| lag.source);
         Ok(lags)
     }
 

@@ -127,7 +127,9 @@ mod tests {
             critical_alerts: 1,
             negative_weeks: 0,
             decision: Decision::Fix as i32,
-            next_action: "Luis Ortega to resolve the 1 critical alert raised on amazon in 2026-W47.".into(),
+            next_action:
+                "Luis Ortega to stop amazon selling past its allocation: 1 oversell alert on 1 SKU (SKU-0005) in 2026-W47."
+                    .into(),
             changed_fields: vec!["contribution".into(), "alerts_raised".into()],
         }
     }

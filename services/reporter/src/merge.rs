@@ -48,6 +48,8 @@ pub struct Merge {
     kafka: KafkaOptions,
     positions: Positions,
     merger: Option<Merger>,
+    /// The events topic's partition count: a week's first revision waits for every one.
+    events_partitions: i32,
     /// The last revision of each key found on the snapshots topic at assignment; revisions
     /// at or below it were sent by a previous owner (or a previous life of this store).
     published: BTreeMap<String, ContributionSnapshot>,
@@ -62,6 +64,7 @@ impl Merge {
         store: Store,
         kafka: KafkaOptions,
         positions: Positions,
+        events_partitions: i32,
     ) -> Self {
         Merge {
             rules,
@@ -70,6 +73,7 @@ impl Merge {
             kafka,
             positions,
             merger: None,
+            events_partitions,
             published: BTreeMap::new(),
             reconcile_pending: false,
         }
@@ -203,7 +207,9 @@ impl Merge {
         {
             return Ok(*next);
         }
-        self.merger = Some(state::load_merger(&self.store, id)?);
+        let mut merger = state::load_merger(&self.store, id)?;
+        merger.set_events_partitions(self.events_partitions);
+        self.merger = Some(merger);
         let next = self.store.offsets()?.get(&id).copied().unwrap_or(0);
         self.positions.lock().expect("positions lock").insert(id, next);
         Ok(next)

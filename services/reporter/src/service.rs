@@ -55,6 +55,7 @@ impl Reporter {
             let count = partitions[&self.topics.partials];
             return Err(ReporterError::PartialsPartitions { topic: self.topics.partials.clone(), partitions: count });
         }
+        let events_partitions = partitions[&self.topics.contract.events];
         let store = open_store(self.options.store.clone()).await?;
         let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions, health.clone())?;
         let never = AtomicBool::new(false);
@@ -69,6 +70,7 @@ impl Reporter {
             options: self.options.clone(),
             rules: self.rules,
             topics: self.topics,
+            events_partitions,
             store,
             stop: stop.clone(),
             outbox: outbox.signals(),
@@ -123,6 +125,7 @@ struct ReportLoop {
     options: ReporterOptions,
     rules: Rules,
     topics: ReportTopics,
+    events_partitions: i32,
     store: Store,
     stop: Arc<AtomicBool>,
     outbox: Arc<OutboxSignals>,
@@ -143,8 +146,14 @@ impl ReportLoop {
         ingest.batch_max_events = self.options.batch_max_events;
         ingest.batch_max_ms = self.options.batch_max_ms;
         let kafka = self.options.kafka.clone();
-        let mut merge =
-            Merge::new(self.rules.clone(), self.topics.clone(), self.store.clone(), kafka, merge_positions);
+        let mut merge = Merge::new(
+            self.rules.clone(),
+            self.topics.clone(),
+            self.store.clone(),
+            kafka,
+            merge_positions,
+            self.events_partitions,
+        );
         tracing::info!(group = self.options.group_id, "reporter running");
         let mut caught_up_at: Option<(u64, u64)> = None;
         while !self.stop.load(Ordering::Relaxed) {

@@ -1,7 +1,7 @@
 //! The weekly contribution of CONTRACT.md section 7: from a week's merged partials to every
 //! channel's figures, shares, decision and next action.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,7 @@ pub struct ChannelWeek {
     pub units_shipped: i64,
     /// RAISED alerts naming the channel, by kind.
     pub alerts_raised: BTreeMap<String, i64>,
+    /// RAISED CRITICAL alerts accountable to the channel: the alerts that make it FIX.
     pub critical_alerts: i64,
     /// Consecutive weeks with a negative contribution, ending with this one (0 if this
     /// week's is not negative).
@@ -94,7 +95,8 @@ pub fn compute_week(
         figures.revenue_share = ratio(figures.net_revenue, total_net);
         figures.operating_cost_share = ratio(figures.operating_cost, total_operating);
         let channel = rules.channel(&figures.channel).expect("a contract channel");
-        let (decision, next_action) = decide(rules, channel, figures, total_net, total_operating);
+        let partial = merged.get(&channel.id).unwrap_or(&empty);
+        let (decision, next_action) = decide(rules, channel, figures, partial, (total_net, total_operating));
         figures.decision = decision;
         figures.next_action = next_action;
     }
@@ -146,7 +148,7 @@ fn base_figures(
         orders_shipped: partial.orders.len() as i64,
         units_shipped: partial.units_shipped,
         alerts_raised: partial.alerts.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect(),
-        critical_alerts: partial.critical_alerts,
+        critical_alerts: partial.accountable_critical.values().sum(),
         negative_weeks: 0,
         decision: Decision::Keep,
         next_action: String::new(),
@@ -172,8 +174,8 @@ fn decide(
     rules: &Rules,
     channel: &Channel,
     figures: &ChannelWeek,
-    total_net: Decimal,
-    total_operating: Decimal,
+    partial: &Partial,
+    (total_net, total_operating): (Decimal, Decimal),
 ) -> (Decision, String) {
     let reporting = &rules.contract.reporting;
     let (owner, id, week) = (&channel.owner, &channel.id, figures.week);
@@ -196,29 +198,116 @@ fn decide(
         return (Decision::RetireReview, action);
     }
     let currency = &figures.currency;
-    let loss = money(figures.contribution);
-    let criticals = figures.critical_alerts;
-    let alerts =
-        if criticals == 1 { "1 critical alert".to_string() } else { format!("{criticals} critical alerts") };
-    match (figures.contribution < Decimal::ZERO, criticals > 0) {
-        (true, true) => (
-            Decision::Fix,
-            format!("{owner} to fix {id}: contribution {loss} {currency} and {alerts} raised in {week}."),
-        ),
-        (true, false) => (
-            Decision::Fix,
-            format!(
-                "{owner} to fix {id}: contribution {loss} {currency} in {week}; review prices, discounts, fees and operating cost."
-            ),
-        ),
+    let contribution = money(figures.contribution);
+    match (figures.contribution < Decimal::ZERO, figures.critical_alerts > 0) {
+        (true, true) => {
+            let (remedy, alerts) = (remedy(id, partial), alert_cause(partial));
+            (
+                Decision::Fix,
+                format!(
+                    "{owner} to {remedy} and lift {id}'s contribution of {contribution} {currency}: {alerts} in {week}."
+                ),
+            )
+        }
+        (true, false) => (Decision::Fix, format!("{owner} to fix {id}: {}.", loss_cause(figures))),
         (false, true) => {
-            (Decision::Fix, format!("{owner} to resolve the {alerts} raised on {id} in {week}."))
+            let (remedy, alerts) = (remedy(id, partial), alert_cause(partial));
+            (Decision::Fix, format!("{owner} to {remedy}: {alerts} in {week}."))
         }
         (false, false) => (
             Decision::Keep,
-            format!("{owner} to keep {id} as it is: contribution {loss} {currency} in {week}."),
+            format!("{owner} to keep {id} as it is: contribution {contribution} {currency} in {week}."),
         ),
     }
+}
+
+/// How many SKUs a next action names before `…`.
+const TOP_SKUS: usize = 3;
+
+/// What the owner should do about the channel's accountable CRITICAL alerts: one remedy when
+/// every kind calls for the same, else a general one.
+fn remedy(id: &str, partial: &Partial) -> String {
+    let remedies: BTreeSet<Option<String>> =
+        partial.accountable_critical.keys().map(|kind| kind_remedy(kind, id)).collect();
+    match remedies.into_iter().collect::<Vec<_>>().as_slice() {
+        [Some(remedy)] => remedy.clone(),
+        _ => format!("resolve the critical alerts {id} caused"),
+    }
+}
+
+fn kind_remedy(kind: &str, id: &str) -> Option<String> {
+    let remedy = match kind {
+        // accountable only when a placement of the channel's went past its published number
+        "OVERSELL" | "NEGATIVE_STOCK" | "LOW_COVER" | "ALLOCATION_BREACH" => {
+            format!("stop {id} selling past its allocation")
+        }
+        "PRICE_BELOW_FLOOR" => format!("raise {id}'s prices back above its margin floor"),
+        "MAP_VIOLATION" => format!("bring {id}'s prices back up to MAP"),
+        "CHANNEL_PRICE_SPREAD" | "PROMOTION_COLLISION" => format!("realign {id}'s prices and promotions"),
+        "COMPETITOR_UNDERCUT" => format!("review {id}'s prices against its competitors"),
+        _ => return None,
+    };
+    Some(remedy)
+}
+
+/// The alerts behind a FIX, e.g. `3 oversell and 1 MAP violation alerts on 2 SKUs (SKU-B,
+/// SKU-A)`: counts by kind, then the SKUs with the most alerts, ties by SKU id.
+fn alert_cause(partial: &Partial) -> String {
+    let counts: Vec<String> =
+        partial.accountable_critical.iter().map(|(kind, n)| format!("{n} {}", kind_words(kind))).collect();
+    let total: i64 = partial.accountable_critical.values().sum();
+    let noun = if total == 1 { "alert" } else { "alerts" };
+    let skus = &partial.accountable_critical_skus;
+    if skus.is_empty() {
+        return format!("{} {noun}", join_words(&counts));
+    }
+    let mut ranked: Vec<(&String, &i64)> = skus.iter().collect();
+    ranked.sort_by(|(a, m), (b, n)| n.cmp(m).then_with(|| a.cmp(b)));
+    let mut named: Vec<&str> = ranked.iter().take(TOP_SKUS).map(|(sku, _)| sku.as_str()).collect();
+    if ranked.len() > TOP_SKUS {
+        named.push("…");
+    }
+    let sku_noun = if skus.len() == 1 { "SKU" } else { "SKUs" };
+    format!("{} {noun} on {} {sku_noun} ({})", join_words(&counts), skus.len(), named.join(", "))
+}
+
+/// `MAP_VIOLATION` -> `MAP violation`, `NEGATIVE_STOCK` -> `negative stock`.
+fn kind_words(kind: &str) -> String {
+    let words: Vec<String> = kind
+        .split('_')
+        .map(|word| if word == "MAP" { word.to_string() } else { word.to_ascii_lowercase() })
+        .collect();
+    words.join(" ")
+}
+
+/// `a`, `a and b`, `a, b and c`.
+fn join_words(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [only] => only.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The figure behind a loss: the contribution, the net revenue it came from and the largest
+/// cost (ties go to the first listed).
+fn loss_cause(figures: &ChannelWeek) -> String {
+    let costs = [
+        ("operating cost", figures.operating_cost),
+        ("cost of goods", figures.cogs - figures.restocked_cogs),
+        ("channel fees", figures.channel_fees),
+        ("fulfillment costs", figures.fulfillment_costs),
+        ("refunds", figures.refunds),
+    ];
+    let (name, amount) = costs.iter().fold(costs[0], |top, cost| if cost.1 > top.1 { *cost } else { top });
+    let currency = &figures.currency;
+    format!(
+        "contribution {} {currency} in {} on net revenue {} {currency}, the largest cost being {name} at {} {currency}",
+        money(figures.contribution),
+        figures.week,
+        money(figures.net_revenue),
+        money(amount)
+    )
 }
 
 /// A fraction as a percentage with one decimal, e.g. `4.2%`.

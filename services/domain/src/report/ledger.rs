@@ -144,14 +144,20 @@ pub struct PartialRecord {
 }
 
 /// How far an input partition is from its end: `behind` records were unread when its next
-/// offset was `offset`. Not a figure: it only lets the merger hold emission while an input
-/// is replayed (see [`super::merge::HOLD_BEHIND`]).
+/// offset was `offset` ([`END_UNKNOWN`] while its end is not known). Not a figure: the
+/// merger publishes a week's first revision only once every events partition is at its end
+/// or past the week, and holds restatements while an input is replayed (see
+/// [`super::merge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lag {
     pub source: Source,
     pub offset: i64,
     pub behind: i64,
 }
+
+/// `behind` of a partition whose end is not known (no high watermark yet, or one older than
+/// the position): not at its end, and not far enough behind to hold restatements.
+pub const END_UNKNOWN: i64 = -1;
 
 /// What applying one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,7 +410,8 @@ pub struct AlertLedger {
 
 impl AlertLedger {
     /// Counts a RAISED alert once for each contract channel it names, in the week of its
-    /// `occurred_at_ms`. Returns the cells that changed; empty for anything else.
+    /// `occurred_at_ms`, and a CRITICAL one also for the channel accountable for it. Returns
+    /// the cells that changed; empty for anything else.
     pub fn apply(&mut self, rules: &Rules, alert: &Alert) -> BTreeSet<Cell> {
         let mut changed = BTreeSet::new();
         if alert.state != AlertState::Raised as i32 || !self.seen.insert(alert.alert_id.clone()) {
@@ -412,14 +419,21 @@ impl AlertLedger {
         }
         let week = Calendar::of(&rules.contract.reporting).week_of(alert.occurred_at_ms);
         let kind = AlertKind::try_from(alert.kind).map_or("UNKNOWN", AlertKind::name).to_string();
-        let critical = alert.severity == Severity::Critical as i32;
         let channels: BTreeSet<&String> =
             alert.channels.iter().filter(|c| rules.channel(c).is_some()).collect();
         for channel in channels {
             let cell = Cell::new(week, channel);
+            *self.cells.entry(cell.clone()).or_default().alerts.entry(kind.clone()).or_default() += 1;
+            changed.insert(cell);
+        }
+        let critical = alert.severity == Severity::Critical as i32;
+        if let Some(channel) = accountable_channel(rules, alert).filter(|_| critical) {
+            let cell = Cell::new(week, channel);
             let partial = self.cells.entry(cell.clone()).or_default();
-            *partial.alerts.entry(kind.clone()).or_default() += 1;
-            partial.critical_alerts += i64::from(critical);
+            *partial.accountable_critical.entry(kind).or_default() += 1;
+            if !alert.sku.is_empty() {
+                *partial.accountable_critical_skus.entry(alert.sku.clone()).or_default() += 1;
+            }
             changed.insert(cell);
         }
         changed
@@ -430,4 +444,29 @@ impl AlertLedger {
         let source = Source { kind: SourceKind::Alerts, partition };
         PartialRecord { source, offset, span: Span::default(), cells: pick(&self.cells, changed) }
     }
+}
+
+/// The contract channel accountable for an alert, if any (none: `operations`).
+///
+/// An alert written before contract v1.1 has no `accountable`. For the kinds whose
+/// accountable is by definition the subject's channel (CONTRACT.md section 5) that is the one
+/// channel it names; for the others it depended on the raising event, which the alert does
+/// not carry, so no channel is held accountable.
+fn accountable_channel<'a>(rules: &Rules, alert: &'a Alert) -> Option<&'a str> {
+    let accountable = if alert.accountable.is_empty() {
+        let subject_channel = matches!(
+            AlertKind::try_from(alert.kind),
+            Ok(AlertKind::PriceBelowFloor
+                | AlertKind::MapViolation
+                | AlertKind::CompetitorUndercut
+                | AlertKind::AllocationBreach)
+        );
+        match alert.channels.as_slice() {
+            [channel] if subject_channel => channel.as_str(),
+            _ => return None,
+        }
+    } else {
+        alert.accountable.as_str()
+    };
+    rules.channel(accountable).is_some().then_some(accountable)
 }

@@ -7,18 +7,25 @@
 //! of one source change nothing. Once every record is in, the merged figures are the same
 //! whichever instances produced them and in whatever order they arrived.
 //!
-//! While an events partition reports more than [`HOLD_BEHIND`] unread records (an alerts
-//! partition: any unread record), nothing is emitted: during a replay one partition's clock would otherwise close weeks whose events
-//! another partition has not delivered yet, and every key would be restated many times. The
-//! held weeks are emitted (once) as soon as every input is near its end. Whether to hold is
-//! read from the records, so the merger stays a function of the records it merged.
-//!
 //! Emission (CONTRACT.md section 7): the watermark is the latest accepted event time over
 //! every events source minus `allowed_lateness_ms`; a week is closed once the watermark is
 //! at or past its end; every closed week from the week of the earliest accepted event is
-//! reported for every contract channel. A closed week whose figures change (a late event, a
-//! late alert, a neighbour channel's revenue moving the shares, an earlier week changing the
-//! negative streak) is emitted again as the next revision with the fields that changed.
+//! reported for every contract channel.
+//!
+//! A closed week is published as revision 1 once every partition of the events topic has
+//! been read either to its end or to an accepted event at or after the week's end, as its
+//! records and lags say (a partition nothing was heard of yet, or whose end is not known, is
+//! neither). So the first revision holds every in-time event in the log: one partition's
+//! clock does not close a week whose events another partition has not delivered yet.
+//!
+//! A published week whose figures change (a late event, a late alert, a neighbour channel's
+//! revenue moving the shares, an earlier week changing the negative streak) is emitted again
+//! as the next revision with the fields that changed. Restatements are held while an events
+//! partition reports more than [`HOLD_BEHIND`] unread records (an alerts partition: any
+//! unread record): during a replay every late input would otherwise restate its week again
+//! and again; the held weeks are restated once, when every input is near its end. Both rules
+//! read the records, so the merger stays a function of the records it merged (and of the
+//! events topic's partition count, when the service gives it).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,7 +37,7 @@ use super::partial::{Cell, Partial};
 use super::week::{Calendar, Week};
 use crate::contract::Rules;
 
-/// Inputs further behind their end than this many records hold emission back.
+/// Inputs further behind their end than this many records hold restatements back.
 pub const HOLD_BEHIND: i64 = 1_000;
 
 /// One emitted revision of a cell.
@@ -85,6 +92,9 @@ pub struct Merger {
     /// Every reported week is re-evaluated at the next evaluation (after a restore, when the
     /// dirty weeks were not stored); unchanged weeks emit nothing.
     everything_dirty: bool,
+    /// The events topic's partition count, when known: a partition never heard of also keeps
+    /// a week's first revision back. Configuration, not state.
+    events_partitions: Option<i32>,
     changes: Changes,
 }
 
@@ -96,6 +106,11 @@ impl Merger {
         emitted: BTreeMap<Cell, Snapshot>,
     ) -> Self {
         Merger { sources, cells, emitted, everything_dirty: true, ..Merger::default() }
+    }
+
+    /// Tells the merger how many partitions the events topic has.
+    pub fn set_events_partitions(&mut self, partitions: i32) {
+        self.events_partitions = Some(partitions);
     }
 
     /// Merges one record and returns the snapshots it causes, in (week, channel order).
@@ -118,10 +133,15 @@ impl Merger {
 
     /// Records how far a source is behind; a count from an older offset changes nothing.
     pub fn note_lag(&mut self, lag: &Lag) {
+        // a source first heard of by its lag is stored even if the lag equals the default
+        let known = self.sources.contains_key(&lag.source);
         let mark = self.sources.entry(lag.source).or_default();
-        if lag.offset >= mark.behind_at && (mark.behind, mark.behind_at) != (lag.behind, lag.offset) {
+        let newer = lag.offset >= mark.behind_at && (mark.behind, mark.behind_at) != (lag.behind, lag.offset);
+        if newer {
             mark.behind = lag.behind;
             mark.behind_at = lag.offset;
+        }
+        if newer || !known {
             self.changes.sources.insert(lag.source);
         }
     }
@@ -169,27 +189,40 @@ impl Merger {
         (first <= last).then_some((first, last))
     }
 
-    /// Emits every closed week that is new or whose figures changed.
+    /// Emits every closed week whose first revision is due (see [`Merger::first_revisions_through`])
+    /// and, unless [`Merger::holding`], every published week whose figures changed.
     pub fn evaluate(&mut self, rules: &Rules) -> Vec<Snapshot> {
-        if self.holding() {
-            return Vec::new();
-        }
-        let dirty = std::mem::take(&mut self.dirty);
-        let everything = std::mem::take(&mut self.everything_dirty);
+        let holding = self.holding();
+        let (dirty, everything) = if holding {
+            (BTreeSet::new(), false)
+        } else {
+            (std::mem::take(&mut self.dirty), std::mem::take(&mut self.everything_dirty))
+        };
         let Some((first, last)) = self.closed_weeks(rules) else { return Vec::new() };
         let Some(any_channel) = rules.channels_in_order().next().map(|c| c.id.clone()) else {
             return Vec::new();
         };
+        let due = self.first_revisions_through(rules, last);
+        let published =
+            |merger: &Merger, week: Week| merger.emitted.contains_key(&Cell::new(week, &any_channel));
         let mut queue: BTreeSet<Week> = dirty.range(first..=last).copied().collect();
         let mut week = first;
         while week <= last {
-            if everything || !self.emitted.contains_key(&Cell::new(week, &any_channel)) {
+            if everything || (!published(self, week) && due.is_some_and(|due| week <= due)) {
                 queue.insert(week);
             }
             week = week.next();
         }
         let mut snapshots = Vec::new();
         while let Some(week) = queue.pop_first() {
+            if published(self, week) && holding {
+                // a restatement (of the next week's streak, say) waits for the hold to end
+                self.dirty.insert(week);
+                continue;
+            }
+            if !published(self, week) && due.is_none_or(|due| week > due) {
+                continue;
+            }
             let streak_moved = self.evaluate_week(rules, week, first, &mut snapshots);
             if streak_moved && week < last {
                 queue.insert(week.next());
@@ -198,9 +231,35 @@ impl Merger {
         snapshots
     }
 
-    /// Whether an input is too far behind for anything to be emitted: an events partition
-    /// more than [`HOLD_BEHIND`] records behind, or an alerts partition with any unread
-    /// record (alerts are few; each late one would restate a week).
+    /// The last week that may be published as revision 1 (CONTRACT.md section 7): at most
+    /// `last`, the last closed week, and no later than any events partition has been read,
+    /// unless it is read to its end. `None` while some partition allows no week at all.
+    pub fn first_revisions_through(&self, rules: &Rules, last: Week) -> Option<Week> {
+        let calendar = Calendar::of(&rules.contract.reporting);
+        let mut through = last;
+        for source in self.events_partitions() {
+            let mark = self.sources.get(&source)?;
+            if mark.behind == 0 {
+                continue;
+            }
+            // read past week w's end, i.e. to an accepted event at or after it
+            let passed = calendar.week_of(mark.span.last_ms?).previous();
+            through = through.min(passed);
+        }
+        Some(through)
+    }
+
+    /// Every events partition: the topic's, when known, and every one heard of.
+    fn events_partitions(&self) -> BTreeSet<Source> {
+        let partition = |partition| Source { kind: SourceKind::Events, partition };
+        let mut all: BTreeSet<Source> = (0..self.events_partitions.unwrap_or(0)).map(partition).collect();
+        all.extend(self.sources.keys().filter(|source| source.kind == SourceKind::Events));
+        all
+    }
+
+    /// Whether an input is too far behind for restatements to be emitted: an events
+    /// partition more than [`HOLD_BEHIND`] records behind, or an alerts partition with any
+    /// unread record (alerts are few; each late one would restate a week).
     pub fn holding(&self) -> bool {
         self.sources.iter().any(|(source, mark)| match source.kind {
             SourceKind::Events => mark.behind > HOLD_BEHIND,
@@ -336,7 +395,7 @@ pub fn changed_fields(old: &ChannelWeek, new: &ChannelWeek) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::contract::Contract;
-    use crate::report::ledger::{EventLedger, SourceKind};
+    use crate::report::ledger::{END_UNKNOWN, EventLedger, SourceKind};
 
     fn rules() -> Rules {
         let text = include_str!("../../tests/report_scenarios/contract.toml");
@@ -355,20 +414,67 @@ mod tests {
     const MONDAY: i64 = 1_794_182_400_000;
     const DAY: i64 = 86_400_000;
 
+    fn events(partition: i32) -> Source {
+        Source { kind: SourceKind::Events, partition }
+    }
+
+    fn keys(snapshots: &[Snapshot]) -> Vec<String> {
+        snapshots.iter().map(|s| format!("{} r{}", s.key(), s.revision)).collect()
+    }
+
     #[test]
-    fn holds_while_an_input_is_far_behind_then_emits_once() {
+    fn a_first_revision_waits_for_every_events_partition() {
+        let rules = rules();
+        let mut merger = Merger::default();
+        merger.set_events_partitions(3);
+        let lag = |partition, offset, behind| Lag { source: events(partition), offset, behind };
+        // partition 0 closes W46: its watermark, 8d00:00 - 1 h, is past W46's end (7d00:00)
+        let mut zero = EventLedger::default();
+        zero.apply(&rules, &counted(MONDAY, "a"));
+        zero.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
+        let held =
+            merger.apply_all(&rules, &[zero.record(0, 2, &BTreeSet::new())], &[lag(0, 2, 0), lag(1, 0, 5)]);
+        assert!(held.is_empty(), "partition 1 has 5 unread records and partition 2 was never heard of");
+        assert_eq!(merger.closed_weeks(&rules).map(|(_, last)| last.label()), Some("2026-W46".into()));
+        assert!(
+            merger.apply_all(&rules, &[], &[lag(2, 0, END_UNKNOWN)]).is_empty(),
+            "partition 2's end is unknown"
+        );
+        assert!(
+            merger.apply_all(&rules, &[], &[lag(2, 0, 0)]).is_empty(),
+            "partition 2 is at its end, 1 is not"
+        );
+        // partition 1 reads a W46 event: still before the end of the week
+        let mut one = EventLedger::default();
+        one.apply(&rules, &counted(MONDAY + 6 * DAY, "c"));
+        let record = one.record(1, 1, &BTreeSet::new());
+        assert!(
+            merger.apply_all(&rules, &[record], &[lag(1, 1, 4)]).is_empty(),
+            "partition 1 is still in W46"
+        );
+        // an accepted event at the end of W46: partition 1 is past it, though still behind
+        one.apply(&rules, &counted(MONDAY + 7 * DAY, "d"));
+        let record = one.record(1, 2, &BTreeSet::new());
+        let alerts = Lag { source: Source { kind: SourceKind::Alerts, partition: 0 }, offset: 0, behind: 3 };
+        let emitted = merger.apply_all(&rules, &[record], &[lag(1, 2, 3), alerts]);
+        let want = ["2026-W46/shop r1", "2026-W46/amzn r1", "2026-W46/market r1", "2026-W46/whole r1"];
+        assert_eq!(keys(&emitted), want, "the unread alert holds no first revision");
+    }
+
+    #[test]
+    fn holds_restatements_while_an_input_is_far_behind_then_restates_once() {
         let rules = rules();
         let (mut ledger, mut merger) = (EventLedger::default(), Merger::default());
         ledger.apply(&rules, &counted(MONDAY, "a"));
         ledger.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
-        let record = ledger.record(0, 2, &BTreeSet::new());
-        let other = Source { kind: SourceKind::Events, partition: 1 };
-        let alerts = Source { kind: SourceKind::Alerts, partition: 0 };
-        merger.note_lag(&Lag { source: alerts, offset: 1, behind: 1 });
-        assert!(merger.holding(), "one unread alert holds");
-        merger.note_lag(&Lag { source: alerts, offset: 2, behind: 0 });
-        let lag = |offset, behind| Lag { source: other, offset, behind };
-        let held = merger.apply_all(&rules, std::slice::from_ref(&record), &[lag(0, HOLD_BEHIND + 1)]);
+        assert_eq!(merger.apply(&rules, &ledger.record(0, 2, &BTreeSet::new())).len(), 4, "W46 is out");
+        // partition 1 replays, with a W46 sale among its first records
+        let cell = Cell::new(Calendar::new(0).week_of(MONDAY), "shop");
+        let sale = Partial { gross_revenue: rust_decimal::Decimal::TEN, ..Partial::default() };
+        let span = Span { first_ms: Some(MONDAY + DAY), last_ms: Some(MONDAY + DAY) };
+        let late = PartialRecord { source: events(1), offset: 1, span, cells: vec![(cell, sale)] };
+        let lag = |offset, behind| Lag { source: events(1), offset, behind };
+        let held = merger.apply_all(&rules, &[late], &[lag(1, HOLD_BEHIND + 1)]);
         assert!(held.is_empty(), "held: another input is replaying");
         assert!(merger.holding());
         assert!(
@@ -376,9 +482,15 @@ mod tests {
             "the later count wins"
         );
         assert!(merger.apply_all(&rules, &[], &[lag(3, 0)]).is_empty(), "an older count changes nothing");
-        let emitted = merger.apply_all(&rules, &[], &[lag(9, HOLD_BEHIND)]);
-        assert_eq!(emitted.len(), 4, "W46 for every channel, once near the end");
-        assert!(emitted.iter().all(|s| s.revision == 1));
+        let alerts = Source { kind: SourceKind::Alerts, partition: 0 };
+        let unread_alert = Lag { source: alerts, offset: 1, behind: 1 };
+        assert!(
+            merger.apply_all(&rules, &[], &[lag(9, HOLD_BEHIND), unread_alert]).is_empty(),
+            "one unread alert holds"
+        );
+        let restated = merger.apply_all(&rules, &[], &[Lag { offset: 2, behind: 0, ..unread_alert }]);
+        assert_eq!(restated.len(), 4, "W46 restated once for every channel (the shares moved)");
+        assert!(restated.iter().all(|s| s.revision == 2));
     }
 
     #[test]

@@ -78,8 +78,15 @@ pub struct Partial {
     pub orders: BTreeSet<String>,
     /// RAISED alerts naming the channel, by kind name (e.g. `OVERSELL`).
     pub alerts: BTreeMap<String, i64>,
-    /// RAISED CRITICAL alerts naming the channel.
-    pub critical_alerts: i64,
+    /// RAISED CRITICAL alerts accountable to the channel (CONTRACT.md section 5), by kind
+    /// name: they make the decision FIX. Counted apart from `alerts`, because a shared-pool
+    /// OVERSELL names every channel but is accountable to operations.
+    #[serde(default)]
+    pub accountable_critical: BTreeMap<String, i64>,
+    /// The same alerts by SKU, for the next action to name the SKUs most involved. One entry
+    /// per SKU with such an alert in the cell, so it stays as small as the alerts are few.
+    #[serde(default)]
+    pub accountable_critical_skus: BTreeMap<String, i64>,
 }
 
 impl Partial {
@@ -95,10 +102,15 @@ impl Partial {
         self.recorded_operating_cost += other.recorded_operating_cost;
         self.units_shipped += other.units_shipped;
         self.orders.extend(other.orders.iter().cloned());
-        for (kind, count) in &other.alerts {
-            *self.alerts.entry(kind.clone()).or_default() += count;
-        }
-        self.critical_alerts += other.critical_alerts;
+        add_counts(&mut self.alerts, &other.alerts);
+        add_counts(&mut self.accountable_critical, &other.accountable_critical);
+        add_counts(&mut self.accountable_critical_skus, &other.accountable_critical_skus);
+    }
+}
+
+fn add_counts(into: &mut BTreeMap<String, i64>, from: &BTreeMap<String, i64>) {
+    for (name, count) in from {
+        *into.entry(name.clone()).or_default() += count;
     }
 }
 
