@@ -206,3 +206,17 @@ async fn each_bad_event_is_dead_lettered_once_with_coordinator_and_reporter_runn
     assert_eq!(dead.len(), 4, "three unknown channels and one undecodable payload, once each");
     assert_eq!(sources.len(), 4, "one dead letter per source record");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn start_up_refuses_a_ledger_that_does_not_mirror_the_event_log() {
+    let broker = Broker::start().await.expect("broker starts");
+    broker.create_topic(&topics().ledger, 1, false).await.expect("a one-partition ledger");
+    let store = tempfile::tempdir().unwrap();
+    let refused = Coordinator::new(coordinator_options(&broker, store.path()))
+        .unwrap()
+        .run(std::future::pending())
+        .await
+        .expect_err("start-up refuses the ledger");
+    let message = refused.to_string();
+    assert!(message.contains("has 1 partitions and the events topic 3"), "{message}");
+}

@@ -100,6 +100,8 @@ pub enum CoordinatorError {
     Outage(#[from] omnifold_runtime::health::OutageError),
     #[error("the outbox sender ended while the fold loop ran")]
     SenderEnded,
+    #[error("topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}")]
+    LedgerPartitions { topic: String, ledger: i32, events: i32 },
 }
 
 /// Outbox records waiting beyond which the fold loop pauses for the sender to catch up.
@@ -131,6 +133,7 @@ impl Coordinator {
             partitions = until_reachable(&health, || self.prepare_topics()) => partitions?,
             _ = &mut shutdown => return Ok(()),
         };
+        self.check_ledger_partitions(&partitions)?;
         let store = open_store(self.options.store.clone()).await?;
         let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
         let never = AtomicBool::new(false);
@@ -172,6 +175,19 @@ impl Coordinator {
             http.stop().await;
         }
         result.and(Ok(sent?))
+    }
+
+    /// The ledger mirrors the event log partition for partition (same keys, same count), so
+    /// that a reader of ledger partition p sees what events partition p was worth.
+    fn check_ledger_partitions(&self, partitions: &HashMap<String, i32>) -> Result<(), CoordinatorError> {
+        let events = partitions[&self.topics.events];
+        for topic in [&self.topics.ledger, &self.topics.ledger_json] {
+            if partitions[topic] != events {
+                let (topic, ledger) = (topic.clone(), partitions[topic]);
+                return Err(CoordinatorError::LedgerPartitions { topic, ledger, events });
+            }
+        }
+        Ok(())
     }
 
     /// Creates missing topics, checks the event log keeps events, and returns the partition

@@ -15,8 +15,6 @@ pub struct TopicOptions {
     pub escalations_partitions: i32,
     pub snapshots_partitions: i32,
     pub deadletter_partitions: i32,
-    /// Partitions of the contribution ledger and its JSON form.
-    pub ledger_partitions: i32,
     /// `retention.ms` of the topics kept for good: the event log (and the reporter's
     /// partials). `-1` (infinite) is right on Apache Kafka; the default is a finite 100 years
     /// because nisshi 0.7 deletes every record of a `cleanup.policy=delete` topic with
@@ -40,7 +38,6 @@ impl Default for TopicOptions {
             escalations_partitions: 1,
             snapshots_partitions: 3,
             deadletter_partitions: 1,
-            ledger_partitions: 6,
             log_retention_ms: KEPT_RETENTION_MS,
         }
     }
@@ -124,8 +121,10 @@ impl Topics {
             spec(&self.snapshots, options.snapshots_partitions, Cleanup::Compact),
             spec(&self.snapshots_json, options.snapshots_partitions, Cleanup::Compact),
             spec(&self.deadletter, options.deadletter_partitions, Cleanup::Delete),
-            kept(&self.ledger, options.ledger_partitions),
-            kept(&self.ledger_json, options.ledger_partitions),
+            // as many partitions as the event log and the same keys, so ledger partition p
+            // holds what events partition p was worth
+            kept(&self.ledger, options.events_partitions),
+            kept(&self.ledger_json, options.events_partitions),
         ]
     }
 }
