@@ -1,26 +1,22 @@
-//! Connectors: each channel's payloads in, contract events out, all through one publish
-//! path ([`publish::Publisher`]): validate, map to `Event`, key per the contract, send with
-//! the idempotent producer. And the way back: [`pushback`] sets each channel's published
-//! availability through the channel's API.
+//! Connectors, in two symmetric halves. [`sources`] take each channel's payloads in and hand
+//! contract events to a sink; [`sinks`] send them on: [`publish::Publisher`] to the events
+//! topic (validate, key per the contract, send with the idempotent producer), and
+//! [`pushback`] each channel's published availability back through the channel's API.
 //!
-//! Adapters: [`ndjson`] (the contract's JSON form), [`shopify`], [`amazon`], [`woocommerce`]
-//! (HTTP receivers in [`http`]), [`b2b`] (X12 850 and CSV in a drop directory, [`files`]).
-//! Each adapter's mapping is a pure function from payload bytes to [`mapping::Mapped`]; the
-//! receivers and watchers hand that to [`deliver::deliver`], which publishes and counts.
-//! Adapter settings (channel ids, id mappings, secrets) come from the connector config,
-//! [`config::ConnectorConfig`], not from the coordination contract.
+//! Every source and sink is built from an options struct (serde: its section of the connector
+//! config, [`config::ConnectorConfig`], plus what the command line adds) and runs with
+//! `run(shutdown)`. Each channel's mapping is a pure function from payload bytes to
+//! [`mapping::Mapped`]; the sources hand that to [`deliver::deliver`], which publishes and
+//! counts.
 
-pub mod amazon;
-pub mod b2b;
 pub mod config;
 pub mod decimal;
 pub mod deliver;
-pub mod files;
-pub mod http;
 pub mod mapping;
-pub mod ndjson;
-pub mod publish;
-pub mod pushback;
-pub mod shopify;
+pub mod sinks;
+pub mod sources;
 pub mod timefmt;
-pub mod woocommerce;
+
+// the paths callers knew before sources and sinks had modules of their own
+pub use sinks::{publish, pushback};
+pub use sources::{amazon, b2b, files, http, ndjson, shopify, woocommerce};

@@ -1,24 +1,25 @@
 //! `omnifold-connector`: publish channel events to omnifold, and push availability back.
+//!
+//! Each command builds one source's (or the push-back sink's) options from the command line
+//! and the connector config, builds it with the publisher, and runs it until ctrl-c or
+//! SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use omnifold_connector::amazon::AmazonMapping;
-use omnifold_connector::b2b::B2bMapping;
-use omnifold_connector::config::ConnectorConfig;
-use omnifold_connector::files::{AmazonDir, DropDir, watch};
-use omnifold_connector::http::{Intake, amazon_router, bind, serve, shopify_router, woocommerce_router};
-use omnifold_connector::ndjson::{Origin, publish_lines_from};
-use omnifold_connector::publish::Publisher;
+use omnifold_connector::amazon::{self, AmazonSourceOptions};
+use omnifold_connector::b2b;
+use omnifold_connector::config::{ConnectorConfig, DropDirOptions};
+use omnifold_connector::ndjson::{self, NdjsonOptions};
+use omnifold_connector::publish::{PublishError, Publisher};
 use omnifold_connector::pushback::Pushback;
-use omnifold_connector::shopify::ShopifyMapping;
-use omnifold_connector::woocommerce::WooMapping;
+use omnifold_connector::shopify::{self, ShopifySourceOptions};
+use omnifold_connector::woocommerce;
 use omnifold_domain::Rules;
 use omnifold_runtime::telemetry::{init_logs, serve_metrics, shutdown_signal};
 use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
-use tokio::io::BufReader;
 
 #[derive(Parser)]
 #[command(
@@ -30,22 +31,30 @@ struct Cli {
     command: Command,
 }
 
+/// Where events go, and what they are checked against.
 #[derive(Args, Clone)]
-struct Common {
+struct Publishing {
     #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
     bootstrap: String,
     #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
     topic_prefix: String,
     /// The coordination contract: events are checked against it before they are sent, and
-    /// the connector config's channels and locations must be in it.
+    /// a connector config's channels and locations must be in it.
     #[arg(long, env = "OMNIFOLD_CONTRACT")]
     contract: Option<PathBuf>,
-    /// The connector config (channels, id mappings, secret references).
-    #[arg(long, env = "OMNIFOLD_CONNECTORS", default_value = "deploy/local/connectors.toml")]
-    config: PathBuf,
     /// Partitions of the events topic when it has to be created.
     #[arg(long, default_value_t = 6)]
     events_partitions: i32,
+}
+
+/// What every command but `ndjson` shares.
+#[derive(Args, Clone)]
+struct Common {
+    #[command(flatten)]
+    publishing: Publishing,
+    /// The connector config (channels, id mappings, secret references).
+    #[arg(long, env = "OMNIFOLD_CONNECTORS", default_value = "deploy/local/connectors.toml")]
+    config: PathBuf,
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9465.
     #[arg(long)]
     metrics: Option<SocketAddr>,
@@ -59,16 +68,8 @@ enum Command {
         /// The file to read; stdin when absent or `-`.
         #[arg(long)]
         file: Option<PathBuf>,
-        #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-        bootstrap: String,
-        #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
-        topic_prefix: String,
-        /// Check every event against this contract before sending it.
-        #[arg(long, env = "OMNIFOLD_CONTRACT")]
-        contract: Option<PathBuf>,
-        /// Partitions of the events topic when it has to be created.
-        #[arg(long, default_value_t = 6)]
-        events_partitions: i32,
+        #[command(flatten)]
+        publishing: Publishing,
     },
     /// Receive Shopify webhooks on POST /webhooks/shopify.
     Shopify {
@@ -117,158 +118,51 @@ enum Command {
     Pushback {
         #[command(flatten)]
         common: Common,
-        /// Exit once every record in the topic at start is pushed.
+        /// Exit once every partition is read to its end and nothing waits to be pushed.
         #[arg(long)]
         exit_when_caught_up: bool,
     },
-}
-
-struct Setup {
-    kafka: KafkaOptions,
-    topics: Topics,
-    rules: Option<Rules>,
-    config: ConnectorConfig,
-}
-
-async fn setup(common: &Common) -> anyhow::Result<Setup> {
-    if let Some(addr) = common.metrics {
-        serve_metrics(addr).map_err(anyhow::Error::msg)?;
-    }
-    let config = ConnectorConfig::load(&common.config)?;
-    let rules = common.contract.as_ref().map(|path| load_contract(path)).transpose()?;
-    if let Some(rules) = &rules {
-        let problems = config.problems(rules);
-        if !problems.is_empty() {
-            anyhow::bail!(
-                "{} does not fit the contract:\n  {}",
-                common.config.display(),
-                problems.join("\n  ")
-            );
-        }
-    }
-    let kafka = KafkaOptions { bootstrap_servers: common.bootstrap.clone(), ..KafkaOptions::default() };
-    let topics = Topics::new(&common.topic_prefix);
-    let options = TopicOptions {
-        prefix: common.topic_prefix.clone(),
-        events_partitions: common.events_partitions,
-        ..TopicOptions::default()
-    };
-    kafka.ensure_topics(&topics.specs(&options)).await?;
-    Ok(Setup { kafka, topics, rules, config })
-}
-
-fn section<'a, T>(section: &'a Option<T>, name: &str, path: &std::path::Path) -> anyhow::Result<&'a T> {
-    section.as_ref().ok_or_else(|| anyhow::anyhow!("{} has no [{name}] section", path.display()))
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     init_logs();
     match Cli::parse().command {
-        Command::Ndjson { file, bootstrap, topic_prefix, contract, events_partitions } => {
-            ndjson(file, bootstrap, topic_prefix, contract, events_partitions).await
-        }
+        Command::Ndjson { file, publishing } => run_ndjson(NdjsonOptions { file }, &publishing).await,
         Command::Shopify { common, listen } => {
-            let Setup { kafka, topics, rules, config } = setup(&common).await?;
-            let options = section(&config.shopify, "shopify", &common.config)?;
-            let mapping = ShopifyMapping::from_config(&config, options);
-            let intake = Intake::new(Publisher::new(&kafka, &topics, rules)?);
-            let router = shopify_router(mapping, options.secret.load()?, intake, options.max_body_bytes);
-            let addr = listen.unwrap_or(options.listen);
-            let listener = bind(addr).await?;
-            tracing::info!(%addr, "shopify webhooks on POST /webhooks/shopify");
-            serve(listener, router, shutdown_signal()).await?;
+            let setup = Setup::new(&common).await?;
+            let shopify = setup.section(&setup.config.shopify, "shopify")?;
+            let mut options = ShopifySourceOptions::from_config(&setup.config, &shopify);
+            options.shopify.listen = listen.unwrap_or(options.shopify.listen);
+            shopify::source(options, setup.publisher()?)?.run(shutdown_signal()).await?;
             Ok(())
         }
         Command::Woocommerce { common, listen } => {
-            let Setup { kafka, topics, rules, config } = setup(&common).await?;
-            let options = section(&config.woocommerce, "woocommerce", &common.config)?;
-            let intake = Intake::new(Publisher::new(&kafka, &topics, rules)?);
-            let router = woocommerce_router(
-                WooMapping::from_options(options),
-                options.secret.load()?,
-                intake,
-                options.max_body_bytes,
-            );
-            let addr = listen.unwrap_or(options.listen);
-            let listener = bind(addr).await?;
-            tracing::info!(%addr, "woocommerce webhooks on POST /webhooks/woocommerce");
-            serve(listener, router, shutdown_signal()).await?;
+            let setup = Setup::new(&common).await?;
+            let mut options = setup.section(&setup.config.woocommerce, "woocommerce")?;
+            options.listen = listen.unwrap_or(options.listen);
+            woocommerce::source(options, setup.publisher()?)?.run(shutdown_signal()).await?;
             Ok(())
         }
         Command::Amazon { common, listen, dir, no_http, once } => {
-            let Setup { kafka, topics, rules, config } = setup(&common).await?;
-            let options = section(&config.amazon, "amazon", &common.config)?;
-            let mapping = AmazonMapping::from_options(options);
-            if let Some(dir) = dir {
-                let mut watcher = AmazonDir::open(&dir, mapping.clone())?;
-                let mut publisher = Publisher::new(&kafka, &topics, rules.clone())?;
-                if once {
-                    let reports = watcher.scan(&mut publisher).await?;
-                    eprintln!("{} files processed", reports.len());
-                    return Ok(());
-                }
-                if no_http {
-                    let watcher = tokio::sync::Mutex::new((watcher, publisher));
-                    watch(Duration::from_secs(2), shutdown_signal(), || async {
-                        let mut guard = watcher.lock().await;
-                        let (watcher, publisher) = &mut *guard;
-                        watcher.scan(publisher).await.map(drop)
-                    })
-                    .await?;
-                    return Ok(());
-                }
-                tokio::spawn(async move {
-                    let watcher = tokio::sync::Mutex::new((watcher, publisher));
-                    let result = watch(Duration::from_secs(2), std::future::pending(), || async {
-                        let mut guard = watcher.lock().await;
-                        let (watcher, publisher) = &mut *guard;
-                        watcher.scan(publisher).await.map(drop)
-                    })
-                    .await;
-                    if let Err(error) = result {
-                        tracing::error!(%error, "amazon directory watcher stopped");
-                    }
-                });
-            }
-            let token = options.token.as_ref().map(|t| t.load()).transpose()?;
-            let intake = Intake::new(Publisher::new(&kafka, &topics, rules)?);
-            let router = amazon_router(mapping, token, intake, options.max_body_bytes);
-            let addr = listen.unwrap_or(options.listen);
-            let listener = bind(addr).await?;
-            tracing::info!(%addr, "amazon notifications on POST /amazon/notifications, /amazon/order-items");
-            serve(listener, router, shutdown_signal()).await?;
-            Ok(())
+            let setup = Setup::new(&common).await?;
+            let mut amazon = setup.section(&setup.config.amazon, "amazon")?;
+            amazon.listen = listen.unwrap_or(amazon.listen);
+            // without a directory, --no-http and --once have nothing to apply to
+            let (once, no_http) = (once && dir.is_some(), no_http && dir.is_some());
+            let options = AmazonSourceOptions { amazon, http: !(once || no_http), dir, poll_ms: 2000 };
+            run_amazon(options, once, &setup).await
         }
         Command::DropDir { common, dir, once } => {
-            let Setup { kafka, topics, rules, config } = setup(&common).await?;
-            let options = section(&config.drop_dir, "drop_dir", &common.config)?;
-            let dir = dir.unwrap_or_else(|| options.dir.clone());
-            let mut drop_dir =
-                DropDir::open(&dir, options.state.as_deref(), B2bMapping::from_options(options))?;
-            let mut publisher = Publisher::new(&kafka, &topics, rules)?;
-            if once {
-                for report in drop_dir.scan(&mut publisher).await? {
-                    eprintln!(
-                        "{}: {} published, {} rejected",
-                        report.name, report.published, report.rejected
-                    );
-                }
-                return Ok(());
-            }
-            tracing::info!(dir = %dir.display(), "watching the drop directory");
-            let state = tokio::sync::Mutex::new((drop_dir, publisher));
-            watch(Duration::from_millis(options.poll_ms), shutdown_signal(), || async {
-                let mut guard = state.lock().await;
-                let (drop_dir, publisher) = &mut *guard;
-                drop_dir.scan(publisher).await.map(drop)
-            })
-            .await?;
-            Ok(())
+            let setup = Setup::new(&common).await?;
+            let mut options = setup.section(&setup.config.drop_dir, "drop_dir")?;
+            options.dir = dir.unwrap_or(options.dir);
+            run_drop_dir(options, once, &setup).await
         }
         Command::Pushback { common, exit_when_caught_up } => {
-            let Setup { kafka, topics, config, .. } = setup(&common).await?;
-            let mut pushback = Pushback::new(&kafka, &topics, &config)?;
+            let setup = Setup::new(&common).await?;
+            let (kafka, topics) = common.publishing.kafka_and_topics();
+            let mut pushback = Pushback::new(&kafka, &topics, &setup.config)?;
             let stats = pushback.run(shutdown_signal(), exit_when_caught_up).await?;
             eprintln!("{stats:?}");
             Ok(())
@@ -276,34 +170,81 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn ndjson(
-    file: Option<PathBuf>,
-    bootstrap: String,
-    topic_prefix: String,
-    contract: Option<PathBuf>,
-    events_partitions: i32,
-) -> anyhow::Result<()> {
-    let kafka = KafkaOptions { bootstrap_servers: bootstrap, ..KafkaOptions::default() };
-    let topics = Topics::new(&topic_prefix);
-    let options = TopicOptions { prefix: topic_prefix, events_partitions, ..TopicOptions::default() };
-    kafka.ensure_topics(&topics.specs(&options)).await?;
-    let rules = contract.map(|path| load_contract(&path)).transpose()?;
-    let mut publisher = Publisher::new(&kafka, &topics, rules)?;
+impl Publishing {
+    fn kafka_and_topics(&self) -> (KafkaOptions, Topics) {
+        let kafka = KafkaOptions { bootstrap_servers: self.bootstrap.clone(), ..KafkaOptions::default() };
+        (kafka, Topics::new(&self.topic_prefix))
+    }
+
+    fn rules(&self) -> anyhow::Result<Option<Rules>> {
+        Ok(self.contract.as_ref().map(|path| load_contract(path)).transpose()?)
+    }
+
+    /// Creates the topics that are missing.
+    async fn ensure_topics(&self) -> anyhow::Result<()> {
+        let (kafka, topics) = self.kafka_and_topics();
+        let options = TopicOptions {
+            prefix: self.topic_prefix.clone(),
+            events_partitions: self.events_partitions,
+            ..TopicOptions::default()
+        };
+        kafka.ensure_topics(&topics.specs(&options)).await?;
+        Ok(())
+    }
+
+    fn publisher(&self, rules: Option<Rules>) -> Result<Publisher, PublishError> {
+        let (kafka, topics) = self.kafka_and_topics();
+        Publisher::new(&kafka, &topics, rules)
+    }
+}
+
+/// What a command of the connector config starts from: metrics served, the config read and
+/// checked against the contract, the topics there.
+struct Setup {
+    publishing: Publishing,
+    config_path: PathBuf,
+    config: ConnectorConfig,
+    rules: Option<Rules>,
+}
+
+impl Setup {
+    async fn new(common: &Common) -> anyhow::Result<Setup> {
+        if let Some(addr) = common.metrics {
+            serve_metrics(addr).map_err(anyhow::Error::msg)?;
+        }
+        let config = ConnectorConfig::load(&common.config)?;
+        let rules = common.publishing.rules()?;
+        if let Some(rules) = &rules {
+            let problems = config.problems(rules);
+            anyhow::ensure!(
+                problems.is_empty(),
+                "{} does not fit the contract:\n  {}",
+                common.config.display(),
+                problems.join("\n  ")
+            );
+        }
+        common.publishing.ensure_topics().await?;
+        let publishing = common.publishing.clone();
+        Ok(Setup { publishing, config_path: common.config.clone(), config, rules })
+    }
+
+    fn publisher(&self) -> Result<Publisher, PublishError> {
+        self.publishing.publisher(self.rules.clone())
+    }
+
+    /// A section of the config the command needs, as `[name]`.
+    fn section<T: Clone>(&self, section: &Option<T>, name: &str) -> anyhow::Result<T> {
+        let path = self.config_path.display();
+        section.clone().with_context(|| format!("{path} has no [{name}] section"))
+    }
+}
+
+async fn run_ndjson(options: NdjsonOptions, publishing: &Publishing) -> anyhow::Result<()> {
+    publishing.ensure_topics().await?;
+    let publisher = publishing.publisher(publishing.rules()?)?;
     let on_refused = |line: usize, reason: &str| eprintln!("line {line}: {reason}");
-    let report = match file.filter(|f| f.as_os_str() != "-") {
-        Some(path) => {
-            let file = tokio::fs::File::open(&path)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-            // absolute, so that a dead letter's source names the file wherever it is read
-            let origin = Origin::File(std::path::absolute(&path)?);
-            publish_lines_from(BufReader::new(file), &origin, &mut publisher, on_refused).await?
-        }
-        None => {
-            let stdin = BufReader::new(tokio::io::stdin());
-            publish_lines_from(stdin, &Origin::Stdin, &mut publisher, on_refused).await?
-        }
-    };
+    let report = ndjson::source(options, publisher).await?.run(shutdown_signal(), on_refused).await?;
+    let (_, topics) = publishing.kafka_and_topics();
     eprintln!(
         "{} lines read, {} events published, {} refused (dead-lettered to {})",
         report.lines,
@@ -311,5 +252,27 @@ async fn ndjson(
         report.refused.len(),
         topics.deadletter
     );
+    Ok(())
+}
+
+async fn run_amazon(options: AmazonSourceOptions, once: bool, setup: &Setup) -> anyhow::Result<()> {
+    let mut source = amazon::source(options, || setup.publisher()).await?;
+    if once {
+        let reports = source.run_once().await?;
+        eprintln!("{} files processed", reports.len());
+        return Ok(());
+    }
+    source.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn run_drop_dir(options: DropDirOptions, once: bool, setup: &Setup) -> anyhow::Result<()> {
+    let mut source = b2b::source(options, setup.publisher()?).await?;
+    if !once {
+        return Ok(source.run(shutdown_signal()).await?);
+    }
+    for report in source.run_once().await? {
+        eprintln!("{}: {} published, {} rejected", report.name, report.published, report.rejected);
+    }
     Ok(())
 }

@@ -1,9 +1,13 @@
 //! Watched directories: each file processed once (by name and hash), bad rows rejected into
 //! `<file>.rejects.csv` while the good rows are published, Amazon notifications deduplicated
-//! on NotificationId.
+//! on NotificationId; the Amazon source's watcher stops with the source's shutdown.
 
-use omnifold_connector::amazon::AmazonMapping;
+use std::path::Path;
+use std::time::Duration;
+
+use omnifold_connector::amazon::{self, AmazonMapping, AmazonSourceOptions};
 use omnifold_connector::b2b::B2bMapping;
+use omnifold_connector::config::ConnectorConfig;
 use omnifold_connector::files::{AmazonDir, DropDir};
 use omnifold_connector::publish::MemorySink;
 use omnifold_proto::Body;
@@ -159,4 +163,59 @@ async fn amazon_dir_deduplicates_on_notification_id() {
         "a known NotificationId is not published again"
     );
     assert_eq!(sink.events.len(), 3);
+}
+
+fn amazon_source_options(dir: &Path) -> AmazonSourceOptions {
+    let config = ConnectorConfig::parse(
+        r#"
+[amazon]
+channel = "amazon"
+listen = "127.0.0.1:0"
+default_marketplace = "ATVPDKIKX0DER"
+[amazon.fba_locations]
+ATVPDKIKX0DER = "fba-us"
+[amazon.asins]
+123 = "SKU-0001"
+"#,
+    )
+    .unwrap();
+    let amazon = config.amazon.unwrap();
+    AmazonSourceOptions { amazon, http: true, dir: Some(dir.to_path_buf()), poll_ms: 20 }
+}
+
+/// Whether the directory's state file names `file`, i.e. it was processed.
+fn processed(dir: &Path, file: &str) -> bool {
+    let state = std::fs::read_to_string(dir.join(".omnifold-processed")).unwrap_or_default();
+    state.lines().any(|line| line.split('\t').nth(1) == Some(file))
+}
+
+async fn until_processed(dir: &Path, file: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !processed(dir, file) {
+        assert!(tokio::time::Instant::now() < deadline, "{file} was not processed in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn amazon_watcher_beside_the_receiver_stops_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let source =
+        amazon::source(amazon_source_options(dir.path()), || Ok(MemorySink::default())).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(source.run(async {
+        let _ = stopped.await;
+    }));
+
+    std::fs::write(dir.path().join("a.json"), payload("amazon-any-offer-changed.json")).unwrap();
+    until_processed(dir.path(), "a.json").await;
+
+    stop.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), running).await;
+    ended.expect("the source stops on shutdown").unwrap().expect("the source ran");
+
+    // the watcher is gone with the receiver: a file dropped now stays where it is
+    std::fs::write(dir.path().join("b.json"), payload("amazon-orders-getOrderItems-sandbox.json")).unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(processed(dir.path(), "a.json") && !processed(dir.path(), "b.json"));
 }

@@ -5,11 +5,55 @@
 //! are published as usual.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use omnifold_proto::Event;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use serde::Deserialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, BufReader};
 
 use crate::publish::{DeadLetter, PublishError, PublishOutcome, Publisher};
+use crate::sources::SourceError;
+
+/// `omnifold-connector ndjson`: where the lines come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NdjsonOptions {
+    /// The file to read; stdin when absent or `-`.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+}
+
+/// A file's or stdin's lines, ready to publish.
+pub struct NdjsonSource {
+    input: Box<dyn AsyncBufRead + Unpin + Send>,
+    origin: Origin,
+    publisher: Publisher,
+}
+
+/// Opens the input `options` name; its events and dead letters go to `publisher`.
+pub async fn source(options: NdjsonOptions, publisher: Publisher) -> Result<NdjsonSource, SourceError> {
+    let Some(path) = options.file.filter(|f| f.as_os_str() != "-") else {
+        let input = Box::new(BufReader::new(tokio::io::stdin()));
+        return Ok(NdjsonSource { input, origin: Origin::Stdin, publisher });
+    };
+    let open_error = |error| SourceError::Open { path: path.clone(), error };
+    let file = tokio::fs::File::open(&path).await.map_err(open_error)?;
+    // absolute, so that a dead letter's source names the file wherever it is read
+    let origin = Origin::File(std::path::absolute(&path).map_err(open_error)?);
+    Ok(NdjsonSource { input: Box::new(BufReader::new(file)), origin, publisher })
+}
+
+impl NdjsonSource {
+    /// Publishes the lines until the input ends or `shutdown` resolves; `on_refused` hears
+    /// about each bad line at once. See [`publish_lines_from`].
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        on_refused: impl FnMut(usize, &str),
+    ) -> Result<Report, PublishError> {
+        publish_lines_from(self.input, &self.origin, &mut self.publisher, on_refused, shutdown).await
+    }
+}
 
 /// What a run did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,21 +88,24 @@ pub async fn publish_lines(
     publisher: &mut Publisher,
     on_refused: impl FnMut(usize, &str),
 ) -> Result<Report, PublishError> {
-    publish_lines_from(input, &Origin::Stdin, publisher, on_refused).await
+    publish_lines_from(input, &Origin::Stdin, publisher, on_refused, std::future::pending()).await
 }
 
 /// Publishes every good line of `input` and dead-letters every bad one; `on_refused` hears
-/// about each bad one at once. Returns once the broker has acknowledged every event and dead
+/// about each bad one at once. Reading stops at the input's end or at `shutdown` (a line
+/// half read then is left). Returns once the broker has acknowledged every event and dead
 /// letter; only a failure to read the input or to reach the broker is an error.
 pub async fn publish_lines_from(
     mut input: impl AsyncBufRead + Unpin,
     origin: &Origin,
     publisher: &mut Publisher,
     mut on_refused: impl FnMut(usize, &str),
+    shutdown: impl Future<Output = ()>,
 ) -> Result<Report, PublishError> {
     let mut report = Report::default();
     let mut buffer = Vec::new();
-    while next_line(&mut input, &mut buffer).await? {
+    tokio::pin!(shutdown);
+    while next_line(&mut input, &mut buffer, shutdown.as_mut()).await? {
         report.lines += 1;
         let line = without_terminator(&buffer);
         if line.trim_ascii().is_empty() {
@@ -80,14 +127,18 @@ pub async fn publish_lines_from(
 }
 
 /// Reads the next line into `buffer` as bytes, so that a line that is not UTF-8 is one bad
-/// line rather than the end of the run; false at the end of the input.
+/// line rather than the end of the run; false at the end of the input or at shutdown.
 async fn next_line(
     input: &mut (impl AsyncBufRead + Unpin),
     buffer: &mut Vec<u8>,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<bool, PublishError> {
     buffer.clear();
-    let read = input.read_until(b'\n', buffer).await?;
-    Ok(read > 0)
+    tokio::select! {
+        biased;
+        _ = shutdown => Ok(false),
+        read = input.read_until(b'\n', buffer) => Ok(read? > 0),
+    }
 }
 
 /// The line without its `\n` or `\r\n`: the terminator is not part of the payload.

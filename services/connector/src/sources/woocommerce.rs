@@ -5,16 +5,64 @@
 //! same order delivered again (or updated without a change of status) changes nothing. The
 //! status decides: pending, on-hold and processing place the lines; completed places and
 //! ships them (at `ship_location`); cancelled and failed cancel them.
+//!
+//! The source: [`WooWebhooks`], the [`Adapter`] of the one webhook receiver, built by
+//! [`source`] from `[woocommerce]`.
 
 use std::collections::BTreeMap;
 
+use axum::http::HeaderMap;
 use omnifold_proto::{Body, OrderLineCancelled, OrderLinePlaced, OrderLineShipped};
 use serde::Deserialize;
 
-use crate::config::WooOptions;
+use crate::config::{ConfigError, Secret, WooOptions};
 use crate::decimal::{Dec, per_unit};
+use crate::http::{
+    Adapter, Delivery, HttpSource, Refused, header, required_header, verify_signature, webhook_source,
+};
 use crate::mapping::{Malformed, Mapped, money, money_if_positive, non_empty};
+use crate::publish::Sink;
 use crate::timefmt::parse_ms;
+
+const SIGNATURE_HEADER: &str = "x-wc-webhook-signature";
+
+/// The WooCommerce receiver of `[woocommerce]`, publishing to `sink`.
+pub fn source<S: Sink + 'static>(options: WooOptions, sink: S) -> Result<HttpSource, ConfigError> {
+    let webhooks =
+        WooWebhooks { mapping: WooMapping::from_options(&options), secret: options.secret.load()? };
+    Ok(webhook_source(webhooks, options.listen, options.max_body_bytes, sink))
+}
+
+/// WooCommerce's order webhooks: signed with the webhook's secret (X-WC-Webhook-Signature),
+/// told apart by X-WC-Webhook-Topic, redeliveries by X-WC-Webhook-Delivery-ID when present.
+pub struct WooWebhooks {
+    pub mapping: WooMapping,
+    pub secret: Secret,
+}
+
+impl Adapter for WooWebhooks {
+    const NAME: &'static str = "woocommerce";
+    const PATH: &'static str = "/webhooks/woocommerce";
+
+    /// WooCommerce pings a new webhook with an unsigned `webhook_id=N` form body.
+    fn is_ping(&self, headers: &HeaderMap, body: &[u8]) -> bool {
+        headers.get(SIGNATURE_HEADER).is_none() && is_ping(body)
+    }
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refused> {
+        verify_signature(headers, SIGNATURE_HEADER, &self.secret, body)
+    }
+
+    fn delivery(&self, headers: &HeaderMap, _body: &[u8]) -> Result<Delivery, Refused> {
+        let topic = required_header(headers, "x-wc-webhook-topic", "X-WC-Webhook-Topic")?;
+        let id = header(headers, "x-wc-webhook-delivery-id").map(str::to_string);
+        Ok(Delivery { topic, id })
+    }
+
+    fn map(&self, delivery: &Delivery, body: &[u8]) -> Result<Mapped, Malformed> {
+        self.mapping.map(&delivery.topic, body)
+    }
+}
 
 /// How WooCommerce ids become contract ids; built from `[woocommerce]`.
 #[derive(Debug, Clone, Default)]

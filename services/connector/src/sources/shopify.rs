@@ -8,8 +8,13 @@
 //! `shopify:refund:<refund>:line:<refund line>:returned`. Snapshot topics have no fact id of
 //! their own and take the webhook id: `shopify:webhook:<webhook id>:inventory:<item>:<location>`
 //! and `shopify:webhook:<webhook id>:variant:<variant>:price`.
+//!
+//! The source: [`ShopifyWebhooks`], the [`Adapter`] of the one webhook receiver, built by
+//! [`source`] from [`ShopifySourceOptions`].
 
 use std::collections::BTreeMap;
+
+use axum::http::HeaderMap;
 
 use omnifold_proto::{
     Body, OrderLineCancelled, OrderLinePlaced, OrderLineReturned, OrderLineShipped, PriceSet, StockCounted,
@@ -17,9 +22,13 @@ use omnifold_proto::{
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use crate::config::{ConnectorConfig, ShopifyOptions};
+use crate::config::{ConfigError, ConnectorConfig, Secret, ShopifyOptions};
 use crate::decimal::Dec;
+use crate::http::{
+    Adapter, Delivery, HttpSource, Refused, required_header, verify_signature, webhook_source,
+};
 use crate::mapping::{Malformed, Mapped, money, money_if_positive, non_empty};
+use crate::publish::Sink;
 use crate::timefmt::parse_ms;
 
 /// The topics the receiver maps; any other is answered 200 and counted as refused.
@@ -32,6 +41,57 @@ pub const TOPICS: [&str; 7] = [
     "inventory_levels/update",
     "products/update",
 ];
+
+/// `omnifold-connector shopify`: the `[shopify]` section, and the Shopify location push-back
+/// writes to, whose inventory updates are echoes (`[pushback.shopify] location_id`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifySourceOptions {
+    pub shopify: ShopifyOptions,
+    #[serde(default)]
+    pub echo_location: Option<String>,
+}
+
+impl ShopifySourceOptions {
+    pub fn from_config(config: &ConnectorConfig, shopify: &ShopifyOptions) -> Self {
+        let echo_location = config.shopify_echo_location().map(str::to_string);
+        ShopifySourceOptions { shopify: shopify.clone(), echo_location }
+    }
+}
+
+/// The Shopify receiver, publishing to `sink`.
+pub fn source<S: Sink + 'static>(options: ShopifySourceOptions, sink: S) -> Result<HttpSource, ConfigError> {
+    let ShopifySourceOptions { shopify, echo_location } = options;
+    let mapping = ShopifyMapping { echo_location, ..ShopifyMapping::from_options(&shopify) };
+    let webhooks = ShopifyWebhooks { mapping, secret: shopify.secret.load()? };
+    Ok(webhook_source(webhooks, shopify.listen, shopify.max_body_bytes, sink))
+}
+
+/// Shopify's webhooks: signed with the app's secret (X-Shopify-Hmac-Sha256), told apart by
+/// X-Shopify-Topic, redeliveries by X-Shopify-Webhook-Id.
+pub struct ShopifyWebhooks {
+    pub mapping: ShopifyMapping,
+    pub secret: Secret,
+}
+
+impl Adapter for ShopifyWebhooks {
+    const NAME: &'static str = "shopify";
+    const PATH: &'static str = "/webhooks/shopify";
+
+    fn verify(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), Refused> {
+        verify_signature(headers, "x-shopify-hmac-sha256", &self.secret, body)
+    }
+
+    fn delivery(&self, headers: &HeaderMap, _body: &[u8]) -> Result<Delivery, Refused> {
+        let topic = required_header(headers, "x-shopify-topic", "X-Shopify-Topic")?;
+        let id = required_header(headers, "x-shopify-webhook-id", "X-Shopify-Webhook-Id")?;
+        Ok(Delivery { topic, id: Some(id) })
+    }
+
+    fn map(&self, delivery: &Delivery, body: &[u8]) -> Result<Mapped, Malformed> {
+        self.mapping.map(&delivery.topic, delivery.id.as_deref().unwrap_or_default(), body)
+    }
+}
 
 /// How Shopify ids become contract ids; built from `[shopify]` of the connector config.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +107,14 @@ pub struct ShopifyMapping {
 }
 
 impl ShopifyMapping {
+    /// The mapping of `[shopify]`, with the echo location push-back's settings give.
     pub fn from_config(config: &ConnectorConfig, options: &ShopifyOptions) -> Self {
+        let echo_location = config.shopify_echo_location().map(str::to_string);
+        ShopifyMapping { echo_location, ..ShopifyMapping::from_options(options) }
+    }
+
+    /// The mapping of `[shopify]` alone: no location is an echo.
+    pub fn from_options(options: &ShopifyOptions) -> Self {
         ShopifyMapping {
             channel: options.channel.clone(),
             currency: options.currency.clone(),
@@ -55,7 +122,7 @@ impl ShopifyMapping {
             variants: options.variants.clone(),
             inventory_items: options.inventory_items.clone(),
             default_ship_location: options.default_ship_location.clone(),
-            echo_location: config.shopify_echo_location().map(str::to_string),
+            echo_location: None,
         }
     }
 

@@ -7,9 +7,16 @@
 //! `amazon:notification:<id>:...`. Order facts use the order item:
 //! `amazon:order:<order>:item:<item>:placed|cancelled`, and one event per shipped unit,
 //! `...:shipped:<n>`, so that a later, larger QuantityShipped only adds the new units.
+//!
+//! The source, built by [`source`] from [`AmazonSourceOptions`]: the receiver's two
+//! [`Adapter`]s ([`AmazonNotifications`], [`AmazonOrderItems`]) and a watched directory of the
+//! same payloads, either or both, stopped by one shutdown.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use axum::http::HeaderMap;
 use omnifold_proto::{
     Body, CompetitorPriceObserved, OrderLineCancelled, OrderLinePlaced, OrderLineShipped, StockCounted,
 };
@@ -17,10 +24,162 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::AmazonOptions;
+use crate::config::{AmazonOptions, Secret};
 use crate::decimal::{Dec, per_unit};
+use crate::files::{DirSource, FileReport, FilesError};
+use crate::http::{Adapter, Delivery, HttpSource, Intake, Refused, amazon_router, verify_bearer};
 use crate::mapping::{Malformed, Mapped, money, money_if_positive, non_empty};
+use crate::publish::{PublishError, Sink};
+use crate::sources::{Shutdown, SourceError};
 use crate::timefmt::parse_ms;
+
+/// `omnifold-connector amazon`: the `[amazon]` section, and what the command line adds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmazonSourceOptions {
+    pub amazon: AmazonOptions,
+    /// Serve POST /amazon/notifications and /amazon/order-items on `amazon.listen`.
+    #[serde(default = "serve_http")]
+    pub http: bool,
+    /// Also process the notification files (and MYI reports) dropped here.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn serve_http() -> bool {
+    true
+}
+
+fn poll_ms() -> u64 {
+    2000
+}
+
+/// The Amazon source: the receiver, the directory watcher, or both.
+pub struct AmazonSource<S> {
+    http: Option<HttpSource>,
+    dir: Option<DirSource<AmazonMapping, S>>,
+}
+
+/// Builds what `options` ask for; each part publishes to a sink of its own from `open_sink`.
+pub async fn source<S: Sink + 'static>(
+    options: AmazonSourceOptions,
+    mut open_sink: impl FnMut() -> Result<S, PublishError>,
+) -> Result<AmazonSource<S>, SourceError> {
+    let AmazonSourceOptions { amazon, http, dir, poll_ms } = options;
+    let mapping = AmazonMapping::from_options(&amazon);
+    let dir = match dir {
+        Some(dir) => {
+            let poll = Duration::from_millis(poll_ms);
+            Some(DirSource::open(dir, None, mapping.clone(), open_sink()?, poll).await?)
+        }
+        None => None,
+    };
+    let http = if http { Some(receiver(&amazon, mapping, open_sink()?)?) } else { None };
+    Ok(AmazonSource { http, dir })
+}
+
+fn receiver<S: Sink + 'static>(
+    amazon: &AmazonOptions,
+    mapping: AmazonMapping,
+    sink: S,
+) -> Result<HttpSource, SourceError> {
+    let token = amazon.token.as_ref().map(|t| t.load()).transpose()?;
+    let router = amazon_router(mapping, token, Intake::new(sink), amazon.max_body_bytes);
+    let describe =
+        format!("amazon notifications on POST {}, {}", AmazonNotifications::PATH, AmazonOrderItems::PATH);
+    Ok(HttpSource::new(amazon.listen, router, describe))
+}
+
+impl<S: Sink + 'static> AmazonSource<S> {
+    /// Processes the directory's files once (none without a directory).
+    pub async fn run_once(&mut self) -> Result<Vec<FileReport>, FilesError> {
+        match &mut self.dir {
+            Some(dir) => dir.run_once().await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Runs the receiver and the watcher until `shutdown`. Beside the receiver, a failing
+    /// watcher is logged and the receiver goes on; a failing receiver stops the watcher.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), SourceError> {
+        let shutdown = Shutdown::new(shutdown);
+        match (self.http, self.dir) {
+            (Some(http), Some(dir)) => serve_and_watch(http, dir, shutdown).await,
+            (Some(http), None) => http.run(shutdown.wait()).await,
+            (None, Some(dir)) => Ok(dir.run(shutdown.wait()).await?),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+async fn serve_and_watch<S: Sink + 'static>(
+    http: HttpSource,
+    dir: DirSource<AmazonMapping, S>,
+    shutdown: Shutdown,
+) -> Result<(), SourceError> {
+    let serving = async {
+        let served = http.run(shutdown.clone().wait()).await;
+        shutdown.trigger();
+        served
+    };
+    let watching = async {
+        if let Err(error) = dir.run(shutdown.clone().wait()).await {
+            tracing::error!(%error, "amazon directory watcher stopped");
+        }
+    };
+    tokio::join!(serving, watching).0
+}
+
+/// SP-API notifications on `POST /amazon/notifications` (e.g. relayed from SQS): no signature
+/// of their own, so an optional bearer token; redeliveries told by their NotificationId.
+pub struct AmazonNotifications {
+    pub mapping: AmazonMapping,
+    pub token: Option<Secret>,
+}
+
+impl Adapter for AmazonNotifications {
+    const NAME: &'static str = "amazon";
+    const PATH: &'static str = "/amazon/notifications";
+
+    fn verify(&self, headers: &HeaderMap, _body: &[u8]) -> Result<(), Refused> {
+        verify_bearer(headers, self.token.as_ref())
+    }
+
+    fn delivery(&self, _headers: &HeaderMap, body: &[u8]) -> Result<Delivery, Refused> {
+        let id = notification_id(body).map_err(|malformed| Refused::bad_request("malformed", malformed.0))?;
+        Ok(Delivery { topic: String::new(), id: Some(id) })
+    }
+
+    fn map(&self, _delivery: &Delivery, body: &[u8]) -> Result<Mapped, Malformed> {
+        self.mapping.map_notification(body)
+    }
+}
+
+/// Orders API getOrderItems responses on `POST /amazon/order-items`: no delivery id, and no
+/// time of their own but the time they are received.
+pub struct AmazonOrderItems {
+    pub mapping: AmazonMapping,
+    pub token: Option<Secret>,
+}
+
+impl Adapter for AmazonOrderItems {
+    const NAME: &'static str = "amazon";
+    const PATH: &'static str = "/amazon/order-items";
+
+    fn verify(&self, headers: &HeaderMap, _body: &[u8]) -> Result<(), Refused> {
+        verify_bearer(headers, self.token.as_ref())
+    }
+
+    fn delivery(&self, _headers: &HeaderMap, _body: &[u8]) -> Result<Delivery, Refused> {
+        Ok(Delivery::default())
+    }
+
+    fn map(&self, _delivery: &Delivery, body: &[u8]) -> Result<Mapped, Malformed> {
+        self.mapping.map_order_items(body, omnifold_runtime::wall_clock_ms())
+    }
+}
 
 /// How Amazon ids become contract ids; built from `[amazon]` of the connector config.
 #[derive(Debug, Clone, Default)]

@@ -14,12 +14,17 @@
 //! with exponential backoff (a newer number replaces the waiting one); other 4xx drop the
 //! number (counted as a rejection). `omnifold_pushback_lag_ms` records decision-to-push lag
 //! (wall clock at the successful push minus `decided_at_ms`).
+//!
+//! Caught up (`exit_when_caught_up`) means every partition has reported its end
+//! (`enable.partition.eof`) and nothing waits to be pushed: the high watermark is not the end
+//! on nisshi, which answers it short (ARCHITECTURE.md, "The broker").
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use omnifold_proto::ChannelAvailability;
-use omnifold_runtime::{KafkaOptions, Topics, wall_clock_ms};
+use omnifold_runtime::{BrokerHealth, HealthContext, KafkaError, KafkaOptions, Topics, wall_clock_ms};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message as _;
@@ -27,10 +32,40 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{ConnectorConfig, PushbackOptions, Secret};
+use crate::config::{ConfigError, ConnectorConfig, PushbackOptions, Secret};
 use crate::deliver::{count_ignored, count_rejection};
 
 const ADAPTER: &str = "pushback";
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why push-back could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PushbackError {
+    #[error("the connector config has no [pushback]")]
+    NotConfigured,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
+    #[error("cannot open push-back state {path}: {error}")]
+    OpenState { path: PathBuf, error: sled::Error },
+    #[error("push-back state: {0}")]
+    State(#[from] sled::Error),
+    #[error("cannot encode push-back state: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("consume {topic}: {error}")]
+    Consume { topic: String, error: rdkafka::error::KafkaError },
+    #[error("the metadata lookup was cancelled")]
+    Cancelled,
+}
+
+impl From<rdkafka::error::KafkaError> for PushbackError {
+    fn from(error: rdkafka::error::KafkaError) -> Self {
+        PushbackError::Kafka(error.into())
+    }
+}
 
 /// Where a record sits, to tell newer from older.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,7 +117,7 @@ pub enum Target {
 
 impl Target {
     /// The targets of `[pushback]`, by channel id, with their secrets loaded.
-    pub fn from_config(config: &ConnectorConfig) -> anyhow::Result<BTreeMap<String, Target>> {
+    pub fn from_config(config: &ConnectorConfig) -> Result<BTreeMap<String, Target>, PushbackError> {
         let mut targets = BTreeMap::new();
         let Some(pushback) = &config.pushback else { return Ok(targets) };
         if let Some(s) = &pushback.shopify {
@@ -105,10 +140,9 @@ impl Target {
                         s.base_url.trim_end_matches('/'),
                         s.api_version
                     ),
-                    location_id: s
-                        .location_id
-                        .parse()
-                        .map_err(|_| anyhow::anyhow!("pushback.shopify.location_id is not numeric"))?,
+                    location_id: s.location_id.parse().map_err(|_| {
+                        ConfigError::Invalid("pushback.shopify.location_id is not numeric".into())
+                    })?,
                     token: s.access_token.load()?,
                     items,
                 },
@@ -269,19 +303,21 @@ pub struct Pushback {
 }
 
 impl Pushback {
-    pub fn new(kafka: &KafkaOptions, topics: &Topics, config: &ConnectorConfig) -> anyhow::Result<Self> {
-        let options = config
-            .pushback
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("the connector config has no [pushback]"))?;
+    /// The sink of `[pushback]`; the targets also read `[shopify]` and `[amazon]`'s id maps.
+    pub fn new(
+        kafka: &KafkaOptions,
+        topics: &Topics,
+        config: &ConnectorConfig,
+    ) -> Result<Self, PushbackError> {
+        let options = config.pushback.clone().ok_or(PushbackError::NotConfigured)?;
         let targets = Target::from_config(config)?;
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_millis(options.request_timeout_ms))
             .build()
-            .map_err(|e| anyhow::anyhow!("cannot build the HTTP client: {e}"))?;
+            .map_err(PushbackError::HttpClient)?;
         let store = sled::open(&options.state)
-            .map_err(|e| anyhow::anyhow!("cannot open push-back state {}: {e}", options.state.display()))?;
+            .map_err(|error| PushbackError::OpenState { path: options.state.clone(), error })?;
         Ok(Pushback {
             kafka: kafka.clone(),
             topic: topics.availability.clone(),
@@ -302,85 +338,79 @@ impl Pushback {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Runs until `shutdown`, or with `exit_when_caught_up` until every record that was in the
-    /// topic at start is consumed and nothing waits to be pushed.
+    /// Runs until `shutdown`, or with `exit_when_caught_up` until every partition was read to
+    /// its end and nothing waits to be pushed.
     pub async fn run(
         &mut self,
         shutdown: impl Future<Output = ()>,
         exit_when_caught_up: bool,
-    ) -> anyhow::Result<PushStats> {
-        let (consumer, mut remaining) = self.consumer().await?;
+    ) -> Result<PushStats, PushbackError> {
+        let (consumer, mut unread) = self.consumer().await?;
         let mut stats = PushStats::default();
         let mut pending: BTreeMap<String, Pending> = BTreeMap::new();
         let mut paused: HashMap<String, Instant> = HashMap::new();
         tokio::pin!(shutdown);
         loop {
             self.push_due(&mut pending, &mut paused, &mut stats).await?;
-            if exit_when_caught_up && remaining.is_empty() && pending.is_empty() {
+            if exit_when_caught_up && unread.is_empty() && pending.is_empty() {
                 return Ok(stats);
             }
-            let next_due = pending
-                .values()
-                .map(|p| p.not_before.max(paused.get(&p.channel).copied().unwrap_or(p.not_before)))
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 _ = &mut shutdown => return Ok(stats),
-                _ = tokio::time::sleep_until(next_due) => {}
-                message = consumer.recv() => {
-                    let message = message.map_err(|e| anyhow::anyhow!("consume {}: {e}", self.topic))?;
-                    let (partition, offset) = (message.partition(), message.offset());
-                    if let Some(high) = remaining.get(&partition)
-                        && offset + 1 >= *high
-                    {
-                        remaining.remove(&partition);
+                _ = tokio::time::sleep_until(next_due(&pending, &paused)) => {}
+                message = consumer.recv() => match message {
+                    Ok(message) => {
+                        self.take(message.partition(), message.offset(), message.payload(), &mut pending, &mut stats)
                     }
-                    stats.records += 1;
-                    self.take(partition, offset, message.payload(), &mut pending, &mut stats);
+                    Err(rdkafka::error::KafkaError::PartitionEOF(partition)) => {
+                        unread.remove(&partition);
+                    }
+                    Err(error) => return Err(PushbackError::Consume { topic: self.topic.clone(), error }),
                 }
             }
         }
     }
 
-    /// A consumer of every partition from the beginning, and the end offset of each
-    /// non-empty partition at start.
-    async fn consumer(&self) -> anyhow::Result<(StreamConsumer, HashMap<i32, i64>)> {
-        let config = self.kafka.client_config();
-        let topic = self.topic.clone();
-        let group = self.options.group_id.clone();
-        let (list, remaining) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let probe: BaseConsumer = config.create()?;
-            let metadata = probe.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-            let found = metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-                .ok_or_else(|| anyhow::anyhow!("topic {topic} does not exist"))?;
-            let mut list = TopicPartitionList::new();
-            let mut remaining = HashMap::new();
-            for partition in found.partitions() {
-                list.add_partition_offset(&topic, partition.id(), Offset::Beginning)?;
-                let (low, high) = probe.fetch_watermarks(&topic, partition.id(), Duration::from_secs(10))?;
-                if high > low {
-                    remaining.insert(partition.id(), high);
-                }
-            }
-            let _ = group;
-            Ok((list, remaining))
-        })
-        .await??;
-        let consumer: StreamConsumer = self
+    /// A consumer of every partition from the beginning that reports each partition's end,
+    /// and the partitions, none of which has reported it yet.
+    async fn consumer(&self) -> Result<(StreamConsumer<HealthContext>, BTreeSet<i32>), PushbackError> {
+        let partitions = self.partitions().await?;
+        let mut assignment = TopicPartitionList::new();
+        for partition in &partitions {
+            assignment.add_partition_offset(&self.topic, *partition, Offset::Beginning)?;
+        }
+        let consumer: StreamConsumer<HealthContext> = self
             .kafka
-            .client_config()
-            .set("group.id", &self.options.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
+            .assigning_config(&self.options.group_id)
             .set("fetch.wait.max.ms", "50")
-            .create()?;
-        consumer.assign(&list)?;
-        Ok((consumer, remaining))
+            .set("enable.partition.eof", "true")
+            .create_with_context(HealthContext::new(BrokerHealth::new(None)))?;
+        consumer.assign(&assignment)?;
+        Ok((consumer, partitions))
     }
 
+    /// The topic's partitions, from a metadata request on the blocking pool.
+    async fn partitions(&self) -> Result<BTreeSet<i32>, PushbackError> {
+        let config = self.kafka.client_config();
+        let topic = self.topic.clone();
+        let lookup = tokio::task::spawn_blocking(move || -> Result<BTreeSet<i32>, PushbackError> {
+            let probe: BaseConsumer = config.create()?;
+            let metadata = probe.fetch_metadata(Some(&topic), METADATA_TIMEOUT)?;
+            let partitions: BTreeSet<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(KafkaError::MissingTopic(topic).into());
+            }
+            Ok(partitions)
+        });
+        lookup.await.map_err(|_| PushbackError::Cancelled)?
+    }
+
+    /// Counts one record and queues its number unless a newer one was sent or waits.
     fn take(
         &self,
         partition: i32,
@@ -389,6 +419,7 @@ impl Pushback {
         pending: &mut BTreeMap<String, Pending>,
         stats: &mut PushStats,
     ) {
+        stats.records += 1;
         let Some(record) = payload.and_then(|p| ChannelAvailability::decode(p).ok()) else {
             count_rejection(ADAPTER, "undecodable");
             tracing::warn!(partition, offset, "availability record does not decode; skipped");
@@ -436,7 +467,7 @@ impl Pushback {
         pending: &mut BTreeMap<String, Pending>,
         paused: &mut HashMap<String, Instant>,
         stats: &mut PushStats,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), PushbackError> {
         loop {
             let now = Instant::now();
             let due = pending
@@ -508,4 +539,14 @@ impl Pushback {
             }
         }
     }
+}
+
+/// When the next waiting number may be pushed: its own backoff and its channel's pause both
+/// over. An hour away when nothing waits, so that only a record or shutdown wakes the loop.
+fn next_due(pending: &BTreeMap<String, Pending>, paused: &HashMap<String, Instant>) -> Instant {
+    pending
+        .values()
+        .map(|p| p.not_before.max(paused.get(&p.channel).copied().unwrap_or(p.not_before)))
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
 }

@@ -5,8 +5,12 @@
 //! Ids: `x12:<sender>:<po>:line:<PO101>:placed|cancelled`,
 //! `b2b:order:<order>:line:<line>:placed`, `b2b:stock:<sku>:<location>:<counted at ms>`: the
 //! same fact dropped again (even under another file name) maps to the same id.
+//!
+//! The source: the drop directory of `[drop_dir]`, watched by [`files`](crate::files) and
+//! built by [`source`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use omnifold_proto::{Body, OrderLineCancelled, OrderLinePlaced, StockCounted};
 use rust_decimal::Decimal;
@@ -14,8 +18,20 @@ use rust_decimal::prelude::ToPrimitive;
 
 use crate::config::DropDirOptions;
 use crate::decimal::parse_decimal;
+use crate::files::{DirSource, FilesError};
 use crate::mapping::{Mapped, money, money_if_positive};
+use crate::publish::Sink;
 use crate::timefmt::{parse_ms, parse_yyyymmdd_ms};
+
+/// The drop directory of `[drop_dir]`, publishing to `sink`.
+pub async fn source<S: Sink>(
+    options: DropDirOptions,
+    sink: S,
+) -> Result<DirSource<B2bMapping, S>, FilesError> {
+    let poll = Duration::from_millis(options.poll_ms);
+    let mapping = B2bMapping::from_options(&options);
+    DirSource::open(options.dir, options.state, mapping, sink, poll).await
+}
 
 /// How partner ids become contract ids; built from `[drop_dir]`.
 #[derive(Debug, Clone, Default)]
