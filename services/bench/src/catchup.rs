@@ -2,7 +2,9 @@
 //! from an empty store until caught up, in this process, against a real broker (memory
 //! storage). The figure is the reporter's catch-up rate against the coordinator's.
 //!
-//!     cargo run --release -p omnifold-bench -- catch-up [--events 50000] [--skus 1000]
+//! ```text
+//! cargo run --release -p omnifold-bench -- catch-up [--events 50000] [--skus 1000]
+//! ```
 
 use std::path::Path;
 use std::time::{Duration, Instant};
