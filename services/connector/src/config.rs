@@ -107,6 +107,10 @@ pub struct ShopifyOptions {
     pub currency: String,
     #[serde(default = "body_limit")]
     pub max_body_bytes: usize,
+    /// How long a delivery waits for the broker to acknowledge its events before it is
+    /// answered 503; keep it well inside the channel's own timeout.
+    #[serde(default = "publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
     /// Shopify location id -> contract location id.
     #[serde(default)]
     pub locations: BTreeMap<String, String>,
@@ -134,6 +138,10 @@ pub struct AmazonOptions {
     pub token: Option<SecretRef>,
     #[serde(default = "body_limit")]
     pub max_body_bytes: usize,
+    /// How long a delivery waits for the broker to acknowledge its events before it is
+    /// answered 503; keep it well inside the channel's own timeout.
+    #[serde(default = "publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
     /// Marketplace of Orders API responses that do not say (our own `MarketplaceId` field).
     pub default_marketplace: String,
     /// `AFN` (FBA) or `MFN`, for Orders API responses that do not say.
@@ -168,6 +176,10 @@ pub struct WooOptions {
     pub secret: SecretRef,
     #[serde(default = "body_limit")]
     pub max_body_bytes: usize,
+    /// How long a delivery waits for the broker to acknowledge its events before it is
+    /// answered 503; keep it well inside the channel's own timeout.
+    #[serde(default = "publish_timeout_ms")]
+    pub publish_timeout_ms: u64,
     /// Product or variation id -> SKU, for lines without a SKU.
     #[serde(default)]
     pub products: BTreeMap<String, String>,
@@ -189,7 +201,8 @@ pub struct DropDirOptions {
     pub poll_ms: u64,
     /// Currency of CSV rows without one and of X12 orders without a CUR segment.
     pub currency: String,
-    /// X12 PO1 product id qualifiers to take the SKU from, in order of preference.
+    /// X12 PO1 product id qualifiers to take the SKU from, in order of preference; by default
+    /// SK (SKU), VP (vendor part), BP (buyer part), VN (vendor's item number).
     #[serde(default = "qualifiers")]
     pub product_id_qualifiers: Vec<String>,
     /// Buyer or vendor part number -> SKU where they differ.
@@ -263,6 +276,9 @@ fn listen_woo() -> SocketAddr {
 fn body_limit() -> usize {
     1024 * 1024
 }
+fn publish_timeout_ms() -> u64 {
+    crate::http::PUBLISH_TIMEOUT_MS
+}
 fn afn() -> String {
     "AFN".into()
 }
@@ -270,7 +286,7 @@ fn poll_ms() -> u64 {
     2000
 }
 fn qualifiers() -> Vec<String> {
-    ["SK", "VP", "BP"].map(String::from).to_vec()
+    ["SK", "VP", "BP", "VN"].map(String::from).to_vec()
 }
 fn pushback_group() -> String {
     "omnifold-pushback".into()
@@ -350,6 +366,11 @@ impl ConnectorConfig {
                 secret("pushback.amazon.access_token", &a.access_token);
             }
         }
+        for (section, timeout) in self.publish_timeouts() {
+            if timeout == 0 {
+                problems.push(format!("{section}.publish_timeout_ms: must be above 0"));
+            }
+        }
         if let Some(a) = &self.amazon
             && !matches!(a.default_fulfillment_channel.as_str(), "AFN" | "MFN")
         {
@@ -391,6 +412,14 @@ impl ConnectorConfig {
             }
         }
         problems
+    }
+
+    /// Each receiver's `publish_timeout_ms`, by section.
+    fn publish_timeouts(&self) -> Vec<(&'static str, u64)> {
+        let shopify = self.shopify.as_ref().map(|s| ("shopify", s.publish_timeout_ms));
+        let amazon = self.amazon.as_ref().map(|a| ("amazon", a.publish_timeout_ms));
+        let woo = self.woocommerce.as_ref().map(|w| ("woocommerce", w.publish_timeout_ms));
+        [shopify, amazon, woo].into_iter().flatten().collect()
     }
 
     /// What in the file the contract does not know: channels and locations. Empty when sound.

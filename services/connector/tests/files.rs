@@ -129,6 +129,47 @@ async fn x12_rows_with_errors_are_rejected_by_segment() {
     assert_eq!(mapped.events[0].event_id, "x12:000123456:4600000406:line:000100001:cancelled");
 }
 
+/// What many EDI and spreadsheet exports put before the first byte.
+const BOM: &str = "\u{feff}";
+
+#[tokio::test]
+async fn a_leading_byte_order_mark_is_ignored_in_x12_and_csv_files() {
+    let plain = String::from_utf8(payload("edi-x12-850.edi")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("po.edi"), format!("{BOM}{plain}")).unwrap();
+    std::fs::write(dir.path().join("orders.csv"), format!("{BOM}{ORDERS}")).unwrap();
+
+    let mut sink = MemorySink::default();
+    let reports = DropDir::open(dir.path(), None, b2b()).unwrap().scan(&mut sink).await.unwrap();
+    let summary: Vec<(&str, usize, usize)> =
+        reports.iter().map(|r| (r.name.as_str(), r.published, r.rejected)).collect();
+    assert_eq!(summary, [("orders.csv", 2, 4), ("po.edi", 3, 0)]);
+    let mut expected = b2b().map_csv(ORDERS).events;
+    expected.extend(b2b().map_x12(&plain).events);
+    assert_eq!(sink.events, expected, "the same events as without the mark");
+}
+
+#[test]
+fn a_po1_with_only_a_vendor_item_number_maps_by_default() {
+    let config = ConnectorConfig::parse(
+        "[drop_dir]\nchannel = \"wholesale\"\ndir = \"/tmp/drop\"\ncurrency = \"USD\"\n",
+    )
+    .unwrap();
+    let options = config.drop_dir.unwrap();
+    assert_eq!(options.product_id_qualifiers, ["SK", "VP", "BP", "VN"]);
+    let text = String::from_utf8(payload("edi-x12-850.edi")).unwrap().replace(
+        "PO1*000100001*2500*YD*2.53*WE***BP*A_QU001-BLK*VN*SINGLE LINE DIAMOND PATTERN",
+        "PO1*000100001*2500*YD*2.53*WE***VN*V-QU001-BLK",
+    );
+    let mapped = B2bMapping::from_options(&options).map_x12(&text);
+    assert!(mapped.refused.is_empty(), "{:?}", mapped.refused);
+    let Some(Body::OrderLinePlaced(line)) = &mapped.events[0].body else { panic!("{:?}", mapped.events) };
+    assert_eq!((line.line_id.as_str(), line.sku.as_str()), ("000100001", "V-QU001-BLK"));
+    // a line with a buyer's part number too keeps taking that one
+    let Some(Body::OrderLinePlaced(line)) = &mapped.events[1].body else { panic!() };
+    assert_eq!(line.sku, "A_QF001-BLK");
+}
+
 #[tokio::test]
 async fn amazon_dir_deduplicates_on_notification_id() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,18 +1,22 @@
 //! The HTTP receivers over real loopback HTTP: signatures (good, bad, missing), redelivery,
 //! malformed and oversized bodies, and that every rejection is counted by adapter and
-//! reason. Events go to a [`MemorySink`], which applies the publisher's own check.
+//! reason. Events go to a [`MemorySink`], which applies the publisher's own check, or to a
+//! sink whose acknowledgements the test gives (`HeldSink`): a delivery not acknowledged in
+//! time is answered 503, and remembered as done only once its events are acknowledged.
 
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use omnifold_connector::amazon::AmazonMapping;
 use omnifold_connector::config::Secret;
 use omnifold_connector::http::{Intake, amazon_router, shopify_router, sign, woocommerce_router};
-use omnifold_connector::publish::MemorySink;
+use omnifold_connector::publish::{Ack, MemorySink, PublishError, PublishOutcome, Sink};
 use omnifold_connector::shopify::ShopifyMapping;
 use omnifold_connector::woocommerce::WooMapping;
-use tokio::sync::Mutex;
+use omnifold_proto::Event;
+use tokio::sync::{Mutex, oneshot};
 
 const SECRET: &[u8] = b"hush-this-is-the-app-secret";
 
@@ -323,4 +327,93 @@ async fn amazon_endpoint_token_and_notification_dedup() {
     let (status, answer) = post("/amazon/order-items", Some("relay-token"), items).await;
     assert_eq!((status, answer["published"].as_u64()), (200, Some(1)), "{answer}");
     assert_eq!(published(&intake).await, 2);
+}
+
+/// Keeps events like a [`MemorySink`], but each is acknowledged only when the test says.
+#[derive(Default)]
+struct HeldSink {
+    events: Vec<Event>,
+    acks: Vec<oneshot::Sender<Result<(), PublishError>>>,
+}
+
+impl HeldSink {
+    /// Acknowledges every event sent so far (or fails them all).
+    fn release(&mut self, outcome: impl Fn() -> Result<(), PublishError>) {
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(outcome());
+        }
+    }
+}
+
+impl Sink for HeldSink {
+    async fn publish(&mut self, event: &Event) -> Result<(), PublishOutcome> {
+        self.send(event).map(drop)
+    }
+
+    async fn flush(&mut self) -> Result<(), PublishError> {
+        Ok(())
+    }
+
+    fn send(&mut self, event: &Event) -> Result<Ack, PublishOutcome> {
+        let (given, ack) = oneshot::channel();
+        self.events.push(event.clone());
+        self.acks.push(given);
+        Ok(Ack::later(async move { ack.await.unwrap_or(Err(PublishError::Cancelled)) }))
+    }
+}
+
+/// Posts the delivery until it is no longer answered "still being published".
+async fn post_settled(base: &str, id: &str, body: &[u8]) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) =
+            post_shopify(base, "inventory_levels/update", id, body, Some(sign(SECRET, body))).await;
+        let in_progress = answer["error"].as_str().is_some_and(|e| e.contains("still being published"));
+        if !in_progress {
+            return (status, answer);
+        }
+        assert!(Instant::now() < deadline, "{id} stays in progress");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn unacknowledged_delivery_is_503_in_time_and_done_only_once_acknowledged() {
+    metrics();
+    let intake = Intake::with_publish_timeout(HeldSink::default(), Duration::from_millis(200));
+    let base = start(shopify_router(shopify_mapping(), Secret::new(SECRET), intake.clone(), 1 << 20)).await;
+    let body = payload("shopify-inventory-levels-update.json");
+    let post = |id: &'static str| {
+        post_shopify(&base, "inventory_levels/update", id, &body, Some(sign(SECRET, &body)))
+    };
+    let sent = || async { intake.lock().await.sink.events.len() };
+
+    let started = Instant::now();
+    let (status, answer) = post("w-1").await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"], "the broker did not acknowledge the events within 200ms; retry later");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // its events are still on their way: a redelivery now sends nothing again
+    let (status, answer) = post("w-1").await;
+    assert_eq!(status, 503);
+    assert_eq!(answer["error"], "an earlier delivery with this id is still being published; retry later");
+    assert_eq!(sent().await, 1);
+
+    // acknowledged after the answer: the delivery is done, its redelivery a duplicate
+    intake.lock().await.sink.release(|| Ok(()));
+    let (status, answer) = post_settled(&base, "w-1", &body).await;
+    assert_eq!((status, &answer["duplicate"]), (200, &serde_json::Value::Bool(true)), "{answer}");
+    assert_eq!(sent().await, 1);
+
+    // failed after the answer: a redelivery sends the events again
+    assert_eq!(post("w-2").await.0, 503);
+    intake.lock().await.sink.release(|| Err(PublishError::Cancelled));
+    let (status, _) = post_settled(&base, "w-2", &body).await;
+    assert_eq!(status, 503, "not acknowledged again");
+    assert_eq!(sent().await, 3);
+    intake.lock().await.sink.release(|| Ok(()));
+    let (status, answer) = post_settled(&base, "w-2", &body).await;
+    assert_eq!((status, &answer["duplicate"]), (200, &serde_json::Value::Bool(true)), "{answer}");
+    assert_eq!(sent().await, 3);
 }

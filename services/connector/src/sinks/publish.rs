@@ -1,6 +1,7 @@
 //! The one publish path every adapter shares.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 
 use omnifold_domain::Rules;
 use omnifold_domain::fact::{Rejection, check};
@@ -33,7 +34,7 @@ pub struct Publisher {
     topic: String,
     deadletter: String,
     rules: Option<Rules>,
-    in_flight: VecDeque<DeliveryFuture>,
+    in_flight: VecDeque<Ack>,
 }
 
 impl Publisher {
@@ -63,15 +64,21 @@ impl Publisher {
         check_event(self.rules.as_ref(), event)
     }
 
-    /// Checks and queues one event for delivery.
+    /// Checks and queues one event for delivery; [`Publisher::flush`] waits for it.
     pub async fn publish(&mut self, event: &Event) -> Result<(), PublishOutcome> {
+        let ack = self.send(event)?;
+        self.track(ack).await.map_err(PublishOutcome::Failed)
+    }
+
+    /// Checks and queues one event, and hands back its acknowledgement instead of keeping it
+    /// for [`Publisher::flush`]: whoever awaits it waits for this event only.
+    pub fn send(&self, event: &Event) -> Result<Ack, PublishOutcome> {
         self.check(event).map_err(PublishOutcome::Refused)?;
         let value = event.encode_to_vec();
         let record = FutureRecord::to(&self.topic).key(event.partition_key()).payload(&value);
         let delivery = send(&self.producer, record).map_err(PublishOutcome::Failed)?;
-        self.track(delivery).await.map_err(PublishOutcome::Failed)?;
         metrics::counter!("omnifold_connector_events_published_total").increment(1);
-        Ok(())
+        Ok(Ack(Pending::Delivery(delivery)))
     }
 
     /// Queues a dead letter (CONTRACT.md section 1): the input's bytes unchanged, the reason
@@ -87,13 +94,13 @@ impl Publisher {
             Some(key) => send(&self.producer, record.key(key))?,
             None => send(&self.producer, record)?,
         };
-        self.track(delivery).await
+        self.track(Ack(Pending::Delivery(delivery))).await
     }
 
     /// Keeps a delivery to wait for, and waits for the oldest while too many are in flight,
     /// so that a long input does not grow the queue without bound.
-    async fn track(&mut self, delivery: DeliveryFuture) -> Result<(), PublishError> {
-        self.in_flight.push_back(delivery);
+    async fn track(&mut self, ack: Ack) -> Result<(), PublishError> {
+        self.in_flight.push_back(ack);
         while self.in_flight.len() > MAX_IN_FLIGHT {
             self.await_oldest().await?;
         }
@@ -109,12 +116,55 @@ impl Publisher {
     }
 
     async fn await_oldest(&mut self) -> Result<(), PublishError> {
-        let Some(delivery) = self.in_flight.pop_front() else { return Ok(()) };
-        match delivery.await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(PublishError::Delivery(error)),
-            Err(_) => Err(PublishError::Cancelled),
+        match self.in_flight.pop_front() {
+            Some(ack) => ack.wait().await,
+            None => Ok(()),
         }
+    }
+}
+
+/// The broker's acknowledgement of one queued event. Dropping it does not withdraw the
+/// event: the client still delivers it.
+pub struct Ack(Pending);
+
+enum Pending {
+    Done,
+    Delivery(DeliveryFuture),
+    Other(Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>),
+}
+
+impl Ack {
+    /// An event already where it goes (a [`MemorySink`]'s).
+    pub fn done() -> Self {
+        Ack(Pending::Done)
+    }
+
+    /// An acknowledgement that `outcome` gives, for sinks of other kinds (and tests).
+    pub fn later(outcome: impl Future<Output = Result<(), PublishError>> + Send + 'static) -> Self {
+        Ack(Pending::Other(Box::pin(outcome)))
+    }
+
+    /// Waits until the broker acknowledged the event, or the client gave it up.
+    pub async fn wait(self) -> Result<(), PublishError> {
+        match self.0 {
+            Pending::Done => Ok(()),
+            Pending::Delivery(delivery) => match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((error, _))) => Err(PublishError::Delivery(error)),
+                Err(_) => Err(PublishError::Cancelled),
+            },
+            Pending::Other(outcome) => outcome.await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Ack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.0 {
+            Pending::Done => "done",
+            Pending::Delivery(_) | Pending::Other(_) => "pending",
+        };
+        write!(f, "Ack({state})")
     }
 }
 
@@ -162,8 +212,13 @@ pub fn check_event(rules: Option<&Rules>, event: &Event) -> Result<(), Rejection
 /// Where adapters send events: the [`Publisher`] in production; [`MemorySink`] in tests and
 /// dry runs, which applies the same check.
 pub trait Sink: Send {
+    /// Checks and queues one event; [`Sink::flush`] waits for it.
     fn publish(&mut self, event: &Event) -> impl Future<Output = Result<(), PublishOutcome>> + Send;
+    /// Waits until every event queued by [`Sink::publish`] is acknowledged.
     fn flush(&mut self) -> impl Future<Output = Result<(), PublishError>> + Send;
+    /// Checks and queues one event without waiting, handing back its acknowledgement: the
+    /// receivers wait for their own delivery's events only, and not under a shared lock.
+    fn send(&mut self, event: &Event) -> Result<Ack, PublishOutcome>;
 }
 
 impl Sink for Publisher {
@@ -173,6 +228,10 @@ impl Sink for Publisher {
 
     fn flush(&mut self) -> impl Future<Output = Result<(), PublishError>> + Send {
         Publisher::flush(self)
+    }
+
+    fn send(&mut self, event: &Event) -> Result<Ack, PublishOutcome> {
+        Publisher::send(self, event)
     }
 }
 
@@ -187,9 +246,13 @@ pub struct MemorySink {
 
 impl Sink for MemorySink {
     async fn publish(&mut self, event: &Event) -> Result<(), PublishOutcome> {
+        self.send(event).map(drop)
+    }
+
+    fn send(&mut self, event: &Event) -> Result<Ack, PublishOutcome> {
         check_event(self.rules.as_ref(), event).map_err(PublishOutcome::Refused)?;
         self.events.push(event.clone());
-        Ok(())
+        Ok(Ack::done())
     }
 
     async fn flush(&mut self) -> Result<(), PublishError> {

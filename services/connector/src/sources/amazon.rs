@@ -86,7 +86,8 @@ fn receiver<S: Sink + 'static>(
     sink: S,
 ) -> Result<HttpSource, SourceError> {
     let token = amazon.token.as_ref().map(|t| t.load()).transpose()?;
-    let router = amazon_router(mapping, token, Intake::new(sink), amazon.max_body_bytes);
+    let intake = Intake::with_publish_timeout(sink, Duration::from_millis(amazon.publish_timeout_ms));
+    let router = amazon_router(mapping, token, intake, amazon.max_body_bytes);
     let describe =
         format!("amazon notifications on POST {}, {}", AmazonNotifications::PATH, AmazonOrderItems::PATH);
     Ok(HttpSource::new(amazon.listen, router, describe))

@@ -57,6 +57,7 @@ impl B2bMapping {
     /// Maps an X12 interchange of 850 purchase orders. Refusals name the segment number
     /// (counted from 1 over the whole file) and why.
     pub fn map_x12(&self, text: &str) -> Mapped {
+        let text = strip_bom(text);
         let mut mapped = Mapped::default();
         let Some(delimiters) = Delimiters::of(text) else {
             mapped.refuse("segment 1", "malformed", "the file does not start with a valid ISA segment");
@@ -232,6 +233,7 @@ impl B2bMapping {
     /// unit_price, occurred_at; optional currency, discount, location_id) or stock counts
     /// (sku, location_id, on_hand, counted_at). Refusals name the file line.
     pub fn map_csv(&self, text: &str) -> Mapped {
+        let text = strip_bom(text);
         let mut mapped = Mapped::default();
         let mut reader =
             csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
@@ -460,5 +462,11 @@ impl Delimiters {
 
 /// Whether text looks like X12.
 pub fn is_x12(text: &str) -> bool {
-    text.trim_start().starts_with("ISA")
+    strip_bom(text).trim_start().starts_with("ISA")
+}
+
+/// The text after a leading UTF-8 byte-order mark, which many EDI and spreadsheet exports
+/// write; it is not whitespace, so it would hide `ISA` or the first column's name.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }

@@ -4,11 +4,15 @@
 //! answered 400, every rejection counted by adapter and reason.
 //!
 //! A delivery is answered 200 only once its events are acknowledged by the broker; if the
-//! broker cannot be reached the answer is 503, so the channel delivers again.
+//! broker cannot be reached the answer is 503, so the channel delivers again. The answer waits
+//! `publish_timeout` at most: channels give up on a slow answer (Shopify after about 5 s) and
+//! drop webhooks that keep failing, while the client would hold an event for minutes. Each
+//! delivery waits for its own events only, never under the lock the deliveries share.
 
 use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -24,15 +28,19 @@ use tokio::sync::Mutex;
 
 use crate::amazon::{AmazonMapping, AmazonNotifications, AmazonOrderItems};
 use crate::config::Secret;
-use crate::deliver::{Delivered, count_rejection, deliver};
+use crate::deliver::{Delivered, Queued, count_rejection, queue, settle};
 use crate::mapping::{Malformed, Mapped};
-use crate::publish::Sink;
+use crate::publish::{PublishError, Sink};
 use crate::shopify::{ShopifyMapping, ShopifyWebhooks};
 use crate::sources::SourceError;
 use crate::woocommerce::{WooMapping, WooWebhooks};
 
 /// Delivery ids remembered per receiver to answer redeliveries without publishing.
 pub const RECENT_IDS: usize = 10_000;
+
+/// How long a delivery waits for its events' acknowledgement before it is answered 503, in
+/// ms, unless a receiver's `publish_timeout_ms` says otherwise.
+pub const PUBLISH_TIMEOUT_MS: u64 = 2000;
 
 /// What a channel adapter provides to the receiver. The receiver calls, in order:
 /// [`Adapter::is_ping`], [`Adapter::verify`], [`Adapter::delivery`], then, unless the delivery
@@ -192,17 +200,72 @@ impl RecentIds {
     }
 }
 
-/// The publish side a receiver shares: the sink and its recent delivery ids, behind one lock
-/// so that "seen?", publish and "remember" happen as one step.
+/// The publish side a receiver shares: the sink and the delivery ids it knows, behind one
+/// lock so that "seen?", queueing the events and "in progress" happen as one step. The lock
+/// is not held while the broker is awaited, so deliveries do not wait for one another.
 pub struct Intake<S> {
     pub sink: S,
+    /// Deliveries whose events were all acknowledged: their redeliveries publish nothing.
     pub recent: RecentIds,
+    /// Deliveries whose events are queued and not yet acknowledged (or given up).
+    in_progress: HashSet<String>,
+    /// How long a delivery waits for its events' acknowledgement before it is answered 503.
+    pub publish_timeout: Duration,
 }
 
 impl<S: Sink> Intake<S> {
     pub fn new(sink: S) -> Arc<Mutex<Self>> {
-        Arc::new(Mutex::new(Intake { sink, recent: RecentIds::new(RECENT_IDS) }))
+        Self::with_publish_timeout(sink, Duration::from_millis(PUBLISH_TIMEOUT_MS))
     }
+
+    pub fn with_publish_timeout(sink: S, publish_timeout: Duration) -> Arc<Mutex<Self>> {
+        let recent = RecentIds::new(RECENT_IDS);
+        Arc::new(Mutex::new(Intake { sink, recent, in_progress: HashSet::new(), publish_timeout }))
+    }
+
+    /// Queues a delivery's events unless its id is known, and marks it in progress.
+    fn begin(
+        &mut self,
+        id: Option<&str>,
+        map: impl FnOnce() -> Result<Mapped, Malformed>,
+    ) -> Result<Queued, NotQueued> {
+        if let Some(id) = id {
+            if self.recent.contains(id) {
+                return Err(NotQueued::Duplicate);
+            }
+            if self.in_progress.contains(id) {
+                return Err(NotQueued::InProgress);
+            }
+        }
+        let mapped = map().map_err(NotQueued::Malformed)?;
+        // on a failure part of the events may be queued: the id is not kept as in progress,
+        // so a redelivery sends them all again (with the same event ids)
+        let queued = queue(&mut self.sink, mapped).map_err(NotQueued::Failed)?;
+        if let Some(id) = id {
+            self.in_progress.insert(id.to_string());
+        }
+        Ok(queued)
+    }
+
+    /// Ends a delivery in progress: done once its events were acknowledged, else forgotten so
+    /// that a redelivery publishes them again.
+    fn end(&mut self, id: &str, acknowledged: bool) {
+        self.in_progress.remove(id);
+        if acknowledged {
+            self.recent.insert(id);
+        }
+    }
+}
+
+/// Why a delivery's events were not queued.
+#[derive(Debug)]
+enum NotQueued {
+    /// Its id's events were acknowledged before.
+    Duplicate,
+    /// Its id's events are queued and not yet acknowledged.
+    InProgress,
+    Malformed(Malformed),
+    Failed(PublishError),
 }
 
 /// `POST A::PATH`, answered by the adapter through `intake`; bodies over `max_body_bytes`
@@ -219,14 +282,16 @@ pub fn webhook_router<A: Adapter, S: Sink + 'static>(
         .with_state(receiver)
 }
 
-/// A receiver of one adapter's webhooks on `listen`, publishing to `sink`.
+/// A receiver of one adapter's webhooks on `listen`, publishing to `sink` and answering 503
+/// when its events are not acknowledged within `publish_timeout`.
 pub fn webhook_source<A: Adapter, S: Sink + 'static>(
     adapter: A,
     listen: SocketAddr,
     max_body_bytes: usize,
+    publish_timeout: Duration,
     sink: S,
 ) -> HttpSource {
-    let router = webhook_router(adapter, Intake::new(sink), max_body_bytes);
+    let router = webhook_router(adapter, Intake::with_publish_timeout(sink, publish_timeout), max_body_bytes);
     HttpSource::new(listen, router, format!("{} webhooks on POST {}", A::NAME, A::PATH))
 }
 
@@ -343,43 +408,89 @@ fn reject(adapter: &'static str, refused: &Refused) -> Response {
     answer(*status, Some(message), false, None)
 }
 
-/// Publishes a mapped delivery once: a delivery id seen before is answered as a duplicate.
-async fn publish_once<S: Sink>(
-    intake: &Mutex<Intake<S>>,
+/// Publishes a mapped delivery once. A delivery id whose events were acknowledged is answered
+/// as a duplicate, one whose events are still on their way 503 without publishing again. The
+/// answer waits for the acknowledgement `publish_timeout` at most, then is 503; the wait goes
+/// on in the background, and remembers the delivery as done only if the events get through.
+async fn publish_once<S: Sink + 'static>(
+    intake: &Arc<Mutex<Intake<S>>>,
     adapter: &'static str,
     delivery_id: Option<&str>,
     map: impl FnOnce() -> Result<Mapped, Malformed>,
 ) -> Response {
-    let mut intake = intake.lock().await;
-    if let Some(id) = delivery_id
-        && intake.recent.contains(id)
-    {
-        metrics::counter!("omnifold_connector_duplicates_total", "adapter" => adapter).increment(1);
-        tracing::info!(adapter, delivery = id, "redelivery: nothing published");
-        return answer(StatusCode::OK, None, true, None);
-    }
-    let mapped = match map() {
-        Ok(mapped) => mapped,
-        Err(malformed) => return reject(adapter, &Refused::bad_request("malformed", malformed.0)),
+    let (queued, timeout) = {
+        let mut intake = intake.lock().await;
+        match intake.begin(delivery_id, map) {
+            Ok(queued) => (queued, intake.publish_timeout),
+            Err(not_queued) => return answer_not_queued(adapter, delivery_id, not_queued),
+        }
     };
-    match deliver(&mut intake.sink, adapter, mapped).await {
-        Ok(delivered) => {
-            if let Some(id) = delivery_id {
-                intake.recent.insert(id);
-            }
-            answer(StatusCode::OK, None, false, Some(&delivered))
-        }
-        Err(error) => {
-            metrics::counter!("omnifold_connector_publish_failures_total", "adapter" => adapter).increment(1);
-            tracing::error!(adapter, %error, "cannot publish; answering 503 so the channel retries");
-            answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some("events could not be published; retry later"),
-                false,
-                None,
-            )
-        }
+    // spawned right after `begin`, with no await between: a dropped request cannot leave
+    // the id in progress for good
+    let settling =
+        tokio::spawn(settle_delivery(intake.clone(), adapter, delivery_id.map(str::to_string), queued));
+    match tokio::time::timeout(timeout, settling).await {
+        Ok(Ok(Ok(delivered))) => answer(StatusCode::OK, None, false, Some(&delivered)),
+        Ok(Ok(Err(error))) => cannot_publish(adapter, &error),
+        Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Ok(Err(_)) => cannot_publish(adapter, &PublishError::Cancelled),
+        Err(_) => not_acknowledged(adapter, delivery_id, timeout),
     }
+}
+
+/// Waits for a delivery's events and ends it; on a task of its own, so that it ends also
+/// after the answer stopped waiting.
+async fn settle_delivery<S: Sink>(
+    intake: Arc<Mutex<Intake<S>>>,
+    adapter: &'static str,
+    id: Option<String>,
+    queued: Queued,
+) -> Result<Delivered, PublishError> {
+    let settled = settle(adapter, queued).await;
+    if let Some(id) = id {
+        intake.lock().await.end(&id, settled.is_ok());
+    }
+    settled
+}
+
+fn answer_not_queued(adapter: &'static str, id: Option<&str>, not_queued: NotQueued) -> Response {
+    let id = id.unwrap_or("-");
+    match not_queued {
+        NotQueued::Duplicate => duplicate(adapter, id),
+        NotQueued::InProgress => in_progress(adapter, id),
+        NotQueued::Malformed(malformed) => reject(adapter, &Refused::bad_request("malformed", malformed.0)),
+        NotQueued::Failed(error) => cannot_publish(adapter, &error),
+    }
+}
+
+fn duplicate(adapter: &'static str, id: &str) -> Response {
+    metrics::counter!("omnifold_connector_duplicates_total", "adapter" => adapter).increment(1);
+    tracing::info!(adapter, delivery = id, "redelivery: nothing published");
+    answer(StatusCode::OK, None, true, None)
+}
+
+fn in_progress(adapter: &'static str, id: &str) -> Response {
+    tracing::info!(adapter, delivery = id, "redelivery while its events are on their way: nothing published");
+    let message = "an earlier delivery with this id is still being published; retry later";
+    answer(StatusCode::SERVICE_UNAVAILABLE, Some(message), false, None)
+}
+
+fn cannot_publish(adapter: &'static str, error: &PublishError) -> Response {
+    metrics::counter!("omnifold_connector_publish_failures_total", "adapter" => adapter).increment(1);
+    tracing::error!(adapter, %error, "cannot publish; answering 503 so the channel retries");
+    let message = "events could not be published; retry later";
+    answer(StatusCode::SERVICE_UNAVAILABLE, Some(message), false, None)
+}
+
+fn not_acknowledged(adapter: &'static str, id: Option<&str>, timeout: Duration) -> Response {
+    metrics::counter!("omnifold_connector_publish_failures_total", "adapter" => adapter).increment(1);
+    tracing::warn!(
+        adapter,
+        delivery = id.unwrap_or("-"),
+        "events not acknowledged within {timeout:?}; answering 503, still waiting for them"
+    );
+    let message = format!("the broker did not acknowledge the events within {timeout:?}; retry later");
+    answer(StatusCode::SERVICE_UNAVAILABLE, Some(&message), false, None)
 }
 
 /// A receiver ready to run: its router and the address to serve it on.

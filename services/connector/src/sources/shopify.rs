@@ -13,6 +13,7 @@
 //! [`source`] from [`ShopifySourceOptions`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 
@@ -64,7 +65,8 @@ pub fn source<S: Sink + 'static>(options: ShopifySourceOptions, sink: S) -> Resu
     let ShopifySourceOptions { shopify, echo_location } = options;
     let mapping = ShopifyMapping { echo_location, ..ShopifyMapping::from_options(&shopify) };
     let webhooks = ShopifyWebhooks { mapping, secret: shopify.secret.load()? };
-    Ok(webhook_source(webhooks, shopify.listen, shopify.max_body_bytes, sink))
+    let publish_timeout = Duration::from_millis(shopify.publish_timeout_ms);
+    Ok(webhook_source(webhooks, shopify.listen, shopify.max_body_bytes, publish_timeout, sink))
 }
 
 /// Shopify's webhooks: signed with the app's secret (X-Shopify-Hmac-Sha256), told apart by

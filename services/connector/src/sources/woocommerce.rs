@@ -10,6 +10,7 @@
 //! [`source`] from `[woocommerce]`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::http::HeaderMap;
 use omnifold_proto::{Body, OrderLineCancelled, OrderLinePlaced, OrderLineShipped};
@@ -30,7 +31,8 @@ const SIGNATURE_HEADER: &str = "x-wc-webhook-signature";
 pub fn source<S: Sink + 'static>(options: WooOptions, sink: S) -> Result<HttpSource, ConfigError> {
     let webhooks =
         WooWebhooks { mapping: WooMapping::from_options(&options), secret: options.secret.load()? };
-    Ok(webhook_source(webhooks, options.listen, options.max_body_bytes, sink))
+    let publish_timeout = Duration::from_millis(options.publish_timeout_ms);
+    Ok(webhook_source(webhooks, options.listen, options.max_body_bytes, publish_timeout, sink))
 }
 
 /// WooCommerce's order webhooks: signed with the webhook's secret (X-WC-Webhook-Signature),
