@@ -129,13 +129,19 @@ async fn published(broker: &Broker) -> Published {
     let availability_records = availability(&read_to_end(broker, &topics.availability).await);
     let mut decisions = BTreeSet::new();
     for a in &availability_records {
-        assert!(decisions.insert((a.channel.clone(), a.sku.clone(), a.reason_event_id.clone())), "repeated {a:?}");
+        assert!(
+            decisions.insert((a.channel.clone(), a.sku.clone(), a.reason_event_id.clone())),
+            "repeated {a:?}"
+        );
     }
-    let alert_list: Vec<String> = alerts(&read_to_end(broker, &topics.alerts).await).iter().map(alert_record).collect();
+    let alert_list: Vec<String> =
+        alerts(&read_to_end(broker, &topics.alerts).await).iter().map(alert_record).collect();
     let alert_records: BTreeSet<String> = alert_list.iter().cloned().collect();
     assert_eq!(alert_records.len(), alert_list.len(), "an alert record was published twice");
-    let page_list: Vec<String> =
-        escalations(&read_to_end(broker, &topics.escalations).await).into_iter().map(|e| e.escalation_id).collect();
+    let page_list: Vec<String> = escalations(&read_to_end(broker, &topics.escalations).await)
+        .into_iter()
+        .map(|e| e.escalation_id)
+        .collect();
     let pages: BTreeSet<String> = page_list.iter().cloned().collect();
     assert_eq!(pages.len(), page_list.len(), "an escalation was published twice");
     let mut dead_letter_reasons: Vec<String> = read_to_end(broker, &topics.deadletter)
@@ -160,7 +166,8 @@ fn last_revisions(records: &[Record]) -> BTreeMap<String, Vec<u8>> {
     let mut revisions: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     let mut last: BTreeMap<String, ContributionSnapshot> = BTreeMap::new();
     for record in records {
-        let snapshot = ContributionSnapshot::decode(record.value.as_deref().unwrap_or_default()).expect("snapshot");
+        let snapshot =
+            ContributionSnapshot::decode(record.value.as_deref().unwrap_or_default()).expect("snapshot");
         let key = format!("{}/{}", snapshot.week, snapshot.channel);
         revisions.entry(key.clone()).or_default().push(snapshot.revision);
         if last.get(&key).is_none_or(|known| snapshot.revision > known.revision) {
@@ -173,7 +180,9 @@ fn last_revisions(records: &[Record]) -> BTreeMap<String, Vec<u8>> {
         assert_eq!(seen, want, "{key}: each revision once, with no gap");
     }
     last.into_iter()
-        .map(|(key, s)| (key, ContributionSnapshot { revision: 0, changed_fields: Vec::new(), ..s }.encode_to_vec()))
+        .map(|(key, s)| {
+            (key, ContributionSnapshot { revision: 0, changed_fields: Vec::new(), ..s }.encode_to_vec())
+        })
         .collect()
 }
 
@@ -234,7 +243,9 @@ async fn sigkills_and_a_broker_restart_lose_and_repeat_nothing() {
             });
             kills.0 += 1;
         } else {
-            kill_and_restart(&mut running_reporter, "reporter", || reporter(&broker, reporter_store.path(), false));
+            kill_and_restart(&mut running_reporter, "reporter", || {
+                reporter(&broker, reporter_store.path(), false)
+            });
             kills.1 += 1;
         }
     }
@@ -252,7 +263,11 @@ async fn sigkills_and_a_broker_restart_lose_and_repeat_nothing() {
     let chaos = published(&broker).await;
 
     let clean = clean_run(&events).await;
-    assert!(!clean.alert_records.is_empty() && !clean.snapshots.is_empty() && !clean.dead_letter_reasons.is_empty());
+    assert!(
+        !clean.alert_records.is_empty()
+            && !clean.snapshots.is_empty()
+            && !clean.dead_letter_reasons.is_empty()
+    );
     assert_eq!(chaos.availability, clean.availability, "final availability");
     assert_eq!(chaos.alert_records, clean.alert_records, "alert records");
     assert_eq!(chaos.escalations, clean.escalations, "escalations");

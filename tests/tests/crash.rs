@@ -15,11 +15,11 @@ use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_domain::{Fold, Outcome, Output, PartitionState};
 use omnifold_proto::{AlertState, Event};
-use prost::Message as _;
 use omnifold_runtime::partitioner::partition_for;
 use omnifold_runtime::{Store, load_contract};
 use omnifold_testkit::Broker;
 use omnifold_workload::{WorkloadOptions, generate};
+use prost::Message as _;
 
 const EVENTS: usize = 24_000;
 

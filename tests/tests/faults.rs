@@ -79,10 +79,13 @@ async fn start_up_refuses_an_event_log_that_would_drop_events() {
     // an operator on apache kafka says so, and the same topic is accepted
     let mut options = coordinator_options(&broker, store.path());
     options.topics.log_retention_ms = -1;
-    tokio::time::timeout(Duration::from_secs(60), Coordinator::new(options).unwrap().run(std::future::pending()))
-        .await
-        .expect("caught up in time")
-        .expect("accepted with infinite retention configured");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        Coordinator::new(options).unwrap().run(std::future::pending()),
+    )
+    .await
+    .expect("caught up in time")
+    .expect("accepted with infinite retention configured");
 }
 
 /// The final availability and the alert records an uninterrupted fold publishes.
@@ -92,7 +95,8 @@ fn expected(events: &[Event]) -> (BTreeMap<(String, String), i64>, BTreeSet<Stri
     let (mut availability, mut alert_records) = (BTreeMap::new(), BTreeSet::new());
     for event in events {
         let partition = partition_for(event.partition_key().as_bytes(), EVENTS_PARTITIONS);
-        if let Outcome::Applied { outputs, .. } = fold.apply(partitions.entry(partition).or_default(), event) {
+        if let Outcome::Applied { outputs, .. } = fold.apply(partitions.entry(partition).or_default(), event)
+        {
             for output in outputs {
                 match output {
                     Output::Availability(a) => {
@@ -116,8 +120,10 @@ async fn the_coordinator_waits_out_a_broker_outage_and_resumes() {
     let events = workload(3_000);
     let (before, after) = events.split_at(events.len() / 2);
     let store = tempfile::tempdir().unwrap();
-    let coordinator =
-        spawn_coordinator(CoordinatorOptions { exit_when_caught_up: false, ..coordinator_options(&broker, store.path()) });
+    let coordinator = spawn_coordinator(CoordinatorOptions {
+        exit_when_caught_up: false,
+        ..coordinator_options(&broker, store.path())
+    });
     publish(&broker, before).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -133,7 +139,8 @@ async fn the_coordinator_waits_out_a_broker_outage_and_resumes() {
     let (availability, alert_records) = expected(&events);
     let published = read_to_end(&broker, &topics().availability).await;
     assert_eq!(final_availability(&common::availability(&published)), availability);
-    let records: Vec<String> = alerts(&read_to_end(&broker, &topics().alerts).await).iter().map(alert_record).collect();
+    let records: Vec<String> =
+        alerts(&read_to_end(&broker, &topics().alerts).await).iter().map(alert_record).collect();
     let distinct: BTreeSet<String> = records.iter().cloned().collect();
     assert_eq!(distinct.len(), records.len(), "no alert record twice across the outage");
     assert_eq!(distinct, alert_records);

@@ -95,7 +95,9 @@ async fn connector_to_coordinator_to_topics() {
     // not the duplicate
     let dead = read(&broker, &topics.deadletter, 2).await;
     assert_eq!(dead.len(), 2, "{dead:?}");
-    let reason = |record: &omnifold_testkit::Record| String::from_utf8_lossy(header(record, ERROR_HEADER).unwrap()).into_owned();
+    let reason = |record: &omnifold_testkit::Record| {
+        String::from_utf8_lossy(header(record, ERROR_HEADER).unwrap()).into_owned()
+    };
     assert!(reason(&dead[0]).starts_with("invalid event json"), "{}", reason(&dead[0]));
     assert_eq!(header(&dead[0], SOURCE_HEADER), Some(b"stdin:3".as_slice()));
     assert_eq!(reason(&dead[1]), r#"event "e5": unknown location the-moon"#);

@@ -90,11 +90,13 @@ pub async fn run(args: CatchUpArgs) -> Result<CatchUp> {
 
     let work = tempfile::tempdir()?;
     eprintln!("coordinator from an empty store");
-    let coordinator_s = timed(timeout, coordinator(&kafka, &topic_options, &args.contract, work.path())).await?;
+    let coordinator_s =
+        timed(timeout, coordinator(&kafka, &topic_options, &args.contract, work.path())).await?;
     eprintln!("reporter from an empty store");
     let reporter_s = timed(timeout, reporter(&kafka, &topic_options, &args.contract, work.path())).await?;
     eprintln!("reporter restarted on its store");
-    let reporter_restart_s = timed(timeout, reporter(&kafka, &topic_options, &args.contract, work.path())).await?;
+    let reporter_restart_s =
+        timed(timeout, reporter(&kafka, &topic_options, &args.contract, work.path())).await?;
     Ok(CatchUp { events: records.len(), coordinator_s, reporter_s, reporter_restart_s })
 }
 
@@ -104,7 +106,12 @@ async fn timed(timeout: Duration, run: impl Future<Output = Result<()>>) -> Resu
     Ok(started.elapsed().as_secs_f64())
 }
 
-async fn coordinator(kafka: &KafkaOptions, topics: &TopicOptions, contract: &Path, work: &Path) -> Result<()> {
+async fn coordinator(
+    kafka: &KafkaOptions,
+    topics: &TopicOptions,
+    contract: &Path,
+    work: &Path,
+) -> Result<()> {
     let options = CoordinatorOptions {
         kafka: kafka.clone(),
         topics: topics.clone(),

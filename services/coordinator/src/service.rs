@@ -24,8 +24,8 @@ use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::health::{STATS_INTERVAL_MS, is_outage, until_reachable};
 use omnifold_runtime::{
-    BrokerHealth, HealthContext, KafkaOptions, OutboxLoop, OutboxRecord, OutboxSender, OutboxSignals, Store, TopicOptions, Topics,
-    load_contract, wall_clock_ms,
+    BrokerHealth, HealthContext, KafkaOptions, OutboxLoop, OutboxRecord, OutboxSender, OutboxSignals, Store,
+    TopicOptions, Topics, load_contract, wall_clock_ms,
 };
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -100,7 +100,9 @@ pub enum CoordinatorError {
     Outage(#[from] omnifold_runtime::health::OutageError),
     #[error("the outbox sender ended while the fold loop ran")]
     SenderEnded,
-    #[error("topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}")]
+    #[error(
+        "topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}"
+    )]
     LedgerPartitions { topic: String, ledger: i32, events: i32 },
 }
 
@@ -135,7 +137,8 @@ impl Coordinator {
         };
         self.check_ledger_partitions(&partitions)?;
         let store = open_store(self.options.store.clone()).await?;
-        let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
+        let mut sender =
+            OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
         let never = AtomicBool::new(false);
         tokio::select! {
             started = sender.start(&never) => { started?; }
@@ -288,9 +291,7 @@ impl FoldLoop {
     }
 
     fn wait_for_sender(&self) {
-        while self.outbox.pending() > MAX_PENDING_OUTPUTS
-            && !self.stop.load(Ordering::Relaxed)
-        {
+        while self.outbox.pending() > MAX_PENDING_OUTPUTS && !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -185,7 +185,8 @@ mod tests {
     use crate::contract::Contract;
 
     fn rules(patch: impl FnOnce(&mut Contract)) -> Rules {
-        let mut contract: Contract = toml::from_str(include_str!("../tests/scenarios/contract.toml")).unwrap();
+        let mut contract: Contract =
+            toml::from_str(include_str!("../tests/scenarios/contract.toml")).unwrap();
         patch(&mut contract);
         Rules::new(contract)
     }

@@ -40,7 +40,9 @@ pub enum Rejection {
     BadTime(i64),
     #[error("occurred_at_ms {0} is after the year 9999")]
     TimeOutOfRange(i64),
-    #[error("period [{start}, {end}) is negative, after the year 9999 or longer than {MAX_PERIOD_WEEKS} weeks")]
+    #[error(
+        "period [{start}, {end}) is negative, after the year 9999 or longer than {MAX_PERIOD_WEEKS} weeks"
+    )]
     PeriodOutOfRange { start: i64, end: i64 },
     #[error("{0} needs a channel")]
     MissingChannel(&'static str),

@@ -26,14 +26,19 @@ pub struct Terms {
     pub channel_fee: Decimal,
 }
 
-/// In reporting currency, rounded so that sums stay exact.
-fn reporting(rules: &Rules, field: &'static str, amount: &Amount) -> Result<Decimal, Rejection> {
+/// In reporting currency, at most [`crate::report::partial::SCALE`] places, so that sums stay
+/// exact. The reporter's own valuation uses the same two functions.
+pub(crate) fn reporting(rules: &Rules, field: &'static str, amount: &Amount) -> Result<Decimal, Rejection> {
     let value =
         rules.contract.to_reporting(amount.clone()).map_err(|source| Rejection::Money { field, source })?;
     Ok(round(value))
 }
 
-fn optional(rules: &Rules, field: &'static str, amount: Option<&Amount>) -> Result<Decimal, Rejection> {
+pub(crate) fn optional(
+    rules: &Rules,
+    field: &'static str,
+    amount: Option<&Amount>,
+) -> Result<Decimal, Rejection> {
     amount.map_or(Ok(Decimal::ZERO), |amount| reporting(rules, field, amount))
 }
 
@@ -106,7 +111,12 @@ pub fn shipment(rules: &Rules, cause: Cause<'_>, shipment: Shipment<'_>) -> Ledg
 }
 
 /// A return: its refund, and the restocked units at the cost in force.
-pub fn returned(rules: &Rules, cause: Cause<'_>, returned: &Returned, unit_cost: Decimal) -> Result<LedgerEntry, Rejection> {
+pub fn returned(
+    rules: &Rules,
+    cause: Cause<'_>,
+    returned: &Returned,
+    unit_cost: Decimal,
+) -> Result<LedgerEntry, Rejection> {
     let refund = reporting(rules, "refund", &returned.refund)?;
     let restocked = if returned.restock_at.is_some() { returned.quantity } else { 0 };
     Ok(LedgerEntry {

@@ -84,7 +84,13 @@ pub struct Stock {
 }
 
 impl Stock {
-    pub fn place(&mut self, rules: &Rules, placed: &Placed, terms: Terms, at_ms: i64) -> Result<(), Rejection> {
+    pub fn place(
+        &mut self,
+        rules: &Rules,
+        placed: &Placed,
+        terms: Terms,
+        at_ms: i64,
+    ) -> Result<(), Rejection> {
         if self.lines.contains(&placed.line) {
             return Err(Rejection::DuplicateLine(placed.line.clone()));
         }

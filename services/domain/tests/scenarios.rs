@@ -192,7 +192,8 @@ fn ledger_line(e: &omnifold_proto::LedgerEntry) -> String {
         ("unit_cost", &e.unit_cost),
         ("operating_cost", &e.operating_cost),
     ];
-    let mut line = format!("{} {} {} {}:{} units={}", e.entry_id, e.channel, e.sku, e.order_id, e.line_id, e.units);
+    let mut line =
+        format!("{} {} {} {}:{} units={}", e.entry_id, e.channel, e.sku, e.order_id, e.line_id, e.units);
     for (name, value) in amounts {
         if !value.is_empty() && value != "0" {
             line.push_str(&format!(" {name}={value}"));
@@ -217,7 +218,14 @@ fn check_lifecycle(context: &str, alert: &Alert, raised: &mut Raised) {
     }
     let first = raised.get(id).unwrap_or_else(|| panic!("{context}: {id} resolved but never raised"));
     let subject = |a: &Alert| {
-        (a.channels.clone(), a.location.clone(), a.pool.clone(), a.severity, a.owner.clone(), a.accountable.clone())
+        (
+            a.channels.clone(),
+            a.location.clone(),
+            a.pool.clone(),
+            a.severity,
+            a.owner.clone(),
+            a.accountable.clone(),
+        )
     };
     assert_eq!(subject(alert), subject(first), "{context}: subject of resolved {id}");
     if let Some(competitor) = first.details.iter().find(|d| d.key == "competitor") {

@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use omnifold_runtime::health::is_outage;
 use omnifold_runtime::{BrokerHealth, HealthContext, KafkaOptions, Store};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::RebalanceProtocol;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
@@ -206,5 +208,26 @@ pub fn commit_for_lag(consumer: &BaseConsumer<StoredPositions>, offsets: &[(&str
         && let Err(error) = consumer.commit(&list, CommitMode::Async)
     {
         tracing::debug!(%error, "group offset commit failed");
+    }
+}
+
+/// How long a stage pauses after an outage error before polling again.
+const OUTAGE_PAUSE: Duration = Duration::from_millis(100);
+
+/// The next message within `timeout`; `None` when none came or the broker is away (librdkafka
+/// reconnects by itself, and what a stage read so far commits meanwhile).
+pub fn poll_one(
+    consumer: &BaseConsumer<StoredPositions>,
+    timeout: Duration,
+) -> Result<Option<BorrowedMessage<'_>>, rdkafka::error::KafkaError> {
+    match consumer.poll(timeout) {
+        None => Ok(None),
+        Some(Ok(message)) => Ok(Some(message)),
+        Some(Err(error)) if is_outage(&error) => {
+            consumer.context().health().unreachable(&error.to_string());
+            std::thread::sleep(OUTAGE_PAUSE);
+            Ok(None)
+        }
+        Some(Err(error)) => Err(error),
     }
 }

@@ -23,15 +23,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use serde::{Deserialize, Serialize};
 
-use omnifold_runtime::health::is_outage;
-
-use crate::consumer::{Positions, StoredPositions, commit_for_lag};
+use crate::consumer::{Positions, StoredPositions, commit_for_lag, poll_one};
 use crate::options::ReporterError;
 use crate::state;
 use crate::topics::{ALERTS_BASE, ReportTopics};
 
-/// How long a stage pauses after an outage error before polling again.
-const OUTAGE_PAUSE: Duration = Duration::from_millis(100);
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// A message of the partials topic: what one batch of one instance changed, one record per
@@ -92,17 +88,7 @@ impl Ingest {
         let deadline = Instant::now() + Duration::from_millis(self.batch_max_ms);
         let mut timeout = POLL_TIMEOUT;
         while batch.inputs < self.batch_max_events {
-            let message = match consumer.poll(timeout) {
-                None => break,
-                Some(Ok(message)) => message,
-                Some(Err(error)) if is_outage(&error) => {
-                    // librdkafka reconnects by itself; what was read so far commits meanwhile
-                    consumer.context().health().unreachable(&error.to_string());
-                    std::thread::sleep(OUTAGE_PAUSE);
-                    break;
-                }
-                Some(Err(error)) => return Err(error.into()),
-            };
+            let Some(message) = poll_one(consumer, timeout)? else { break };
             self.fold_message(&message, &mut batch)?;
             timeout = deadline.saturating_duration_since(Instant::now());
             if timeout.is_zero() {

@@ -24,9 +24,7 @@ use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use omnifold_runtime::health::is_outage;
-
-use crate::consumer::{Positions, StoredPositions, commit_for_lag};
+use crate::consumer::{Positions, StoredPositions, commit_for_lag, poll_one};
 use crate::ingest::PartialBatch;
 use crate::json::{SnapshotJson, snapshot_json};
 use crate::options::ReporterError;
@@ -36,8 +34,6 @@ use crate::topics::{PARTIALS_BASE, ReportTopics};
 
 /// Most messages merged per step, so the partials stage keeps its turn.
 const RECORDS_PER_STEP: usize = 200;
-/// How long a stage pauses after an outage error before polling again.
-const OUTAGE_PAUSE: Duration = Duration::from_millis(100);
 const POLL_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// The merge stage's in-memory state.
@@ -85,17 +81,7 @@ impl Merge {
         let mut read = 0;
         while read < RECORDS_PER_STEP {
             let timeout = if read == 0 { POLL_TIMEOUT } else { Duration::ZERO };
-            let message = match consumer.poll(timeout) {
-                None => break,
-                Some(Ok(message)) => message,
-                Some(Err(error)) if is_outage(&error) => {
-                    // librdkafka reconnects by itself; what was read so far commits meanwhile
-                    consumer.context().health().unreachable(&error.to_string());
-                    std::thread::sleep(OUTAGE_PAUSE);
-                    break;
-                }
-                Some(Err(error)) => return Err(error.into()),
-            };
+            let Some(message) = poll_one(consumer, timeout)? else { break };
             self.resync_if_assigned(consumer)?;
             if self.merge_message(&message)? {
                 read += 1;

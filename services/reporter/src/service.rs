@@ -6,10 +6,10 @@
 //! merged and committed one by one. Polling, folding and every fsync happen on that thread;
 //! the async side only awaits deliveries, after each commit.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -53,7 +53,10 @@ impl Reporter {
         };
         if partitions[&self.topics.partials] != 1 {
             let count = partitions[&self.topics.partials];
-            return Err(ReporterError::PartialsPartitions { topic: self.topics.partials.clone(), partitions: count });
+            return Err(ReporterError::PartialsPartitions {
+                topic: self.topics.partials.clone(),
+                partitions: count,
+            });
         }
         let events_partitions = partitions[&self.topics.contract.events];
         let store = open_store(self.options.store.clone()).await?;
@@ -215,9 +218,7 @@ impl ReportLoop {
     }
 
     fn wait_for_sender(&self) {
-        while self.outbox.pending() > MAX_PENDING_OUTPUTS
-            && !self.stop.load(Ordering::Relaxed)
-        {
+        while self.outbox.pending() > MAX_PENDING_OUTPUTS && !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
         }
     }

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::Statistics;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::Statistics;
 
 use crate::kafka::KafkaError;
 
@@ -94,7 +94,8 @@ impl BrokerHealth {
 
     /// Fails once an outage has lasted longer than `broker_outage_max`.
     pub fn check(&self) -> Result<(), OutageError> {
-        let (Some(max), Some(outage)) = (self.outage_max, self.down.lock().expect("health lock").clone()) else {
+        let (Some(max), Some(outage)) = (self.outage_max, self.down.lock().expect("health lock").clone())
+        else {
             return Ok(());
         };
         let down = outage.since.elapsed();

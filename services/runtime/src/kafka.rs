@@ -75,7 +75,10 @@ impl KafkaOptions {
 
     /// An idempotent producer: retries never duplicate or reorder a partition's records. It
     /// reports the broker's reachability to `health`.
-    pub fn idempotent_producer(&self, health: Arc<BrokerHealth>) -> Result<FutureProducer<HealthContext>, KafkaError> {
+    pub fn idempotent_producer(
+        &self,
+        health: Arc<BrokerHealth>,
+    ) -> Result<FutureProducer<HealthContext>, KafkaError> {
         let producer = self
             .client_config()
             .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
@@ -134,7 +137,8 @@ impl KafkaOptions {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let options = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
         let results = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await?;
-        let described = results.into_iter().next().ok_or_else(|| KafkaError::MissingTopic(topic.to_string()))?;
+        let described =
+            results.into_iter().next().ok_or_else(|| KafkaError::MissingTopic(topic.to_string()))?;
         let resource =
             described.map_err(|code| KafkaError::DescribeTopic { topic: topic.to_string(), code })?;
         let value = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());

@@ -113,7 +113,8 @@ impl OutboxSender {
     async fn ride_out(&mut self, stop: &AtomicBool, mut recover_first: bool) -> Result<usize, OutboxError> {
         let mut backoff = Backoff::default();
         loop {
-            let attempt = if recover_first { self.recover().await.map(|_| 0) } else { self.send_pending().await };
+            let attempt =
+                if recover_first { self.recover().await.map(|_| 0) } else { self.send_pending().await };
             match attempt {
                 Ok(_) if recover_first => recover_first = false,
                 Ok(sent) => {
@@ -381,7 +382,10 @@ impl OutboxLoop {
                 let last = shared.last_pass.load(Ordering::Relaxed);
                 sender.deliver(&shared.give_up).await?;
                 let store = sender.store.clone();
-                shared.pending.store(tokio::task::spawn_blocking(move || store.pending_count()).await?, Ordering::Relaxed);
+                shared.pending.store(
+                    tokio::task::spawn_blocking(move || store.pending_count()).await?,
+                    Ordering::Relaxed,
+                );
                 if last {
                     return Ok(());
                 }

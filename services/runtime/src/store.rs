@@ -175,7 +175,8 @@ impl Store {
 
     /// Starts a batch; nothing is written until [`Store::commit`].
     pub fn begin(&self) -> Result<Commit, StoreError> {
-        let next_seq = self.tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
+        let next_seq =
+            self.tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
         Ok(Commit { writes: BTreeMap::new(), next_seq, outputs: 0, bytes: 0 })
     }
 
@@ -406,10 +407,11 @@ fn tail_key(topic: &str, partition: i32) -> Vec<u8> {
 
 /// `N` bytes of `bytes` from `at`; a short key or value is corruption, not a panic.
 fn fixed<const N: usize>(bytes: &[u8], at: usize, what: &'static str) -> Result<[u8; N], StoreError> {
-    bytes
-        .get(at..at + N)
-        .and_then(|slice| slice.try_into().ok())
-        .ok_or(StoreError::Truncated { what, len: bytes.len(), want: at + N })
+    bytes.get(at..at + N).and_then(|slice| slice.try_into().ok()).ok_or(StoreError::Truncated {
+        what,
+        len: bytes.len(),
+        want: at + N,
+    })
 }
 
 fn be_i32(bytes: &[u8], at: usize, what: &'static str) -> Result<i32, StoreError> {
@@ -470,7 +472,10 @@ mod tests {
         assert_eq!(error.to_string(), "corrupt offset in the store: 5 bytes where 8 were expected");
         store.tree.insert(b"o/\x01", 7i64.to_be_bytes().as_slice()).unwrap();
         store.tree.remove(b"o/\x00\x00\x00\x01".as_slice()).unwrap();
-        assert!(matches!(store.offsets(), Err(StoreError::Truncated { what: "offset key", len: 3, want: 6 })));
+        assert!(matches!(
+            store.offsets(),
+            Err(StoreError::Truncated { what: "offset key", len: 3, want: 6 })
+        ));
     }
 
     #[test]

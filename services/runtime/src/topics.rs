@@ -132,12 +132,22 @@ impl Topics {
 /// Why a topic's settings would drop events from the event log, or `None` when they keep it.
 /// `wanted` is the configured [`TopicOptions::log_retention_ms`]: `-1` says the operator runs
 /// a broker that honours infinite retention.
-pub fn event_log_problem(topic: &str, cleanup: Option<&str>, retention_ms: Option<&str>, wanted: i64) -> Option<String> {
+pub fn event_log_problem(
+    topic: &str,
+    cleanup: Option<&str>,
+    retention_ms: Option<&str>,
+    wanted: i64,
+) -> Option<String> {
     if cleanup.is_some_and(|policy| policy.contains("compact")) {
-        return Some(format!("topic {topic} has cleanup.policy={}, which drops events: the event log needs cleanup.policy=delete", cleanup.unwrap_or_default()));
+        return Some(format!(
+            "topic {topic} has cleanup.policy={}, which drops events: the event log needs cleanup.policy=delete",
+            cleanup.unwrap_or_default()
+        ));
     }
     let Some(retention) = retention_ms else {
-        return Some(format!("topic {topic} has no retention.ms, so the broker's default retention (7 days on kafka) would drop events"));
+        return Some(format!(
+            "topic {topic} has no retention.ms, so the broker's default retention (7 days on kafka) would drop events"
+        ));
     };
     match retention.trim().parse::<i64>() {
         Err(_) => Some(format!("topic {topic} has retention.ms={retention}, which is not a number")),

@@ -7,8 +7,7 @@
 //! end-to-end tests can seed topics and check what services wrote.
 
 use std::{
-    env,
-    fs,
+    env, fs,
     net::{Ipv4Addr, TcpListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

@@ -379,7 +379,16 @@ fn the_ledger_adds_up_to_the_reports_figures_for_every_week_and_channel() {
     }
     assert!(folded.ledger.len() > 1_000, "the sample ships and returns: {}", folded.ledger.len());
     let money = |p: &Partial| {
-        (p.gross_revenue, p.discounts, p.channel_fees, p.cogs, p.fulfillment_costs, p.refunds, p.restocked_cogs, p.units_shipped)
+        (
+            p.gross_revenue,
+            p.discounts,
+            p.channel_fees,
+            p.cogs,
+            p.fulfillment_costs,
+            p.refunds,
+            p.restocked_cogs,
+            p.units_shipped,
+        )
     };
     let mut reported_operating: BTreeMap<String, Decimal> = BTreeMap::new();
     for (cell, partial) in &report.cells {

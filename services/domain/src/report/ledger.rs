@@ -18,11 +18,11 @@ use omnifold_proto::{Alert, AlertKind, AlertState, Event, Severity};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::partial::{Cell, Partial, prorate, round};
+use super::partial::{Cell, Partial, prorate};
 use super::week::{Calendar, WEEK_MS};
 use crate::contract::Rules;
 use crate::fact::{self, Fact, LineKey, Placed, Rejection, Returned, Shipped};
-use crate::money::Amount;
+use crate::ledger::{optional, reporting};
 
 /// A ChannelCostRecorded period longer than this many weeks (about ten years) is refused:
 /// spreading it would take one cell per week.
@@ -243,17 +243,6 @@ impl EventLedger {
 
 fn pick(cells: &BTreeMap<Cell, Partial>, changed: &BTreeSet<Cell>) -> Vec<(Cell, Partial)> {
     changed.iter().filter_map(|cell| cells.get(cell).map(|p| (cell.clone(), p.clone()))).collect()
-}
-
-/// In reporting currency, at most [`super::partial::SCALE`] places, so that sums stay exact.
-fn reporting(rules: &Rules, field: &'static str, amount: &Amount) -> Result<Decimal, Rejection> {
-    let value =
-        rules.contract.to_reporting(amount.clone()).map_err(|source| Rejection::Money { field, source })?;
-    Ok(round(value))
-}
-
-fn optional(rules: &Rules, field: &'static str, amount: Option<&Amount>) -> Result<Decimal, Rejection> {
-    amount.map_or(Ok(Decimal::ZERO), |amount| reporting(rules, field, amount))
 }
 
 /// A ChannelCostRecorded: its amount spread over the weeks its period overlaps, in
