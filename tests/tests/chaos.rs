@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -55,34 +55,16 @@ async fn paced_publish(kafka: omnifold_runtime::KafkaOptions, events: Vec<Event>
 }
 
 fn coordinator(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_e2e-coordinator"));
-    command
-        .args(["run", "--bootstrap", &broker.bootstrap(), "--store"])
-        .arg(store)
-        .arg("--contract")
-        .arg(contract_path())
-        .args(["--events-partitions", &EVENTS_PARTITIONS.to_string(), "--batch-max-events", "200"]);
-    spawn(command, exit_when_caught_up)
+    coordinator_process(broker, store, 200, exit_when_caught_up)
 }
 
 fn reporter(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_e2e-reporter"));
-    command
-        .args(["run", "--bootstrap", &broker.bootstrap(), "--store"])
-        .arg(store)
-        .arg("--contract")
-        .arg(contract_path())
-        .args(["--events-partitions", &EVENTS_PARTITIONS.to_string(), "--batch-max-events", "200"])
-        .args(["--instance-id", "chaos-reporter", "--session-timeout-ms", "6000"]);
-    spawn(command, exit_when_caught_up)
-}
-
-fn spawn(mut command: Command, exit_when_caught_up: bool) -> Child {
-    command.env("RUST_LOG", "warn").stdout(Stdio::null()).stderr(Stdio::inherit());
+    let mut command = service_command(env!("CARGO_BIN_EXE_e2e-reporter"), broker, store, 200);
+    command.args(["--instance-id", "chaos-reporter", "--session-timeout-ms", "6000"]);
     if exit_when_caught_up {
         command.arg("--exit-when-caught-up");
     }
-    command.spawn().expect("service starts")
+    command.spawn().expect("reporter starts")
 }
 
 /// SIGKILLs a service that must still be running, and starts it again.

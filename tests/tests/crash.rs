@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -92,20 +92,7 @@ async fn publish(broker: &Broker, events: &[Event]) {
 }
 
 fn coordinator(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_e2e-coordinator"));
-    command
-        .args(["run", "--bootstrap", &broker.bootstrap(), "--store"])
-        .arg(store)
-        .arg("--contract")
-        .arg(contract_path())
-        .args(["--events-partitions", &EVENTS_PARTITIONS.to_string(), "--batch-max-events", "250"])
-        .env("RUST_LOG", "warn,omnifold_runtime=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if exit_when_caught_up {
-        command.arg("--exit-when-caught-up");
-    }
-    command.spawn().expect("coordinator starts")
+    coordinator_process(broker, store, 250, exit_when_caught_up)
 }
 
 /// Events folded so far, read from the store of a stopped coordinator.

@@ -396,7 +396,7 @@ impl Bridge {
         let store = open_store(self.options.store.clone()).await?;
         let health = omnifold_runtime::BrokerHealth::new(None);
         let mut sender = OutboxSender::new(store.clone(), kafka, partitions.clone(), health)?;
-        sender.start(&std::sync::atomic::AtomicBool::new(false)).await?;
+        sender.start().await?;
         let count = partitions[&self.topics.escalations];
         let (offsets, delivered) = load_positions(store.clone(), count).await?;
         let consumer = self.consumer(count, &offsets)?;

@@ -98,8 +98,6 @@ pub enum CoordinatorError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Outage(#[from] omnifold_runtime::health::OutageError),
-    #[error("the outbox sender ended while the fold loop ran")]
-    SenderEnded,
     #[error(
         "topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}"
     )]
@@ -139,15 +137,14 @@ impl Coordinator {
         let store = open_store(self.options.store.clone()).await?;
         let mut sender =
             OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
-        let never = AtomicBool::new(false);
         tokio::select! {
-            started = sender.start(&never) => { started?; }
+            started = sender.start() => { started?; }
             _ = &mut shutdown => return Ok(()),
         }
         let prices = PriceSource::new(store.clone(), self.rules.clone(), partitions[&self.topics.events]);
         let http = HttpServer::start_if(self.options.http, prices).await?;
 
-        let mut outbox = OutboxLoop::spawn(sender);
+        let outbox = OutboxLoop::spawn(sender);
         let stop = Arc::new(AtomicBool::new(false));
         let fold_loop = FoldLoop {
             options: self.options.clone(),
@@ -159,25 +156,12 @@ impl Coordinator {
             outbox: outbox.signals(),
             health,
         };
-        let mut worker = tokio::task::spawn_blocking(move || fold_loop.run());
-        let result = tokio::select! {
-            _ = &mut shutdown => {
-                stop.store(true, Ordering::Relaxed);
-                outbox.give_up_on_outage();
-                (&mut worker).await?
-            }
-            finished = &mut worker => finished?,
-            failed = outbox.failed() => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = (&mut worker).await;
-                return Err(failed.err().map_or(CoordinatorError::SenderEnded, Into::into));
-            }
-        };
-        let sent = outbox.finish().await;
+        let worker = tokio::task::spawn_blocking(move || fold_loop.run());
+        let result = outbox.supervise(worker, &stop, shutdown.as_mut()).await;
         if let Some(http) = http {
             http.stop().await;
         }
-        result.and(Ok(sent?))
+        result
     }
 
     /// The ledger mirrors the event log partition for partition (same keys, same count), so
@@ -200,15 +184,17 @@ impl Coordinator {
         kafka.ensure_topics(&self.topics.specs(&self.options.topics)).await?;
         kafka.check_event_log(&self.topics.events, self.options.topics.log_retention_ms).await?;
         let topics = &self.topics;
-        kafka.partition_counts(&[
-            &topics.alerts,
-            &topics.availability,
-            &topics.escalations,
-            &topics.deadletter,
-            &topics.events,
-            &topics.ledger,
-            &topics.ledger_json,
-        ])
+        kafka
+            .fetch_partition_counts(&[
+                &topics.alerts,
+                &topics.availability,
+                &topics.escalations,
+                &topics.deadletter,
+                &topics.events,
+                &topics.ledger,
+                &topics.ledger_json,
+            ])
+            .await
     }
 }
 

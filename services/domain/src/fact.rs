@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::Rules;
 use crate::money::{Amount, MoneyError, parse_decimal};
-use crate::report::ledger::{MAX_PERIOD_WEEKS, MAX_TIME_MS};
 use crate::report::week::WEEK_MS;
 
 /// Identity of an order line: (channel, order_id, line_id).
@@ -161,6 +160,14 @@ impl Fact {
         }
     }
 }
+
+/// A ChannelCostRecorded period longer than this many weeks (about ten years) is refused:
+/// the report spreads it over one cell per week.
+pub const MAX_PERIOD_WEEKS: i64 = 530;
+
+/// 10000-01-01T00:00:00Z. Later event times (and periods) are refused: every week up to the
+/// watermark is reported, so one absurd timestamp would close billions of weeks.
+pub const MAX_TIME_MS: i64 = 253_402_300_800_000;
 
 /// Checks the envelope and body of `event` and builds its fact.
 pub fn check(rules: &Rules, event: &Event) -> Result<Fact, Rejection> {

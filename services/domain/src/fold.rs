@@ -289,8 +289,13 @@ impl Step<'_> {
                     self.cause.trigger = Trigger::BreachingPlacement;
                     self.outputs.push(Output::Alert(alerts::raise(self.rules, &breach, self.cause)));
                 }
-                let first = self.state.first_placed.entry(channel.to_string()).or_insert(at_ms);
-                *first = (*first).min(at_ms);
+                // no String allocated per placement: a channel's first placement is inserted once
+                match self.state.first_placed.get_mut(channel) {
+                    Some(first) => *first = (*first).min(at_ms),
+                    None => {
+                        self.state.first_placed.insert(channel.to_string(), at_ms);
+                    }
+                }
                 self.check_spike(channel);
             }
             Fact::Cancelled { line, sku } => self.state.stock.cancel(line, sku)?,

@@ -73,8 +73,6 @@ pub enum ReporterError {
     PartialsPartitions { topic: String, partitions: i32 },
     #[error(transparent)]
     Outage(#[from] omnifold_runtime::health::OutageError),
-    #[error("the outbox sender ended while the report loop ran")]
-    SenderEnded,
     #[error("report loop stopped unexpectedly: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

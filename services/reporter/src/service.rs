@@ -61,13 +61,12 @@ impl Reporter {
         let events_partitions = partitions[&self.topics.contract.events];
         let store = open_store(self.options.store.clone()).await?;
         let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions, health.clone())?;
-        let never = AtomicBool::new(false);
         tokio::select! {
-            started = sender.start(&never) => { started?; }
+            started = sender.start() => { started?; }
             _ = &mut shutdown => return Ok(()),
         }
 
-        let mut outbox = OutboxLoop::spawn(sender);
+        let outbox = OutboxLoop::spawn(sender);
         let stop = Arc::new(AtomicBool::new(false));
         let report_loop = ReportLoop {
             options: self.options.clone(),
@@ -79,24 +78,10 @@ impl Reporter {
             outbox: outbox.signals(),
             health,
         };
-        let mut worker = tokio::task::spawn_blocking(move || report_loop.run());
+        let worker = tokio::task::spawn_blocking(move || report_loop.run());
         // The sender keeps running while the loop stops: a revoked merge stage waits for its
         // outbox to drain before the next owner reads back what was published.
-        let result = tokio::select! {
-            _ = &mut shutdown => {
-                stop.store(true, Ordering::Relaxed);
-                outbox.give_up_on_outage();
-                (&mut worker).await?
-            }
-            finished = &mut worker => finished?,
-            failed = outbox.failed() => {
-                stop.store(true, Ordering::Relaxed);
-                let _ = (&mut worker).await;
-                return Err(failed.err().map_or(ReporterError::SenderEnded, Into::into));
-            }
-        };
-        let sent = outbox.finish().await;
-        result.and(Ok(sent?))
+        outbox.supervise(worker, &stop, shutdown.as_mut()).await
     }
 
     /// Creates missing topics, checks the event log and the partials topic keep what they
@@ -109,14 +94,16 @@ impl Reporter {
         self.topics.ensure_partials(kafka, retention_ms).await?;
         kafka.check_event_log(&self.topics.partials, retention_ms).await?;
         let contract = &self.topics.contract;
-        kafka.partition_counts(&[
-            &contract.events,
-            &contract.alerts,
-            &contract.snapshots,
-            &contract.snapshots_json,
-            &contract.deadletter,
-            &self.topics.partials,
-        ])
+        kafka
+            .fetch_partition_counts(&[
+                &contract.events,
+                &contract.alerts,
+                &contract.snapshots,
+                &contract.snapshots_json,
+                &contract.deadletter,
+                &self.topics.partials,
+            ])
+            .await
     }
 }
 

@@ -50,7 +50,7 @@ impl ReportTopics {
     /// merge owner replays it from the start): `retention_ms` is
     /// [`omnifold_runtime::TopicOptions::log_retention_ms`].
     pub async fn ensure_partials(&self, kafka: &KafkaOptions, retention_ms: i64) -> Result<(), KafkaError> {
-        if kafka.partition_counts(&[&self.partials]).is_ok() {
+        if kafka.fetch_partition_counts(&[&self.partials]).await.is_ok() {
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;

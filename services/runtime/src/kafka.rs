@@ -45,6 +45,8 @@ pub enum KafkaError {
     EventLogAtRisk(String),
     #[error(transparent)]
     Outage(#[from] crate::health::OutageError),
+    #[error("metadata task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
 }
 
 impl KafkaError {
@@ -111,7 +113,11 @@ impl KafkaOptions {
     /// Creates the topics that are missing; existing ones are left as they are.
     pub async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let existing = self.partition_counts_with(&admin_consumer(self)?, None)?;
+        let options = self.clone();
+        let existing = tokio::task::spawn_blocking(move || {
+            options.partition_counts_with(&admin_consumer(&options)?, None)
+        })
+        .await??;
         let missing: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains_key(&s.name)).collect();
         if missing.is_empty() {
             return Ok(());
@@ -147,6 +153,18 @@ impl KafkaOptions {
             Some(problem) => Err(KafkaError::EventLogAtRisk(problem)),
             None => Ok(()),
         }
+    }
+
+    /// [`KafkaOptions::partition_counts`] on a blocking thread: a metadata request waits on
+    /// the network (up to 10 s while the broker is away), which an async task must not.
+    pub async fn fetch_partition_counts(&self, topics: &[&str]) -> Result<HashMap<String, i32>, KafkaError> {
+        let options = self.clone();
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+            options.partition_counts(&topics)
+        })
+        .await?
     }
 
     /// The partition count of each of `topics`.

@@ -55,6 +55,8 @@ pub enum OutboxError {
     RecoveryIncomplete(usize),
     #[error(transparent)]
     Outage(#[from] OutageError),
+    #[error("the outbox send loop ended while its committing loop ran")]
+    SenderEnded,
 }
 
 impl OutboxError {
@@ -97,9 +99,9 @@ impl OutboxSender {
     }
 
     /// Recovers (see [`OutboxSender::recover`]) and sends what is pending, waiting out a
-    /// broker outage; returns early, leaving records pending, once `stop` is set.
-    pub async fn start(&mut self, stop: &AtomicBool) -> Result<usize, OutboxError> {
-        self.ride_out(stop, true).await
+    /// broker outage (a caller that must not wait forever selects it against its shutdown).
+    pub async fn start(&mut self) -> Result<usize, OutboxError> {
+        self.ride_out(&AtomicBool::new(false), true).await
     }
 
     /// Sends every pending record, waiting out broker outages: after a failed delivery it
@@ -400,20 +402,49 @@ impl OutboxLoop {
     }
 
     /// Resolves only if the send loop ends before [`OutboxLoop::finish`], i.e. it failed.
-    pub async fn failed(&mut self) -> Result<(), OutboxError> {
+    async fn failed(&mut self) -> OutboxError {
         match self.task.as_mut() {
             Some(task) => {
                 let ended = task.await;
                 self.task = None;
-                ended?
+                match ended {
+                    Ok(Ok(())) => OutboxError::SenderEnded,
+                    Ok(Err(error)) => error,
+                    Err(join) => join.into(),
+                }
             }
             None => std::future::pending().await,
         }
     }
 
-    /// At shutdown: from now on, a delivery stuck in an outage gives up.
-    pub fn give_up_on_outage(&self) {
-        self.signals.give_up.store(true, Ordering::Relaxed);
+    /// Runs beside `worker`, the loop that commits (on a blocking thread), until it ends,
+    /// `shutdown` resolves (then `stop` is set, a delivery stuck in an outage gives up, and the
+    /// worker is awaited) or this send loop fails; then delivers what is left.
+    pub async fn supervise<E, F>(
+        mut self,
+        mut worker: tokio::task::JoinHandle<Result<(), E>>,
+        stop: &AtomicBool,
+        shutdown: std::pin::Pin<&mut F>,
+    ) -> Result<(), E>
+    where
+        E: From<OutboxError> + From<tokio::task::JoinError>,
+        F: std::future::Future<Output = ()>,
+    {
+        let result = tokio::select! {
+            _ = shutdown => {
+                stop.store(true, Ordering::Relaxed);
+                self.signals.give_up.store(true, Ordering::Relaxed);
+                (&mut worker).await?
+            }
+            finished = &mut worker => finished?,
+            failed = self.failed() => {
+                stop.store(true, Ordering::Relaxed);
+                let _ = (&mut worker).await;
+                return Err(failed.into());
+            }
+        };
+        let sent = self.finish().await;
+        result.and(sent.map_err(E::from))
     }
 
     /// Once the committing loop has ended: delivers what is left and ends the send loop.

@@ -207,3 +207,35 @@ fn read_to_end_blocking(mut config: rdkafka::ClientConfig, topic: &str) -> Vec<R
     records.sort_by_key(|r| (r.partition, r.offset));
     records
 }
+
+/// `<binary> run` against `broker` with the example contract and `--events-partitions` of these
+/// tests, `batch` events per commit, logs at warn on stderr; the binary is one of this
+/// package's (`e2e-coordinator`, `e2e-reporter`), so a test can SIGKILL a real process.
+pub fn service_command(binary: &str, broker: &Broker, store: &Path, batch: usize) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .args(["run", "--bootstrap", &broker.bootstrap(), "--store"])
+        .arg(store)
+        .arg("--contract")
+        .arg(contract_path())
+        .args(["--events-partitions", &EVENTS_PARTITIONS.to_string()])
+        .args(["--batch-max-events", &batch.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    command
+}
+
+/// The coordinator as a child process; see [`service_command`].
+pub fn coordinator_process(
+    broker: &Broker,
+    store: &Path,
+    batch: usize,
+    exit_when_caught_up: bool,
+) -> std::process::Child {
+    let mut command = service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, batch);
+    if exit_when_caught_up {
+        command.arg("--exit-when-caught-up");
+    }
+    command.spawn().expect("coordinator starts")
+}

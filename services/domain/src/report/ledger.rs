@@ -19,36 +19,14 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::partial::{Cell, Partial, prorate};
-use super::week::{Calendar, WEEK_MS};
+use super::week::Calendar;
 use crate::contract::Rules;
 use crate::fact::{self, Fact, LineKey, Placed, Rejection, Returned, Shipped};
 use crate::ledger::{optional, reporting};
 
-/// A ChannelCostRecorded period longer than this many weeks (about ten years) is refused:
-/// spreading it would take one cell per week.
-pub const MAX_PERIOD_WEEKS: i64 = 530;
-
-/// 10000-01-01T00:00:00Z. Later event times (and periods) are refused: every week up to the
-/// watermark is reported, so one absurd timestamp would close billions of weeks.
-pub const MAX_TIME_MS: i64 = 253_402_300_800_000;
-
 /// What an accepted event changed: the SKU whose book changed (if any), and the figures it
 /// adds per cell.
 type Recorded = (Option<String>, Vec<(Cell, Partial)>);
-
-/// Why the reporter refused an event.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReportRejection {
-    /// A rule of CONTRACT.md section 2, as the coordinator applies it.
-    #[error(transparent)]
-    Contract(#[from] Rejection),
-    #[error(
-        "period [{start}, {end}) is negative, after the year 9999 or longer than {MAX_PERIOD_WEEKS} weeks"
-    )]
-    PeriodOutOfRange { start: i64, end: i64 },
-    #[error("occurred_at_ms {0} is after the year 9999")]
-    TimeOutOfRange(i64),
-}
 
 /// The terms of one order line, in reporting currency, and how many units went where.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,7 +145,7 @@ pub enum Applied {
     /// An id already accepted: ignored.
     Duplicate,
     /// Refused: nothing changed; the event goes to the dead-letter topic.
-    Rejected(ReportRejection),
+    Rejected(Rejection),
 }
 
 /// The report's state of one events partition.
@@ -187,12 +165,9 @@ impl EventLedger {
         }
         let fact = match fact::check(rules, event) {
             Ok(fact) => fact,
-            Err(rejection) => return Applied::Rejected(rejection.into()),
+            Err(rejection) => return Applied::Rejected(rejection),
         };
         let at_ms = event.occurred_at_ms;
-        if at_ms > MAX_TIME_MS {
-            return Applied::Rejected(ReportRejection::TimeOutOfRange(at_ms));
-        }
         let calendar = Calendar::of(&rules.contract.reporting);
         let figures = match fact.sku().map(str::to_string) {
             None => channel_cost(rules, &calendar, &event.channel, &fact),
@@ -220,7 +195,7 @@ impl EventLedger {
         sku: &str,
         fact: &Fact,
         cell: Cell,
-    ) -> Result<Recorded, ReportRejection> {
+    ) -> Result<Recorded, Rejection> {
         let existed = self.skus.contains_key(sku);
         let book = self.skus.entry(sku.to_string()).or_default();
         match book.record(rules, fact, cell) {
@@ -229,7 +204,7 @@ impl EventLedger {
                 if !existed {
                     self.skus.remove(sku);
                 }
-                Err(rejection.into())
+                Err(rejection)
             }
         }
     }
@@ -252,14 +227,12 @@ fn channel_cost(
     calendar: &Calendar,
     channel: &str,
     fact: &Fact,
-) -> Result<Recorded, ReportRejection> {
+) -> Result<Recorded, Rejection> {
     let Fact::ChannelCost { amount, period_start_ms: start, period_end_ms: end, .. } = fact else {
         return Ok((None, Vec::new()));
     };
+    // fact::check bounds the period (and every event time), so the spread is bounded too
     let (start, end) = (*start, *end);
-    if start < 0 || end > MAX_TIME_MS || end - start > MAX_PERIOD_WEEKS * WEEK_MS {
-        return Err(ReportRejection::PeriodOutOfRange { start, end });
-    }
     let (first, last) = (calendar.week_of(start), calendar.week_of(end - 1));
     let total = reporting(rules, "amount", amount)?;
     let length = end - start;

@@ -21,8 +21,7 @@ pub mod week;
 
 pub use figures::{ChannelWeek, Decision, compute_week};
 pub use ledger::{
-    AlertLedger, Applied, END_UNKNOWN, EventLedger, Lag, PartialRecord, ReportRejection, Source, SourceKind,
-    Span,
+    AlertLedger, Applied, END_UNKNOWN, EventLedger, Lag, PartialRecord, Source, SourceKind, Span,
 };
 pub use merge::{Merger, Snapshot};
 pub use partial::{Cell, Partial};
