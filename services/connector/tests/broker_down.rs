@@ -21,10 +21,11 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// loaded machine, and still inside Shopify's 5 s.
 const ANSWER_BOUND: Duration = Duration::from_secs(5);
 
+/// A channel sample from the repository's `tests/fixtures/payloads`.
 fn payload(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/payloads").join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("cannot read {} (shared/ must sit beside the repo): {e}", path.display()))
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payloads").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read the channel sample {}: {e}", path.display()))
 }
 
 fn mapping() -> ShopifyMapping {

@@ -12,10 +12,11 @@ use omnifold_connector::files::{AmazonDir, DropDir};
 use omnifold_connector::publish::MemorySink;
 use omnifold_proto::Body;
 
+/// A channel sample from the repository's `tests/fixtures/payloads`.
 fn payload(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/payloads").join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("cannot read {} (shared/ must sit beside the repo): {e}", path.display()))
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payloads").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read the channel sample {}: {e}", path.display()))
 }
 
 fn b2b() -> B2bMapping {

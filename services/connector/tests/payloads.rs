@@ -1,7 +1,7 @@
-//! Every real channel sample in `shared/payloads` maps to the events written out below,
-//! worked by hand from the payloads (see the README there, and the disagreements noted at
-//! each test). The samples are read from `../../../shared/payloads` relative to this crate:
-//! CI lays `shared/` beside the repository.
+//! Every real channel sample in `tests/fixtures/payloads` maps to the events written out
+//! below, worked by hand from the payloads (see the README there, which names each sample's
+//! public source, and the disagreements noted at each test). The samples are read from
+//! `../../tests/fixtures/payloads` relative to this crate.
 
 use std::path::{Path, PathBuf};
 
@@ -57,15 +57,15 @@ currency = "USD"
 "#;
 
 fn payloads_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/payloads")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payloads")
 }
 
 fn payload(name: &str) -> Vec<u8> {
     let path = payloads_dir().join(name);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
-            "cannot read the channel sample {}: {e}. The samples live in shared/payloads beside the \
-             repository (CI lays shared/ there); without them these tests cannot run.",
+            "cannot read the channel sample {}: {e}. The samples live in the repository's \
+             tests/fixtures/payloads; without them these tests cannot run.",
             path.display()
         )
     })
@@ -161,7 +161,8 @@ fn assert_events(mapped: &Mapped, want: Vec<Event>) {
     assert_eq!(mapped.events, want, "refused: {:?}, ignored: {:?}", mapped.refused, mapped.ignored);
 }
 
-/// Every file in shared/payloads is covered by a test below: a new sample fails here until
+/// Every file in tests/fixtures/payloads is covered by a test below (its README.md, which
+/// lists the sources, is the one file that is not a sample): a new sample fails here until
 /// it is mapped.
 #[test]
 fn every_sample_is_covered() {
@@ -189,9 +190,7 @@ fn every_sample_is_covered() {
     ];
     let dir = payloads_dir();
     let mut found: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| {
-            panic!("shared payloads not found at {}: {e} (CI lays shared/ beside the repo)", dir.display())
-        })
+        .unwrap_or_else(|e| panic!("the channel samples are not found at {}: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     found.sort();

@@ -34,10 +34,11 @@ fn counter(name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A channel sample from the repository's `tests/fixtures/payloads`.
 fn payload(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/payloads").join(name);
-    std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("cannot read {} (shared/ must sit beside the repo): {e}", path.display()))
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/payloads").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read the channel sample {}: {e}", path.display()))
 }
 
 async fn start(router: Router) -> String {
