@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_domain::{Fold, Outcome, Output, PartitionState};
-use omnifold_proto::{AlertState, Event};
+use omnifold_proto::{AlertState, Event, LedgerEntry, LedgerKind};
 use omnifold_runtime::partitioner::partition_for;
 use omnifold_runtime::{Store, load_contract};
 use omnifold_testkit::Broker;
@@ -157,15 +157,35 @@ async fn sigkill_at_any_point_loses_and_repeats_nothing() {
     assert_eq!(page_ids.len(), pages.len(), "no escalation twice");
     assert_eq!(page_ids, want.escalations);
 
-    let entries: Vec<String> = read_to_end(&broker, &topics.ledger)
+    let ledger: Vec<(i32, LedgerEntry)> = read_to_end(&broker, &topics.ledger)
         .await
         .iter()
-        .map(|r| omnifold_proto::LedgerEntry::decode(r.value.as_deref().unwrap()).unwrap().entry_id)
+        .map(|r| (r.partition, LedgerEntry::decode(r.value.as_deref().unwrap()).unwrap()))
         .collect();
+    let (markers, money): (Vec<_>, Vec<_>) =
+        ledger.iter().partition(|(_, e)| e.kind == LedgerKind::Progress as i32);
+    let entries: Vec<String> = money.iter().map(|(_, e)| e.entry_id.clone()).collect();
     let entry_ids: BTreeSet<String> = entries.iter().cloned().collect();
     assert_eq!(entry_ids.len(), entries.len(), "no ledger entry twice");
     assert!(want.ledger.len() > 1_000, "the workload ships and returns");
     assert_eq!(entry_ids, want.ledger);
+    assert!(money.iter().all(|(p, e)| *p == e.event_partition), "an entry sits in its event's partition");
+    // progress markers are positions, restated after a restart: the last of each partition
+    // says the coordinator read it to its end
+    let mut last_marker: BTreeMap<i32, &LedgerEntry> = BTreeMap::new();
+    for (partition, marker) in &markers {
+        last_marker.insert(*partition, marker);
+    }
+    let mut published: BTreeMap<i32, i64> = BTreeMap::new();
+    for event in &events {
+        *published.entry(partition_for(event.partition_key().as_bytes(), EVENTS_PARTITIONS)).or_default() +=
+            1;
+    }
+    for (partition, count) in &published {
+        let marker =
+            last_marker.get(partition).unwrap_or_else(|| panic!("no marker in partition {partition}"));
+        assert_eq!((marker.event_offset, marker.events_behind), (count - 1, 0), "partition {partition}");
+    }
     let json = read_to_end(&broker, &topics.ledger_json).await;
     assert_eq!(json.len(), entries.len(), "one json twin each");
     let schema: serde_json::Value =

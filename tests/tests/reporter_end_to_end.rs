@@ -1,4 +1,5 @@
-//! The reporter against a real broker: weekly figures worked by hand (deploy/local/contract.toml:
+//! The reporter against a real broker, reading what the real coordinator accepted (its
+//! contribution ledger and alerts): weekly figures worked by hand (deploy/local/contract.toml:
 //! EUR at 1.08, weekly operating costs shopify 1800, amazon 2500, eu-market 1500 EUR = 1620,
 //! wholesale 600, 1 h of allowed lateness), dead letters, JSON snapshots checked against
 //! their schema, restarts in the middle of a week, a late event restating a closed week, a
@@ -8,13 +9,18 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::{contract_path, kafka, read_to_end};
-use omnifold_domain::report::{AlertLedger, Applied, EventLedger, Merger};
+use common::{RunningCoordinator, contract_path, kafka, read_to_end, spawn_coordinator};
+use omnifold_coordinator::engine::EngineOptions;
+use omnifold_coordinator::{Coordinator, CoordinatorOptions};
+use omnifold_domain::ledger::written_for;
+use omnifold_domain::report::{AlertLedger, Applied, Merger, PartitionLedger};
+use omnifold_domain::{Fold, Output, PartitionState};
 use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Alert, AlertKind, AlertState, ContributionSnapshot, Decision, Event, Severity};
 use omnifold_reporter::json::{SNAPSHOT_SCHEMA, SnapshotJson};
@@ -23,6 +29,7 @@ use omnifold_reporter::readback::latest_snapshots;
 use omnifold_reporter::table::render_table;
 use omnifold_reporter::view::WeekView;
 use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
+use omnifold_runtime::deadletter::SOURCE_HEADER;
 use omnifold_runtime::outbox::OUTBOX_HEADER;
 use omnifold_runtime::{TopicOptions, load_contract};
 use omnifold_testkit::{Broker, Record};
@@ -74,8 +81,45 @@ async fn create_topics(broker: &Broker, prefix: &str) -> ReportTopics {
     topics
 }
 
-/// Runs one reporter in this process until it has reported everything in its topics.
+/// The coordinator's store for the reporter's broker and topics, kept for the test binary's
+/// life: the coordinator restarts where it stopped, as the reporter does.
+fn coordinator_store(options: &ReporterOptions) -> PathBuf {
+    static ROOT: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let root = ROOT.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
+    let name = format!("{}-{}", options.kafka.bootstrap_servers, options.topics.prefix);
+    root.path().join(name.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+}
+
+/// The coordinator of the reporter's topics.
+fn coordinator_options(options: &ReporterOptions, exit_when_caught_up: bool) -> CoordinatorOptions {
+    CoordinatorOptions {
+        kafka: options.kafka.clone(),
+        topics: options.topics.clone(),
+        group_id: format!("{}-coordinator", options.group_id),
+        contract: contract_path(),
+        store: coordinator_store(options),
+        batch_max_events: 1_000,
+        batch_max_ms: 20,
+        exit_when_caught_up,
+        http: None,
+        engine: EngineOptions::default(),
+        broker_outage_max: None,
+    }
+}
+
+/// A coordinator of the reporter's topics running until stopped.
+fn spawn_live_coordinator(options: &ReporterOptions) -> RunningCoordinator {
+    spawn_coordinator(coordinator_options(options, false))
+}
+
+/// Runs the coordinator, then one reporter, in this process until the coordinator has folded
+/// every event and the reporter reported everything the coordinator wrote.
 async fn run_until_caught_up(options: ReporterOptions) {
+    let coordinator = Coordinator::new(coordinator_options(&options, true)).expect("coordinator builds");
+    tokio::time::timeout(Duration::from_secs(120), coordinator.run(std::future::pending()))
+        .await
+        .expect("coordinator caught up in time")
+        .expect("coordinator ran");
     let reporter = Reporter::new(options).expect("reporter builds");
     tokio::time::timeout(Duration::from_secs(180), reporter.run(std::future::pending()))
         .await
@@ -342,24 +386,36 @@ fn week_alerts() -> Vec<Alert> {
     ]
 }
 
-/// The figures the domain computes from the same inputs in one partition: the oracle for
-/// the last revision of every key.
+/// The figures the domain computes from the same inputs in one partition (the events through
+/// the pure fold, the report from its ledger, its alerts and `alerts`): the oracle for the
+/// last revision of every key.
 fn reference(lines: &[String], alerts: &[Alert]) -> BTreeMap<String, ContributionSnapshot> {
     let rules = load_contract(&contract_path()).expect("contract");
-    let (mut events, mut alert_ledger, mut merger) =
-        (EventLedger::default(), AlertLedger::default(), Merger::default());
-    let mut offset = 0;
-    for alert in alerts {
-        offset += 1;
-        let cells = alert_ledger.apply(&rules, alert);
-        merger.apply(&rules, &alert_ledger.record(0, offset, &cells));
-    }
-    for l in lines {
-        offset += 1;
-        if let Applied::Accepted { cells, .. } = events.apply(&rules, &event_from_json(l).unwrap()) {
-            merger.apply(&rules, &events.record(0, offset, &cells));
+    let (fold, mut state) = (Fold::new(rules.clone()), PartitionState::default());
+    let (mut ledger, mut alert_ledger, mut merger) =
+        (PartitionLedger::default(), AlertLedger::default(), Merger::default());
+    let (mut ledger_cells, mut alert_cells) = (BTreeSet::new(), BTreeSet::new());
+    let mut raised: Vec<Alert> = alerts.to_vec();
+    for (offset, l) in lines.iter().enumerate() {
+        let (outcome, entries) =
+            written_for(&fold, &mut state, &event_from_json(l).unwrap(), (0, offset as i64));
+        if let omnifold_domain::Outcome::Applied { outputs, .. } = outcome {
+            raised.extend(outputs.into_iter().filter_map(|o| match o {
+                Output::Alert(alert) => Some(alert),
+                _ => None,
+            }));
+        }
+        for entry in &entries {
+            if let Applied::Folded { cells } = ledger.apply(&rules, entry).expect("entries read") {
+                ledger_cells.extend(cells);
+            }
         }
     }
+    for alert in &raised {
+        alert_cells.extend(alert_ledger.apply(&rules, alert));
+    }
+    let records = [ledger.record(0, 1, &ledger_cells), alert_ledger.record(0, 1, &alert_cells)];
+    merger.apply_all(&rules, &records, &[], &mut HashSet::new());
     merger.emitted.values().map(|s| (s.key(), s.to_proto())).collect()
 }
 
@@ -448,8 +504,11 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
         "Maya Chen to stop shopify selling past its allocation and lift shopify's contribution of -629.60 USD: \
          1 oversell alert on 1 SKU (SKU-A) in 2026-W46."
     );
-    // amazon: 50 x 45 = 2250, fee 337.5, cogs 600, fulfillment 150; named by three critical
-    // oversells, accountable for none: FIX for its contribution alone.
+    // amazon: 50 x 45 = 2250, fee 337.5, cogs 600, fulfillment 150. No stock is counted
+    // before e12 (7d02:00), so the coordinator finds every placement of W46 short: its own
+    // OVERSELLs (accountable to the placing channel, CONTRACT.md section 5) join the five
+    // published above, and amazon's placement e05 makes it accountable for one: FIX, with
+    // the oversell first in its next action.
     let amazon = &snapshots["2026-W46/amazon"];
     assert_figures(
         amazon,
@@ -462,13 +521,13 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
     );
     assert_eq!(
         amazon.alerts_raised.iter().map(|a| (a.kind.as_str(), a.count)).collect::<Vec<_>>(),
-        [("OVERSELL", 3)]
+        [("ALLOCATION_BREACH", 1), ("LOW_COVER", 2), ("NEGATIVE_STOCK", 3), ("OVERSELL", 5)]
     );
-    assert_eq!(amazon.critical_alerts, 0);
+    assert_eq!((amazon.critical_alerts, amazon.decision), (1, Decision::Fix as i32));
     assert_eq!(
         amazon.next_action,
-        "Luis Ortega to fix amazon: contribution -1337.50 USD in 2026-W46 on net revenue 2250.00 USD, \
-         the largest cost being operating cost at 2500.00 USD."
+        "Luis Ortega to stop amazon selling past its allocation and lift amazon's contribution of -1337.50 USD: \
+         1 oversell alert on 1 SKU (SKU-A) in 2026-W46."
     );
     // eu-market in USD: 30 x 50 x 1.08 = 1620, discount 64.8, fee 194.4, cogs 30 x 21.6 = 648,
     // fulfillment 97.2; operating 1500 EUR = 1620.
@@ -487,7 +546,7 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
         ],
     );
     // wholesale: 200 x 25 = 5000, cogs 2400, fulfillment 100: 2500 - 600 = 1900, the only KEEP:
-    // the two shared-pool oversells name it, but neither is accountable to it.
+    // the shared-pool oversells name it, but none is accountable to it.
     let wholesale = &snapshots["2026-W46/wholesale"];
     assert_figures(wholesale, &[("contribution", "1900"), ("revenue_share", "0.451051852921")]);
     assert_eq!(wholesale.decision, Decision::Keep as i32);
@@ -496,7 +555,7 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
             wholesale.alerts_raised.iter().map(|a| (a.kind.as_str(), a.count)).collect::<Vec<_>>(),
             wholesale.critical_alerts
         ),
-        (vec![("OVERSELL", 2)], 0)
+        (vec![("ALLOCATION_BREACH", 1), ("LOW_COVER", 2), ("NEGATIVE_STOCK", 2), ("OVERSELL", 3)], 0)
     );
     // W47: shopify's last 40 units: 1600 - 80 - 480 - 46.4 = 993.6; - 1800.
     assert_figures(
@@ -520,12 +579,22 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
     assert_eq!(json_records.len(), 8);
     check_json(&json_records, &snapshots);
 
-    // The unknown channel and the undecodable payload are excluded from every figure, and not
-    // dead-lettered: the events topic's dead letters are the coordinator's, one per bad event.
+    // The unknown channel and the undecodable payload are excluded from every figure and
+    // dead-lettered once, by the coordinator: the reporter never reads the events.
     let dead = read_to_end(&broker, &topics.contract.deadletter).await;
-    assert!(dead.is_empty(), "the reporter dead-letters no event: {dead:?}");
+    let sources: Vec<String> = dead
+        .iter()
+        .map(|record| {
+            String::from_utf8_lossy(common::header(record, SOURCE_HEADER).unwrap_or_default()).into_owned()
+        })
+        .collect();
+    assert_eq!(dead.len(), 2, "one dead letter per bad event: {sources:?}");
+    assert!(sources.iter().all(|s| s.starts_with("omnifold.events.v1/")), "{sources:?}");
+    let writers: BTreeSet<String> = dead.iter().filter_map(writer).collect();
+    assert_eq!(writers.len(), 1, "one writer, the coordinator: {writers:?}");
 
-    // Run 3: a late W46 order restates W46 (every revenue share moves) and nothing else.
+    // Run 3: a late W46 order restates W46 (every revenue share moves) and nothing else. Its
+    // placement finds SKU-B short in W46 too, so the coordinator raises its alerts in W46.
     publish_events(&broker, &topics.contract.events, &late_events()).await;
     run_until_caught_up(patient(&broker, store.path())).await;
     let published = decode(&read_to_end(&broker, &topics.contract.snapshots).await);
@@ -548,10 +617,10 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
             "revenue_share",
             "orders_shipped",
             "units_shipped",
+            "alerts_raised",
             "next_action",
         ]
     );
-    assert_eq!(snapshots["2026-W46/amazon"].changed_fields, ["revenue_share"]);
     assert_eq!(snapshots["2026-W47/shopify"].revision, 1);
 
     // Every last revision is what the domain computes from the same inputs.
@@ -766,7 +835,9 @@ fn workload() -> (Vec<String>, Vec<Alert>) {
     late.sort_by_key(|(time, _)| *time);
     lines.extend(late.into_iter().map(|(_, json)| json));
     use {AlertKind as K, Severity as S};
-    let table: [(&str, K, S, &str, &[&str], &str, i64); 7] = [
+    /// id, kind, severity, SKU, channels named, accountable, event time
+    type Row<'a> = (&'a str, K, S, &'a str, &'a [&'a str], &'a str, i64);
+    let table: [Row; 7] = [
         ("a1", K::Oversell, S::Critical, "SKU-1", &["shopify", "amazon"], "amazon", at(1, 5)),
         ("a2", K::LowCover, S::Warning, "SKU-2", &EVERY_CHANNEL, "operations", at(8, 5)),
         ("a3", K::MapViolation, S::Critical, "SKU-3", &["eu-market"], "eu-market", at(15, 5)),
@@ -822,6 +893,7 @@ async fn two_instances_in_one_group_equal_one() {
         exit_when_caught_up: false,
         ..options(&broker, "pair.", "pair", store)
     };
+    let coordinator = spawn_live_coordinator(&live(store_a.path()));
     let a = Running::spawn(live(store_a.path()));
     let b = Running::spawn(live(store_b.path()));
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -859,6 +931,7 @@ async fn two_instances_in_one_group_equal_one() {
     converge(&broker, &pair, &want, "a fresh instance alone").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.stop().await;
+    coordinator.stop().await;
 
     let single_published = decode(&read_to_end(&broker, &single.contract.snapshots).await);
     let pair_records = read_to_end(&broker, &pair.contract.snapshots).await;

@@ -85,11 +85,19 @@ async fn connector_to_coordinator_to_topics() {
         "entry_id": "shipment/e4", "kind": "SHIPMENT", "channel": "shopify", "sku": "SKU-A",
         "order_id": "SHO-1", "line_id": "1", "occurred_at_ms": T0 + 3 * 60_000, "reason_event_id": "e4",
         "currency": "USD", "units": 70, "gross_revenue": "1399.3", "discount": "0", "channel_fee": "0",
-        "cogs": "0", "fulfillment_cost": "0", "unit_cost": "0"
+        "cogs": "0", "fulfillment_cost": "0", "unit_cost": "0",
+        "event_partition": ledger[0].partition, "event_offset": 3
     });
-    assert_eq!(entry, want);
+    assert_eq!(entry, want, "the fourth record of SKU-A's partition, in the same partition of the ledger");
     assert_eq!(ledger[0].key.as_deref(), Some(b"SKU-A".as_slice()));
-    assert_eq!(read_to_end(&broker, &topics.ledger).await.len(), 1);
+    let binary: Vec<omnifold_proto::LedgerEntry> = read_to_end(&broker, &topics.ledger)
+        .await
+        .iter()
+        .map(|r| prost::Message::decode(r.value.as_deref().unwrap()).unwrap())
+        .collect();
+    let progress = omnifold_proto::LedgerKind::Progress as i32;
+    assert_eq!(binary.iter().filter(|e| e.kind != progress).count(), 1);
+    assert!(binary.iter().any(|e| e.kind == progress), "with the coordinator's progress markers");
 
     // the line that is not JSON by the connector, the unknown location by the coordinator;
     // not the duplicate

@@ -1,6 +1,7 @@
-//! `omnifold-bench catch-up`: the coordinator and the reporter over the same event log, each
-//! from an empty store until caught up, in this process, against a real broker (memory
-//! storage). The figure is the reporter's catch-up rate against the coordinator's.
+//! `omnifold-bench catch-up`: the coordinator over the event log, then the reporter over what
+//! it wrote (its contribution ledger and alerts), each from an empty store until caught up,
+//! in this process, against a real broker (memory storage). The figures are the reporter's
+//! catch-up rate against the coordinator's and the bytes of its partials topic.
 //!
 //! ```text
 //! cargo run --release -p omnifold-bench -- catch-up [--events 50000] [--skus 1000]
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use omnifold_coordinator::engine::EngineOptions;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
-use omnifold_reporter::{Reporter, ReporterOptions};
+use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
 use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
 use omnifold_testkit::Broker;
 use omnifold_workload::{WorkloadOptions, generate};
@@ -47,6 +48,9 @@ pub struct CatchUp {
     /// The reporter started again on its caught-up store, with the same static member id,
     /// until caught up: the restart's cost before any progress.
     pub reporter_restart_s: f64,
+    /// Bytes of record values the reporter wrote to its partials topic, and how many.
+    pub partials_bytes: u64,
+    pub partials_records: usize,
 }
 
 impl CatchUp {
@@ -62,7 +66,8 @@ impl CatchUp {
              | coordinator from an empty store | {:.2} | {:.0} |\n\
              | reporter from an empty store | {:.2} | {:.0} |\n\
              | reporter restarted on its store (same static member id), to caught up | {:.2} | |\n\n\
-             reporter / coordinator time: {:.2}x (target: within 3x)\n",
+             reporter / coordinator time: {:.2}x (target: within 3x)\n\n\
+             partials topic: {} messages, {} bytes ({:.0} bytes per 100k events)\n",
             self.events,
             PARTITIONS,
             self.coordinator_s,
@@ -70,7 +75,10 @@ impl CatchUp {
             self.reporter_s,
             rate(self.reporter_s),
             self.reporter_restart_s,
-            self.reporter_over_coordinator()
+            self.reporter_over_coordinator(),
+            self.partials_records,
+            self.partials_bytes,
+            self.partials_bytes as f64 * 100_000.0 / self.events as f64
         )
     }
 }
@@ -97,7 +105,17 @@ pub async fn run(args: CatchUpArgs) -> Result<CatchUp> {
     eprintln!("reporter restarted on its store");
     let reporter_restart_s =
         timed(timeout, reporter(&kafka, &topic_options, &args.contract, work.path())).await?;
-    Ok(CatchUp { events: records.len(), coordinator_s, reporter_s, reporter_restart_s })
+    let partials_topic = ReportTopics::new(&topic_options.prefix).partials;
+    let partials = broker.read_all(&partials_topic, 1, timeout).await?;
+    let partials_bytes = partials.iter().map(|r| r.value.as_ref().map_or(0, Vec::len) as u64).sum();
+    Ok(CatchUp {
+        events: records.len(),
+        coordinator_s,
+        reporter_s,
+        reporter_restart_s,
+        partials_bytes,
+        partials_records: partials.len(),
+    })
 }
 
 async fn timed(timeout: Duration, run: impl Future<Output = Result<()>>) -> Result<f64> {

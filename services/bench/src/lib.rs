@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use omnifold_coordinator::engine::{Engine, EngineOptions, EngineStats};
-use omnifold_coordinator::output_records;
+use omnifold_coordinator::{Position, output_records};
 use omnifold_domain::{Fold, Outcome, PartitionState, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
@@ -106,8 +106,9 @@ impl Pipeline {
             *offset += 1;
             match self.engine.apply(partition, event)? {
                 Outcome::Applied { outputs, .. } => {
+                    let position = Position { partition, offset: *offset - 1 };
                     for output in outputs {
-                        for record in output_records(&self.topics, output) {
+                        for record in output_records(&self.topics, output, position) {
                             commit.push_output(&record);
                         }
                     }
@@ -180,7 +181,10 @@ mod tests {
         for event in &events {
             if let Outcome::Applied { outputs, .. } = fold.apply(&mut state, event) {
                 let topics = Topics::new("omnifold.");
-                records += outputs.into_iter().map(|o| output_records(&topics, o).len()).sum::<usize>();
+                records += outputs
+                    .into_iter()
+                    .map(|o| output_records(&topics, o, Position { partition: 0, offset: 0 }).len())
+                    .sum::<usize>();
             }
         }
         assert_eq!(records, total.outputs, "batching changes nothing");

@@ -5,7 +5,8 @@ pub mod bridge;
 pub mod cli;
 pub mod engine;
 pub mod http;
+pub mod progress;
 pub mod service;
 pub mod watch;
 
-pub use service::{Coordinator, CoordinatorError, CoordinatorOptions, output_records};
+pub use service::{Coordinator, CoordinatorError, CoordinatorOptions, Position, output_records};

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, EngineOptions};
 use crate::http::{HttpServer, PriceSource};
+use crate::progress::{Mark, Marks, marker};
 
 /// Everything the coordinator is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +150,8 @@ impl Coordinator {
         let fold_loop = FoldLoop {
             options: self.options.clone(),
             topics: self.topics.clone(),
+            currency: self.rules.contract.reporting_currency.clone(),
+            reported_at_end: BTreeSet::new(),
             store: store.clone(),
             engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
             event_partitions: partitions[&self.topics.events],
@@ -209,6 +212,10 @@ type EventsConsumer = BaseConsumer<HealthContext>;
 struct FoldLoop {
     options: CoordinatorOptions,
     topics: Topics,
+    /// The reporting currency, for the progress markers.
+    currency: String,
+    /// Partitions whose last progress marker said the coordinator was at their end.
+    reported_at_end: BTreeSet<i32>,
     store: Store,
     engine: Engine,
     event_partitions: i32,
@@ -221,6 +228,7 @@ struct FoldLoop {
 struct Batch {
     commit: omnifold_runtime::Commit,
     next_offsets: BTreeMap<i32, i64>,
+    marks: Marks,
     events: usize,
 }
 
@@ -247,6 +255,7 @@ impl FoldLoop {
             self.wait_for_sender();
             let batch = self.fold_batch(&consumer, &mut at_end)?;
             if batch.events == 0 {
+                self.mark_reached_ends(&at_end)?;
                 if !idle_logged {
                     tracing::info!(
                         events = total,
@@ -262,7 +271,7 @@ impl FoldLoop {
             }
             idle_logged = false;
             total += batch.events;
-            self.commit(&consumer, batch)?;
+            self.commit(&consumer, batch, &at_end)?;
         }
         Ok(())
     }
@@ -289,7 +298,12 @@ impl FoldLoop {
         consumer: &EventsConsumer,
         at_end: &mut BTreeSet<i32>,
     ) -> Result<Batch, CoordinatorError> {
-        let mut batch = Batch { commit: self.store.begin()?, next_offsets: BTreeMap::new(), events: 0 };
+        let mut batch = Batch {
+            commit: self.store.begin()?,
+            next_offsets: BTreeMap::new(),
+            marks: Marks::new(),
+            events: 0,
+        };
         let deadline = Instant::now() + Duration::from_millis(self.options.batch_max_ms);
         let mut timeout = POLL_TIMEOUT;
         while batch.events < self.options.batch_max_events {
@@ -327,6 +341,8 @@ impl FoldLoop {
         let partition = message.partition();
         batch.events += 1;
         batch.next_offsets.insert(partition, message.offset() + 1);
+        let mark = batch.marks.entry(partition).or_default();
+        mark.read(message.offset());
         metrics::counter!("omnifold_events_consumed_total").increment(1);
         let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
         let source = Source { topic: &self.topics.events, partition, offset: message.offset() };
@@ -340,8 +356,12 @@ impl FoldLoop {
         };
         match self.engine.apply(partition, &event)? {
             Outcome::Applied { outputs, .. } => {
-                for record in outputs.into_iter().flat_map(|output| output_records(&self.topics, output)) {
-                    batch.commit.push_output(&record);
+                mark.accepted(event.occurred_at_ms);
+                let position = Position { partition, offset: message.offset() };
+                for output in outputs {
+                    for record in output_records(&self.topics, output, position) {
+                        batch.commit.push_output(&record);
+                    }
                 }
                 metrics::counter!("omnifold_events_applied_total").increment(1);
             }
@@ -364,16 +384,58 @@ impl FoldLoop {
         batch.commit.push_output(&dead_letter(&self.topics.deadletter, key, value, reason, source));
     }
 
-    fn commit(&mut self, consumer: &EventsConsumer, mut batch: Batch) -> Result<(), CoordinatorError> {
+    fn commit(
+        &mut self,
+        consumer: &EventsConsumer,
+        mut batch: Batch,
+        at_end: &BTreeSet<i32>,
+    ) -> Result<(), CoordinatorError> {
         self.engine.write(&mut batch.commit);
         for (partition, next) in &batch.next_offsets {
             batch.commit.put_offset(*partition, *next);
+        }
+        for (partition, mark) in &batch.marks {
+            self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
         }
         let outputs = batch.commit.outputs();
         self.store.commit(batch.commit)?;
         self.engine.trim();
         self.outbox.committed(outputs);
         self.commit_group_offsets(consumer, &batch.next_offsets);
+        Ok(())
+    }
+
+    fn push_marker(
+        &mut self,
+        commit: &mut omnifold_runtime::Commit,
+        partition: i32,
+        mark: Mark,
+        at_end: bool,
+    ) {
+        commit.push_output(&marker(&self.topics, &self.currency, partition, mark, at_end));
+        if at_end {
+            self.reported_at_end.insert(partition);
+        } else {
+            self.reported_at_end.remove(&partition);
+        }
+    }
+
+    /// Tells the ledger's readers that partitions reached their end after their last marker
+    /// (the end-of-partition event often comes in the poll after the last record).
+    fn mark_reached_ends(&mut self, at_end: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
+        let reached: Vec<i32> = at_end.difference(&self.reported_at_end).copied().collect();
+        if reached.is_empty() {
+            return Ok(());
+        }
+        let stored = self.store.offsets()?;
+        let mut commit = self.store.begin()?;
+        for partition in reached {
+            let last_read = stored.get(&partition).map_or(-1, |next| next - 1);
+            self.push_marker(&mut commit, partition, Mark::at(last_read), true);
+        }
+        let outputs = commit.outputs();
+        self.store.commit(commit)?;
+        self.outbox.committed(outputs);
         Ok(())
     }
 
@@ -389,14 +451,23 @@ impl FoldLoop {
     }
 }
 
-/// The outbox records of one fold output; `detected_at_ms` is stamped here, outside the fold.
-/// A ledger entry goes out twice: protobuf and its JSON form.
-pub fn output_records(topics: &Topics, output: Output) -> Vec<OutboxRecord> {
+/// Where an event sits in the event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The outbox records of one fold output of the event at `position`; `detected_at_ms` and a
+/// ledger entry's position are stamped here, outside the fold. A ledger entry goes out twice,
+/// protobuf and its JSON form, to the partition of the ledger topics that mirrors its event's.
+pub fn output_records(topics: &Topics, output: Output, position: Position) -> Vec<OutboxRecord> {
     let record = |topic: &String, key: String, value: Vec<u8>| OutboxRecord {
         topic: topic.clone(),
         key: key.into_bytes(),
         value,
         headers: Vec::new(),
+        partition: None,
     };
     match output {
         Output::Availability(a) => {
@@ -407,12 +478,16 @@ pub fn output_records(topics: &Topics, output: Output) -> Vec<OutboxRecord> {
             vec![record(&topics.alerts, alert.sku.clone(), alert.encode_to_vec())]
         }
         Output::Escalation(e) => vec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())],
-        Output::Ledger(entry) => {
+        Output::Ledger(mut entry) => {
+            entry.event_partition = position.partition;
+            entry.event_offset = position.offset;
             let key = if entry.sku.is_empty() { entry.channel.clone() } else { entry.sku.clone() };
             let json = omnifold_proto::json::ledger_to_json(&entry).into_bytes();
+            let mirrored =
+                |record: OutboxRecord| OutboxRecord { partition: Some(position.partition), ..record };
             vec![
-                record(&topics.ledger, key.clone(), entry.encode_to_vec()),
-                record(&topics.ledger_json, key, json),
+                mirrored(record(&topics.ledger, key.clone(), entry.encode_to_vec())),
+                mirrored(record(&topics.ledger_json, key, json)),
             ]
         }
     }

@@ -144,3 +144,54 @@ pub fn channel_cost(rules: &Rules, cause: Cause<'_>, fact: &Fact) -> Result<Opti
         ..entry(rules, LedgerKind::ChannelCost, cause)
     }))
 }
+
+/// A progress marker (`LEDGER_KIND_PROGRESS`): the coordinator has read events partition
+/// `partition` through `last_offset` and accepted events spanning `accepted` (earliest,
+/// latest) since its last marker; `at_end` when it has read the partition to its end.
+pub fn progress(
+    currency: &str,
+    partition: i32,
+    last_offset: i64,
+    accepted: Option<(i64, i64)>,
+    at_end: bool,
+) -> LedgerEntry {
+    let (earliest, latest) = accepted.unwrap_or((0, 0));
+    LedgerEntry {
+        entry_id: format!("progress/{partition}/{last_offset}"),
+        kind: LedgerKind::Progress as i32,
+        occurred_at_ms: latest,
+        earliest_at_ms: earliest,
+        currency: currency.to_string(),
+        event_partition: partition,
+        event_offset: last_offset,
+        events_behind: if at_end { 0 } else { -1 },
+        ..LedgerEntry::default()
+    }
+}
+
+/// What the coordinator writes to ledger partition `partition` for the event at `offset`,
+/// folded into `state` in memory: the event's ledger entries stamped with its position, then
+/// a progress marker (the service writes one marker per batch; one per event is the
+/// finest-grained case). For tests and tools that model the ledger without a coordinator.
+pub fn written_for(
+    fold: &crate::Fold,
+    state: &mut crate::PartitionState,
+    event: &omnifold_proto::Event,
+    (partition, offset): (i32, i64),
+) -> (crate::Outcome, Vec<LedgerEntry>) {
+    let outcome = fold.apply(state, event);
+    let mut entries = Vec::new();
+    let mut accepted = None;
+    if let crate::Outcome::Applied { outputs, .. } = &outcome {
+        accepted = Some((event.occurred_at_ms, event.occurred_at_ms));
+        for output in outputs {
+            if let crate::Output::Ledger(entry) = output {
+                let entry = LedgerEntry { event_partition: partition, event_offset: offset, ..entry.clone() };
+                entries.push(entry);
+            }
+        }
+    }
+    let currency = &fold.rules().contract.reporting_currency;
+    entries.push(progress(currency, partition, offset, accepted, false));
+    (outcome, entries)
+}

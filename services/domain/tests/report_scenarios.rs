@@ -7,6 +7,11 @@
 //! of 2026-W46); string `period_start_ms` / `period_end_ms` take the same form. In `emits`,
 //! `2026-W46/* r1` stands for every contract channel in (priority, id) order.
 //!
+//! Events go through the coordinator's fold ([`omnifold_domain::ledger::written_for`]): the
+//! report folds the contribution ledger it writes, as the reporter does, so a refused event
+//! is refused by the one acceptor. The alerts the fold raises are not counted here: a
+//! scenario's alert steps stand for the alerts topic, so that its counts are worked by hand.
+//!
 //! Every scenario is run twice more: split over three events partitions and two alerts
 //! partitions with records merged in a scrambled order and the merge state stored and
 //! restored halfway (the last revision of every key must not change), and recomputed from
@@ -14,16 +19,17 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
+use omnifold_domain::ledger::written_for;
 use omnifold_domain::report::figures::ChannelWeek;
 use omnifold_domain::report::merge::{CellInputs, SourceMark};
 use omnifold_domain::report::{
-    AlertLedger, Applied, Cell, EventLedger, Merger, PartialRecord, Snapshot, Source, Week, compute_week,
+    AlertLedger, Applied, Cell, Merger, PartialRecord, PartitionLedger, Snapshot, Source, Week, compute_week,
 };
-use omnifold_domain::{Contract, Rules};
+use omnifold_domain::{Contract, Fold, Outcome, PartitionState, Rules};
 use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Alert, AlertKind, AlertState, Event, Severity};
 use rust_decimal::Decimal;
@@ -156,25 +162,60 @@ fn run(name: &str) {
     );
 }
 
+/// The coordinator's fold of one events partition, and the report's fold of the ledger
+/// partition it writes.
+struct Coordinated {
+    fold: Fold,
+    state: PartitionState,
+    ledger: PartitionLedger,
+    partition: i32,
+    offset: i64,
+}
+
+impl Coordinated {
+    fn new(rules: &Rules, partition: i32) -> Self {
+        let (fold, state, ledger) =
+            (Fold::new(rules.clone()), PartitionState::default(), PartitionLedger::default());
+        Coordinated { fold, state, ledger, partition, offset: 0 }
+    }
+
+    /// Folds the event, then its ledger entries; returns the fold's outcome and the cells
+    /// that changed.
+    fn apply(&mut self, rules: &Rules, event: &Event) -> (Outcome, BTreeSet<Cell>) {
+        let position = (self.partition, self.offset);
+        self.offset += 1;
+        let (outcome, entries) = written_for(&self.fold, &mut self.state, event, position);
+        let mut changed = BTreeSet::new();
+        for entry in &entries {
+            match self.ledger.apply(rules, entry).expect("the coordinator's entries read") {
+                Applied::Folded { cells } => changed.extend(cells),
+                Applied::Duplicate => panic!("entry {} folded twice", entry.entry_id),
+            }
+        }
+        (outcome, changed)
+    }
+}
+
 /// One events partition and one alerts partition; a record after every input.
 fn run_in_steps(name: &str, scenario: &Scenario, rules: &Rules, inputs: &[Input]) -> Merger {
     let (mut events, mut alerts, mut merger) =
-        (EventLedger::default(), AlertLedger::default(), Merger::default());
+        (Coordinated::new(rules, 0), AlertLedger::default(), Merger::default());
+    let mut orders = HashSet::new();
     for (i, (step, input)) in scenario.steps.iter().zip(inputs).enumerate() {
         let offset = i as i64 + 1;
         let context = format!("{name} step {i} ({}){}", step.at, note(&step.note));
         let record = match input {
             Input::Event(event) => match events.apply(rules, event) {
-                Applied::Accepted { cells, .. } => {
+                (Outcome::Applied { .. }, cells) => {
                     assert!(step.expect.rejected.is_none(), "{context}: accepted, want rejected");
                     assert!(!step.expect.duplicate, "{context}: accepted, want a duplicate");
-                    Some(events.record(0, offset, &cells))
+                    Some(events.ledger.record(0, offset, &cells))
                 }
-                Applied::Duplicate => {
+                (Outcome::Duplicate, _) => {
                     assert!(step.expect.duplicate, "{context}: ignored as a duplicate");
                     None
                 }
-                Applied::Rejected(reason) => {
+                (Outcome::Rejected(reason), _) => {
                     let want = step
                         .expect
                         .rejected
@@ -192,7 +233,7 @@ fn run_in_steps(name: &str, scenario: &Scenario, rules: &Rules, inputs: &[Input]
                 Some(alerts.record(0, offset, &cells))
             }
         };
-        let emitted = record.map(|record| merger.apply(rules, &record)).unwrap_or_default();
+        let emitted = record.map(|record| merger.apply(rules, &record, &mut orders)).unwrap_or_default();
         let got: Vec<String> = emitted.iter().map(|s| format!("{} r{}", s.key(), s.revision)).collect();
         assert_eq!(got, expand(rules, &step.expect.emits), "{context}: emitted");
     }
@@ -221,7 +262,7 @@ fn expand(rules: &Rules, emits: &[String]) -> Vec<String> {
 /// 1, 2 or 3 inputs; the records reach the merger scrambled, and the merger is stored and
 /// restored halfway.
 fn run_split(rules: &Rules, inputs: &[Input]) -> Merger {
-    let mut events: Vec<EventLedger> = vec![EventLedger::default(); 3];
+    let mut events: Vec<Coordinated> = (0..3).map(|p| Coordinated::new(rules, p)).collect();
     let mut alerts: Vec<AlertLedger> = vec![AlertLedger::default(); 2];
     let mut pending: BTreeMap<(bool, usize), (i64, BTreeSet<Cell>)> = BTreeMap::new();
     let mut records: Vec<PartialRecord> = Vec::new();
@@ -229,10 +270,7 @@ fn run_split(rules: &Rules, inputs: &[Input]) -> Merger {
         let (key, changed) = match input {
             Input::Event(event) => {
                 let p = hash(event.partition_key()) % 3;
-                match events[p].apply(rules, event) {
-                    Applied::Accepted { cells, .. } => ((true, p), cells),
-                    _ => ((true, p), BTreeSet::new()),
-                }
+                ((true, p), events[p].apply(rules, event).1)
             }
             Input::Alert(alert) => {
                 let p = hash(&alert.sku) % 2;
@@ -243,33 +281,34 @@ fn run_split(rules: &Rules, inputs: &[Input]) -> Merger {
         entry.0 += 1;
         entry.1.extend(changed);
         if entry.0 % (key.1 as i64 + 1) == 0 {
-            records.push(record_of(&events, &alerts, key, entry.0, &std::mem::take(&mut entry.1)));
+            records.push(record_of(&mut events, &alerts, key, entry.0, &std::mem::take(&mut entry.1)));
         }
     }
     for (key, (offset, changed)) in &pending {
-        records.push(record_of(&events, &alerts, *key, *offset + 1, changed));
+        records.push(record_of(&mut events, &alerts, *key, *offset + 1, changed));
     }
     scramble(&mut records);
     let mut merger = Merger::default();
+    let mut orders = HashSet::new();
     let half = records.len() / 2;
     for (i, record) in records.iter().enumerate() {
         if i == half {
             merger = store_and_restore(&merger);
         }
-        merger.apply(rules, record);
+        merger.apply(rules, record, &mut orders);
     }
     merger
 }
 
 fn record_of(
-    events: &[EventLedger],
+    events: &mut [Coordinated],
     alerts: &[AlertLedger],
     (is_events, p): (bool, usize),
     offset: i64,
     changed: &BTreeSet<Cell>,
 ) -> PartialRecord {
     if is_events {
-        events[p].record(p as i32, offset, changed)
+        events[p].ledger.record(p as i32, offset, changed)
     } else {
         alerts[p].record(p as i32, offset, changed)
     }
@@ -301,7 +340,7 @@ fn store_and_restore(merger: &Merger) -> Merger {
         merger.cells.iter().map(|(k, v)| (through(k), through(v))).collect();
     let emitted: BTreeMap<Cell, Snapshot> =
         merger.emitted.iter().map(|(k, v)| (k.clone(), through(v))).collect();
-    Merger::restore(sources, cells, emitted)
+    Merger::restore(sources, cells, emitted, merger.orders.clone())
 }
 
 fn figures(merger: &Merger) -> BTreeMap<Cell, ChannelWeek> {

@@ -447,6 +447,8 @@ pub fn ledger_to_json(entry: &v1::LedgerEntry) -> String {
         cost_category: non_empty(&entry.cost_category),
         period_start_ms: (kind == v1::LedgerKind::ChannelCost).then_some(entry.period_start_ms),
         period_end_ms: (kind == v1::LedgerKind::ChannelCost).then_some(entry.period_end_ms),
+        event_partition: entry.event_partition,
+        event_offset: entry.event_offset,
     };
     serde_json::to_string(&json).expect("ledger json serialization cannot fail")
 }
@@ -497,4 +499,6 @@ struct JsonLedgerEntry<'a> {
     period_start_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     period_end_ms: Option<i64>,
+    event_partition: i32,
+    event_offset: i64,
 }

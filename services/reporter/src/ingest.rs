@@ -1,21 +1,23 @@
-//! The partials stage: fold the assigned partitions of the events and alerts topics into
-//! per-partition ledgers, and publish, once per batch, one message to the partials topic:
-//! each changed partition's absolute cell values, and how far behind every assigned
-//! partition is.
+//! The partials stage: fold the assigned partitions of the contribution ledger and of the
+//! alerts topic into per-partition sums, and publish, once per batch, one message to the
+//! partials topic: each changed partition's absolute cell values with the orders it saw
+//! shipped, and how far behind every assigned partition is.
 //!
-//! A batch commits, in one store batch, the changed SKU books and cells, the accepted event
-//! and alert ids, the next offset of every partition read, the dead letters and the partials
-//! message, exactly like the coordinator's fold loop.
+//! The coordinator is the only acceptor (ARCHITECTURE.md): the ledger holds what every event
+//! it accepted is worth, so this stage applies no rule, keeps no stock model and no set of
+//! event ids. A batch commits, in one store batch, the changed cells and partition marks,
+//! the accepted alert ids, the next offset of every partition read, the dead letters and
+//! the partials message, exactly like the coordinator's fold loop.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use omnifold_domain::Rules;
 use omnifold_domain::report::{
-    AlertLedger, Applied, Cell, END_UNKNOWN, EventLedger, Lag, PartialRecord, Source as ReportSource,
+    AlertLedger, Applied, Cell, END_UNKNOWN, Lag, PartialRecord, PartitionLedger, Source as ReportSource,
     SourceKind,
 };
-use omnifold_proto::{Alert, Event};
+use omnifold_proto::{Alert, LedgerEntry};
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::{OutboxRecord, Store};
 use prost::Message as _;
@@ -48,7 +50,7 @@ pub struct Ingest {
     pub positions: Positions,
     pub batch_max_events: usize,
     pub batch_max_ms: u64,
-    events: HashMap<i32, EventLedger>,
+    ledgers: HashMap<i32, PartitionLedger>,
     alerts: HashMap<i32, AlertLedger>,
     /// The lags of the last partials message this instance published.
     published_lags: Vec<Lag>,
@@ -57,7 +59,6 @@ pub struct Ingest {
 /// What one batch changed, by store partition id.
 #[derive(Default)]
 struct Batch {
-    books: BTreeSet<(i32, String)>,
     cells: BTreeMap<i32, BTreeSet<Cell>>,
     /// Sources with an accepted input: they get a partial record.
     touched: BTreeSet<i32>,
@@ -76,7 +77,7 @@ impl Ingest {
             positions,
             batch_max_events: 5_000,
             batch_max_ms: 20,
-            events: HashMap::new(),
+            ledgers: HashMap::new(),
             alerts: HashMap::new(),
             published_lags: Vec::new(),
         }
@@ -124,7 +125,7 @@ impl Ingest {
         if id >= ALERTS_BASE {
             self.fold_alert(id, message, source, batch);
         } else {
-            self.fold_event(id, message, source, batch);
+            self.fold_entry(id, message, source, batch);
         }
         Ok(())
     }
@@ -137,37 +138,33 @@ impl Ingest {
         if id >= ALERTS_BASE {
             self.alerts.insert(id, state::load_alert_ledger(&self.store, id)?);
         } else {
-            self.events.insert(id, state::load_event_ledger(&self.store, id)?);
+            self.ledgers.insert(id, state::load_partition_ledger(&self.store, id)?);
         }
         let next = self.store.offsets()?.get(&id).copied().unwrap_or(0);
         self.positions.lock().expect("positions lock").insert(id, next);
         Ok(next)
     }
 
-    fn fold_event(&mut self, id: i32, message: &BorrowedMessage<'_>, source: Source<'_>, batch: &mut Batch) {
-        metrics::counter!("omnifold_reporter_events_consumed_total").increment(1);
-        let value = message.payload().unwrap_or_default();
-        let event = match Event::decode(value) {
-            Ok(event) => event,
+    fn fold_entry(&mut self, id: i32, message: &BorrowedMessage<'_>, source: Source<'_>, batch: &mut Batch) {
+        metrics::counter!("omnifold_reporter_ledger_entries_consumed_total").increment(1);
+        let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+        let entry = match LedgerEntry::decode(value) {
+            Ok(entry) => entry,
             Err(error) => {
-                let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
-                return skip_refused_event(&reason, source);
+                let reason = format!("payload is not a decodable omnifold.v1.LedgerEntry: {error}");
+                return self.refuse(batch, key, value, &reason, source);
             }
         };
-        let ledger = self.events.get_mut(&id).expect("loaded by ensure_loaded");
-        match ledger.apply(&self.rules, &event) {
-            Applied::Accepted { sku, cells } => {
-                batch.seen.push((id, event.event_id.clone()));
-                if let Some(sku) = sku {
-                    batch.books.insert((id, sku));
-                }
+        let ledger = self.ledgers.get_mut(&id).expect("loaded by ensure_loaded");
+        match ledger.apply(&self.rules, &entry) {
+            Ok(Applied::Folded { cells }) => {
                 batch.cells.entry(id).or_default().extend(cells);
                 batch.touched.insert(id);
             }
-            Applied::Duplicate => metrics::counter!("omnifold_reporter_events_duplicate_total").increment(1),
-            Applied::Rejected(rejection) => {
-                skip_refused_event(&format!("event {:?}: {rejection}", event.event_id), source);
+            Ok(Applied::Duplicate) => {
+                metrics::counter!("omnifold_reporter_ledger_entries_duplicate_total").increment(1)
             }
+            Err(error) => self.refuse(batch, key, value, &error.to_string(), source),
         }
     }
 
@@ -197,9 +194,9 @@ impl Ingest {
         }
     }
 
-    /// Dead-letters an undecodable record of the alerts topic. Events are never dead-lettered
-    /// here: the events topic's dead letters are the coordinator's (CONTRACT.md section 1),
-    /// see [`skip_refused_event`].
+    /// Dead-letters a record of the ledger or alerts topic that cannot be read. Events are
+    /// never read here, so their dead letters are the coordinator's alone (CONTRACT.md
+    /// section 1).
     fn refuse(&self, batch: &mut Batch, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) {
         tracing::warn!(
             topic = source.topic,
@@ -217,13 +214,8 @@ impl Ingest {
         batch: Batch,
     ) -> Result<(), ReporterError> {
         let mut commit = self.store.begin()?;
-        for (id, sku) in &batch.books {
-            if let Some(book) = self.events.get(id).and_then(|l| l.skus.get(sku)) {
-                state::put_book(&mut commit, *id, sku, book);
-            }
-        }
         for (id, cells) in &batch.cells {
-            let ledger_cells = match self.events.get(id) {
+            let ledger_cells = match self.ledgers.get(id) {
                 Some(ledger) => &ledger.cells,
                 None => &self.alerts[id].cells,
             };
@@ -245,9 +237,9 @@ impl Ingest {
             let (_, partition, next) = &batch.next_offsets[id];
             let empty = BTreeSet::new();
             let cells = batch.cells.get(id).unwrap_or(&empty);
-            let record = match self.events.get(id) {
+            let record = match self.ledgers.get_mut(id) {
                 Some(ledger) => {
-                    state::put_span(&mut commit, *id, &ledger.span);
+                    state::put_marks(&mut commit, *id, ledger);
                     ledger.record(*partition, *next, cells)
                 }
                 None => self.alerts[id].record(*partition, *next, cells),
@@ -275,6 +267,7 @@ impl Ingest {
             key: self.store.writer_id().as_bytes().to_vec(),
             value: serde_json::to_vec(batch).expect("partial records serialize"),
             headers: Vec::new(),
+            partition: None,
         }
     }
 
@@ -312,12 +305,25 @@ impl Ingest {
             let next = positions.get(&id).or(stored.get(&id)).copied().unwrap_or(0);
             let high = consumer.context().high_watermark(topic, partition);
             // statistics older than the position (high < next) say nothing of the end either
-            let behind = high.filter(|high| *high >= next).map_or(END_UNKNOWN, |high| high - next);
+            let mut behind = high.filter(|high| *high >= next).map_or(END_UNKNOWN, |high| high - next);
+            if kind == SourceKind::Events && behind == 0 {
+                // at the ledger's end: the events partition is at its end only if the
+                // coordinator said so in its last marker
+                behind = self.coordinator_behind(id)?;
+            }
             tracing::trace!(topic, partition, next, behind, "lag");
             lags.push(Lag { source: ReportSource { kind, partition }, offset: next, behind });
         }
         lags.sort_by_key(|lag| lag.source);
         Ok(lags)
+    }
+
+    /// How far the coordinator was from the end of an events partition at its last marker.
+    fn coordinator_behind(&self, id: i32) -> Result<i64, ReporterError> {
+        Ok(match self.ledgers.get(&id) {
+            Some(ledger) => ledger.coordinator_behind,
+            None => state::load_marks(&self.store, id)?.coordinator_behind,
+        })
     }
 
     /// Drops the in-memory state of partitions this instance no longer owns; everything of
@@ -331,7 +337,7 @@ impl Ingest {
             .collect();
         let mut positions = self.positions.lock().expect("positions lock");
         positions.retain(|id, _| owned.contains(id));
-        self.events.retain(|id, _| owned.contains(id));
+        self.ledgers.retain(|id, _| owned.contains(id));
         self.alerts.retain(|id, _| owned.contains(id));
     }
 
@@ -354,11 +360,4 @@ impl Ingest {
         }
         Ok(Some(true))
     }
-}
-
-/// An event of the events topic the rules refuse: left out of every figure and counted; the
-/// coordinator dead-letters it.
-fn skip_refused_event(reason: &str, source: Source<'_>) {
-    tracing::debug!(partition = source.partition, offset = source.offset, reason, "skipped a refused event");
-    metrics::counter!("omnifold_reporter_events_refused_total").increment(1);
 }

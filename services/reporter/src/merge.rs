@@ -156,7 +156,9 @@ impl Merge {
         match serde_json::from_slice::<PartialBatch>(message.payload().unwrap_or_default()) {
             Ok(batch) => {
                 let merger = self.merger.as_mut().expect("loaded by ensure_loaded");
-                let snapshots = merger.apply_all(&self.rules, &batch.records, &batch.lags);
+                let mut orders = state::StoredOrders::new(&self.store, &mut commit, id);
+                let snapshots = merger.apply_all(&self.rules, &batch.records, &batch.lags, &mut orders);
+                orders.finish()?;
                 state::put_merger_changes(&mut commit, id, merger);
                 for snapshot in &snapshots {
                     self.emit(&mut commit, snapshot);
@@ -220,6 +222,7 @@ impl Merge {
             key: key.clone().into_bytes(),
             value,
             headers: Vec::new(),
+            partition: None,
         };
         commit.push_output(&record(&self.topics.contract.snapshots, proto.encode_to_vec()));
         commit.push_output(&record(&self.topics.contract.snapshots_json, snapshot_json(&proto).into_bytes()));

@@ -58,7 +58,8 @@ impl Reporter {
                 partitions: count,
             });
         }
-        let events_partitions = partitions[&self.topics.contract.events];
+        // the ledger mirrors the event log partition for partition (the coordinator checks it)
+        let events_partitions = partitions[&self.topics.contract.ledger];
         let store = open_store(self.options.store.clone()).await?;
         let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions, health.clone())?;
         tokio::select! {
@@ -84,19 +85,18 @@ impl Reporter {
         outbox.supervise(worker, &stop, shutdown.as_mut()).await
     }
 
-    /// Creates missing topics, checks the event log and the partials topic keep what they
-    /// hold, and returns the partition count of every topic the reporter reads or writes.
+    /// Creates missing topics, checks the ledger and the partials topic keep what they hold, and returns the partition count of every topic the reporter reads or writes.
     async fn prepare_topics(&self) -> Result<HashMap<String, i32>, omnifold_runtime::KafkaError> {
         let kafka = &self.options.kafka;
         kafka.ensure_topics(&self.topics.contract.specs(&self.options.topics)).await?;
         let retention_ms = self.options.topics.log_retention_ms;
-        kafka.check_event_log(&self.topics.contract.events, retention_ms).await?;
+        kafka.check_event_log(&self.topics.contract.ledger, retention_ms).await?;
         self.topics.ensure_partials(kafka, retention_ms).await?;
         kafka.check_event_log(&self.topics.partials, retention_ms).await?;
         let contract = &self.topics.contract;
         kafka
             .fetch_partition_counts(&[
-                &contract.events,
+                &contract.ledger,
                 &contract.alerts,
                 &contract.snapshots,
                 &contract.snapshots_json,
@@ -125,7 +125,7 @@ struct ReportLoop {
 impl ReportLoop {
     fn run(self) -> Result<(), ReporterError> {
         let (ingest_positions, merge_positions) = (Positions::default(), Positions::default());
-        let inputs = [self.topics.contract.events.as_str(), self.topics.contract.alerts.as_str()];
+        let inputs = [self.topics.contract.ledger.as_str(), self.topics.contract.alerts.as_str()];
         let ingest_consumer =
             self.consumer(&self.options.group_id, &inputs, ingest_positions.clone(), false)?;
         let merge_group = format!("{}-merge", self.options.group_id);

@@ -8,7 +8,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-/// Store partition ids: events partition `p` is `p`; alerts partition `q` is
+/// Store partition ids: ledger partition `p` (events partition `p`'s) is `p`; alerts partition `q` is
 /// `ALERTS_BASE + q`; the partials topic's partition is `PARTIALS_BASE`. One store holds
 /// both stages, each input under its own id, so offsets and state never collide.
 pub const ALERTS_BASE: i32 = 1_000_000;
@@ -34,7 +34,7 @@ impl ReportTopics {
     /// The store partition id of an input partition; `None` for a topic the reporter does
     /// not consume.
     pub fn store_id(&self, topic: &str, partition: i32) -> Option<i32> {
-        if topic == self.contract.events {
+        if topic == self.contract.ledger {
             Some(partition)
         } else if topic == self.contract.alerts {
             Some(ALERTS_BASE + partition)

@@ -28,5 +28,6 @@ pub fn dead_letter(topic: &str, key: &[u8], value: &[u8], reason: &str, source: 
                 format!("{}/{}/{}", source.topic, source.partition, source.offset).into_bytes(),
             ),
         ],
+        partition: None,
     }
 }

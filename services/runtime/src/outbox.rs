@@ -49,6 +49,8 @@ pub enum OutboxError {
     Delivery { topic: String, source: rdkafka::error::KafkaError },
     #[error("no partition count known for topic {0}")]
     UnknownTopic(String),
+    #[error("an outbox record names partition {partition} of {topic}, which has {partitions}")]
+    NoSuchPartition { topic: String, partition: i32, partitions: i32 },
     #[error("outbox recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error("reading back delivered records did not reach the end of {0} partitions in time")]
@@ -251,7 +253,15 @@ impl OutboxSender {
             .partitions
             .get(&record.topic)
             .ok_or_else(|| OutboxError::UnknownTopic(record.topic.clone()))?;
-        Ok(partition_for(&record.key, *partitions))
+        match record.partition {
+            Some(partition) if partition < *partitions => Ok(partition),
+            Some(partition) => Err(OutboxError::NoSuchPartition {
+                topic: record.topic.clone(),
+                partition,
+                partitions: *partitions,
+            }),
+            None => Ok(partition_for(&record.key, *partitions)),
+        }
     }
 }
 

@@ -59,6 +59,10 @@ pub struct OutboxRecord {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to write to; `None` for the one Kafka's default partitioner picks from
+    /// the key. Set where a topic mirrors an input partition for partition (the ledger).
+    #[serde(default)]
+    pub partition: Option<i32>,
 }
 
 /// A handle on the store; cheap to clone.
@@ -431,7 +435,7 @@ mod tests {
     use super::*;
 
     fn record(n: u8) -> OutboxRecord {
-        OutboxRecord { topic: "t".into(), key: vec![n], value: vec![n, n], headers: vec![] }
+        OutboxRecord { topic: "t".into(), key: vec![n], value: vec![n, n], headers: vec![], partition: None }
     }
 
     #[test]

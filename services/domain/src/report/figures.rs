@@ -145,7 +145,7 @@ fn base_figures(
         contribution_margin: ratio(contribution, net_revenue),
         revenue_share: None,
         operating_cost_share: None,
-        orders_shipped: partial.orders.len() as i64,
+        orders_shipped: partial.orders_shipped,
         units_shipped: partial.units_shipped,
         alerts_raised: partial.alerts.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect(),
         critical_alerts: partial.accountable_critical.values().sum(),

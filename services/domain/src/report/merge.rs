@@ -27,7 +27,7 @@
 //! read the records, so the merger stays a function of the records it merged (and of the
 //! events topic's partition count, when the service gives it).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,22 @@ pub struct Changes {
     pub sources: BTreeSet<Source>,
     pub cells: BTreeSet<Cell>,
     pub emitted: BTreeSet<Cell>,
+    /// Cells whose distinct order count changed.
+    pub orders: BTreeSet<Cell>,
+}
+
+/// The (cell, order id) pairs already counted: the one part of the merge stage's state that
+/// grows with the orders, so the merger only asks, and the service keeps it in its store,
+/// one key per pair, instead of in memory.
+pub trait OrderIndex {
+    /// Notes that `order` shipped in `cell`; true the first time.
+    fn insert(&mut self, cell: &Cell, order: &str) -> bool;
+}
+
+impl OrderIndex for HashSet<(Cell, String)> {
+    fn insert(&mut self, cell: &Cell, order: &str) -> bool {
+        HashSet::insert(self, (cell.clone(), order.to_string()))
+    }
 }
 
 /// The merge stage's state.
@@ -87,6 +103,8 @@ pub struct Merger {
     pub cells: BTreeMap<Cell, CellInputs>,
     /// The last emitted revision of every cell.
     pub emitted: BTreeMap<Cell, Snapshot>,
+    /// Distinct orders shipped per cell.
+    pub orders: BTreeMap<Cell, i64>,
     /// Weeks whose inputs changed since the last evaluation.
     dirty: BTreeSet<Week>,
     /// Every reported week is re-evaluated at the next evaluation (after a restore, when the
@@ -104,8 +122,9 @@ impl Merger {
         sources: BTreeMap<Source, SourceMark>,
         cells: BTreeMap<Cell, CellInputs>,
         emitted: BTreeMap<Cell, Snapshot>,
+        orders: BTreeMap<Cell, i64>,
     ) -> Self {
-        Merger { sources, cells, emitted, everything_dirty: true, ..Merger::default() }
+        Merger { sources, cells, emitted, orders, everything_dirty: true, ..Merger::default() }
     }
 
     /// Tells the merger how many partitions the events topic has.
@@ -114,16 +133,27 @@ impl Merger {
     }
 
     /// Merges one record and returns the snapshots it causes, in (week, channel order).
-    pub fn apply(&mut self, rules: &Rules, record: &PartialRecord) -> Vec<Snapshot> {
-        self.absorb(record);
+    pub fn apply(
+        &mut self,
+        rules: &Rules,
+        record: &PartialRecord,
+        orders: &mut dyn OrderIndex,
+    ) -> Vec<Snapshot> {
+        self.absorb(record, orders);
         self.evaluate(rules)
     }
 
     /// Merges several records and lags (one input batch of an instance), then evaluates
     /// once: weeks are closed against everything the batch says, which spares restatements.
-    pub fn apply_all(&mut self, rules: &Rules, records: &[PartialRecord], lags: &[Lag]) -> Vec<Snapshot> {
+    pub fn apply_all(
+        &mut self,
+        rules: &Rules,
+        records: &[PartialRecord],
+        lags: &[Lag],
+        orders: &mut dyn OrderIndex,
+    ) -> Vec<Snapshot> {
         for record in records {
-            self.absorb(record);
+            self.absorb(record, orders);
         }
         for lag in lags {
             self.note_lag(lag);
@@ -147,7 +177,15 @@ impl Merger {
     }
 
     /// Merges one record without evaluating.
-    pub fn absorb(&mut self, record: &PartialRecord) {
+    pub fn absorb(&mut self, record: &PartialRecord, orders: &mut dyn OrderIndex) {
+        for (cell, ids) in &record.orders {
+            let new = ids.iter().filter(|id| orders.insert(cell, id)).count() as i64;
+            if new > 0 {
+                *self.orders.entry(cell.clone()).or_default() += new;
+                self.changes.orders.insert(cell.clone());
+                self.dirty.insert(cell.week);
+            }
+        }
         let mark = self.sources.entry(record.source).or_default();
         if record.offset > mark.offset {
             mark.offset = record.offset;
@@ -313,6 +351,12 @@ impl Merger {
                 total.merge(partial);
             }
         }
+        for (cell, count) in self.orders.range(Cell { week, channel: String::new() }..) {
+            if cell.week != week {
+                break;
+            }
+            merged.entry(cell.channel.clone()).or_default().orders_shipped = *count;
+        }
         merged
     }
 
@@ -395,7 +439,8 @@ pub fn changed_fields(old: &ChannelWeek, new: &ChannelWeek) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::contract::Contract;
-    use crate::report::ledger::{END_UNKNOWN, EventLedger, SourceKind};
+    use crate::report::ledger::{END_UNKNOWN, PartitionLedger, SourceKind};
+    use omnifold_proto::{LedgerEntry, LedgerKind};
 
     fn rules() -> Rules {
         let text = include_str!("../../tests/report_scenarios/contract.toml");
@@ -403,11 +448,16 @@ mod tests {
         Rules::new(serde_json::from_value::<Contract>(value).expect("a contract"))
     }
 
-    fn counted(at_ms: i64, id: &str) -> omnifold_proto::Event {
-        let json = format!(
-            r#"{{"event_id":"{id}","occurred_at_ms":{at_ms},"type":"StockCounted","sku":"S","location_id":"wh","on_hand":1}}"#
-        );
-        omnifold_proto::json::event_from_json(&json).expect("event")
+    /// A coordinator's progress marker: it accepted an event at `at_ms` and read through `offset`.
+    fn marker(offset: i64, at_ms: i64) -> LedgerEntry {
+        LedgerEntry {
+            kind: LedgerKind::Progress as i32,
+            event_offset: offset,
+            earliest_at_ms: at_ms,
+            occurred_at_ms: at_ms,
+            events_behind: END_UNKNOWN,
+            ..LedgerEntry::default()
+        }
     }
 
     /// 2026-11-09T00:00:00Z, a Monday.
@@ -426,37 +476,42 @@ mod tests {
     fn a_first_revision_waits_for_every_events_partition() {
         let rules = rules();
         let mut merger = Merger::default();
+        let mut orders = HashSet::new();
         merger.set_events_partitions(3);
         let lag = |partition, offset, behind| Lag { source: events(partition), offset, behind };
         // partition 0 closes W46: its watermark, 8d00:00 - 1 h, is past W46's end (7d00:00)
-        let mut zero = EventLedger::default();
-        zero.apply(&rules, &counted(MONDAY, "a"));
-        zero.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
-        let held =
-            merger.apply_all(&rules, &[zero.record(0, 2, &BTreeSet::new())], &[lag(0, 2, 0), lag(1, 0, 5)]);
+        let mut zero = PartitionLedger::default();
+        zero.apply(&rules, &marker(0, MONDAY)).unwrap();
+        zero.apply(&rules, &marker(1, MONDAY + 8 * DAY)).unwrap();
+        let held = merger.apply_all(
+            &rules,
+            &[zero.record(0, 2, &BTreeSet::new())],
+            &[lag(0, 2, 0), lag(1, 0, 5)],
+            &mut orders,
+        );
         assert!(held.is_empty(), "partition 1 has 5 unread records and partition 2 was never heard of");
         assert_eq!(merger.closed_weeks(&rules).map(|(_, last)| last.label()), Some("2026-W46".into()));
         assert!(
-            merger.apply_all(&rules, &[], &[lag(2, 0, END_UNKNOWN)]).is_empty(),
+            merger.apply_all(&rules, &[], &[lag(2, 0, END_UNKNOWN)], &mut orders).is_empty(),
             "partition 2's end is unknown"
         );
         assert!(
-            merger.apply_all(&rules, &[], &[lag(2, 0, 0)]).is_empty(),
+            merger.apply_all(&rules, &[], &[lag(2, 0, 0)], &mut orders).is_empty(),
             "partition 2 is at its end, 1 is not"
         );
         // partition 1 reads a W46 event: still before the end of the week
-        let mut one = EventLedger::default();
-        one.apply(&rules, &counted(MONDAY + 6 * DAY, "c"));
+        let mut one = PartitionLedger::default();
+        one.apply(&rules, &marker(2, MONDAY + 6 * DAY)).unwrap();
         let record = one.record(1, 1, &BTreeSet::new());
         assert!(
-            merger.apply_all(&rules, &[record], &[lag(1, 1, 4)]).is_empty(),
+            merger.apply_all(&rules, &[record], &[lag(1, 1, 4)], &mut orders).is_empty(),
             "partition 1 is still in W46"
         );
         // an accepted event at the end of W46: partition 1 is past it, though still behind
-        one.apply(&rules, &counted(MONDAY + 7 * DAY, "d"));
+        one.apply(&rules, &marker(3, MONDAY + 7 * DAY)).unwrap();
         let record = one.record(1, 2, &BTreeSet::new());
         let alerts = Lag { source: Source { kind: SourceKind::Alerts, partition: 0 }, offset: 0, behind: 3 };
-        let emitted = merger.apply_all(&rules, &[record], &[lag(1, 2, 3), alerts]);
+        let emitted = merger.apply_all(&rules, &[record], &[lag(1, 2, 3), alerts], &mut orders);
         let want = ["2026-W46/shop r1", "2026-W46/amzn r1", "2026-W46/market r1", "2026-W46/whole r1"];
         assert_eq!(keys(&emitted), want, "the unread alert holds no first revision");
     }
@@ -464,31 +519,41 @@ mod tests {
     #[test]
     fn holds_restatements_while_an_input_is_far_behind_then_restates_once() {
         let rules = rules();
-        let (mut ledger, mut merger) = (EventLedger::default(), Merger::default());
-        ledger.apply(&rules, &counted(MONDAY, "a"));
-        ledger.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
-        assert_eq!(merger.apply(&rules, &ledger.record(0, 2, &BTreeSet::new())).len(), 4, "W46 is out");
+        let (mut ledger, mut merger) = (PartitionLedger::default(), Merger::default());
+        let mut orders = HashSet::new();
+        ledger.apply(&rules, &marker(0, MONDAY)).unwrap();
+        ledger.apply(&rules, &marker(1, MONDAY + 8 * DAY)).unwrap();
+        assert_eq!(
+            merger.apply(&rules, &ledger.record(0, 2, &BTreeSet::new()), &mut orders).len(),
+            4,
+            "W46 is out"
+        );
         // partition 1 replays, with a W46 sale among its first records
         let cell = Cell::new(Calendar::new(0).week_of(MONDAY), "shop");
         let sale = Partial { gross_revenue: rust_decimal::Decimal::TEN, ..Partial::default() };
         let span = Span { first_ms: Some(MONDAY + DAY), last_ms: Some(MONDAY + DAY) };
-        let late = PartialRecord { source: events(1), offset: 1, span, cells: vec![(cell, sale)] };
+        let late =
+            PartialRecord { source: events(1), offset: 1, span, cells: vec![(cell, sale)], orders: vec![] };
         let lag = |offset, behind| Lag { source: events(1), offset, behind };
-        let held = merger.apply_all(&rules, &[late], &[lag(1, HOLD_BEHIND + 1)]);
+        let held = merger.apply_all(&rules, &[late], &[lag(1, HOLD_BEHIND + 1)], &mut orders);
         assert!(held.is_empty(), "held: another input is replaying");
         assert!(merger.holding());
         assert!(
-            merger.apply_all(&rules, &[], &[lag(0, 0), lag(5, 4_000)]).is_empty(),
+            merger.apply_all(&rules, &[], &[lag(0, 0), lag(5, 4_000)], &mut orders).is_empty(),
             "the later count wins"
         );
-        assert!(merger.apply_all(&rules, &[], &[lag(3, 0)]).is_empty(), "an older count changes nothing");
+        assert!(
+            merger.apply_all(&rules, &[], &[lag(3, 0)], &mut orders).is_empty(),
+            "an older count changes nothing"
+        );
         let alerts = Source { kind: SourceKind::Alerts, partition: 0 };
         let unread_alert = Lag { source: alerts, offset: 1, behind: 1 };
         assert!(
-            merger.apply_all(&rules, &[], &[lag(9, HOLD_BEHIND), unread_alert]).is_empty(),
+            merger.apply_all(&rules, &[], &[lag(9, HOLD_BEHIND), unread_alert], &mut orders).is_empty(),
             "one unread alert holds"
         );
-        let restated = merger.apply_all(&rules, &[], &[Lag { offset: 2, behind: 0, ..unread_alert }]);
+        let restated =
+            merger.apply_all(&rules, &[], &[Lag { offset: 2, behind: 0, ..unread_alert }], &mut orders);
         assert_eq!(restated.len(), 4, "W46 restated once for every channel (the shares moved)");
         assert!(restated.iter().all(|s| s.revision == 2));
     }
@@ -496,25 +561,66 @@ mod tests {
     #[test]
     fn a_restored_merger_emits_what_a_running_one_would() {
         let rules = rules();
-        let mut ledger = EventLedger::default();
-        ledger.apply(&rules, &counted(MONDAY, "a"));
-        ledger.apply(&rules, &counted(MONDAY + 8 * DAY, "b"));
+        let mut ledger = PartitionLedger::default();
+        ledger.apply(&rules, &marker(0, MONDAY)).unwrap();
+        ledger.apply(&rules, &marker(1, MONDAY + 8 * DAY)).unwrap();
         let mut running = Merger::default();
-        running.apply(&rules, &ledger.record(0, 1, &BTreeSet::new()));
+        let mut orders = HashSet::new();
+        running.apply(&rules, &ledger.record(0, 1, &BTreeSet::new()), &mut orders);
         assert_eq!(running.emitted.len(), 4, "W46 is out");
         // W46 changes while another input holds emission; the dirty week is not stored
         let source = Source { kind: SourceKind::Alerts, partition: 1 };
         let hold = Lag { source, offset: 5, behind: 5_000 };
         let cell = Cell::new(Calendar::new(0).week_of(MONDAY), "shop");
         let late = Partial { gross_revenue: rust_decimal::Decimal::TEN, ..Partial::default() };
-        let change = PartialRecord { source, offset: 6, span: Span::default(), cells: vec![(cell, late)] };
-        assert!(running.apply_all(&rules, &[change], &[hold]).is_empty(), "held");
-        let mut restored =
-            Merger::restore(running.sources.clone(), running.cells.clone(), running.emitted.clone());
+        let change = PartialRecord {
+            source,
+            offset: 6,
+            span: Span::default(),
+            cells: vec![(cell, late)],
+            orders: vec![],
+        };
+        assert!(running.apply_all(&rules, &[change], &[hold], &mut orders).is_empty(), "held");
+        let mut restored = Merger::restore(
+            running.sources.clone(),
+            running.cells.clone(),
+            running.emitted.clone(),
+            running.orders.clone(),
+        );
         let release = [Lag { offset: 7, behind: 0, ..hold }];
-        let from_restored = restored.apply_all(&rules, &[], &release);
-        assert_eq!(from_restored, running.apply_all(&rules, &[], &release));
+        let from_restored = restored.apply_all(&rules, &[], &release, &mut orders);
+        assert_eq!(from_restored, running.apply_all(&rules, &[], &release, &mut orders));
         assert_eq!(from_restored.len(), 4, "W46 restated for every channel (the shares moved)");
         assert_eq!(restored.emitted, running.emitted);
+    }
+
+    #[test]
+    fn an_order_counts_once_per_week_and_channel_whatever_sends_it() {
+        let rules = rules();
+        let (mut merger, mut orders) = (Merger::default(), HashSet::new());
+        let week = Calendar::new(0).week_of(MONDAY);
+        let (shop, whole) = (Cell::new(week, "shop"), Cell::new(week, "whole"));
+        let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<BTreeSet<String>>();
+        let record = |partition, offset, orders: Vec<(Cell, BTreeSet<String>)>| PartialRecord {
+            source: events(partition),
+            offset,
+            span: Span { first_ms: Some(MONDAY), last_ms: Some(MONDAY + 8 * DAY) },
+            cells: Vec::new(),
+            orders,
+        };
+        let records = [
+            // o1's lines have SKUs in two partitions; o2 shipped twice in one
+            record(0, 1, vec![(shop.clone(), ids(&["o1", "o2"]))]),
+            record(1, 1, vec![(shop.clone(), ids(&["o1"])), (whole.clone(), ids(&["o1"]))]),
+            record(0, 2, vec![(shop.clone(), ids(&["o2", "o3"]))]),
+            // a replayed partition sends its orders again
+            record(1, 1, vec![(shop.clone(), ids(&["o1"]))]),
+        ];
+        let emitted = merger.apply_all(&rules, &records, &[], &mut orders);
+        let count = |channel: &str| {
+            emitted.iter().find(|s| s.figures.channel == channel).map(|s| s.figures.orders_shipped)
+        };
+        assert_eq!((count("shop"), count("whole")), (Some(3), Some(1)));
+        assert_eq!(orders.len(), 4, "the index holds each (cell, order) once");
     }
 }

@@ -3,10 +3,11 @@
 //!
 //! The report is computed in two stages so that it scales out over input partitions:
 //!
-//! 1. [`ledger`]: each input partition (of the events topic, or of the alerts topic) is
-//!    folded on its own into [`Partial`] figures per [`Cell`] (a week of a channel). An
-//!    events partition holds every event of its SKUs, so it can check and pro-rate lines
-//!    exactly as the coordinator sees them.
+//! 1. [`ledger`]: each input partition (of the contribution ledger, which mirrors the events
+//!    topic partition for partition, or of the alerts topic) is folded on its own into
+//!    [`Partial`] figures per [`Cell`] (a week of a channel). The coordinator is the only
+//!    acceptor: the ledger already holds what each accepted event is worth, so no rule is
+//!    applied twice.
 //! 2. [`merge`]: the partials of every partition are merged per cell; closed weeks are
 //!    turned into figures ([`figures`]) and emitted as numbered revisions.
 //!
@@ -21,9 +22,10 @@ pub mod week;
 
 pub use figures::{ChannelWeek, Decision, compute_week};
 pub use ledger::{
-    AlertLedger, Applied, END_UNKNOWN, EventLedger, Lag, PartialRecord, Source, SourceKind, Span,
+    AlertLedger, Applied, END_UNKNOWN, EntryError, Lag, PartialRecord, PartitionLedger, Source, SourceKind,
+    Span,
 };
-pub use merge::{Merger, Snapshot};
+pub use merge::{Merger, OrderIndex, Snapshot};
 pub use partial::{Cell, Partial};
 pub use week::{Calendar, Week};
 
