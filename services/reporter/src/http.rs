@@ -2,8 +2,10 @@
 //! every request (so it shows the latest revisions, whoever produced them).
 //!
 //! Routes: `/` (the latest week), `/weeks/{week}` (e.g. `/weeks/2026-W47`) and
-//! `/weeks/{week}/snapshots.json` (the week's snapshots in their JSON form). The page is
-//! read-only and unauthenticated, so the server binds to loopback only.
+//! `/weeks/{week}/snapshots.json` (the week's snapshots in their JSON form); with an
+//! operations feed (`serve --contract`), `/operations` (the operations page) and
+//! `/operations.txt` (its terminal table), built from the feed's store on every request. The
+//! pages are read-only and unauthenticated, so the server binds to loopback only.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +20,10 @@ use omnifold_runtime::KafkaOptions;
 use tokio::net::TcpListener;
 
 use crate::json::SnapshotJson;
+use crate::operations_feed::OperationsFeed;
+use crate::operations_page::render_operations_page;
+use crate::operations_table::render_operations_table;
+use crate::operations_view::OperationsView;
 use crate::page::{escape, render_page};
 use crate::readback::latest_snapshots;
 use crate::view::{ViewError, WeekView};
@@ -37,11 +43,17 @@ pub enum HttpError {
 pub struct PageSource {
     kafka: Arc<KafkaOptions>,
     topic: Arc<String>,
+    operations: Option<OperationsFeed>,
 }
 
 impl PageSource {
     pub fn new(kafka: KafkaOptions, snapshots_topic: String) -> Self {
-        PageSource { kafka: Arc::new(kafka), topic: Arc::new(snapshots_topic) }
+        PageSource { kafka: Arc::new(kafka), topic: Arc::new(snapshots_topic), operations: None }
+    }
+
+    /// Serves `/operations` from `feed`'s store (kept current by whoever follows the feed).
+    pub fn with_operations(self, feed: OperationsFeed) -> Self {
+        PageSource { operations: Some(feed), ..self }
     }
 }
 
@@ -51,6 +63,8 @@ pub fn router(source: PageSource) -> Router {
         .route("/", get(latest_page))
         .route("/weeks/{week}", get(week_page))
         .route("/weeks/{week}/snapshots.json", get(week_json))
+        .route("/operations", get(operations_page))
+        .route("/operations.txt", get(operations_text))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such page; try / or /weeks/2026-W47") })
         .with_state(source)
 }
@@ -120,6 +134,41 @@ async fn read(
         Err(e) => {
             tracing::error!(error = %e, "snapshot read task failed");
             Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the snapshots could not be read"))
+        }
+    }
+}
+
+async fn operations_page(State(source): State<PageSource>) -> Response {
+    match operations_view(source).await {
+        Ok(view) => Html(render_operations_page(&view, true)).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn operations_text(State(source): State<PageSource>) -> Response {
+    match operations_view(source).await {
+        Ok(view) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], render_operations_table(&view))
+            .into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn operations_view(source: PageSource) -> Result<OperationsView, Response> {
+    let Some(feed) = source.operations else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "the operations page needs the contract: start serve with --contract FILE",
+        ));
+    };
+    match tokio::task::spawn_blocking(move || feed.operations_view()).await {
+        Ok(Ok(view)) => Ok(view),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot build the operations view");
+            Err(error(StatusCode::SERVICE_UNAVAILABLE, "the operations store cannot be read"))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "operations view task failed");
+            Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the operations view could not be built"))
         }
     }
 }

@@ -9,10 +9,18 @@
 
 pub mod cli;
 pub mod consumer;
+pub mod event_source;
+pub mod handover;
+pub mod handover_page;
 pub mod http;
 pub mod ingest;
 pub mod json;
 pub mod merge;
+pub mod operations;
+pub mod operations_feed;
+pub mod operations_page;
+pub mod operations_table;
+pub mod operations_view;
 pub mod options;
 pub mod page;
 pub mod readback;

@@ -53,7 +53,7 @@ pub fn render_page(view: &WeekView) -> String {
     out
 }
 
-const STYLE: &str = "
+pub(crate) const STYLE: &str = "
 body{margin:0;background:#f7f8fa;color:#1a202c;font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif}
 main{max-width:1180px;margin:0 auto;padding:24px}
 h1{font-size:26px;margin:0 0 4px}h2{font-size:18px;margin:0 0 12px}
@@ -123,20 +123,20 @@ fn cards(out: &mut String, view: &WeekView) {
     out.push_str("</div>\n");
 }
 
-fn section(out: &mut String, id: &str, title: &str, body: &str) {
+pub(crate) fn section(out: &mut String, id: &str, title: &str, body: &str) {
     let _ = write!(out, "<section id=\"{id}\"><h2>{title}</h2>\n{body}</section>\n");
 }
 
-fn sign_class(value: Decimal) -> &'static str {
+pub(crate) fn sign_class(value: Decimal) -> &'static str {
     if value < Decimal::ZERO { "neg" } else { "pos" }
 }
 
-fn float(value: Decimal) -> f64 {
+pub(crate) fn float(value: Decimal) -> f64 {
     // display geometry only: the figures themselves stay exact in text and data attributes
     value.to_f64().unwrap_or(0.0)
 }
 
-fn exact(value: Decimal) -> String {
+pub(crate) fn exact(value: Decimal) -> String {
     omnifold_domain::report::decimal_text(value)
 }
 

@@ -119,7 +119,7 @@ impl WeekView {
     }
 }
 
-fn row(s: &ContributionSnapshot) -> Row {
+pub(crate) fn row(s: &ContributionSnapshot) -> Row {
     let zero = |text: &str| decimal(text).unwrap_or_default();
     Row {
         channel: s.channel.clone(),
