@@ -1,5 +1,5 @@
-//! The on-call bridge against a real broker and a local stand-in for PagerDuty's Events API
-//! v2: transient failures are retried, a refused page is dead-lettered once, and restarts
+//! The on-call sink (`omnifold-connector oncall`) against a real broker and a local stand-in
+//! for PagerDuty's Events API v2: transient failures are retried, a refused page is dead-lettered once, and restarts
 //! (graceful or an abort mid-way) neither lose nor repeat a delivery.
 
 mod common;
@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use common::*;
-use omnifold_coordinator::bridge::{Bridge, BridgeOptions, DeliveryOptions};
+use omnifold_connector::oncall::{DeliveryOptions, Oncall, OncallError, OncallOptions};
 use omnifold_proto::{Escalation, EscalationRule, Severity};
 use omnifold_runtime::deadletter::{ERROR_HEADER, SOURCE_HEADER};
 use omnifold_testkit::Broker;
@@ -120,11 +120,11 @@ async fn publish(broker: &Broker, escalations: &[Escalation]) {
     }
 }
 
-fn bridge_options(broker: &Broker, endpoint: SocketAddr, store: &Path, key_file: &Path) -> BridgeOptions {
-    BridgeOptions {
+fn oncall_options(broker: &Broker, endpoint: SocketAddr, store: &Path, key_file: &Path) -> OncallOptions {
+    OncallOptions {
         kafka: kafka(broker),
         topics: topic_options(),
-        group_id: "omnifold-bridge".into(),
+        group_id: "omnifold-oncall".into(),
         endpoint: format!("http://{endpoint}/v2/enqueue"),
         store: store.to_path_buf(),
         routing_key_file: Some(key_file.to_path_buf()),
@@ -137,28 +137,28 @@ fn bridge_options(broker: &Broker, endpoint: SocketAddr, store: &Path, key_file:
     }
 }
 
-/// A bridge running in a task; `stop` ends it gracefully, `kill` aborts it.
-struct RunningBridge {
+/// The sink running in a task; `stop` ends it gracefully, `kill` aborts it.
+struct RunningSink {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), omnifold_coordinator::bridge::BridgeError>>,
+    task: JoinHandle<Result<(), OncallError>>,
 }
 
-impl RunningBridge {
-    fn start(options: BridgeOptions) -> RunningBridge {
-        let bridge = Bridge::new(options).expect("bridge builds");
+impl RunningSink {
+    fn start(options: OncallOptions) -> RunningSink {
+        let sink = Oncall::new(options).expect("the sink builds");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(bridge.run(async {
+        let task = tokio::spawn(sink.run(async {
             let _ = stopped.await;
         }));
-        RunningBridge { stop, task }
+        RunningSink { stop, task }
     }
 
     async fn stop(self) {
         let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task).await.expect("stopped in time").unwrap().expect("bridge ran");
+        tokio::time::timeout(WAIT, self.task).await.expect("stopped in time").unwrap().expect("the sink ran");
     }
 
-    /// As a crash would, at whatever await point the bridge is.
+    /// As a crash would, at whatever await point the sink is.
     async fn kill(self) {
         self.task.abort();
         assert!(self.task.await.unwrap_err().is_cancelled());
@@ -174,8 +174,8 @@ async fn escalations_are_delivered_once_through_retries_restarts_and_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("routing-key");
     std::fs::write(&key_file, format!("{ROUTING_KEY}\n")).unwrap();
-    let store = dir.path().join("bridge");
-    let options = || bridge_options(&broker, addr, &store, &key_file);
+    let store = dir.path().join("oncall");
+    let options = || oncall_options(&broker, addr, &store, &key_file);
     let all: Vec<Escalation> = (1..=12).map(escalation).collect();
     let id = |n: usize| all[n - 1].escalation_id.clone();
 
@@ -186,9 +186,9 @@ async fn escalations_are_delivered_once_through_retries_restarts_and_a_kill() {
         e.refuse = vec![id(3)];
     }
     publish(&broker, &all[..6]).await;
-    let bridge = RunningBridge::start(options());
+    let sink = RunningSink::start(options());
     wait_until("5 pages accepted", WAIT, || endpoint.lock().unwrap().accepted.len() == 5).await;
-    bridge.stop().await;
+    sink.stop().await;
     {
         let e = endpoint.lock().unwrap();
         assert_eq!(e.accepted_keys(), [id(1), id(2), id(4), id(5), id(6)]);
@@ -206,33 +206,33 @@ async fn escalations_are_delivered_once_through_retries_restarts_and_a_kill() {
 
     // 2. a restart resumes after the last delivery: only the new page goes out
     publish(&broker, &all[6..7]).await;
-    let bridge = RunningBridge::start(options());
+    let sink = RunningSink::start(options());
     wait_until("the 7th page accepted", WAIT, || endpoint.lock().unwrap().accepted.len() == 6).await;
     // a moment more in which a re-delivery would show
     tokio::time::sleep(Duration::from_millis(500)).await;
-    bridge.stop().await;
+    sink.stop().await;
     {
         let e = endpoint.lock().unwrap();
         assert_eq!(e.accepted_keys(), [id(1), id(2), id(4), id(5), id(6), id(7)]);
         assert_eq!(e.statuses_of(&id(3)), [400], "nor re-sent after a restart");
     }
 
-    // 3. killed mid-way: 2 of 5 new pages go through, then the endpoint fails and the bridge
-    // is aborted while it retries; a new bridge delivers the rest
+    // 3. killed mid-way: 2 of 5 new pages go through, then the endpoint fails and the sink
+    // is aborted while it retries; a new sink delivers the rest
     endpoint.lock().unwrap().fail_after = Some(8);
     publish(&broker, &all[7..]).await;
-    let bridge = RunningBridge::start(options());
+    let sink = RunningSink::start(options());
     wait_until("a failure after 2 more pages", WAIT, || {
         let e = endpoint.lock().unwrap();
         e.accepted.len() == 8 && e.requests.last().is_some_and(|(_, status)| *status == 503)
     })
     .await;
-    bridge.kill().await;
+    sink.kill().await;
     endpoint.lock().unwrap().fail_after = None;
-    let bridge = RunningBridge::start(options());
+    let sink = RunningSink::start(options());
     wait_until("every page accepted", WAIT, || endpoint.lock().unwrap().accepted.len() == 11).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    bridge.stop().await;
+    sink.stop().await;
 
     let e = endpoint.lock().unwrap();
     let mut times: BTreeMap<String, usize> = BTreeMap::new();

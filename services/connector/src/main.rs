@@ -1,7 +1,8 @@
-//! `omnifold-connector`: publish channel events to omnifold, and push availability back.
+//! `omnifold-connector`: publish channel events to omnifold, push availability back, and page
+//! on-call.
 //!
-//! Each command builds one source's (or the push-back sink's) options from the command line
-//! and the connector config, builds it with the publisher, and runs it until ctrl-c or
+//! Each command builds one source's (or a sink's) options from the command line and the
+//! connector config, builds it (a source with the publisher), and runs it until ctrl-c or
 //! SIGTERM.
 
 use std::net::SocketAddr;
@@ -13,11 +14,13 @@ use omnifold_connector::amazon::{self, AmazonSourceOptions};
 use omnifold_connector::b2b;
 use omnifold_connector::config::{ConnectorConfig, DropDirOptions};
 use omnifold_connector::ndjson::{self, NdjsonOptions};
+use omnifold_connector::oncall::{self, DeliveryOptions, Oncall, OncallOptions, PAGERDUTY_ENDPOINT};
 use omnifold_connector::publish::{PublishError, Publisher};
 use omnifold_connector::pushback::Pushback;
 use omnifold_connector::shopify::{self, ShopifySourceOptions};
 use omnifold_connector::woocommerce;
 use omnifold_domain::Rules;
+use omnifold_runtime::cli::KafkaArgs;
 use omnifold_runtime::telemetry::{init_logs, serve_metrics, shutdown_signal};
 use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
 
@@ -122,6 +125,25 @@ enum Command {
         #[arg(long)]
         exit_when_caught_up: bool,
     },
+    /// Deliver escalations (omnifold.escalations.v1) to an on-call endpoint in the PagerDuty
+    /// Events API v2 shape, exactly once per escalation id. The routing key comes from
+    /// --routing-key-file or OMNIFOLD_PAGERDUTY_ROUTING_KEY.
+    Oncall {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Where events are POSTed.
+        #[arg(long, env = "OMNIFOLD_PAGERDUTY_ENDPOINT", default_value = PAGERDUTY_ENDPOINT)]
+        endpoint: String,
+        /// The sink's own store directory (the escalation ids delivered, its positions).
+        #[arg(long, env = "OMNIFOLD_ONCALL_STORE", default_value = ".omnifold/oncall")]
+        store: PathBuf,
+        /// A file holding the PagerDuty routing key.
+        #[arg(long)]
+        routing_key_file: Option<PathBuf>,
+        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9466.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+    },
 }
 
 #[tokio::main]
@@ -166,6 +188,21 @@ async fn main() -> anyhow::Result<()> {
             let stats = pushback.run(shutdown_signal(), exit_when_caught_up).await?;
             eprintln!("{stats:?}");
             Ok(())
+        }
+        Command::Oncall { kafka, endpoint, store, routing_key_file, metrics } => {
+            if let Some(addr) = metrics {
+                serve_metrics(addr).map_err(anyhow::Error::msg)?;
+            }
+            let options = OncallOptions {
+                kafka: kafka.kafka(),
+                topics: kafka.topic_options(),
+                group_id: oncall::DEFAULT_GROUP.to_string(),
+                endpoint,
+                store,
+                routing_key_file,
+                delivery: DeliveryOptions::default(),
+            };
+            Oncall::new(options)?.run(shutdown_signal()).await.context("the on-call sink failed")
         }
     }
 }

@@ -1,12 +1,12 @@
 //! The command line of `omnifold-coordinator`: run the coordinator, watch its outputs, explain
-//! a SKU's prices, bridge escalations to on-call, or check a contract. A library module so that
-//! test harnesses run the very same binary.
+//! a SKU's prices, or check a contract. A library module so that test harnesses run the very
+//! same binary. Escalations reach on-call through the connector's sink,
+//! `omnifold-connector oncall`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::bridge::{Bridge, BridgeOptions, DeliveryOptions, PAGERDUTY_ENDPOINT};
 use crate::engine::EngineOptions;
 use crate::http::{fetch_prices, render_table};
 use crate::watch::{WatchOptions, watch};
@@ -67,24 +67,6 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Deliver escalations to an on-call endpoint in the PagerDuty Events API v2 shape. The
-    /// routing key comes from --routing-key-file or OMNIFOLD_PAGERDUTY_ROUTING_KEY.
-    Bridge {
-        #[command(flatten)]
-        kafka: KafkaArgs,
-        /// Where events are POSTed.
-        #[arg(long, env = "OMNIFOLD_PAGERDUTY_ENDPOINT", default_value = PAGERDUTY_ENDPOINT)]
-        endpoint: String,
-        /// The bridge's own store directory (not the coordinator's).
-        #[arg(long, env = "OMNIFOLD_BRIDGE_STORE", default_value = ".omnifold/bridge")]
-        store: PathBuf,
-        /// A file holding the PagerDuty routing key.
-        #[arg(long)]
-        routing_key_file: Option<PathBuf>,
-        /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9465.
-        #[arg(long)]
-        metrics: Option<SocketAddr>,
-    },
     /// Print alerts, escalations and dead letters (and availability with --availability).
     Watch {
         #[command(flatten)]
@@ -138,21 +120,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
         }
         Command::Price { sku, http, json } => price(&sku, http, json).await?,
-        Command::Bridge { kafka, endpoint, store, routing_key_file, metrics } => {
-            if let Some(addr) = metrics {
-                serve_metrics(addr).map_err(anyhow::Error::msg)?;
-            }
-            let options = BridgeOptions {
-                kafka: kafka.kafka(),
-                topics: kafka.topic_options(),
-                group_id: "omnifold-bridge".to_string(),
-                endpoint,
-                store,
-                routing_key_file,
-                delivery: DeliveryOptions::default(),
-            };
-            Bridge::new(options)?.run(shutdown_signal()).await.context("bridge failed")?;
-        }
         Command::Watch { kafka, availability, idle_exit_secs } => {
             let options = WatchOptions {
                 kafka: kafka.kafka(),

@@ -1,7 +1,6 @@
 //! The coordinator: folds channel events into stock allocation, alerts and escalations
 //! (CONTRACT.md sections 4 to 6), with exactly-once effects through a store outbox.
 
-pub mod bridge;
 pub mod cli;
 pub mod engine;
 pub mod http;
