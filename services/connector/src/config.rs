@@ -123,6 +123,10 @@ pub struct ShopifyOptions {
     /// Contract location of fulfillments that name no location_id; without it they are refused.
     #[serde(default)]
     pub default_ship_location: Option<String>,
+    /// sled directory keeping the newest inventory level applied per (item, location), so that
+    /// it outlives a restart; in memory only when unset.
+    #[serde(default)]
+    pub state: Option<PathBuf>,
 }
 
 /// Amazon SP-API notifications and Orders API responses (`omnifold-connector amazon`).
@@ -163,6 +167,10 @@ pub struct AmazonOptions {
     /// Seller SKU -> SKU where they differ (identity otherwise).
     #[serde(default)]
     pub skus: BTreeMap<String, String>,
+    /// sled directory keeping the newest FBA and MFN level applied per SKU and marketplace, so
+    /// that it outlives a restart; in memory only when unset.
+    #[serde(default)]
+    pub state: Option<PathBuf>,
 }
 
 /// WooCommerce order webhooks (`omnifold-connector woocommerce`).

@@ -34,7 +34,7 @@ pub async fn deliver<S: Sink>(
     adapter: &'static str,
     mapped: Mapped,
 ) -> Result<Delivered, PublishError> {
-    let Mapped { events, mut refused, ignored } = mapped;
+    let Mapped { events, mut refused, ignored, .. } = mapped;
     let mut published = 0;
     for event in &events {
         match sink.publish(event).await {
@@ -62,7 +62,7 @@ pub struct Queued {
 /// [`settle`] counts once the events are acknowledged, so that a retried payload is not
 /// counted twice.
 pub fn queue<S: Sink>(sink: &mut S, mapped: Mapped) -> Result<Queued, PublishError> {
-    let Mapped { events, mut refused, ignored } = mapped;
+    let Mapped { events, mut refused, ignored, .. } = mapped;
     let mut acks = Vec::with_capacity(events.len());
     for event in &events {
         match sink.send(event) {

@@ -25,11 +25,32 @@ pub struct Mapped {
     pub refused: Vec<Refusal>,
     /// Parts that by design produce no event (e.g. a pending fulfillment).
     pub ignored: Vec<Refusal>,
+    /// The absolute levels among `events` (a count that replaces on-hand), for the source's
+    /// high-water marks ([`crate::sources::levels`]); mapping only names them.
+    pub levels: Vec<Level>,
+}
+
+/// An absolute level a mapped event sets: what it counts and when the channel counted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Level {
+    /// The event that sets it.
+    pub event_id: String,
+    /// What is counted, in the channel's own ids, e.g. `inventory:<item>:<location>`.
+    pub key: String,
+    /// When the channel counted it (the event's time).
+    pub at_ms: i64,
 }
 
 impl Mapped {
     pub fn push(&mut self, event_id: String, channel: &str, occurred_at_ms: i64, body: Body) {
         self.events.push(Event { event_id, channel: channel.to_string(), occurred_at_ms, body: Some(body) });
+    }
+
+    /// Pushes an event that sets an absolute level (a `StockCounted`), and names the level:
+    /// `key` is what is counted, in the channel's own ids.
+    pub fn push_level(&mut self, event_id: String, key: String, occurred_at_ms: i64, body: Body) {
+        self.levels.push(Level { event_id: event_id.clone(), key, at_ms: occurred_at_ms });
+        self.push(event_id, "", occurred_at_ms, body);
     }
 
     pub fn refuse(&mut self, item: impl Into<String>, reason: &'static str, message: impl Into<String>) {
@@ -45,6 +66,7 @@ impl Mapped {
         self.events.extend(other.events);
         self.refused.extend(other.refused);
         self.ignored.extend(other.ignored);
+        self.levels.extend(other.levels);
     }
 }
 

@@ -382,7 +382,8 @@ fn shopify_refunds_create() {
 /// README: StockCounted{sku looked up from the item, 655441491, 42}. Agreed (item 808950810
 /// -> IPOD2008PINK, location -> wh-nj); note "available" is Shopify's sellable count, not
 /// physical on-hand: units Shopify already committed to open orders are not in it. At the
-/// location push-back writes to, the update is our own echo and is ignored.
+/// location push-back writes to, the update is our own echo and is ignored. The id is the
+/// fact's (item, location, updated_at, count), whatever the webhook id.
 #[test]
 fn shopify_inventory_levels_update() {
     let body = payload("shopify-inventory-levels-update.json");
@@ -390,12 +391,14 @@ fn shopify_inventory_levels_update() {
     assert_events(
         &mapped,
         vec![ev(
-            "shopify:webhook:wh-8:inventory:808950810:655441491",
+            "shopify:inventory:808950810:655441491:1712066244000:42",
             "",
-            1_712_066_244_000,
+            1_712_066_244_000, // updated_at 2024-04-02T08:57:24-05:00
             counted("IPOD2008PINK", "wh-nj", 42),
         )],
     );
+    let replayed = shopify().map("inventory_levels/update", "wh-other", &body).unwrap();
+    assert_eq!(replayed.events, mapped.events, "a replay under a new webhook id is the same fact");
 
     let echo = ShopifyMapping { echo_location: Some("655441491".into()), ..shopify() };
     let mapped = echo.map("inventory_levels/update", "wh-8", &body).unwrap();
@@ -518,13 +521,57 @@ fn amazon_fba_inventory_availability_changes() {
     assert_events(
         &mapped,
         vec![ev(
-            "amazon:notification:fba-test-1:fba:ATVPDKIKX0DER",
+            "amazon:fba:SELLERSKU-1:ATVPDKIKX0DER:1714564800000:50",
             "",
             1_714_564_800_000,
             counted("SELLERSKU-1", "fba-us", 50),
         )],
     );
     assert_eq!(reasons(&mapped.refused), ["unmapped_marketplace"]);
+
+    // the same level notified again under another NotificationId is the same fact
+    let again = body.replace("fba-test-1", "fba-test-2");
+    assert_eq!(amazon().map_notification(again.as_bytes()).unwrap().events, mapped.events);
+}
+
+/// Absolute levels: a level older than the last one applied for its seller SKU and
+/// marketplace is ignored (`stale_level`) instead of setting on-hand back; one as old passes
+/// (the same fact, which the coordinator deduplicates by id). Receiver and directory share
+/// the marks (clones of one mapping).
+#[test]
+fn amazon_older_fba_and_mfn_levels_are_ignored() {
+    let inner = String::from_utf8(payload("amazon-fba-inventory-availability-changes.json")).unwrap();
+    let fba = |id: &str, time: &str, fulfillable: i64| {
+        let inner = inner.replacen(r#""Fulfillable": 50"#, &format!(r#""Fulfillable": {fulfillable}"#), 1);
+        format!(
+            r#"{{"NotificationType":"FBA_INVENTORY_AVAILABILITY_CHANGES","EventTime":"{time}",
+                "NotificationMetadata":{{"NotificationId":"{id}"}},"Payload":{inner}}}"#
+        )
+    };
+    let receiver = amazon();
+    let directory = receiver.clone();
+    let map = |mapping: &AmazonMapping, body: &str| {
+        mapping.marked(mapping.map_notification(body.as_bytes()).unwrap())
+    };
+
+    let newer = map(&receiver, &fba("n-2", "2024-05-01T12:05:00Z", 47));
+    assert_eq!(newer.events.len(), 1);
+    let late = map(&directory, &fba("n-1", "2024-05-01T12:00:00Z", 50));
+    assert!(late.events.is_empty(), "{:?}", late.events);
+    assert_eq!(reasons(&late.ignored), ["stale_level"]);
+    assert_eq!(late.ignored[0].item, "level fba:SELLERSKU-1:ATVPDKIKX0DER");
+    let replay = map(&receiver, &fba("n-3", "2024-05-01T12:05:00Z", 47));
+    assert_eq!(replay.events, newer.events, "the same fact again passes, under the same id");
+
+    let mfn = String::from_utf8(payload("amazon-listings-item-mfn-quantity-change.json")).unwrap();
+    let first = map(&receiver, &mfn);
+    assert_eq!(first.events[0].event_id, "amazon:mfn:NLS-SHOES-03:1612378770194:99");
+    let older = mfn
+        .replace("2021-02-03T18:59:30.194Z", "2021-02-03T18:00:00Z")
+        .replace(r#""Quantity": 99"#, r#""Quantity": 120"#);
+    let older = map(&directory, &older);
+    assert!(older.events.is_empty());
+    assert_eq!(reasons(&older.ignored), ["stale_level"]);
 }
 
 /// README: CompetitorPriceObserved, ASIN mapped to a SKU, one per offer plus the buy box.
@@ -579,7 +626,7 @@ fn amazon_listings_item_mfn_quantity_change() {
     assert_events(
         &mapped,
         vec![ev(
-            "amazon:notification:8e009934-da2c-4f9c-9bc7-93f23b7e1f60:mfn",
+            "amazon:mfn:NLS-SHOES-03:1612378770194:99",
             "",
             1_612_378_770_194,
             counted("NLS-SHOES-03", "wh-nj", 99),
@@ -682,6 +729,14 @@ fn amazon_myi_report() {
         &mapped,
         vec![ev("amazon:myi:r1:line:2", "", 1_714_564_800_000, counted("AB-8675309", "fba-us", 20))],
     );
+
+    // the report has no time: a report file older (by its time) than the last one applied
+    // is ignored, per seller SKU and marketplace
+    let mapping = amazon();
+    assert_eq!(mapping.marked(mapping.map_myi_report(&report, "r2", 2_000, None)).events.len(), 1);
+    let older = mapping.marked(mapping.map_myi_report(&report, "r1", 1_000, None));
+    assert!(older.events.is_empty());
+    assert_eq!(older.ignored[0].item, "level myi:AB-8675309:ATVPDKIKX0DER");
 }
 
 // ---------------------------------------------------------------------------------------------

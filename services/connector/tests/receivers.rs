@@ -165,6 +165,43 @@ async fn shopify_redelivery_publishes_nothing_new() {
     assert_eq!(once.events, twice.events, "order facts keep their ids across webhook ids");
 }
 
+/// Issue 16, item 2: an inventory level replayed under a new webhook id after a later one is
+/// not published again and does not set on-hand back; it is answered as ignored
+/// (`stale_level`) and counted.
+#[tokio::test]
+async fn shopify_inventory_level_replayed_after_a_later_one_is_ignored() {
+    let (base, intake) = shopify_server(1 << 20).await;
+    let ignored = r#"omnifold_connector_ignored_total{adapter="shopify",reason="stale_level"}"#;
+    let before = counter(ignored);
+    let old = payload("shopify-inventory-levels-update.json");
+    let mut newer: serde_json::Value = serde_json::from_slice(&old).unwrap();
+    newer["available"] = 38.into();
+    newer["updated_at"] = "2024-04-02T09:10:00-05:00".into();
+    let newer = serde_json::to_vec(&newer).unwrap();
+
+    for (id, body) in [("lvl-1", &old), ("lvl-2", &newer)] {
+        let (status, answer) =
+            post_shopify(&base, "inventory_levels/update", id, body, Some(sign(SECRET, body))).await;
+        assert_eq!((status, answer["published"].as_u64()), (200, Some(1)), "{answer}");
+    }
+    // the first level again, under a webhook id never seen
+    let (status, answer) =
+        post_shopify(&base, "inventory_levels/update", "lvl-3", &old, Some(sign(SECRET, &old))).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(0)), "{answer}");
+    assert_eq!(answer["ignored"][0]["reason"], "stale_level", "{answer}");
+    assert_eq!(answer["ignored"][0]["item"], "level inventory:808950810:655441491");
+    assert!(counter(ignored) >= before + 1.0);
+
+    let ids: Vec<String> = intake.lock().await.sink.events.iter().map(|e| e.event_id.clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            "shopify:inventory:808950810:655441491:1712066244000:42",
+            "shopify:inventory:808950810:655441491:1712067000000:38"
+        ]
+    );
+}
+
 #[tokio::test]
 async fn shopify_malformed_and_oversized_bodies() {
     let (base, intake) = shopify_server(4096).await;

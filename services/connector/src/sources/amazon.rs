@@ -3,10 +3,19 @@
 //! getOrderItems responses and FBA "manage inventory" (MYI) reports.
 //!
 //! Notifications carry no signature; they are deduplicated on
-//! `NotificationMetadata.NotificationId`, and their events' ids start with it:
+//! `NotificationMetadata.NotificationId`. Offer and pricing events' ids start with it:
 //! `amazon:notification:<id>:...`. Order facts use the order item:
 //! `amazon:order:<order>:item:<item>:placed|cancelled`, and one event per shipped unit,
 //! `...:shipped:<n>`, so that a later, larger QuantityShipped only adds the new units.
+//!
+//! Absolute levels follow the fact, not the notification, so that the same level notified
+//! again under a new NotificationId is the same event:
+//! `amazon:fba:<seller sku>:<marketplace>:<EventTime ms>:<Fulfillable>` and
+//! `amazon:mfn:<seller sku>:<EventTime ms>:<Quantity>` (their payloads have no time of their
+//! own; the envelope's EventTime, when the change happened, dates them). A level older than
+//! the last one applied for its seller SKU and marketplace is ignored (`stale_level`,
+//! [`LevelMarks`]); MYI report rows, which have no time at all, are marked by the file's
+//! modification time (see [`AmazonMapping::map_myi_report`]).
 //!
 //! The source, built by [`source`] from [`AmazonSourceOptions`]: the receiver's two
 //! [`Adapter`]s ([`AmazonNotifications`], [`AmazonOrderItems`]) and a watched directory of the
@@ -14,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -24,12 +34,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::config::{AmazonOptions, Secret};
+use crate::config::{AmazonOptions, ConfigError, Secret};
 use crate::decimal::{Dec, per_unit};
 use crate::files::{DirSource, FileReport, FilesError};
 use crate::http::{Adapter, Delivery, HttpSource, Intake, Refused, amazon_router, verify_bearer};
 use crate::mapping::{Malformed, Mapped, money, money_if_positive, non_empty};
 use crate::publish::{PublishError, Sink};
+use crate::sources::levels::LevelMarks;
 use crate::sources::{Shutdown, SourceError};
 use crate::timefmt::parse_ms;
 
@@ -68,7 +79,13 @@ pub async fn source<S: Sink + 'static>(
     mut open_sink: impl FnMut() -> Result<S, PublishError>,
 ) -> Result<AmazonSource<S>, SourceError> {
     let AmazonSourceOptions { amazon, http, dir, poll_ms } = options;
-    let mapping = AmazonMapping::from_options(&amazon);
+    let state = amazon.state.clone();
+    let levels = tokio::task::spawn_blocking(move || LevelMarks::open_or_in_memory(state.as_deref()))
+        .await
+        .map_err(|e| ConfigError::Invalid(format!("cannot open the level state: {e}")))?
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    // the receiver and the directory share the marks
+    let mapping = AmazonMapping { levels: Arc::new(levels), ..AmazonMapping::from_options(&amazon) };
     let dir = match dir {
         Some(dir) => {
             let poll = Duration::from_millis(poll_ms);
@@ -154,7 +171,7 @@ impl Adapter for AmazonNotifications {
     }
 
     fn map(&self, _delivery: &Delivery, body: &[u8]) -> Result<Mapped, Malformed> {
-        self.mapping.map_notification(body)
+        self.mapping.map_notification(body).map(|mapped| self.mapping.marked(mapped))
     }
 }
 
@@ -193,6 +210,9 @@ pub struct AmazonMapping {
     pub mfn_quantity_location: Option<String>,
     pub asins: BTreeMap<String, String>,
     pub skus: BTreeMap<String, String>,
+    /// The newest FBA, MFN and report level applied per seller SKU (and marketplace);
+    /// [`Self::marked`] drops older ones. Clones share them.
+    pub levels: Arc<LevelMarks>,
 }
 
 impl AmazonMapping {
@@ -206,7 +226,15 @@ impl AmazonMapping {
             mfn_quantity_location: options.mfn_quantity_location.clone(),
             asins: options.asins.clone(),
             skus: options.skus.clone(),
+            levels: Arc::default(),
         }
+    }
+
+    /// `mapped` without the levels older than the last applied for their seller SKU and
+    /// marketplace (ignored, `stale_level`), the marks raised: what the source publishes.
+    pub fn marked(&self, mut mapped: Mapped) -> Mapped {
+        self.levels.apply(&mut mapped);
+        mapped
     }
 
     /// Maps one notification (the full envelope).
@@ -237,7 +265,7 @@ impl AmazonMapping {
             }
             "LISTINGS_ITEM_MFN_QUANTITY_CHANGE" => {
                 let p: MfnQuantityPayload = serde_json::from_str(payload).map_err(parse_error)?;
-                self.mfn_quantity(&id, &p, event_time)
+                self.mfn_quantity(&p, event_time)
             }
             other => {
                 let mut mapped = Mapped::default();
@@ -472,9 +500,10 @@ impl AmazonMapping {
                 mapped.refuse(what, "negative_stock", format!("Fulfillable {on_hand} is below 0"));
                 continue;
             }
-            mapped.push(
-                format!("amazon:notification:{id}:fba:{}", market.marketplace_id),
-                "",
+            let (seller_sku, marketplace) = (&payload.sku, &market.marketplace_id);
+            mapped.push_level(
+                format!("amazon:fba:{seller_sku}:{marketplace}:{at}:{on_hand}"),
+                format!("fba:{seller_sku}:{marketplace}"),
                 at,
                 Body::StockCounted(StockCounted { sku: sku.clone(), location_id, on_hand }),
             );
@@ -571,7 +600,7 @@ impl AmazonMapping {
         );
     }
 
-    fn mfn_quantity(&self, id: &str, payload: &MfnQuantityPayload, event_time: Option<i64>) -> Mapped {
+    fn mfn_quantity(&self, payload: &MfnQuantityPayload, event_time: Option<i64>) -> Mapped {
         let mut mapped = Mapped::default();
         let what = format!("SKU {}", payload.sku);
         let Some(location_id) = self.mfn_quantity_location.clone() else {
@@ -595,18 +624,28 @@ impl AmazonMapping {
             mapped.refuse(what, "negative_stock", format!("Quantity {} is below 0", payload.quantity));
             return mapped;
         }
-        mapped.push(
-            format!("amazon:notification:{id}:mfn"),
-            "",
+        let (seller_sku, on_hand) = (&payload.sku, payload.quantity);
+        mapped.push_level(
+            format!("amazon:mfn:{seller_sku}:{at}:{on_hand}"),
+            format!("mfn:{seller_sku}"),
             at,
-            Body::StockCounted(StockCounted { sku, location_id, on_hand: payload.quantity }),
+            Body::StockCounted(StockCounted { sku, location_id, on_hand }),
         );
         mapped
     }
 
     /// Maps an FBA MYI report (`GET_FBA_MYI_UNSUPPRESSED_INVENTORY_DATA`, tab-separated):
     /// StockCounted{sku, the marketplace's FBA location, afn-fulfillable-quantity} per row.
-    /// `report_id` names the report in event ids (e.g. the file's hash).
+    ///
+    /// The report has no timestamp, neither per row nor for the whole (its creation time is in
+    /// the Reports API's metadata, not in the document). So the ids follow the report's
+    /// content: `report_id` names it (the file's SHA-256, so the same report dropped again
+    /// under any name maps to the same ids, which the coordinator ignores), and the row its
+    /// line, `amazon:myi:<report>:line:<n>`. `at` dates the rows: the file's modification time.
+    /// The rows are marked per seller SKU and marketplace on that time apart from the FBA
+    /// notifications (a file's time is when it was written, not when Amazon counted): a report
+    /// file older than the last one applied is ignored (`stale_level`); a new file of an old
+    /// report cannot be told from a new report.
     pub fn map_myi_report(&self, text: &str, report_id: &str, at: i64, marketplace: Option<&str>) -> Mapped {
         let mut mapped = Mapped::default();
         let marketplace = marketplace.unwrap_or(&self.default_marketplace);
@@ -639,9 +678,10 @@ impl AmazonMapping {
                 mapped.refuse(row, "bad_quantity", "afn-fulfillable-quantity is not a whole number >= 0");
                 continue;
             };
-            mapped.push(
+            let seller_sku = cells.get(sku_col).map_or("", |s| s.trim());
+            mapped.push_level(
                 format!("amazon:myi:{report_id}:line:{}", i + 1),
-                "",
+                format!("myi:{seller_sku}:{marketplace}"),
                 at,
                 Body::StockCounted(StockCounted { sku, location_id: location_id.clone(), on_hand }),
             );

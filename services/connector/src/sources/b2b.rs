@@ -4,12 +4,15 @@
 //!
 //! Ids: `x12:<sender>:<po>:line:<PO101>:placed|cancelled`,
 //! `b2b:order:<order>:line:<line>:placed`, `b2b:stock:<sku>:<location>:<counted at ms>`: the
-//! same fact dropped again (even under another file name) maps to the same id.
+//! same fact dropped again (even under another file name) maps to the same id. A stock count
+//! older than the last one applied for its (sku, location) is ignored (`stale_level`): the
+//! marks are kept in memory, for the run ([`LevelMarks`]).
 //!
 //! The source: the drop directory of `[drop_dir]`, watched by [`files`](crate::files) and
 //! built by [`source`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use omnifold_proto::{Body, OrderLineCancelled, OrderLinePlaced, StockCounted};
@@ -21,6 +24,7 @@ use crate::decimal::parse_decimal;
 use crate::files::{DirSource, FilesError};
 use crate::mapping::{Mapped, money, money_if_positive};
 use crate::publish::Sink;
+use crate::sources::levels::LevelMarks;
 use crate::timefmt::{parse_ms, parse_yyyymmdd_ms};
 
 /// The drop directory of `[drop_dir]`, publishing to `sink`.
@@ -41,6 +45,9 @@ pub struct B2bMapping {
     pub product_id_qualifiers: Vec<String>,
     pub parts: BTreeMap<String, String>,
     pub locations: BTreeMap<String, String>,
+    /// The newest stock count applied per (sku, location) in the files' own names; clones
+    /// share them.
+    pub levels: Arc<LevelMarks>,
 }
 
 impl B2bMapping {
@@ -51,6 +58,7 @@ impl B2bMapping {
             product_id_qualifiers: options.product_id_qualifiers.clone(),
             parts: options.parts.clone(),
             locations: options.locations.clone(),
+            levels: Arc::default(),
         }
     }
 
@@ -377,11 +385,12 @@ impl B2bMapping {
             mapped.refuse(what, "bad_time", format!("counted_at {when:?} is not a date-time or Unix ms"));
             return;
         };
+        let key = format!("stock:{sku}:{location}");
         let sku = self.parts.get(sku).cloned().unwrap_or(sku.to_string());
         let location_id = self.location(location);
-        mapped.push(
+        mapped.push_level(
             format!("b2b:stock:{sku}:{location_id}:{at}"),
-            "",
+            key,
             at,
             Body::StockCounted(StockCounted { sku, location_id, on_hand }),
         );

@@ -175,6 +175,8 @@ impl FileKind for B2bMapping {
             Ok(text) => self.map_csv(text),
             Err(_) => malformed(Malformed::new("the file is not UTF-8 text")),
         };
+        let mut mapped = mapped;
+        self.levels.apply(&mut mapped);
         FileMapping::New { mapped, remember: None }
     }
 }
@@ -197,7 +199,7 @@ impl FileKind for AmazonMapping {
         } else {
             self.map_order_items(bytes, modified_ms(path)).unwrap_or_else(malformed)
         };
-        FileMapping::New { mapped, remember: None }
+        FileMapping::New { mapped: self.marked(mapped), remember: None }
     }
 }
 
@@ -212,7 +214,7 @@ impl AmazonMapping {
             metrics::counter!("omnifold_connector_duplicates_total", "adapter" => "amazon").increment(1);
             return FileMapping::Known;
         }
-        let mapped = self.map_notification(bytes).unwrap_or_else(malformed);
+        let mapped = self.map_notification(bytes).map(|mapped| self.marked(mapped)).unwrap_or_else(malformed);
         FileMapping::New { mapped, remember: Some(key) }
     }
 }

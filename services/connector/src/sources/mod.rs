@@ -9,11 +9,14 @@
 //! - [`files`]: watched directories, the wholesale drop directory ([`b2b`]) and Amazon's
 //!   notification files; [`amazon`] runs its directory beside its receiver.
 //! - [`ndjson`]: the contract's JSON form from a file or stdin.
+//! - [`levels`]: high-water marks of absolute stock levels, shared by the sources that map
+//!   them, so that a late, older count never sets on-hand back.
 
 pub mod amazon;
 pub mod b2b;
 pub mod files;
 pub mod http;
+pub mod levels;
 pub mod ndjson;
 pub mod shopify;
 pub mod woocommerce;

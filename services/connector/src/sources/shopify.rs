@@ -5,14 +5,19 @@
 //! or the same fact in a second delivery maps to the same ids and the coordinator ignores the
 //! repeat: `shopify:order:<order>:line:<line>:placed|cancelled`,
 //! `shopify:fulfillment:<fulfillment>:line:<line>:shipped`,
-//! `shopify:refund:<refund>:line:<refund line>:returned`. Snapshot topics have no fact id of
-//! their own and take the webhook id: `shopify:webhook:<webhook id>:inventory:<item>:<location>`
-//! and `shopify:webhook:<webhook id>:variant:<variant>:price`.
+//! `shopify:refund:<refund>:line:<refund line>:returned`. An inventory level is the fact of
+//! its item at its location as of its `updated_at`, with the count itself:
+//! `shopify:inventory:<item>:<location>:<updated_at ms>:<available>` (the count is in the id
+//! because `updated_at` has whole seconds: two changes within one second are two facts). A
+//! level older than the last one applied for its (item, location) is ignored (`stale_level`,
+//! [`LevelMarks`]), so a late replay never sets on-hand back. products/update has no fact id
+//! of its own and takes the webhook id: `shopify:webhook:<webhook id>:variant:<variant>:price`.
 //!
 //! The source: [`ShopifyWebhooks`], the [`Adapter`] of the one webhook receiver, built by
 //! [`source`] from [`ShopifySourceOptions`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -30,6 +35,7 @@ use crate::http::{
 };
 use crate::mapping::{Malformed, Mapped, money, money_if_positive, non_empty};
 use crate::publish::Sink;
+use crate::sources::levels::LevelMarks;
 use crate::timefmt::parse_ms;
 
 /// The topics the receiver maps; any other is answered 200 and counted as refused.
@@ -63,7 +69,10 @@ impl ShopifySourceOptions {
 /// The Shopify receiver, publishing to `sink`.
 pub fn source<S: Sink + 'static>(options: ShopifySourceOptions, sink: S) -> Result<HttpSource, ConfigError> {
     let ShopifySourceOptions { shopify, echo_location } = options;
-    let mapping = ShopifyMapping { echo_location, ..ShopifyMapping::from_options(&shopify) };
+    let levels = LevelMarks::open_or_in_memory(shopify.state.as_deref())
+        .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+    let mapping =
+        ShopifyMapping { echo_location, levels: Arc::new(levels), ..ShopifyMapping::from_options(&shopify) };
     let webhooks = ShopifyWebhooks { mapping, secret: shopify.secret.load()? };
     let publish_timeout = Duration::from_millis(shopify.publish_timeout_ms);
     Ok(webhook_source(webhooks, shopify.listen, shopify.max_body_bytes, publish_timeout, sink))
@@ -91,7 +100,7 @@ impl Adapter for ShopifyWebhooks {
     }
 
     fn map(&self, delivery: &Delivery, body: &[u8]) -> Result<Mapped, Malformed> {
-        self.mapping.map(&delivery.topic, delivery.id.as_deref().unwrap_or_default(), body)
+        self.mapping.map_marked(&delivery.topic, delivery.id.as_deref().unwrap_or_default(), body)
     }
 }
 
@@ -106,6 +115,9 @@ pub struct ShopifyMapping {
     pub default_ship_location: Option<String>,
     /// The Shopify location push-back writes to: its inventory updates are echoes.
     pub echo_location: Option<String>,
+    /// The newest inventory level applied per (item, location); [`Self::map_marked`] drops
+    /// older ones. Clones share them.
+    pub levels: Arc<LevelMarks>,
 }
 
 impl ShopifyMapping {
@@ -125,7 +137,16 @@ impl ShopifyMapping {
             inventory_items: options.inventory_items.clone(),
             default_ship_location: options.default_ship_location.clone(),
             echo_location: None,
+            levels: Arc::default(),
         }
+    }
+
+    /// [`Self::map`], then the levels older than the last applied for their (item, location)
+    /// dropped (ignored, `stale_level`) and the marks raised: what the receiver publishes.
+    pub fn map_marked(&self, topic: &str, webhook_id: &str, body: &[u8]) -> Result<Mapped, Malformed> {
+        let mut mapped = self.map(topic, webhook_id, body)?;
+        self.levels.apply(&mut mapped);
+        Ok(mapped)
     }
 
     /// Maps one webhook body of `topic`. `webhook_id` is X-Shopify-Webhook-Id.
@@ -135,7 +156,7 @@ impl ShopifyMapping {
             "orders/cancelled" => Ok(self.order_cancelled(&parse(topic, body)?)),
             "fulfillments/create" | "fulfillments/update" => Ok(self.fulfillment(&parse(topic, body)?)),
             "refunds/create" => Ok(self.refund(&parse(topic, body)?)),
-            "inventory_levels/update" => Ok(self.inventory_level(webhook_id, &parse(topic, body)?)),
+            "inventory_levels/update" => Ok(self.inventory_level(&parse(topic, body)?)),
             "products/update" => Ok(self.product(webhook_id, &parse(topic, body)?)),
             other => {
                 let mut mapped = Mapped::default();
@@ -387,7 +408,7 @@ impl ShopifyMapping {
         mapped
     }
 
-    fn inventory_level(&self, webhook_id: &str, level: &InventoryLevel) -> Mapped {
+    fn inventory_level(&self, level: &InventoryLevel) -> Mapped {
         let mut mapped = Mapped::default();
         let item = format!("inventory item {} at {}", level.inventory_item_id, level.location_id);
         let location = level.location_id.to_string();
@@ -428,12 +449,10 @@ impl ShopifyMapping {
             );
             return mapped;
         }
-        mapped.push(
-            format!(
-                "shopify:webhook:{webhook_id}:inventory:{}:{}",
-                level.inventory_item_id, level.location_id
-            ),
-            "",
+        let (item, shopify_location) = (level.inventory_item_id, level.location_id);
+        mapped.push_level(
+            format!("shopify:inventory:{item}:{shopify_location}:{at}:{available}"),
+            format!("inventory:{item}:{shopify_location}"),
             at,
             Body::StockCounted(StockCounted { sku, location_id, on_hand: available }),
         );
