@@ -173,6 +173,7 @@ fn every_sample_is_covered() {
         "amazon-fba-myi-unsuppressed-inventory-report.json",
         "amazon-listings-item-mfn-quantity-change.json",
         "amazon-order-change.json",
+        "amazon-orders-getOrder-2026-01-01.json",
         "amazon-orders-getOrderItems-sandbox.json",
         "amazon-orders-getOrderItems.json",
         "amazon-pricing-health.json",
@@ -708,6 +709,77 @@ fn amazon_get_order_items_sandbox() {
     assert_eq!(line.location_id.as_deref(), Some("wh-nj"));
 }
 
+/// README: OrderLinePlaced{3 @ 29.99 GBP} and 3 shipped units. Agreed: the v2026-01-01
+/// getOrder response (Amazon retires v0) is accepted beside v0's getOrderItems, on the same
+/// endpoint and with the same ids. The unit price is `unitPrice` (no division, unlike v0's
+/// ItemPrice), the placement is dated `createdTime`, the shipments `lastUpdatedTime`;
+/// `fulfilledBy` MERCHANT ships from amazon.mfn_location. The promotion names no amount, so
+/// there is no discount. GBP has no rate in the example contract, as JPY.
+#[test]
+fn amazon_get_order_2026_01_01() {
+    let body = payload("amazon-orders-getOrder-2026-01-01.json");
+    let mapped = amazon().map_order_items(&body, 1).unwrap();
+    let (o, item, sku) = ("202-1234567-8901234", "20212345678901", "ECHO-DOT-4-UK-CHARCOAL-3PACK");
+    let (placed_at, shipped_at) = (1_735_118_100_000, 1_735_144_200_000); // 2024-12-25 09:15, 16:30 Z
+    let prefix = format!("amazon:order:{o}:item:{item}");
+    let mut want = vec![ev(
+        &format!("{prefix}:placed"),
+        "amazon",
+        placed_at,
+        placed(o, item, sku, 3, m("29.99", "GBP"), None, Some("wh-nj")),
+    )];
+    for unit in 1..=3 {
+        want.push(ev(
+            &format!("{prefix}:shipped:{unit}"),
+            "amazon",
+            shipped_at,
+            shipped(o, item, sku, 1, "wh-nj"),
+        ));
+    }
+    assert_events(&mapped, want);
+    assert!(mapped.refused.is_empty() && mapped.ignored.is_empty(), "{mapped:?}");
+
+    let text = String::from_utf8(body).unwrap();
+    // FBA in a marketplace with an FBA location; an item discount in the proceeds
+    let fba = text
+        .replace(r#""fulfilledBy": "MERCHANT""#, r#""fulfilledBy": "AMAZON""#)
+        .replace(r#""marketplaceId": "A1F83G8C2ARO7P""#, r#""marketplaceId": "ATVPDKIKX0DER""#)
+        .replacen(
+            r#""breakdowns": [
+            {
+              "type": "ITEM","#,
+            r#""breakdowns": [
+            {"type": "DISCOUNT", "subtotal": {"amount": "-6.00", "currencyCode": "GBP"},
+             "detailedBreakdowns": [
+               {"subtype": "ITEM", "value": {"amount": "-5.00", "currencyCode": "GBP"}},
+               {"subtype": "SHIPPING", "value": {"amount": "-1.00", "currencyCode": "GBP"}}]},
+            {
+              "type": "ITEM","#,
+            1,
+        );
+    let mapped = amazon().map_order_items(fba.as_bytes(), 1).unwrap();
+    assert_eq!(
+        mapped.events[0].body,
+        Some(placed(o, item, sku, 3, m("29.99", "GBP"), m("5.00", "GBP"), Some("fba-us")))
+    );
+    assert_eq!(mapped.events.len(), 4);
+
+    // a cancelled order: placed (if it never was) and cancelled, nothing shipped
+    let cancelled_order = text
+        .replace(r#""fulfillmentStatus": "SHIPPED""#, r#""fulfillmentStatus": "CANCELLED""#)
+        .replace(r#""quantityFulfilled": 3"#, r#""quantityFulfilled": 0"#);
+    let mapped = amazon().map_order_items(cancelled_order.as_bytes(), 1).unwrap();
+    let ids: Vec<&str> = mapped.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, [format!("{prefix}:placed"), format!("{prefix}:cancelled")]);
+    assert_eq!(mapped.events[1].body, Some(cancelled(o, item, sku)));
+    assert_eq!(mapped.events[1].occurred_at_ms, shipped_at);
+
+    let error = amazon().map_order_items(br#"{"order": {"orderId": "1"}}"#, 1).unwrap_err();
+    assert!(error.0.starts_with("malformed Amazon getOrder 2026-01-01 body: missing field"), "{error}");
+    let error = amazon().map_order_items(br#"{"orders": []}"#, 1).unwrap_err();
+    assert!(error.0.contains("missing field `payload`"), "{error}");
+}
+
 /// README: StockCounted{AB-8675309, FBA, 20 (fulfillable) or 35 (warehouse)}. The file has
 /// no real rows; a report is built from its header and documented example values. 20:
 /// afn-warehouse-quantity includes unsellable and reserved units.
@@ -851,10 +923,11 @@ fn deploy_config_and_sample_events_fit_the_contract() {
     }
 
     let jpy = amazon().map_order_items(&payload("amazon-orders-getOrderItems.json"), 1).unwrap();
-    for event in &jpy.events {
+    let gbp = amazon().map_order_items(&payload("amazon-orders-getOrder-2026-01-01.json"), 1).unwrap();
+    for event in jpy.events.iter().chain(&gbp.events) {
         if let Some(Body::OrderLinePlaced(_)) = event.body {
             let error = omnifold_domain::fact::check(&rules, event).unwrap_err();
-            assert!(error.to_string().contains("JPY"), "{error}");
+            assert!(error.to_string().contains("JPY") || error.to_string().contains("GBP"), "{error}");
         }
     }
 }

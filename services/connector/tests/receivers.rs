@@ -365,6 +365,18 @@ async fn amazon_endpoint_token_and_notification_dedup() {
     let (status, answer) = post("/amazon/order-items", Some("relay-token"), items).await;
     assert_eq!((status, answer["published"].as_u64()), (200, Some(1)), "{answer}");
     assert_eq!(published(&intake).await, 2);
+
+    // Orders API v2026-01-01 getOrder, on the same endpoint: the order is placed; its shipped
+    // units are refused here, this mapping having no MFN location
+    let order = payload("amazon-orders-getOrder-2026-01-01.json");
+    let (status, answer) = post("/amazon/order-items", Some("relay-token"), order).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(1)), "{answer}");
+    assert_eq!(answer["refused"][0]["reason"], "missing_location", "{answer}");
+    let (status, answer) =
+        post("/amazon/order-items", Some("relay-token"), br#"{"order": {"orderId": "1"}}"#.to_vec()).await;
+    assert_eq!(status, 400);
+    assert!(answer["error"].as_str().unwrap().contains("getOrder 2026-01-01"), "{answer}");
+    assert_eq!(published(&intake).await, 3);
 }
 
 /// Keeps events like a [`MemorySink`], but each is acknowledged only when the test says.

@@ -1,6 +1,6 @@
 //! Amazon SP-API: notifications (ORDER_CHANGE, FBA_INVENTORY_AVAILABILITY_CHANGES,
-//! ANY_OFFER_CHANGED, PRICING_HEALTH, LISTINGS_ITEM_MFN_QUANTITY_CHANGE), Orders API
-//! getOrderItems responses and FBA "manage inventory" (MYI) reports.
+//! ANY_OFFER_CHANGED, PRICING_HEALTH, LISTINGS_ITEM_MFN_QUANTITY_CHANGE), Orders API responses
+//! (v0 getOrderItems and v2026-01-01 getOrder) and FBA "manage inventory" (MYI) reports.
 //!
 //! Notifications carry no signature; they are deduplicated on
 //! `NotificationMetadata.NotificationId`. Offer and pricing events' ids start with it:
@@ -175,8 +175,9 @@ impl Adapter for AmazonNotifications {
     }
 }
 
-/// Orders API getOrderItems responses on `POST /amazon/order-items`: no delivery id, and no
-/// time of their own but the time they are received.
+/// Orders API responses on `POST /amazon/order-items`, v0 getOrderItems or v2026-01-01
+/// getOrder ([`AmazonMapping::map_order_items`]): no delivery id; a getOrderItems response has
+/// no time of its own but the time it is received.
 pub struct AmazonOrderItems {
     pub mapping: AmazonMapping,
     pub token: Option<Secret>,
@@ -279,9 +280,24 @@ impl AmazonMapping {
         })
     }
 
-    /// Maps a getOrderItems response. The response has no time of its own: `occurred_at`
-    /// is our optional top-level `PurchaseDate`, else `received_at_ms`.
+    /// Maps an Orders API response: a v2026-01-01 getOrder response (`{"order": ...}`, see
+    /// [`Self::map_get_order`]) or a v0 getOrderItems response (`{"payload": ...}`). Both
+    /// give the same ids for the same order items, so an order read once through each version
+    /// is placed and shipped once.
+    ///
+    /// A getOrderItems response has no time of its own: `occurred_at` is our optional
+    /// top-level `PurchaseDate`, else `received_at_ms`.
     pub fn map_order_items(&self, body: &[u8], received_at_ms: i64) -> Result<Mapped, Malformed> {
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default)]
+            order: Option<serde::de::IgnoredAny>,
+        }
+        let version: Version =
+            serde_json::from_slice(body).map_err(|e| Malformed::json("Amazon Orders API", &e))?;
+        if version.order.is_some() {
+            return self.map_get_order(body);
+        }
         let response: OrderItemsResponse =
             serde_json::from_slice(body).map_err(|e| Malformed::json("Amazon getOrderItems", &e))?;
         let mut mapped = Mapped::default();
@@ -341,6 +357,119 @@ impl AmazonMapping {
                 &location,
                 at,
             );
+        }
+        Ok(mapped)
+    }
+
+    /// Maps an Orders API v2026-01-01 getOrder response (`{"order": ...}`), the version that
+    /// replaces v0. It dates the order (`createdTime`, the placements' time; shipments and
+    /// cancellations take `lastUpdatedTime`), names its marketplace (`salesChannel`) and who
+    /// fulfils it (`fulfillment.fulfilledBy`: `AMAZON` is FBA, `MERCHANT` MFN; without it
+    /// `amazon.default_fulfillment_channel`). Per item: the unit price is `product.price.
+    /// unitPrice` (not a line total as v0's ItemPrice), the discount the item part of the
+    /// `DISCOUNT` proceeds (its `ITEM` detailed breakdown when there is one; the model does not
+    /// say its sign, so its magnitude), the shipped units `fulfillment.quantityFulfilled`, one
+    /// event each as for v0. An item whose cancellation was executed, or every item of a
+    /// `CANCELLED` order, is cancelled; a buyer's cancellation request alone cancels nothing.
+    /// Ask for `includedData` FULFILLMENT, PROCEEDS and CANCELLATION: without them there are
+    /// no shipments, discounts or item cancellations to map.
+    pub fn map_get_order(&self, body: &[u8]) -> Result<Mapped, Malformed> {
+        let response: GetOrderResponse =
+            serde_json::from_slice(body).map_err(|e| Malformed::json("Amazon getOrder 2026-01-01", &e))?;
+        let order = &response.order;
+        let date = |field: &str, text: &str| {
+            parse_ms(text)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| Malformed::new(format!("{field} {text:?} is not a date-time")))
+        };
+        let placed_at = date("createdTime", &order.created_time)?;
+        let changed_at = match &order.last_updated_time {
+            Some(text) => date("lastUpdatedTime", text)?.max(placed_at),
+            None => placed_at,
+        };
+        let marketplace = order
+            .sales_channel
+            .as_ref()
+            .and_then(|c| c.marketplace_id.as_deref())
+            .unwrap_or(&self.default_marketplace);
+        let fulfillment = order.fulfillment.as_ref();
+        let fulfilled_by = match fulfillment.and_then(|f| f.fulfilled_by.as_deref()) {
+            Some("AMAZON") => "AFN",
+            Some("MERCHANT") => "MFN",
+            _ => self.default_fulfillment_channel.as_str(),
+        };
+        let order_cancelled = fulfillment.and_then(|f| f.fulfillment_status.as_deref()) == Some("CANCELLED");
+        let location = self.fulfillment_location(fulfilled_by, marketplace);
+        let order_id = &order.order_id;
+        let mut mapped = Mapped::default();
+        for item in &order.order_items {
+            let what = format!("order item {}", item.order_item_id);
+            let Some(sku) = self.seller_sku(&mut mapped, item.product.seller_sku.as_deref(), &what) else {
+                continue;
+            };
+            let cancellation = item.cancellation.as_ref();
+            let cancelled =
+                order_cancelled || cancellation.is_some_and(|c| c.cancellation_execution.is_some());
+            let prefix = format!("amazon:order:{order_id}:item:{}", item.order_item_id);
+            let price = item.product.price.as_ref().and_then(|p| p.unit_price.as_ref());
+            match price {
+                _ if item.quantity_ordered <= 0 => {
+                    if !cancelled {
+                        mapped.ignore(
+                            what.clone(),
+                            "nothing_ordered",
+                            "quantityOrdered is 0 (the item was cancelled)",
+                        );
+                    }
+                }
+                // a cancelled item without a price was never placed: its cancel below is all
+                None if cancelled => {}
+                None => mapped.refuse(
+                    what.clone(),
+                    "missing_price",
+                    "product.price.unitPrice is absent (a pending order has no price yet)",
+                ),
+                Some(price) => {
+                    let currency = price.currency_code.as_str();
+                    mapped.push(
+                        format!("{prefix}:placed"),
+                        &self.channel,
+                        placed_at,
+                        Body::OrderLinePlaced(OrderLinePlaced {
+                            order_id: order_id.clone(),
+                            line_id: item.order_item_id.clone(),
+                            sku: sku.clone(),
+                            quantity: item.quantity_ordered,
+                            unit_price: Some(money(price.amount.0, currency)),
+                            discount: money_if_positive(item.discount(), currency),
+                            channel_fee: None,
+                            location_id: location.clone(),
+                        }),
+                    );
+                    let shipped = item.fulfillment.as_ref().map_or(0, |f| f.quantity_fulfilled);
+                    let item_id = &item.order_item_id;
+                    self.shipped_units(&mut mapped, order_id, item_id, &sku, shipped, &location, changed_at);
+                }
+            }
+            if cancelled {
+                // releases what the line still has open, also a line placed from an earlier read
+                mapped.push(
+                    format!("{prefix}:cancelled"),
+                    &self.channel,
+                    changed_at,
+                    Body::OrderLineCancelled(OrderLineCancelled {
+                        order_id: order_id.clone(),
+                        line_id: item.order_item_id.clone(),
+                        sku,
+                    }),
+                );
+            } else if cancellation.is_some_and(|c| c.cancellation_request.is_some()) {
+                mapped.ignore(
+                    what,
+                    "cancel_not_confirmed",
+                    "the buyer requested a cancellation; the cancel comes when it is executed",
+                );
+            }
         }
         Ok(mapped)
     }
@@ -465,7 +594,7 @@ impl AmazonMapping {
                     what,
                     "no_prices",
                     format!(
-                        "status {status}: ORDER_CHANGE carries no prices; placements come from getOrderItems"
+                        "status {status}: ORDER_CHANGE carries no prices; placements come from the Orders API"
                     ),
                 );
             }
@@ -915,6 +1044,129 @@ struct OrderItemsResponse {
     /// Not part of getOrderItems: the order's marketplace from getOrder.
     #[serde(rename = "MarketplaceId", default)]
     marketplace_id: Option<String>,
+}
+
+/// Orders API v2026-01-01 `GetOrderResponse`: the fields mapped.
+#[derive(Deserialize)]
+struct GetOrderResponse {
+    order: Order2026,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Order2026 {
+    order_id: String,
+    created_time: String,
+    #[serde(default)]
+    last_updated_time: Option<String>,
+    #[serde(default)]
+    sales_channel: Option<SalesChannel2026>,
+    #[serde(default)]
+    fulfillment: Option<OrderFulfillment2026>,
+    order_items: Vec<OrderItem2026>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesChannel2026 {
+    #[serde(default)]
+    marketplace_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderFulfillment2026 {
+    #[serde(default)]
+    fulfillment_status: Option<String>,
+    #[serde(default)]
+    fulfilled_by: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderItem2026 {
+    order_item_id: String,
+    quantity_ordered: i64,
+    product: ItemProduct2026,
+    #[serde(default)]
+    proceeds: Option<ItemProceeds2026>,
+    #[serde(default)]
+    cancellation: Option<ItemCancellation2026>,
+    #[serde(default)]
+    fulfillment: Option<ItemFulfillment2026>,
+}
+
+impl OrderItem2026 {
+    /// The item part of the DISCOUNT proceeds, as a positive amount.
+    fn discount(&self) -> Decimal {
+        let breakdowns = self.proceeds.iter().flat_map(|p| &p.breakdowns);
+        breakdowns
+            .filter(|b| b.kind == "DISCOUNT")
+            .map(|b| {
+                if b.detailed_breakdowns.is_empty() {
+                    return b.subtotal.amount.0.abs();
+                }
+                let items = b.detailed_breakdowns.iter().filter(|d| d.subtype.as_deref() == Some("ITEM"));
+                items.filter_map(|d| d.value.as_ref()).map(|v| v.amount.0.abs()).sum()
+            })
+            .sum()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemProduct2026 {
+    #[serde(default)]
+    seller_sku: Option<String>,
+    #[serde(default)]
+    price: Option<ItemPrice2026>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemPrice2026 {
+    #[serde(default)]
+    unit_price: Option<AmzMoney>,
+}
+
+#[derive(Deserialize)]
+struct ItemProceeds2026 {
+    #[serde(default)]
+    breakdowns: Vec<ProceedsBreakdown2026>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProceedsBreakdown2026 {
+    #[serde(rename = "type")]
+    kind: String,
+    subtotal: AmzMoney,
+    #[serde(default)]
+    detailed_breakdowns: Vec<DetailedBreakdown2026>,
+}
+
+#[derive(Deserialize)]
+struct DetailedBreakdown2026 {
+    #[serde(default)]
+    subtype: Option<String>,
+    #[serde(default)]
+    value: Option<AmzMoney>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemCancellation2026 {
+    #[serde(default)]
+    cancellation_request: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    cancellation_execution: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemFulfillment2026 {
+    #[serde(default)]
+    quantity_fulfilled: i64,
 }
 
 #[derive(Deserialize)]

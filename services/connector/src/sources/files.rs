@@ -182,7 +182,8 @@ impl FileKind for B2bMapping {
 }
 
 /// Amazon's notification directory: `*.json` notifications (deduplicated on NotificationId)
-/// or getOrderItems responses, and `*.tsv`/`*.txt` MYI inventory reports.
+/// or Orders API responses (v0 getOrderItems, v2026-01-01 getOrder), and `*.tsv`/`*.txt` MYI
+/// inventory reports.
 impl FileKind for AmazonMapping {
     const ADAPTER: &'static str = "amazon";
 

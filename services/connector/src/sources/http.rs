@@ -316,7 +316,8 @@ pub fn woocommerce_router<S: Sink + 'static>(
 }
 
 /// `POST /amazon/notifications` (an SP-API notification, e.g. relayed from SQS) and
-/// `POST /amazon/order-items` (an Orders API getOrderItems response), on one intake.
+/// `POST /amazon/order-items` (an Orders API response: v0 getOrderItems or v2026-01-01
+/// getOrder), on one intake.
 pub fn amazon_router<S: Sink + 'static>(
     mapping: AmazonMapping,
     token: Option<Secret>,
