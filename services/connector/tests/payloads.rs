@@ -49,6 +49,8 @@ channel = "eu-market"
 secret = { env = "UNUSED_IN_MAPPING_TESTS" }
 [woocommerce.products]
 "93" = "WOO-SINGLE-1"
+"87" = "WOO-ALBUM-2"
+"34" = "WOO-NINJA"
 
 [drop_dir]
 channel = "wholesale"
@@ -180,13 +182,16 @@ fn every_sample_is_covered() {
         "edi-x12-850.edi",
         "shopify-fulfillments-create-webhook-fixture.json",
         "shopify-fulfillments-create.json",
+        "shopify-fulfillments-update-cancelled.json",
         "shopify-inventory-levels-update.json",
         "shopify-orders-cancelled.json",
         "shopify-orders-create-3pl.json",
         "shopify-orders-create.json",
+        "shopify-orders-updated.json",
         "shopify-products-update-variants.json",
         "shopify-products-update.json",
         "shopify-refunds-create.json",
+        "woocommerce-order-completed-with-refunds.json",
         "woocommerce-order-created.json",
     ];
     let dir = payloads_dir();
@@ -339,6 +344,119 @@ fn shopify_fulfillment_webhook_fixture_is_pending() {
             shipped("450789469", "466157049", "IPOD2008GREEN", 1, "wh-nj"),
         )],
     );
+}
+
+/// README: the order after an update (here: a metafield added), as orders/updated delivers
+/// it. Its three placements are exactly orders/create's (same ids, times and bodies: a repeat
+/// the coordinator ignores, and the placement of a line an edit added); lines 466157049 and
+/// 703073504 have current_quantity 0 (their units were refunded) and are cancelled, at
+/// updated_at: the cancel releases what they still have open, nothing if they shipped.
+#[test]
+fn shopify_orders_updated() {
+    let mapped = shopify().map("orders/updated", "wh-20", &payload("shopify-orders-updated.json")).unwrap();
+    let created = shopify().map("orders/create", "wh-1", &payload("shopify-orders-create.json")).unwrap();
+    let at = 1_712_066_620_000; // updated_at 2024-04-02T09:03:40-05:00
+    let o = "450789469";
+    let mut want = created.events.clone();
+    want.push(ev(
+        "shopify:order:450789469:line:466157049:cancelled",
+        "shopify",
+        at,
+        cancelled(o, "466157049", "IPOD2008GREEN"),
+    ));
+    want.push(ev(
+        "shopify:order:450789469:line:703073504:cancelled",
+        "shopify",
+        at,
+        cancelled(o, "703073504", "IPOD2008BLACK"),
+    ));
+    assert_events(&mapped, want);
+    assert!(mapped.refused.is_empty() && mapped.ignored.is_empty(), "{mapped:?}");
+}
+
+/// Issue 16, item 5: an order edit. orders/edited names line ids and deltas only, so it
+/// publishes nothing and lists each change as ignored (what orders/updated does with it);
+/// the orders/updated of the edit places the added line, cancels the line removed entirely,
+/// and refuses (partial_cancel, quantity_increased) what the contract cannot express. Units
+/// refunded as returns are not removals. Hand-written bodies in the shape of Shopify's.
+#[test]
+fn shopify_order_edit_is_mapped_from_orders_updated() {
+    let edited = br#"{"order_edit": {"id": 78912328, "app_id": null, "created_at": "2024-06-03T10:00:00-04:00",
+        "committed_at": "2024-06-03T10:00:05-04:00", "notify_customer": false, "order_id": 5001,
+        "staff_note": "", "user_id": null,
+        "line_items": {"additions": [{"id": 9004, "delta": 2}], "removals": [{"id": 9001, "delta": 2}, {"id": 9002, "delta": 1}]},
+        "discounts": {"line_item": {"additions": [], "removals": []}},
+        "shipping_lines": {"additions": [], "removals": []}}}"#;
+    let mapped = shopify().map("orders/edited", "wh-21", edited).unwrap();
+    assert!(mapped.events.is_empty() && mapped.refused.is_empty());
+    assert_eq!(reasons(&mapped.ignored), ["edit_in_orders_updated"; 3]);
+    assert_eq!(mapped.ignored[1].item, "line 9001");
+    assert!(mapped.ignored[1].message.contains("removed 2 unit(s) of line 9001"), "{:?}", mapped.ignored);
+
+    let line = |id: u64, sku: &str, quantity: i64, current: i64| {
+        serde_json::json!({"id": id, "sku": sku, "quantity": quantity, "current_quantity": current,
+            "price": "10.00", "discount_allocations": []})
+    };
+    let updated = serde_json::json!({
+        "id": 5001, "currency": "USD",
+        "created_at": "2024-06-01T09:00:00-04:00", "processed_at": "2024-06-01T09:00:00-04:00",
+        "updated_at": "2024-06-03T10:00:06-04:00",
+        "line_items": [
+            line(9001, "SKU-A", 3, 1), // 2 of 3 removed by the edit
+            line(9002, "SKU-B", 1, 0), // removed entirely
+            line(9003, "SKU-C", 2, 1), // 1 refunded as a return: not a removal
+            line(9004, "SKU-D", 2, 2), // added by the edit
+            line(9005, "SKU-E", 1, 3), // raised
+        ],
+        "refunds": [{"id": 77, "order_id": 5001, "refund_line_items": [
+            {"id": 1, "line_item_id": 9003, "quantity": 1, "restock_type": "return"}]}],
+    });
+    let mapped = shopify().map("orders/updated", "wh-22", &serde_json::to_vec(&updated).unwrap()).unwrap();
+    let (placed_at, updated_at) = (1_717_246_800_000, 1_717_423_206_000);
+    let unit = m("10.00", "USD");
+    let mut want: Vec<Event> = [
+        ("9001", "SKU-A", 3),
+        ("9002", "SKU-B", 1),
+        ("9003", "SKU-C", 2),
+        ("9004", "SKU-D", 2),
+        ("9005", "SKU-E", 1),
+    ]
+    .into_iter()
+    .map(|(id, sku, quantity)| {
+        ev(
+            &format!("shopify:order:5001:line:{id}:placed"),
+            "shopify",
+            placed_at,
+            placed("5001", id, sku, quantity, unit.clone(), None, None),
+        )
+    })
+    .collect();
+    want.push(ev(
+        "shopify:order:5001:line:9002:cancelled",
+        "shopify",
+        updated_at,
+        cancelled("5001", "9002", "SKU-B"),
+    ));
+    assert_events(&mapped, want);
+    assert_eq!(reasons(&mapped.refused), ["partial_cancel", "quantity_increased"]);
+    assert_eq!(mapped.refused[0].item, "line 9001");
+    assert!(
+        mapped.refused[0].message.starts_with("2 of the line's 3 units were removed"),
+        "{:?}",
+        mapped.refused
+    );
+    assert_eq!(mapped.refused[1].item, "line 9005");
+}
+
+/// README: a fulfillment cancelled after it shipped. The contract has no event that un-ships
+/// units, so it is refused (fulfillment_cancelled), with the reason, rather than dropped.
+#[test]
+fn shopify_fulfillment_cancelled_is_refused() {
+    let body = payload("shopify-fulfillments-update-cancelled.json");
+    let mapped = shopify().map("fulfillments/update", "wh-23", &body).unwrap();
+    assert!(mapped.events.is_empty());
+    assert_eq!(reasons(&mapped.refused), ["fulfillment_cancelled"]);
+    assert_eq!(mapped.refused[0].item, "fulfillment 1069019871");
 }
 
 /// README: 2x OrderLineReturned{1, refund = subtotal (+tax?), restock, 487838322}. The
@@ -844,6 +962,80 @@ fn woocommerce_order_created() {
     assert_eq!(reasons(&mapped.refused), ["empty_sku"]);
 }
 
+/// README: a completed order with two partial refunds (726: -10.00, 724: -9.00), listed by
+/// total only. The lines are placed (not shipped: no woocommerce.ship_location here, ignored
+/// as no_ship_location); each refund is refused (refund_without_lines): without its lines and
+/// quantities no return can be expressed. Refunded in full, the order's lines are returned
+/// when it shipped and cancelled when it did not.
+#[test]
+fn woocommerce_refunds_and_the_refunded_status() {
+    let body = payload("woocommerce-order-completed-with-refunds.json");
+    let mapped = woo().map("order.updated", &body).unwrap();
+    let placed_at = 1_490_123_760_000; // date_created_gmt 2017-03-21T19:16:00
+    let line = |id: &str, sku: &str, unit: &str| {
+        ev(
+            &format!("woocommerce:order:723:line:{id}:placed"),
+            "eu-market",
+            placed_at,
+            placed("723", id, sku, 1, m(unit, "USD"), None, None),
+        )
+    };
+    let placements = vec![line("311", "WOO-ALBUM-2", "9.00"), line("313", "WOO-NINJA", "20.00")];
+    assert_events(&mapped, placements.clone());
+    assert_eq!(reasons(&mapped.refused), ["refund_without_lines", "refund_without_lines"]);
+    assert_eq!(mapped.refused[0].item, "refund 726");
+    assert!(mapped.refused[0].message.contains("(-10.00, no reason given)"), "{:?}", mapped.refused);
+    assert_eq!(reasons(&mapped.ignored), ["no_ship_location"]);
+
+    let refunded =
+        String::from_utf8(body).unwrap().replace(r#""status": "completed""#, r#""status": "refunded""#);
+    let refunded_at = 1_490_126_091_000; // date_modified_gmt 2017-03-21T19:54:51
+    let shipping = WooMapping { ship_location: Some("wh-nj".into()), ..woo() };
+    let mapped = shipping.map("order.updated", refunded.as_bytes()).unwrap();
+    let returned = |id: &str, sku: &str, refund: &str| {
+        ev(
+            &format!("woocommerce:order:723:line:{id}:returned"),
+            "eu-market",
+            refunded_at,
+            Body::OrderLineReturned(OrderLineReturned {
+                order_id: "723".into(),
+                line_id: id.into(),
+                sku: sku.into(),
+                quantity: 1,
+                refund: m(refund, "USD"),
+                restock: false,
+                location_id: None,
+            }),
+        )
+    };
+    let shipped_line = |id: &str, sku: &str| {
+        ev(
+            &format!("woocommerce:order:723:line:{id}:shipped"),
+            "eu-market",
+            refunded_at,
+            shipped("723", id, sku, 1, "wh-nj"),
+        )
+    };
+    assert_events(
+        &mapped,
+        vec![
+            placements[0].clone(),
+            shipped_line("311", "WOO-ALBUM-2"),
+            returned("311", "WOO-ALBUM-2", "9.00"),
+            placements[1].clone(),
+            shipped_line("313", "WOO-NINJA"),
+            returned("313", "WOO-NINJA", "20.00"),
+        ],
+    );
+    assert!(mapped.refused.is_empty() && mapped.ignored.is_empty(), "{mapped:?}");
+
+    // refunded without having shipped: the lines are cancelled
+    let mapped = woo().map("order.updated", refunded.as_bytes()).unwrap();
+    let ids: Vec<&str> = mapped.events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, ["woocommerce:order:723:line:311:cancelled", "woocommerce:order:723:line:313:cancelled"]);
+    assert!(mapped.refused.is_empty(), "{mapped:?}");
+}
+
 /// README: 3x OrderLinePlaced (B2B). Agreed: the SKU is the buyer's part number (BP; the VN
 /// element holds a description), quantities in the PO's unit (YD) as written, the PO date
 /// (BEG05) as the time, the PO number as the order, PO101 as the line.
@@ -916,8 +1108,14 @@ fn deploy_config_and_sample_events_fit_the_contract() {
         amazon().map_order_items(&payload("amazon-orders-getOrderItems-sandbox.json"), 1).unwrap().events,
     );
     events.extend(woo().map("order.created", &payload("woocommerce-order-created.json")).unwrap().events);
+    events.extend(
+        shopify().map("orders/updated", "w", &payload("shopify-orders-updated.json")).unwrap().events,
+    );
+    events.extend(
+        woo().map("order.updated", &payload("woocommerce-order-completed-with-refunds.json")).unwrap().events,
+    );
     events.extend(b2b().map_x12(&String::from_utf8(payload("edi-x12-850.edi")).unwrap()).events);
-    assert_eq!(events.len(), 3 + 1 + 2 + 1 + 2 + 1 + 1 + 4 + 2 + 1 + 1 + 1 + 2 + 3);
+    assert_eq!(events.len(), 3 + 1 + 2 + 1 + 2 + 1 + 1 + 4 + 2 + 1 + 1 + 1 + 2 + 3 + 5 + 2);
     for event in &events {
         omnifold_domain::fact::check(&rules, event).unwrap_or_else(|e| panic!("{}: {e}", event.event_id));
     }

@@ -265,6 +265,39 @@ async fn shopify_refusals_are_answered_200_and_counted() {
     );
 }
 
+/// Issue 16, item 5: orders/updated and orders/edited are taken (no longer
+/// unsupported_topic), and a cancelled fulfillment, which the contract cannot un-ship, is
+/// refused in the answer and in the rejections metric.
+#[tokio::test]
+async fn shopify_order_updates_edits_and_cancelled_fulfillments_are_answered() {
+    let (base, intake) = shopify_server(1 << 20).await;
+    let rejected = |reason: &str| {
+        counter(&format!(r#"omnifold_connector_rejections_total{{adapter="shopify",reason="{reason}"}}"#))
+    };
+    let (cancelled_before, unsupported_before) =
+        (rejected("fulfillment_cancelled"), rejected("unsupported_topic"));
+
+    let body = payload("shopify-fulfillments-update-cancelled.json");
+    let (status, answer) =
+        post_shopify(&base, "fulfillments/update", "w-e1", &body, Some(sign(SECRET, &body))).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(0)), "{answer}");
+    assert_eq!(answer["refused"][0]["reason"], "fulfillment_cancelled", "{answer}");
+    assert!(rejected("fulfillment_cancelled") >= cancelled_before + 1.0);
+
+    let body = payload("shopify-orders-updated.json");
+    let (status, answer) =
+        post_shopify(&base, "orders/updated", "w-e2", &body, Some(sign(SECRET, &body))).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(5)), "{answer}");
+
+    let body = br#"{"order_edit": {"id": 1, "order_id": 450789469,
+        "line_items": {"additions": [], "removals": [{"id": 518995019, "delta": 1}]}}}"#;
+    let (status, answer) = post_shopify(&base, "orders/edited", "w-e3", body, Some(sign(SECRET, body))).await;
+    assert_eq!((status, answer["published"].as_u64()), (200, Some(0)), "{answer}");
+    assert_eq!(answer["ignored"][0]["reason"], "edit_in_orders_updated", "{answer}");
+    assert_eq!(rejected("unsupported_topic"), unsupported_before, "both topics are mapped");
+    assert_eq!(published(&intake).await, 5);
+}
+
 async fn post_woo(
     base: &str,
     body: &[u8],
@@ -312,11 +345,26 @@ async fn woocommerce_signatures_ping_and_redelivery() {
     assert_eq!((status, &answer["duplicate"]), (200, &serde_json::Value::Bool(true)));
     assert_eq!(published(&intake).await, 2);
 
+    // partial refunds: listed by total only, each refused and counted
+    let before = counter(
+        r#"omnifold_connector_rejections_total{adapter="woocommerce",reason="refund_without_lines"}"#,
+    );
+    let refunds = payload("woocommerce-order-completed-with-refunds.json");
+    let (status, answer) = post_woo(&base, &refunds, Some(sign(SECRET, &refunds)), "3").await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["refused"][0]["reason"], "refund_without_lines", "{answer}");
+    assert!(
+        counter(
+            r#"omnifold_connector_rejections_total{adapter="woocommerce",reason="refund_without_lines"}"#
+        ) >= before + 2.0
+    );
+    let before = published(&intake).await;
+
     let broken = b"{\"id\": 727}";
     let (status, answer) = post_woo(&base, broken, Some(sign(SECRET, broken)), "2").await;
     assert_eq!(status, 400);
     assert!(answer["error"].as_str().unwrap().contains("missing field"), "{answer}");
-    assert_eq!(published(&intake).await, 2);
+    assert_eq!(published(&intake).await, before);
 }
 
 #[tokio::test]

@@ -1,5 +1,21 @@
-//! Shopify webhooks: orders/create, orders/cancelled, fulfillments/create (and /update),
-//! refunds/create, inventory_levels/update and products/update, mapped to contract events.
+//! Shopify webhooks: orders/create, orders/updated, orders/edited, orders/cancelled,
+//! fulfillments/create (and /update), refunds/create, inventory_levels/update and
+//! products/update, mapped to contract events.
+//!
+//! Order edits. orders/edited names the edited lines and their deltas only (no SKU, no price,
+//! so nothing can be published from it); Shopify sends orders/updated with every edit, and the
+//! edit's facts are mapped from that full order: a line added by the edit is placed (each line
+//! is placed under the id orders/create gives it, so a line placed before is a repeat the
+//! coordinator ignores), and a line whose `current_quantity` fell to 0 (removed by an edit or
+//! refunded away) is cancelled. The contract cannot express a partial removal (its
+//! OrderLineCancelled releases the whole open line) nor more units on a line already placed:
+//! a line with fewer current units than ordered ones, beyond those refunded as returns, is
+//! refused (`partial_cancel`) on each orders/updated that shows it; a raised quantity shows in
+//! orders/updated only as the line's new quantity, which the connector (keeping no order
+//! state) cannot tell from the old one, so orders/edited lists each addition, and each
+//! removal, as ignored with what orders/updated does with it. A cancelled fulfillment is
+//! refused (`fulfillment_cancelled`): if it had shipped, the contract has no event that
+//! un-ships its units, and its payload does not say whether it had.
 //!
 //! Event ids follow the business fact, so a redelivered webhook (same X-Shopify-Webhook-Id)
 //! or the same fact in a second delivery maps to the same ids and the coordinator ignores the
@@ -39,8 +55,10 @@ use crate::sources::levels::LevelMarks;
 use crate::timefmt::parse_ms;
 
 /// The topics the receiver maps; any other is answered 200 and counted as refused.
-pub const TOPICS: [&str; 7] = [
+pub const TOPICS: [&str; 9] = [
     "orders/create",
+    "orders/updated",
+    "orders/edited",
     "orders/cancelled",
     "fulfillments/create",
     "fulfillments/update",
@@ -153,6 +171,8 @@ impl ShopifyMapping {
     pub fn map(&self, topic: &str, webhook_id: &str, body: &[u8]) -> Result<Mapped, Malformed> {
         match topic {
             "orders/create" => Ok(self.order_created(&parse(topic, body)?)),
+            "orders/updated" => Ok(self.order_updated(&parse(topic, body)?)),
+            "orders/edited" => Ok(self.order_edited(&parse::<EditedOrder>(topic, body)?.order_edit)),
             "orders/cancelled" => Ok(self.order_cancelled(&parse(topic, body)?)),
             "fulfillments/create" | "fulfillments/update" => Ok(self.fulfillment(&parse(topic, body)?)),
             "refunds/create" => Ok(self.refund(&parse(topic, body)?)),
@@ -224,6 +244,113 @@ impl ShopifyMapping {
         mapped
     }
 
+    /// orders/updated: the placements as orders/create maps them (same ids, times and bodies),
+    /// then what removals did to each line; see the module documentation.
+    fn order_updated(&self, order: &Order) -> Mapped {
+        let mut mapped = self.order_created(order);
+        if mapped.refused.iter().any(|r| r.reason == "bad_time") {
+            return mapped;
+        }
+        let Some(at) =
+            time(&mut mapped, "order", [&order.updated_at, &order.processed_at, &order.created_at])
+        else {
+            return mapped;
+        };
+        // units refunded as returns (or refunds without restocking) are the refunds' to map;
+        // units refunded as `cancel` were removed from the line like an edit's
+        let mut returned: BTreeMap<u64, i64> = BTreeMap::new();
+        for line in order.refunds.iter().flat_map(|r| &r.refund_line_items) {
+            if line.restock_type.as_deref() != Some("cancel") {
+                *returned.entry(line.line_item_id).or_default() += line.quantity;
+            }
+        }
+        for line in &order.line_items {
+            let Some(current) = line.current_quantity else { continue };
+            if line.gift_card || line.quantity <= 0 {
+                continue;
+            }
+            // a line without a SKU was refused by its placement above
+            let Some(sku) = self.known_sku(line.sku.as_deref(), line.variant_id) else { continue };
+            let item = format!("line {}", line.id);
+            if current == 0 {
+                mapped.push(
+                    format!("shopify:order:{}:line:{}:cancelled", order.id, line.id),
+                    &self.channel,
+                    at,
+                    Body::OrderLineCancelled(OrderLineCancelled {
+                        order_id: order.id.to_string(),
+                        line_id: line.id.to_string(),
+                        sku,
+                    }),
+                );
+            } else if current > line.quantity {
+                mapped.refuse(
+                    item,
+                    "quantity_increased",
+                    format!(
+                        "current_quantity {current} is above the {} units placed: the contract has no \
+                         event that adds units to a placed line",
+                        line.quantity
+                    ),
+                );
+            } else {
+                let removed = line.quantity - current - returned.get(&line.id).copied().unwrap_or(0);
+                if removed > 0 {
+                    mapped.refuse(
+                        item,
+                        "partial_cancel",
+                        format!(
+                            "{removed} of the line's {} units were removed ({current} remain): the \
+                             contract's OrderLineCancelled releases the whole line and no event \
+                             releases part of it, so they stay reserved until the line ships or is \
+                             cancelled",
+                            line.quantity
+                        ),
+                    );
+                }
+            }
+        }
+        mapped
+    }
+
+    /// orders/edited: no SKUs, no prices; each line change is listed with what orders/updated,
+    /// sent with the same edit, publishes for it.
+    fn order_edited(&self, edit: &OrderEdit) -> Mapped {
+        let mut mapped = Mapped::default();
+        let changes = edit.line_items.as_ref();
+        for addition in changes.iter().flat_map(|c| &c.additions) {
+            mapped.ignore(
+                format!("line {}", addition.id),
+                "edit_in_orders_updated",
+                format!(
+                    "edit {} of order {} added {} unit(s) on line {}: orders/updated places a new line; \
+                     more units on a line already placed cannot be expressed (no contract event adds \
+                     units to a placed line)",
+                    edit.id, edit.order_id, addition.delta, addition.id
+                ),
+            );
+        }
+        for removal in changes.iter().flat_map(|c| &c.removals) {
+            mapped.ignore(
+                format!("line {}", removal.id),
+                "edit_in_orders_updated",
+                format!(
+                    "edit {} of order {} removed {} unit(s) of line {}: orders/updated cancels the \
+                     line if none remain and refuses a partial removal (partial_cancel)",
+                    edit.id, edit.order_id, removal.delta, removal.id
+                ),
+            );
+        }
+        if mapped.ignored.is_empty() {
+            mapped.ignore(
+                format!("edit {}", edit.id),
+                "edit_without_lines",
+                format!("edit {} of order {} changed no line item", edit.id, edit.order_id),
+            );
+        }
+        mapped
+    }
+
     fn order_cancelled(&self, order: &Order) -> Mapped {
         let mut mapped = Mapped::default();
         let Some(at) = time(&mut mapped, "order", [&order.cancelled_at, &order.updated_at]) else {
@@ -255,6 +382,19 @@ impl ShopifyMapping {
     fn fulfillment(&self, fulfillment: &Fulfillment) -> Mapped {
         let mut mapped = Mapped::default();
         let status = fulfillment.status.as_deref().unwrap_or("");
+        if status == "cancelled" {
+            mapped.refuse(
+                format!("fulfillment {}", fulfillment.id),
+                "fulfillment_cancelled",
+                format!(
+                    "fulfillment {} of order {} was cancelled: if it had shipped (status success), \
+                     its units stay shipped, the contract having no event that un-ships them; if it \
+                     had not, nothing shipped",
+                    fulfillment.id, fulfillment.order_id
+                ),
+            );
+            return mapped;
+        }
         if status != "success" {
             mapped.ignore(
                 format!("fulfillment {}", fulfillment.id),
@@ -331,7 +471,8 @@ impl ShopifyMapping {
                     mapped.ignore(
                         item,
                         "refund_of_unfulfilled",
-                        "restock_type cancel: unfulfilled units, not a return",
+                        "restock_type cancel: unfulfilled units removed, not a return; orders/updated \
+                         cancels the line if none remain, else refuses the partial cancel",
                     );
                     continue;
                 }
@@ -481,6 +622,13 @@ impl ShopifyMapping {
         mapped
     }
 
+    /// The line's SKU, else the configured SKU of its variant.
+    fn known_sku(&self, sku: Option<&str>, variant: Option<u64>) -> Option<String> {
+        non_empty(sku)
+            .map(str::to_string)
+            .or_else(|| variant.and_then(|v| self.variants.get(&v.to_string())).cloned())
+    }
+
     /// The line's SKU, else the configured SKU of its variant, else a refusal.
     fn sku(
         &self,
@@ -538,6 +686,51 @@ struct Order {
     #[serde(default)]
     location_id: Option<u64>,
     line_items: Vec<LineItem>,
+    #[serde(default)]
+    refunds: Vec<OrderRefund>,
+}
+
+/// A refund as an order lists it: the quantities it took from each line.
+#[derive(Deserialize)]
+struct OrderRefund {
+    #[serde(default)]
+    refund_line_items: Vec<RefundedQuantity>,
+}
+
+#[derive(Deserialize)]
+struct RefundedQuantity {
+    line_item_id: u64,
+    quantity: i64,
+    #[serde(default)]
+    restock_type: Option<String>,
+}
+
+/// The body of orders/edited.
+#[derive(Deserialize)]
+struct EditedOrder {
+    order_edit: OrderEdit,
+}
+
+#[derive(Deserialize)]
+struct OrderEdit {
+    id: u64,
+    order_id: u64,
+    #[serde(default)]
+    line_items: Option<LineChanges>,
+}
+
+#[derive(Deserialize)]
+struct LineChanges {
+    #[serde(default)]
+    additions: Vec<LineDelta>,
+    #[serde(default)]
+    removals: Vec<LineDelta>,
+}
+
+#[derive(Deserialize)]
+struct LineDelta {
+    id: u64,
+    delta: i64,
 }
 
 #[derive(Deserialize)]
@@ -548,6 +741,9 @@ struct LineItem {
     #[serde(default)]
     variant_id: Option<u64>,
     quantity: i64,
+    /// The quantity less what edits and refunds removed (orders; absent before API 2023-01).
+    #[serde(default)]
+    current_quantity: Option<i64>,
     #[serde(default)]
     price: Option<Dec>,
     #[serde(default)]

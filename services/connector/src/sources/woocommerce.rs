@@ -1,10 +1,21 @@
 //! WooCommerce order webhooks (order.created, order.updated, order.restored), signed with
 //! X-WC-Webhook-Signature = base64(HMAC-SHA256(body, secret)).
 //!
-//! Ids follow the fact: `woocommerce:order:<id>:line:<line>:placed|cancelled|shipped`, so the
-//! same order delivered again (or updated without a change of status) changes nothing. The
-//! status decides: pending, on-hold and processing place the lines; completed places and
-//! ships them (at `ship_location`); cancelled and failed cancel them.
+//! Ids follow the fact: `woocommerce:order:<id>:line:<line>:placed|cancelled|shipped|returned`,
+//! so the same order delivered again (or updated without a change of status) changes nothing.
+//! The status decides: pending, on-hold and processing place the lines; completed places and
+//! ships them (at `ship_location`); cancelled and failed cancel them. Refunded (the whole
+//! order refunded) returns every line of an order that shipped (completed, with a
+//! `ship_location`): the whole line, its refund the line's total after discounts and before
+//! tax, not restocked (the webhook does not say whether WooCommerce restocked; on-hand comes
+//! back through counts); a refunded order that never shipped has its lines cancelled.
+//!
+//! A partial refund is listed in the order's `refunds` with its total only: without its lines
+//! and quantities the contract cannot express it (a return names a line and a quantity), so
+//! each is refused (`refund_without_lines`), on every delivery of the order that lists it
+//! (a cancelled or refunded order's refunds are covered by its lines' cancels or returns).
+//! Any other status (e.g. checkout-draft, trash) is listed as ignored. Nothing is dropped
+//! without an entry in the answer.
 //!
 //! The source: [`WooWebhooks`], the [`Adapter`] of the one webhook receiver, built by
 //! [`source`] from `[woocommerce]`.
@@ -13,7 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use omnifold_proto::{Body, OrderLineCancelled, OrderLinePlaced, OrderLineShipped};
+use omnifold_proto::{Body, OrderLineCancelled, OrderLinePlaced, OrderLineReturned, OrderLineShipped};
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Secret, WooOptions};
@@ -110,15 +121,36 @@ impl WooMapping {
     fn order(&self, order: &Order) -> Mapped {
         let mut mapped = Mapped::default();
         let what = format!("order {}", order.id);
-        let (place, cancel, ship) = match order.status.as_str() {
-            "pending" | "on-hold" | "processing" => (true, false, false),
-            "completed" => (true, false, true),
-            "cancelled" | "failed" => (false, true, false),
+        // a refunded order shipped if it was completed and completion ships (ship_location)
+        let shipped_before = order.date_completed_gmt.is_some() && self.ship_location.is_some();
+        let (place, cancel, ship, give_back) = match order.status.as_str() {
+            "pending" | "on-hold" | "processing" => (true, false, false, false),
+            "completed" => (true, false, true, false),
+            "cancelled" | "failed" => (false, true, false, false),
+            "refunded" if shipped_before => (true, false, true, true),
+            "refunded" => (false, true, false, false),
             other => {
                 mapped.ignore(what, "status_not_mapped", format!("status {other:?} changes no stock"));
                 return mapped;
             }
         };
+        // a cancelled or refunded order's refunds are covered by its lines' cancels or returns
+        if place && !give_back {
+            for refund in &order.refunds {
+                let reason = refund.reason.as_deref().filter(|r| !r.is_empty()).unwrap_or("no reason given");
+                mapped.refuse(
+                    format!("refund {}", refund.id),
+                    "refund_without_lines",
+                    format!(
+                        "refund {} of order {} ({}, {reason}): the order webhook gives a refund's total \
+                         only, not its lines and quantities, and a return needs both",
+                        refund.id,
+                        order.id,
+                        refund.total.map_or("no total".to_string(), |t| t.0.to_string()),
+                    ),
+                );
+            }
+        }
         let placed_at = parse_utc(&order.date_created_gmt);
         let modified_at = parse_utc(&order.date_modified_gmt).or(placed_at);
         let completed_at = parse_utc(&order.date_completed_gmt).or(modified_at);
@@ -181,6 +213,25 @@ impl WooMapping {
                     }),
                 );
             }
+            if give_back
+                && ship_location.is_some()
+                && let Some(at) = modified_at
+            {
+                mapped.push(
+                    format!("{prefix}:returned"),
+                    &self.channel,
+                    at,
+                    Body::OrderLineReturned(OrderLineReturned {
+                        order_id: order.id.to_string(),
+                        line_id: line.id.to_string(),
+                        sku: sku.clone(),
+                        quantity: line.quantity,
+                        refund: Some(money(line.total.0, &order.currency)),
+                        restock: false,
+                        location_id: None,
+                    }),
+                );
+            }
             if cancel && let Some(at) = modified_at {
                 mapped.push(
                     format!("{prefix}:cancelled"),
@@ -233,6 +284,19 @@ struct Order {
     #[serde(default)]
     date_completed_gmt: Option<String>,
     line_items: Vec<LineItem>,
+    /// The order's refunds, each with its total only.
+    #[serde(default)]
+    refunds: Vec<Refund>,
+}
+
+#[derive(Deserialize)]
+struct Refund {
+    id: u64,
+    /// `reason` in the REST reference; the docs' example response spells it `refund`.
+    #[serde(default, alias = "refund")]
+    reason: Option<String>,
+    #[serde(default)]
+    total: Option<Dec>,
 }
 
 #[derive(Deserialize)]
