@@ -11,9 +11,9 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::outputs::expected;
 use common::*;
 use omnifold_connector::publish::Publisher;
-use omnifold_domain::{Fold, Outcome, Output, PartitionState};
 use omnifold_proto::{AlertState, Event, LedgerEntry, LedgerKind};
 use omnifold_runtime::partitioner::partition_for;
 use omnifold_runtime::{Store, load_contract};
@@ -22,16 +22,6 @@ use omnifold_workload::{WorkloadOptions, generate};
 use prost::Message as _;
 
 const EVENTS: usize = 24_000;
-
-/// What an uninterrupted run publishes, computed with the pure fold per input partition.
-#[derive(Debug, Default)]
-struct Expected {
-    availability: BTreeMap<(String, String), i64>,
-    alerts: BTreeSet<(String, String)>,
-    escalations: BTreeSet<String>,
-    ledger: BTreeSet<String>,
-    dead_letters: usize,
-}
 
 fn workload() -> Vec<Event> {
     let rules = load_contract(&contract_path()).expect("contract");
@@ -46,41 +36,6 @@ fn workload() -> Vec<Event> {
         events.insert(i, unknown_channel);
     }
     events
-}
-
-fn expected(events: &[Event]) -> Expected {
-    let fold = Fold::new(load_contract(&contract_path()).expect("contract"));
-    let mut partitions: BTreeMap<i32, PartitionState> = BTreeMap::new();
-    let mut expected = Expected::default();
-    for event in events {
-        let partition = partition_for(event.partition_key().as_bytes(), EVENTS_PARTITIONS);
-        match fold.apply(partitions.entry(partition).or_default(), event) {
-            Outcome::Applied { outputs, .. } => outputs.into_iter().for_each(|o| expected.record(o)),
-            Outcome::Rejected(_) => expected.dead_letters += 1,
-            Outcome::Duplicate => {}
-        }
-    }
-    expected
-}
-
-impl Expected {
-    fn record(&mut self, output: Output) {
-        match output {
-            Output::Availability(a) => {
-                self.availability.insert((a.channel, a.sku), a.available);
-            }
-            Output::Alert(a) => {
-                let state = AlertState::try_from(a.state).unwrap().name().to_string();
-                assert!(self.alerts.insert((a.alert_id, state)), "the fold itself repeats an alert record");
-            }
-            Output::Escalation(e) => {
-                self.escalations.insert(e.escalation_id);
-            }
-            Output::Ledger(e) => {
-                assert!(self.ledger.insert(e.entry_id), "the fold itself repeats a ledger entry");
-            }
-        }
-    }
 }
 
 async fn publish(broker: &Broker, events: &[Event]) {

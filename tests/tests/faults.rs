@@ -154,6 +154,8 @@ async fn an_outage_longer_than_broker_outage_max_ends_the_coordinator() {
     let options = CoordinatorOptions {
         exit_when_caught_up: false,
         broker_outage_max: Some(Duration::from_secs(1)),
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
         ..coordinator_options(&broker, store.path())
     };
     let run = tokio::spawn(Coordinator::new(options).unwrap().run(std::future::pending()));

@@ -104,6 +104,8 @@ fn coordinator_options(options: &ReporterOptions, exit_when_caught_up: bool) -> 
         http: None,
         engine: EngineOptions::default(),
         broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
     }
 }
 

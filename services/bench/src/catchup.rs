@@ -142,6 +142,8 @@ async fn coordinator(
         http: None,
         engine: EngineOptions::default(),
         broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
     };
     Ok(Coordinator::new(options)?.run(std::future::pending()).await?)
 }

@@ -128,6 +128,8 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         http: None,
         engine: omnifold_coordinator::engine::EngineOptions::default(),
         broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run_ms = runtime.block_on(async {

@@ -28,6 +28,7 @@ pub mod history;
 pub mod kafka;
 pub mod procfs;
 pub mod report;
+pub mod scaleout;
 pub mod stats;
 
 /// The example contract the workloads are generated for (`deploy/local/contract.toml`).

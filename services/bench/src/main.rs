@@ -9,6 +9,7 @@ use omnifold_bench::catchup::{self, CatchUpArgs};
 use omnifold_bench::child::{ChildArgs, LoadStateArgs, child_main, load_state_main};
 use omnifold_bench::e2e::{self, RunArgs};
 use omnifold_bench::history::{self, HistoryArgs};
+use omnifold_bench::scaleout::{self, ScaleOutArgs};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,9 @@ enum Command {
     /// Runs the coordinator, then the reporter, over the same event log from empty stores and
     /// reports the reporter's catch-up rate against the coordinator's.
     CatchUp(CatchUpArgs),
+    /// Runs 1, 2, 3 ... coordinators in one group over the same log next to a bare consumer,
+    /// and times a new member restoring partitions it never owned.
+    ScaleOut(ScaleOutArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,6 +56,12 @@ fn main() -> anyhow::Result<()> {
         Some(Command::CatchUp(args)) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(catchup::run(args))?;
+            println!("{}", report.markdown());
+            Ok(())
+        }
+        Some(Command::ScaleOut(args)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(scaleout::run(args))?;
             println!("{}", report.markdown());
             Ok(())
         }

@@ -55,6 +55,28 @@ enum Command {
         /// Serve price provenance (GET /v1/prices/SKU) on this loopback address, e.g. 127.0.0.1:8080.
         #[arg(long, env = "OMNIFOLD_HTTP")]
         http: Option<SocketAddr>,
+        /// The consumer group every coordinator of this deployment joins: the events
+        /// partitions are spread over its members.
+        #[arg(long, default_value = "omnifold-coordinator")]
+        group: String,
+        /// This instance's static group membership id, stable across its restarts and unique
+        /// in the group (e.g. the pod name): a restarted instance takes its partitions back at
+        /// once. Without it the instance joins as a dynamic member.
+        #[arg(long, env = "OMNIFOLD_INSTANCE_ID")]
+        instance_id: Option<String>,
+        /// How long the group waits for a silent member before moving its partitions, in
+        /// milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        session_timeout_ms: u64,
+    },
+    /// Show which member of the coordinators' group owns which events partition, each
+    /// partition's lag and how far its last owner published.
+    Status {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// The coordinators' consumer group.
+        #[arg(long, default_value = "omnifold-coordinator")]
+        group: String,
     },
     /// Print a SKU's price on every channel and the events behind each number, from a running
     /// coordinator's --http endpoint.
@@ -100,6 +122,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             batch_max_events,
             state_cache_mb,
             http,
+            group,
+            instance_id,
+            session_timeout_ms,
         } => {
             if let Some(addr) = metrics {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
@@ -107,7 +132,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let options = CoordinatorOptions {
                 kafka: kafka.kafka(),
                 topics: TopicOptions { events_partitions, ..kafka.topic_options() },
-                group_id: "omnifold-coordinator".to_string(),
+                group_id: group,
                 contract,
                 store,
                 batch_max_events,
@@ -116,10 +141,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 http,
                 engine: EngineOptions { state_cache_bytes: state_cache_mb << 20, ..EngineOptions::default() },
                 broker_outage_max: kafka.broker_outage_max,
+                group_instance_id: instance_id,
+                session_timeout_ms,
             };
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
         }
         Command::Price { sku, http, json } => price(&sku, http, json).await?,
+        Command::Status { kafka, group } => {
+            let topics = omnifold_runtime::Topics::new(&kafka.topic_options().prefix);
+            let options = kafka.kafka();
+            let status =
+                tokio::task::spawn_blocking(move || crate::status::status(&options, &topics, &group))
+                    .await??;
+            print!("{}", crate::status::render(&status));
+        }
         Command::Watch { kafka, availability, idle_exit_secs } => {
             let options = WatchOptions {
                 kafka: kafka.kafka(),

@@ -208,6 +208,31 @@ impl Engine {
         metrics::gauge!("omnifold_state_cache_bytes").set(self.cached_bytes as f64);
     }
 
+    /// Drops what the open batch changed, as if it had never been applied: its SKUs are evicted
+    /// (the store holds them as of the last commit) and its accepted ids forgotten. For a batch
+    /// that must not commit (a partition of it was revoked mid-batch).
+    pub fn discard(&mut self) {
+        for id in std::mem::take(&mut self.dirty) {
+            if let Some(entry) = self.cache.remove(&id) {
+                self.cached_bytes -= entry.bytes;
+            }
+        }
+        for (partition, event_id) in self.accepted.drain(..) {
+            self.recent.remove(partition, &event_id);
+        }
+    }
+
+    /// Drops the cached state of a partition this instance no longer owns; everything of it
+    /// is committed, so a later owner of it here loads it from the store.
+    pub fn forget_partition(&mut self, partition: i32) {
+        let before = self.cache.len();
+        let bytes: usize = self.cache.iter().filter(|(id, _)| id.0 == partition).map(|(_, e)| e.bytes).sum();
+        self.cache.retain(|id, _| id.0 != partition);
+        self.cached_bytes -= bytes;
+        self.recent.forget_partition(partition);
+        tracing::debug!(partition, skus = before - self.cache.len(), "forgot a partition's cached state");
+    }
+
     /// The cache now and what it did so far.
     pub fn stats(&self) -> EngineStats {
         EngineStats { cached_bytes: self.cached_bytes, cached_skus: self.cache.len(), ..self.stats }
@@ -328,6 +353,18 @@ impl RecentIds {
         if self.ids.entry(partition).or_default().insert(id.clone()) {
             self.order.push_back((partition, id));
         }
+    }
+
+    fn remove(&mut self, partition: i32, event_id: &str) {
+        if let Some(ids) = self.ids.get_mut(&partition) {
+            ids.remove(event_id);
+        }
+        // `order` keeps the id until trimmed: trimming a missing id is a no-op
+    }
+
+    fn forget_partition(&mut self, partition: i32) {
+        self.ids.remove(&partition);
+        self.order.retain(|(p, _)| *p != partition);
     }
 
     fn trim(&mut self, keep: usize) {

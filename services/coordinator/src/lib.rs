@@ -3,9 +3,11 @@
 
 pub mod cli;
 pub mod engine;
+pub mod group;
 pub mod http;
 pub mod progress;
 pub mod service;
+pub mod status;
 pub mod watch;
 
 pub use service::{Coordinator, CoordinatorError, CoordinatorOptions, Position, output_records};

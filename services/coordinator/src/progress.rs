@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use omnifold_domain::ledger::progress;
+use omnifold_runtime::origin::BARRIER_HEADER;
 use omnifold_runtime::{OutboxRecord, Topics};
 use prost::Message as _;
 
@@ -54,7 +55,9 @@ pub fn marker(topics: &Topics, currency: &str, partition: i32, mark: Mark, at_en
         topic: topics.ledger.clone(),
         key: entry.entry_id.clone().into_bytes(),
         value: entry.encode_to_vec(),
-        headers: Vec::new(),
+        // delivered after everything before it and before anything after it, stamped with
+        // the sender's tails (`omnifold_runtime::origin`): what a next owner reads back from
+        headers: vec![(BARRIER_HEADER.to_string(), Vec::new())],
         partition: Some(partition),
     }
 }

@@ -24,8 +24,8 @@ use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::health::{STATS_INTERVAL_MS, is_outage, until_reachable};
 use omnifold_runtime::{
-    BrokerHealth, HealthContext, KafkaOptions, OutboxLoop, OutboxRecord, OutboxSender, OutboxSignals, Store,
-    TopicOptions, Topics, load_contract, wall_clock_ms,
+    BrokerHealth, KafkaOptions, OutboxLoop, OutboxRecord, OutboxSender, OutboxSignals, Store, TopicOptions,
+    Topics, load_contract, wall_clock_ms,
 };
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -34,8 +34,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{Engine, EngineOptions};
+use crate::group::{self, GroupContext, GroupSpec, SharedOwnership};
 use crate::http::{HttpServer, PriceSource};
 use crate::progress::{Mark, Marks, marker};
+use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 
 /// Everything the coordinator is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +69,18 @@ pub struct CoordinatorOptions {
     /// forever.
     #[serde(default, with = "omnifold_runtime::health::optional_secs")]
     pub broker_outage_max: Option<Duration>,
+    /// Static group membership (KIP-345): an instance restarted with the same id takes its
+    /// partitions back at once. Unique per instance, stable across its restarts; `None` joins
+    /// as a dynamic member.
+    #[serde(default)]
+    pub group_instance_id: Option<String>,
+    /// How long the group waits for a silent member before giving its partitions away.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+}
+
+fn default_session_timeout_ms() -> u64 {
+    10_000
 }
 
 fn default_group() -> String {
@@ -108,6 +122,8 @@ pub enum CoordinatorError {
 /// Outbox records waiting beyond which the fold loop pauses for the sender to catch up.
 const MAX_PENDING_OUTPUTS: usize = 200_000;
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+/// A restore logs its progress every this many events.
+const RESTORE_LOG_EVERY: i64 = 100_000;
 /// How long the fold loop pauses after an outage error before polling again.
 const OUTAGE_PAUSE: Duration = Duration::from_millis(100);
 
@@ -136,6 +152,11 @@ impl Coordinator {
         };
         self.check_ledger_partitions(&partitions)?;
         let store = open_store(self.options.store.clone()).await?;
+        let (kafka, topics, moved_store) = (self.options.kafka.clone(), self.topics.clone(), store.clone());
+        tokio::task::spawn_blocking(move || {
+            group::drop_outputs_of_moved_partitions(&moved_store, &kafka, &topics)
+        })
+        .await??;
         let mut sender =
             OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
         tokio::select! {
@@ -152,9 +173,9 @@ impl Coordinator {
             topics: self.topics.clone(),
             currency: self.rules.contract.reporting_currency.clone(),
             reported_at_end: BTreeSet::new(),
+            ownership: SharedOwnership::default(),
             store: store.clone(),
             engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
-            event_partitions: partitions[&self.topics.events],
             stop: stop.clone(),
             outbox: outbox.signals(),
             health,
@@ -205,9 +226,9 @@ async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
     Ok(tokio::task::spawn_blocking(move || Store::open(&path)).await??)
 }
 
-/// The events consumer: end-of-partition events say when the log is consumed (the context
-/// takes them as progress, not errors, and reports the broker's reachability).
-type EventsConsumer = BaseConsumer<HealthContext>;
+/// The events consumer, a member of the coordinators' group (`crate::group`): end-of-partition
+/// events say when a partition is consumed.
+type EventsConsumer = BaseConsumer<GroupContext>;
 
 struct FoldLoop {
     options: CoordinatorOptions,
@@ -216,9 +237,10 @@ struct FoldLoop {
     currency: String,
     /// Partitions whose last progress marker said the coordinator was at their end.
     reported_at_end: BTreeSet<i32>,
+    /// The partitions the group gave this instance, and what their last owner published.
+    ownership: SharedOwnership,
     store: Store,
     engine: Engine,
-    event_partitions: i32,
     stop: Arc<AtomicBool>,
     outbox: Arc<OutboxSignals>,
     health: Arc<BrokerHealth>,
@@ -234,19 +256,9 @@ struct Batch {
 
 impl FoldLoop {
     fn run(mut self) -> Result<(), CoordinatorError> {
-        // End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
-        // watermarks can sit below records already there (ARCHITECTURE.md, "The broker").
-        let consumer: EventsConsumer = self
-            .options
-            .kafka
-            .assigning_config(&self.options.group_id)
-            .set("enable.partition.eof", "true")
-            .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
-            .create_with_context(HealthContext::new(self.health.clone()))?;
+        let consumer = self.consumer()?;
+        // Only the offsets are read at start (by the assignment): states load on demand.
         let mut at_end = BTreeSet::new();
-        // Only the offsets are read at start: states load on demand (crate::engine).
-        let stored = self.store.offsets()?;
-        consumer.assign(&self.assignment(&stored)?)?;
         let mut idle_logged = false;
         let started = Instant::now();
         let mut total = 0usize;
@@ -264,7 +276,7 @@ impl FoldLoop {
                     );
                     idle_logged = true;
                 }
-                if self.options.exit_when_caught_up && at_end.len() == self.event_partitions as usize {
+                if self.options.exit_when_caught_up && self.caught_up(&at_end) {
                     break;
                 }
                 continue;
@@ -276,13 +288,27 @@ impl FoldLoop {
         Ok(())
     }
 
-    fn assignment(&self, stored: &BTreeMap<i32, i64>) -> Result<TopicPartitionList, CoordinatorError> {
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..self.event_partitions {
-            let offset = stored.get(&partition).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            assignment.add_partition_offset(&self.topics.events, partition, offset)?;
-        }
-        Ok(assignment)
+    /// End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
+    /// watermarks can sit below records already there (ARCHITECTURE.md, "The broker").
+    fn consumer(&self) -> Result<EventsConsumer, CoordinatorError> {
+        Ok(group::subscribed(GroupSpec {
+            kafka: &self.options.kafka,
+            group_id: &self.options.group_id,
+            topics: &self.topics,
+            store: &self.store,
+            ownership: self.ownership.clone(),
+            stopping: self.stop.clone(),
+            health: self.health.clone(),
+            instance_id: self.options.group_instance_id.clone(),
+            session_timeout_ms: self.options.session_timeout_ms,
+            stats_interval_ms: STATS_INTERVAL_MS,
+        })?)
+    }
+
+    /// Every partition this instance owns is read to its end (and it owns some).
+    fn caught_up(&self, at_end: &BTreeSet<i32>) -> bool {
+        let ownership = self.ownership.lock().expect("ownership lock");
+        !ownership.owned.is_empty() && ownership.owned.is_subset(at_end)
     }
 
     fn wait_for_sender(&self) {
@@ -322,8 +348,15 @@ impl FoldLoop {
                 Some(Ok(message)) => {
                     self.health.reachable();
                     at_end.remove(&message.partition());
+                    let unread = Some((message.partition(), message.offset()));
+                    if self.take_revoked(consumer, &mut batch, at_end, unread)? {
+                        break;
+                    }
                     self.fold_message(&message, &mut batch)?;
                 }
+            }
+            if self.take_revoked(consumer, &mut batch, at_end, None)? {
+                break;
             }
             timeout = deadline.saturating_duration_since(Instant::now());
             if timeout.is_zero() {
@@ -333,7 +366,114 @@ impl FoldLoop {
         Ok(batch)
     }
 
+    /// After a revocation during the batch: drops the whole open batch (none of it is
+    /// committed, so none of it is sent; the revoked partitions' next owner folds their events
+    /// again), forgets the revoked partitions and rewinds the others to their stored offsets,
+    /// and `unread`, a message polled but not folded, to itself. True when the batch was dropped.
+    fn take_revoked(
+        &mut self,
+        consumer: &EventsConsumer,
+        batch: &mut Batch,
+        at_end: &mut BTreeSet<i32>,
+        unread: Option<(i32, i64)>,
+    ) -> Result<bool, CoordinatorError> {
+        let revoked = std::mem::take(&mut self.ownership.lock().expect("ownership lock").revoked);
+        if revoked.is_empty() {
+            return Ok(false);
+        }
+        self.engine.discard();
+        for partition in &revoked {
+            self.engine.forget_partition(*partition);
+            at_end.remove(partition);
+            self.reported_at_end.remove(partition);
+        }
+        let stored = self.store.offsets()?;
+        let mut rewind: BTreeMap<i32, Offset> = BTreeMap::new();
+        if let Some((partition, offset)) = unread {
+            rewind.insert(partition, Offset::Offset(offset));
+        }
+        for partition in batch.next_offsets.keys() {
+            let offset = stored.get(partition).map_or(Offset::Beginning, |next| Offset::Offset(*next));
+            rewind.insert(*partition, offset);
+        }
+        for (partition, offset) in rewind.into_iter().filter(|(p, _)| !revoked.contains(p)) {
+            consumer.seek(&self.topics.events, partition, offset, Duration::from_secs(10))?;
+        }
+        tracing::info!(?revoked, dropped = batch.events, "dropped the open batch after a revocation");
+        *batch = Batch {
+            commit: self.store.begin()?,
+            next_offsets: BTreeMap::new(),
+            marks: Marks::new(),
+            events: 0,
+        };
+        Ok(true)
+    }
+
     fn fold_message(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        batch: &mut Batch,
+    ) -> Result<(), CoordinatorError> {
+        let (partition, offset) = (message.partition(), message.offset());
+        if self.ownership.lock().expect("ownership lock").already_published(partition, offset) {
+            return self.refold_message(message, batch);
+        }
+        batch.events += 1;
+        batch.next_offsets.insert(partition, offset + 1);
+        let mark = batch.marks.entry(partition).or_default();
+        mark.read(offset);
+        metrics::counter!("omnifold_events_consumed_total").increment(1);
+        let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+        let source = Source { topic: &self.topics.events, partition, offset };
+        let position = Position { partition, offset };
+        let records = match Event::decode(value) {
+            Err(error) => {
+                let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
+                vec![self.refuse(key, value, &reason, source)]
+            }
+            Ok(event) => match self.engine.apply(partition, &event)? {
+                Outcome::Applied { outputs, .. } => {
+                    mark.accepted(event.occurred_at_ms);
+                    metrics::counter!("omnifold_events_applied_total").increment(1);
+                    outputs
+                        .into_iter()
+                        .flat_map(|output| output_records(&self.topics, output, position))
+                        .collect()
+                }
+                Outcome::Duplicate => {
+                    metrics::counter!("omnifold_events_duplicate_total").increment(1);
+                    Vec::new()
+                }
+                Outcome::Rejected(rejection) => {
+                    let reason = format!("event {:?}: {rejection}", event.event_id);
+                    vec![self.refuse(key, value, &reason, source)]
+                }
+            },
+        };
+        self.push_outputs(batch, position, records);
+        Ok(())
+    }
+
+    /// Stamps each record of one event with its origin (`ORIGIN_HEADER`: the event's partition
+    /// and offset and the record's index among the event's records, the same on every
+    /// instance) and puts it in the outbox, unless a previous owner of the partition already
+    /// delivered it.
+    fn push_outputs(&self, batch: &mut Batch, position: Position, records: Vec<OutboxRecord>) {
+        let mut ownership = self.ownership.lock().expect("ownership lock");
+        for (index, mut record) in records.into_iter().enumerate() {
+            let origin =
+                Origin { partition: position.partition, offset: position.offset, index: index as u32 };
+            if ownership.already_delivered(&origin) {
+                continue;
+            }
+            record.headers.push((ORIGIN_HEADER.to_string(), origin.to_string().into_bytes()));
+            batch.commit.push_output(&record);
+        }
+    }
+
+    /// Folds an event whose outputs another owner already published: the state and the
+    /// offset move, nothing is written to the outbox.
+    fn refold_message(
         &mut self,
         message: &BorrowedMessage<'_>,
         batch: &mut Batch,
@@ -341,47 +481,26 @@ impl FoldLoop {
         let partition = message.partition();
         batch.events += 1;
         batch.next_offsets.insert(partition, message.offset() + 1);
-        let mark = batch.marks.entry(partition).or_default();
-        mark.read(message.offset());
-        metrics::counter!("omnifold_events_consumed_total").increment(1);
-        let (key, value) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
-        let source = Source { topic: &self.topics.events, partition, offset: message.offset() };
-        let event = match Event::decode(value) {
-            Ok(event) => event,
-            Err(error) => {
-                let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
-                self.refuse(batch, key, value, &reason, source);
-                return Ok(());
-            }
-        };
-        match self.engine.apply(partition, &event)? {
-            Outcome::Applied { outputs, .. } => {
-                mark.accepted(event.occurred_at_ms);
-                let position = Position { partition, offset: message.offset() };
-                for output in outputs {
-                    for record in output_records(&self.topics, output, position) {
-                        batch.commit.push_output(&record);
-                    }
-                }
-                metrics::counter!("omnifold_events_applied_total").increment(1);
-            }
-            Outcome::Duplicate => metrics::counter!("omnifold_events_duplicate_total").increment(1),
-            Outcome::Rejected(rejection) => {
-                let reason = format!("event {:?}: {rejection}", event.event_id);
-                self.refuse(batch, key, value, &reason, source);
-            }
+        metrics::counter!("omnifold_coordinator_events_restored_total").increment(1);
+        if message.offset() % RESTORE_LOG_EVERY == 0 {
+            let through =
+                self.ownership.lock().expect("ownership lock").published_through.get(&partition).copied();
+            tracing::info!(partition, offset = message.offset(), ?through, "restoring");
+        }
+        if let Ok(event) = Event::decode(message.payload().unwrap_or_default()) {
+            self.engine.apply(partition, &event)?;
         }
         Ok(())
     }
 
-    fn refuse(&self, batch: &mut Batch, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) {
+    fn refuse(&self, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) -> OutboxRecord {
         tracing::warn!(
             partition = source.partition,
             offset = source.offset,
             reason,
             "dead-lettered an event"
         );
-        batch.commit.push_output(&dead_letter(&self.topics.deadletter, key, value, reason, source));
+        dead_letter(&self.topics.deadletter, key, value, reason, source)
     }
 
     fn commit(
@@ -423,15 +542,25 @@ impl FoldLoop {
     /// Tells the ledger's readers that partitions reached their end after their last marker
     /// (the end-of-partition event often comes in the poll after the last record).
     fn mark_reached_ends(&mut self, at_end: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
-        let reached: Vec<i32> = at_end.difference(&self.reported_at_end).copied().collect();
+        let stored = self.store.offsets()?;
+        let next = |partition: &i32| stored.get(partition).copied().unwrap_or(0);
+        let reached: Vec<i32> = {
+            let mut ownership = self.ownership.lock().expect("ownership lock");
+            // a restore that reached the partition's end is over
+            ownership.published_through.retain(|p, through| !(at_end.contains(p) && *through < next(p)));
+            at_end
+                .iter()
+                .filter(|p| ownership.owned.contains(p) && !ownership.published_through.contains_key(p))
+                .filter(|p| !self.reported_at_end.contains(p))
+                .copied()
+                .collect()
+        };
         if reached.is_empty() {
             return Ok(());
         }
-        let stored = self.store.offsets()?;
         let mut commit = self.store.begin()?;
         for partition in reached {
-            let last_read = stored.get(&partition).map_or(-1, |next| next - 1);
-            self.push_marker(&mut commit, partition, Mark::at(last_read), true);
+            self.push_marker(&mut commit, partition, Mark::at(next(&partition) - 1), true);
         }
         let outputs = commit.outputs();
         self.store.commit(commit)?;

@@ -14,15 +14,18 @@ pub struct EventSource {
 }
 
 /// Id shapes, tried in order: (prefix, what must also appear, connector, adapter).
-const SHAPES: [(&str, &str, &str, &str); 16] = [
+const SHAPES: [(&str, &str, &str, &str); 19] = [
     ("shopify:order:", "", "shopify", "orders webhook"),
     ("shopify:fulfillment:", "", "shopify", "fulfillments webhook"),
     ("shopify:refund:", "", "shopify", "refunds webhook"),
+    ("shopify:inventory:", "", "shopify", "inventory levels webhook"),
     ("shopify:webhook:", ":inventory:", "shopify", "inventory levels webhook"),
     ("shopify:webhook:", ":variant:", "shopify", "products webhook"),
     ("woocommerce:order:", "", "woocommerce", "orders webhook"),
     ("amazon:order:", ":placed", "amazon", "order items (POST /amazon/order-items)"),
     ("amazon:order:", "", "amazon", "order change notifications"),
+    ("amazon:fba:", "", "amazon", "FBA inventory notifications"),
+    ("amazon:mfn:", "", "amazon", "MFN quantity notifications"),
     ("amazon:notification:", ":fba:", "amazon", "FBA inventory notifications"),
     ("amazon:notification:", ":offer:", "amazon", "offer change notifications"),
     ("amazon:notification:", ":buybox:", "amazon", "pricing health notifications"),
@@ -74,6 +77,13 @@ mod tests {
             ),
             ("amazon:notification:8498e8ce:fba:ATVPDKIKX0DER", "amazon", "FBA inventory notifications"),
             ("amazon:notification:8498e8ce:mfn", "amazon", "MFN quantity notifications"),
+            ("shopify:inventory:808950810:655441491:1794182400000:42", "shopify", "inventory levels webhook"),
+            (
+                "amazon:fba:SELLERSKU-1:ATVPDKIKX0DER:1794182400000:50",
+                "amazon",
+                "FBA inventory notifications",
+            ),
+            ("amazon:mfn:NLS-SHOES-03:1794182400000:99", "amazon", "MFN quantity notifications"),
             ("x12:ACME:PO-7:line:1", "drop-dir", "X12 850 purchase orders"),
             ("b2b:stock:SKU-1:wh-nj:1794182400000", "drop-dir", "CSV stock counts"),
             ("woocommerce:order:727:line:315:placed", "woocommerce", "orders webhook"),

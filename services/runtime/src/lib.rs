@@ -9,6 +9,7 @@ pub mod contract_file;
 pub mod deadletter;
 pub mod health;
 pub mod kafka;
+pub mod origin;
 pub mod outbox;
 pub mod partitioner;
 pub mod store;

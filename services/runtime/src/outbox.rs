@@ -27,6 +27,7 @@ use tokio::sync::Notify;
 
 use crate::health::{Backoff, BrokerHealth, HealthContext, OutageError, is_outage};
 use crate::kafka::{KafkaError, KafkaOptions};
+use crate::origin::{BARRIER_HEADER, TAILS_HEADER, encode_tails};
 use crate::partitioner::partition_for;
 use crate::store::{OutboxRecord, Store, StoreError};
 
@@ -86,6 +87,9 @@ pub struct OutboxSender {
     producer: FutureProducer<HealthContext>,
     partitions: HashMap<String, i32>,
     health: Arc<BrokerHealth>,
+    /// The last offset delivered to each partition this sender may write, once a barrier
+    /// needed them (see `crate::origin`); `None` before.
+    tails: std::sync::Mutex<Option<BTreeMap<(String, i32), i64>>>,
 }
 
 impl OutboxSender {
@@ -97,7 +101,8 @@ impl OutboxSender {
         health: Arc<BrokerHealth>,
     ) -> Result<Self, OutboxError> {
         let producer = kafka.idempotent_producer(health.clone())?;
-        Ok(OutboxSender { store, kafka: kafka.clone(), producer, partitions, health })
+        let tails = std::sync::Mutex::new(None);
+        Ok(OutboxSender { store, kafka: kafka.clone(), producer, partitions, health, tails })
     }
 
     /// Recovers (see [`OutboxSender::recover`]) and sends what is pending, waiting out a
@@ -172,6 +177,8 @@ impl OutboxSender {
 
     /// Sends every pending record, waits for all deliveries and forgets them. Returns how
     /// many were sent.
+    /// Records carrying [`BARRIER_HEADER`] are sent on their own, after everything before
+    /// them is delivered and before anything after them, stamped with the tails.
     pub async fn send_pending(&self) -> Result<usize, OutboxError> {
         let mut sent = 0;
         loop {
@@ -179,7 +186,51 @@ impl OutboxSender {
             if pending.is_empty() {
                 return Ok(sent);
             }
-            sent += self.send(&pending).await?;
+            for wave in waves(&pending) {
+                sent += if is_barrier(&wave[0].1) {
+                    self.send_barriers(wave).await?
+                } else {
+                    self.send(wave).await?
+                };
+            }
+        }
+    }
+
+    /// Sends a run of barrier records, each stamped with the tails of everything delivered
+    /// before it.
+    async fn send_barriers(&self, barriers: &[(u64, OutboxRecord)]) -> Result<usize, OutboxError> {
+        let tails = encode_tails(self.tails().await?.iter());
+        let stamped: Vec<(u64, OutboxRecord)> = barriers
+            .iter()
+            .map(|(seq, record)| {
+                let mut record = record.clone();
+                record.headers.retain(|(key, _)| key != BARRIER_HEADER);
+                record.headers.push((TAILS_HEADER.to_string(), tails.clone()));
+                (*seq, record)
+            })
+            .collect();
+        self.send(&stamped).await
+    }
+
+    /// The tails as now, seeded on first use: the store's last delivered offset of each
+    /// partition, else one below the partition's high watermark (at or below its end, even
+    /// where the broker answers the watermark short).
+    async fn tails(&self) -> Result<BTreeMap<(String, i32), i64>, OutboxError> {
+        if let Some(tails) = self.tails.lock().expect("tails lock").clone() {
+            return Ok(tails);
+        }
+        let (store, kafka, partitions) = (self.store.clone(), self.kafka.clone(), self.partitions.clone());
+        let seeded = tokio::task::spawn_blocking(move || seed_tails(&store, &kafka, &partitions)).await??;
+        *self.tails.lock().expect("tails lock") = Some(seeded.clone());
+        Ok(seeded)
+    }
+
+    fn note_delivered(&self, delivered: &BTreeMap<(String, i32), i64>) {
+        if let Some(tails) = self.tails.lock().expect("tails lock").as_mut() {
+            for (target, offset) in delivered {
+                let tail = tails.entry(target.clone()).or_insert(*offset);
+                *tail = (*tail).max(*offset);
+            }
         }
     }
 
@@ -202,6 +253,7 @@ impl OutboxSender {
             *tail = (*tail).max(delivery.offset);
         }
         let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
+        self.note_delivered(&tails);
         self.confirm(seqs.clone(), tails).await?;
         let delivered_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(records = seqs.len(), queued_ms, delivered_ms, "sent outbox records");
@@ -263,6 +315,47 @@ impl OutboxSender {
             None => Ok(partition_for(&record.key, *partitions)),
         }
     }
+}
+
+/// Consecutive records alike: runs of barriers and runs of other records, in order.
+fn waves(pending: &[(u64, OutboxRecord)]) -> Vec<&[(u64, OutboxRecord)]> {
+    let mut waves = Vec::new();
+    let mut start = 0;
+    for i in 1..=pending.len() {
+        if i == pending.len() || is_barrier(&pending[i].1) != is_barrier(&pending[start].1) {
+            waves.push(&pending[start..i]);
+            start = i;
+        }
+    }
+    waves
+}
+
+fn is_barrier(record: &OutboxRecord) -> bool {
+    record.headers.iter().any(|(key, _)| key == BARRIER_HEADER)
+}
+
+fn seed_tails(
+    store: &Store,
+    kafka: &KafkaOptions,
+    partitions: &HashMap<String, i32>,
+) -> Result<BTreeMap<(String, i32), i64>, OutboxError> {
+    let consumer: BaseConsumer = kafka.client_config().create().map_err(KafkaError::from)?;
+    let mut tails = BTreeMap::new();
+    for (topic, count) in partitions {
+        for partition in 0..*count {
+            let tail = match store.tail(topic, partition)? {
+                Some(tail) => tail,
+                None => {
+                    let (_, high) = consumer
+                        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                        .map_err(KafkaError::from)?;
+                    high - 1
+                }
+            };
+            tails.insert((topic.clone(), partition), tail);
+        }
+    }
+    Ok(tails)
 }
 
 /// The outbox sequence numbers of this store's writer found in the target partitions, read

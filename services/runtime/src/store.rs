@@ -166,7 +166,7 @@ impl Store {
     }
 
     /// The ids of the events an input partition accepted. Loads them all: for small stores
-    /// (the bridge's, the reporter's); the coordinator asks [`Store::is_seen`] instead.
+    /// (the on-call sink's, the reporter's); the coordinator asks [`Store::is_seen`] instead.
     pub fn seen_ids(&self, partition: i32) -> Result<HashSet<String>, StoreError> {
         let prefix = partition_key(b"e/", partition, b"");
         let mut seen = HashSet::new();

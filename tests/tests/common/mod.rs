@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod outputs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         // from the store (and a test comparing outputs with the pure fold checks that too).
         engine: EngineOptions { state_cache_bytes: 64 * 1024, recent_ids: 1_000 },
         broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
     }
 }
 

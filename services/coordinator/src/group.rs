@@ -1,0 +1,444 @@
+//! Coordinators in one consumer group: which events partitions this instance owns, where each
+//! starts, and what a new owner must not publish again.
+//!
+//! Kafka assigns the partitions of `omnifold.events.v1` over the group's members
+//! (cooperative-sticky, so a member joining or leaving moves only what must move; static
+//! membership with `group.instance.id`, so a restarted instance takes its partitions back at
+//! once). Each instance owns the state of its partitions in its own store.
+//!
+//! - **Assigned**: the partition starts where this instance's state of it stands (the stored
+//!   offset, else the beginning), never at the group's committed offset. If another owner
+//!   published further than that, its last progress marker on ledger partition p says how far
+//!   (`events_offset` M): this instance re-folds up to M to rebuild the state and publishes
+//!   nothing of it ([`Ownership::published_through`]), then goes on as the owner.
+//! - **Revoked**: the fold loop drops the batch it had open (nothing of it was committed, so
+//!   nothing of it is sent; the next owner folds those events again), and the revocation waits
+//!   until the outbox is drained, so the next owner finds every output of this instance on the
+//!   topics, the last marker last.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use omnifold_proto::{LedgerEntry, LedgerKind};
+use omnifold_runtime::origin::{ORIGIN_HEADER, Origin, TAILS_HEADER, decode_tails};
+use omnifold_runtime::outbox::OUTBOX_HEADER;
+use omnifold_runtime::{BrokerHealth, HealthContext, KafkaOptions, Store, Topics};
+use prost::Message as _;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+
+/// How long a revocation waits for the outbox to drain before letting the partitions go.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Records read back from the end of a ledger partition to find its last progress marker: a
+/// batch writes at most one entry per event and then its marker.
+const MARKER_WINDOW: i64 = 20_000;
+
+/// What the group gave this instance, shared between the consumer's rebalance callback and
+/// the fold loop (both on the fold loop's thread; the mutex only satisfies the types).
+#[derive(Debug, Default)]
+pub struct Ownership {
+    /// The partitions this instance owns now.
+    pub owned: BTreeSet<i32>,
+    /// Per partition being restored: the last offset whose outputs another owner published.
+    /// Events up to it are folded and their outputs dropped.
+    pub published_through: BTreeMap<i32, i64>,
+    /// Partitions revoked since the fold loop last looked: it drops its open batch.
+    pub revoked: BTreeSet<i32>,
+    /// Per partition being restored: the outputs its last owner delivered after its last
+    /// marker (at most one batch's), by origin.
+    pub delivered: BTreeMap<i32, BTreeSet<Origin>>,
+}
+
+impl Ownership {
+    /// Whether the outputs of the event at `offset` of `partition` were published by another
+    /// owner; forgets the restore once past it.
+    pub fn already_published(&mut self, partition: i32, offset: i64) -> bool {
+        match self.published_through.get(&partition) {
+            Some(through) if offset <= *through => true,
+            Some(_) => {
+                tracing::info!(partition, offset, "restore done: publishing from here");
+                self.published_through.remove(&partition);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the previous owner delivered this output after its last marker; forgets the
+    /// partition's list once the fold is past it.
+    pub fn already_delivered(&mut self, origin: &Origin) -> bool {
+        let Some(delivered) = self.delivered.get(&origin.partition) else { return false };
+        if delivered.last().is_none_or(|last| origin.offset > last.offset) {
+            self.delivered.remove(&origin.partition);
+            return false;
+        }
+        delivered.contains(origin)
+    }
+}
+
+pub type SharedOwnership = Arc<Mutex<Ownership>>;
+
+/// The context of the coordinator's group consumer.
+pub struct GroupContext {
+    store: Store,
+    kafka: KafkaOptions,
+    topics: Topics,
+    ownership: SharedOwnership,
+    stopping: Arc<AtomicBool>,
+    health: HealthContext,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.health.on_log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.on_error(&error, reason);
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        self.health.on_stats(&statistics);
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assign(tpl);
+                let taken = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(error) = taken {
+                    tracing::error!(%error, "cannot take the assigned partitions");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoke(tpl);
+                let _ = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl GroupContext {
+    pub fn health(&self) -> &BrokerHealth {
+        &self.health.health
+    }
+
+    /// Positions each assigned partition at this instance's stored offset and notes how far
+    /// another owner published.
+    fn assign(&self, tpl: &mut TopicPartitionList) {
+        let stored = self.store.offsets().unwrap_or_default();
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let mut ownership = self.ownership.lock().expect("ownership lock");
+        for partition in partitions {
+            let next = stored.get(&partition).copied().unwrap_or(0);
+            let offset = if next > 0 { Offset::Offset(next) } else { Offset::Beginning };
+            let _ = tpl.set_partition_offset(&self.topics.events, partition, offset);
+            ownership.owned.insert(partition);
+            ownership.revoked.remove(&partition);
+            match self.published(partition) {
+                Ok(Some((through, delivered))) if through >= next || !delivered.is_empty() => {
+                    tracing::info!(
+                        partition,
+                        from = next,
+                        through,
+                        delivered_after = delivered.len(),
+                        "restoring a partition published by another owner"
+                    );
+                    ownership.published_through.insert(partition, through);
+                    ownership.delivered.insert(partition, delivered);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(partition, %error, "cannot read what the last owner published"),
+            }
+            metrics::gauge!("omnifold_coordinator_partition_owned", "partition" => partition.to_string())
+                .set(1.0);
+            tracing::info!(partition, next, "partition assigned");
+        }
+    }
+
+    /// What the partition's last owner published: the offset of its last progress marker,
+    /// and the outputs of the partition it delivered after it (read from the marker's tails
+    /// to the end of every partition it may have written).
+    fn published(&self, partition: i32) -> Result<Option<(i64, BTreeSet<Origin>)>, KafkaError> {
+        let Some(marker) = last_marker(&self.kafka, &self.topics.ledger, partition)? else { return Ok(None) };
+        let delivered = delivered_after(&self.kafka, &marker.tails, partition)?;
+        Ok(Some((marker.through, delivered)))
+    }
+
+    /// Tells the fold loop to drop its open batch, then waits until the outbox is drained.
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        {
+            let mut ownership = self.ownership.lock().expect("ownership lock");
+            for partition in &partitions {
+                ownership.owned.remove(partition);
+                ownership.published_through.remove(partition);
+                ownership.delivered.remove(partition);
+                ownership.revoked.insert(*partition);
+                metrics::gauge!("omnifold_coordinator_partition_owned", "partition" => partition.to_string())
+                    .set(0.0);
+            }
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.store.pending_count() > 0
+            && Instant::now() < deadline
+            && !self.stopping.load(Ordering::Relaxed)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        tracing::info!(
+            ?partitions,
+            pending = self.store.pending_count(),
+            "partitions revoked, outbox drained"
+        );
+    }
+}
+
+/// What the group consumer needs to be built.
+pub struct GroupSpec<'a> {
+    pub kafka: &'a KafkaOptions,
+    pub group_id: &'a str,
+    pub topics: &'a Topics,
+    pub store: &'a Store,
+    pub ownership: SharedOwnership,
+    pub stopping: Arc<AtomicBool>,
+    pub health: Arc<BrokerHealth>,
+    /// Static membership: this instance's `group.instance.id`.
+    pub instance_id: Option<String>,
+    pub session_timeout_ms: u64,
+    pub stats_interval_ms: u64,
+}
+
+/// The events consumer, subscribed in the coordinators' group. End-of-partition events say
+/// when a partition is consumed.
+pub fn subscribed(spec: GroupSpec<'_>) -> Result<BaseConsumer<GroupContext>, KafkaError> {
+    let context = GroupContext {
+        store: spec.store.clone(),
+        kafka: spec.kafka.clone(),
+        topics: spec.topics.clone(),
+        ownership: spec.ownership,
+        stopping: spec.stopping,
+        health: HealthContext::new(spec.health),
+    };
+    let mut config = spec.kafka.assigning_config(spec.group_id);
+    // the client id names the member in `omnifold-coordinator status`
+    let member = spec.instance_id.clone().unwrap_or_else(|| format!("pid-{}", std::process::id()));
+    config.set("client.id", format!("omnifold-coordinator/{member}"));
+    if let Some(id) = spec.instance_id {
+        config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<GroupContext> = config
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", spec.session_timeout_ms.to_string())
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", spec.stats_interval_ms.to_string())
+        .create_with_context(context)?;
+    consumer.subscribe(&[spec.topics.events.as_str()])?;
+    Ok(consumer)
+}
+
+/// The last progress marker of a ledger partition: how far the events partition's last owner
+/// published (`event_offset`), and the sender's tails when it delivered the marker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastMarker {
+    pub through: i64,
+    pub tails: Vec<(String, i32, i64)>,
+    /// The writer id of the store that sent it (its outbox stamp).
+    pub writer: String,
+}
+
+/// The last progress marker on ledger partition `partition`; reads the partition's tail to
+/// its end.
+pub fn last_marker(
+    kafka: &KafkaOptions,
+    ledger: &str,
+    partition: i32,
+) -> Result<Option<LastMarker>, KafkaError> {
+    let consumer: BaseConsumer<EndsQuietly> = kafka
+        .assigning_config("omnifold-coordinator-restore")
+        .set("enable.partition.eof", "true")
+        .create_with_context(EndsQuietly)?;
+    let (low, high) = consumer.fetch_watermarks(ledger, partition, Duration::from_secs(10))?;
+    // nisshi answers the high watermark short of the end (ARCHITECTURE.md, "The broker"):
+    // starting below it only reads more, and the end is the end-of-partition event
+    let start = (high - MARKER_WINDOW).max(low);
+    let found = read_last_marker(&consumer, ledger, partition, start)?;
+    if found.is_some() || start == low {
+        return Ok(found);
+    }
+    read_last_marker(&consumer, ledger, partition, low)
+}
+
+fn read_last_marker(
+    consumer: &BaseConsumer<EndsQuietly>,
+    ledger: &str,
+    partition: i32,
+    start: i64,
+) -> Result<Option<LastMarker>, KafkaError> {
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(ledger, partition, Offset::Offset(start))?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let Some(entry) =
+                    rdkafka::Message::payload(&message).and_then(|v| LedgerEntry::decode(v).ok())
+                else {
+                    continue;
+                };
+                if entry.kind == LedgerKind::Progress as i32 {
+                    let tails = header(&message, TAILS_HEADER).map(decode_tails).unwrap_or_default();
+                    let stamp =
+                        header(&message, OUTBOX_HEADER).map(String::from_utf8_lossy).unwrap_or_default();
+                    let writer = stamp.split(':').next().unwrap_or_default().to_string();
+                    last = Some(LastMarker { through: entry.event_offset, tails, writer });
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
+            Some(Err(error)) => tracing::debug!(%error, "reading the ledger's tail"),
+            None => {}
+        }
+    }
+    Ok(last)
+}
+
+/// The outputs of events partition `partition` found after `tails` (the last offset its
+/// writer had delivered to each partition when it wrote its last marker), read to the end.
+fn delivered_after(
+    kafka: &KafkaOptions,
+    tails: &[(String, i32, i64)],
+    partition: i32,
+) -> Result<BTreeSet<Origin>, KafkaError> {
+    let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for (topic, target, tail) in tails {
+        by_topic.entry(topic.as_str()).or_default().push((*target, *tail));
+    }
+    let mut found = BTreeSet::new();
+    for (topic, targets) in by_topic {
+        found.extend(delivered_in_topic(kafka, topic, &targets, partition)?);
+    }
+    Ok(found)
+}
+
+/// One topic at a time: an end-of-partition event names its partition, not its topic.
+fn delivered_in_topic(
+    kafka: &KafkaOptions,
+    topic: &str,
+    targets: &[(i32, i64)],
+    partition: i32,
+) -> Result<BTreeSet<Origin>, KafkaError> {
+    let consumer: BaseConsumer<EndsQuietly> = kafka
+        .assigning_config("omnifold-coordinator-restore")
+        .set("enable.partition.eof", "true")
+        .create_with_context(EndsQuietly)?;
+    let mut assignment = TopicPartitionList::new();
+    for (target, tail) in targets {
+        assignment.add_partition_offset(topic, *target, Offset::Offset(tail + 1))?;
+    }
+    consumer.assign(&assignment)?;
+    let mut open: BTreeSet<i32> = targets.iter().map(|(target, _)| *target).collect();
+    let mut found = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !open.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let origin = header(&message, ORIGIN_HEADER)
+                    .and_then(|value| std::str::from_utf8(value).ok()?.parse::<Origin>().ok());
+                if let Some(origin) = origin.filter(|o| o.partition == partition) {
+                    found.insert(origin);
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(target))) => {
+                open.remove(&target);
+            }
+            Some(Err(error)) => tracing::debug!(%error, topic, "reading back what the last owner delivered"),
+            None => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Drops the outputs left in this instance's outbox (by a crash) for events partitions that
+/// another instance has published since: that owner restored them and published, or skipped
+/// as already delivered, each of them. Call before the outbox sender starts. Returns how many
+/// were dropped.
+pub fn drop_outputs_of_moved_partitions(
+    store: &Store,
+    kafka: &KafkaOptions,
+    topics: &Topics,
+) -> Result<usize, crate::service::CoordinatorError> {
+    let pending = store.pending(usize::MAX)?;
+    let mut by_partition: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    for (seq, record) in &pending {
+        let origin = record
+            .headers
+            .iter()
+            .find(|(key, _)| key == ORIGIN_HEADER)
+            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse::<Origin>().ok());
+        if let Some(origin) = origin {
+            by_partition.entry(origin.partition).or_default().push(*seq);
+        }
+    }
+    let mut dropped = Vec::new();
+    for (partition, seqs) in by_partition {
+        let moved = last_marker(kafka, &topics.ledger, partition)?
+            .is_some_and(|marker| marker.writer != store.writer_id());
+        if moved {
+            tracing::info!(
+                partition,
+                records = seqs.len(),
+                "dropping outputs of a partition another owner published"
+            );
+            dropped.extend(seqs);
+        }
+    }
+    store.confirm_sent(&dropped, &BTreeMap::new())?;
+    Ok(dropped.len())
+}
+
+/// The context of the readers that read a partition's tail to its end: the end of a
+/// partition is what they wait for, not an error to log.
+struct EndsQuietly;
+
+impl ClientContext for EndsQuietly {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "reading a tail");
+    }
+}
+
+impl ConsumerContext for EndsQuietly {}
+
+fn header<'a>(message: &'a rdkafka::message::BorrowedMessage<'_>, key: &str) -> Option<&'a [u8]> {
+    use rdkafka::message::{Headers, Message};
+    message.headers()?.iter().find(|h| h.key == key).and_then(|h| h.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_up_to_the_last_marker_are_dropped_once() {
+        let mut ownership = Ownership::default();
+        ownership.published_through.insert(2, 10);
+        assert!(ownership.already_published(2, 3));
+        assert!(ownership.already_published(2, 10));
+        assert!(!ownership.already_published(2, 11));
+        assert!(ownership.published_through.is_empty(), "the restore is over");
+        assert!(!ownership.already_published(1, 0), "another partition");
+    }
+}

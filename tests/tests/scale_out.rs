@@ -1,0 +1,130 @@
+//! Several coordinators in one consumer group (ARCHITECTURE.md, "Scale-out"): two share the
+//! feed, a third with an empty store joins and takes partitions from live ones, then one is
+//! SIGKILLed mid-feed and never comes back, and the survivors restore its partitions. What
+//! the topics hold at the end equals what one uninterrupted coordinator publishes (the pure
+//! fold per partition): the final availability, the alert and escalation records, the ledger
+//! and the dead letters, with no record twice.
+
+mod common;
+
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use common::outputs::{counts, expected, folded_to_the_end, published, repeated_origins};
+use common::*;
+use omnifold_connector::publish::Publisher;
+use omnifold_proto::Event;
+use omnifold_runtime::load_contract;
+use omnifold_testkit::Broker;
+use omnifold_workload::{WorkloadOptions, generate};
+
+const GROUP: &str = "scale-out";
+
+/// A coordinator process in the group, with a static member id.
+fn member(broker: &Broker, store: &Path, id: &str) -> Child {
+    service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200)
+        .args(["--group", GROUP, "--instance-id", id, "--session-timeout-ms", "6000"])
+        .spawn()
+        .expect("coordinator starts")
+}
+
+fn feed() -> Vec<Event> {
+    let rules = load_contract(&contract_path()).expect("contract");
+    let mut events = generate(&rules, &WorkloadOptions::bench(120, 9_000));
+    // duplicates and contract breaks move with their partitions too
+    for i in (300..events.len()).step_by(1_500).rev() {
+        let duplicate = events[i - 200].clone();
+        let mut unknown_channel = events[i].clone();
+        unknown_channel.event_id = format!("bad-{i}");
+        unknown_channel.channel = "ebay".to_string();
+        events.insert(i, duplicate);
+        events.insert(i, unknown_channel);
+    }
+    events
+}
+
+/// Publishes `events` in slices over about `over`, so that partitions move mid-feed.
+async fn paced(broker: &Broker, events: &[Event], over: Duration) {
+    let mut publisher = Publisher::new(&kafka(broker), &topics(), None).expect("publisher");
+    let slices = 20;
+    for slice in events.chunks(events.len().div_ceil(slices).max(1)) {
+        for event in slice {
+            publisher.publish(event).await.expect("published");
+        }
+        publisher.flush().await.expect("flushed");
+        tokio::time::sleep(over / slices as u32).await;
+    }
+}
+
+async fn wait_folded(broker: &Broker, events: &[Event], what: &str) {
+    let (counts, deadline) = (counts(events), Instant::now() + Duration::from_secs(120));
+    while !folded_to_the_end(broker, &counts).await {
+        assert!(Instant::now() < deadline, "{what}: the group never folded every partition to its end");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn coordinators_in_one_group_equal_one_through_a_join_and_a_sigkill() {
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let events = feed();
+    let want = expected(&events);
+    assert!(want.alerts.len() > 10 && want.dead_letters > 3, "the feed raises alerts and dead letters");
+    let third = events.len() / 3;
+    let stores: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let mut a = member(&broker, stores[0].path(), "a");
+    let mut b = member(&broker, stores[1].path(), "b");
+    paced(&broker, &events[..third], Duration::from_secs(3)).await;
+    wait_folded(&broker, &events[..third], "two members").await;
+
+    // a third member with an empty store takes partitions from live ones, mid-feed
+    let mut c = member(&broker, stores[2].path(), "c");
+    paced(&broker, &events[third..2 * third], Duration::from_secs(6)).await;
+    wait_folded(&broker, &events[..2 * third], "after a join").await;
+
+    // one member dies mid-feed and does not come back: after its session the others
+    // restore its partitions from the event log and what it published
+    let half = 2 * third + (events.len() - 2 * third) / 2;
+    paced(&broker, &events[2 * third..half], Duration::from_secs(2)).await;
+    b.kill().expect("sigkill");
+    b.wait().unwrap();
+    paced(&broker, &events[half..], Duration::from_secs(2)).await;
+    wait_folded(&broker, &events, "after a sigkill").await;
+
+    // the last outputs of a batch may still be on their way when its marker is: settle
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = published(&broker).await.unwrap_or_else(|repeat| panic!("{repeat}"));
+        if got == want || Instant::now() > deadline {
+            assert_eq!(got.availability, want.availability, "final availability");
+            assert_eq!(got.alerts, want.alerts, "alert records");
+            assert_eq!(got.escalations, want.escalations, "escalations");
+            assert_eq!(got.ledger, want.ledger, "ledger entries");
+            assert_eq!(got.dead_letters, want.dead_letters, "each refused event dead-lettered once");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(repeated_origins(&broker).await, Vec::<String>::new(), "no output twice");
+
+    // the operator's view: every partition owned by a live member, none behind
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-coordinator"))
+        .args(["status", "--bootstrap", &broker.bootstrap(), "--group", GROUP])
+        .output()
+        .expect("status runs");
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{table}");
+    let members: Vec<&str> = table.lines().filter(|l| l.starts_with("member ")).collect();
+    assert_eq!(members.len(), 2, "a and c, not the dead b: {table}");
+    assert!(members.iter().all(|m| !m.contains("omnifold-coordinator/b")), "{table}");
+    let rows = table.lines().skip_while(|l| !l.starts_with("partition")).skip(1).count();
+    assert_eq!(rows, EVENTS_PARTITIONS as usize, "{table}");
+    println!("{table}");
+    for member in [&mut a, &mut c] {
+        member.kill().expect("stopped");
+        member.wait().unwrap();
+    }
+}
