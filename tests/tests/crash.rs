@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::outputs::expected;
+use common::outputs::{expected, feed_with_breaks};
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::{AlertState, Event, LedgerEntry, LedgerKind};
@@ -24,18 +24,7 @@ use prost::Message as _;
 const EVENTS: usize = 24_000;
 
 fn workload() -> Vec<Event> {
-    let rules = load_contract(&contract_path()).expect("contract");
-    let mut events = generate(&rules, &WorkloadOptions::bench(300, EVENTS));
-    // Duplicates and contract breaks go through the crash too.
-    for i in (500..events.len()).step_by(2_000).rev() {
-        let duplicate = events[i - 400].clone();
-        let mut unknown_channel = events[i].clone();
-        unknown_channel.event_id = format!("bad-{i}");
-        unknown_channel.channel = "ebay".to_string();
-        events.insert(i, duplicate);
-        events.insert(i, unknown_channel);
-    }
-    events
+    feed_with_breaks(300, EVENTS, 2_000)
 }
 
 async fn publish(broker: &Broker, events: &[Event]) {

@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::chromium::{artifacts_dir, chromium, find_chromium};
 use common::{RunningCoordinator, contract_path, kafka, read_to_end, spawn_coordinator};
 use omnifold_coordinator::engine::EngineOptions;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
@@ -1038,39 +1039,6 @@ async fn converge(
 }
 
 /// `target/test-artifacts`, next to the build output.
-fn artifacts_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let dir = target.join("test-artifacts");
-    std::fs::create_dir_all(&dir).expect("artifacts directory");
-    dir
-}
-
-fn find_chromium() -> Option<PathBuf> {
-    ["chromium", "chromium-browser", "google-chrome"].iter().find_map(|name| {
-        std::env::var_os("PATH")?
-            .to_str()?
-            .split(':')
-            .map(|dir| Path::new(dir).join(name))
-            .find(|p| p.is_file())
-    })
-}
-
-async fn chromium(binary: &Path, profile: &Path, args: &[String]) -> std::process::Output {
-    let mut command = tokio::process::Command::new(binary);
-    command
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        .args(["--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(90), command.output())
-        .await
-        .expect("chromium finished in time")
-        .expect("chromium ran")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_weekly_page_in_a_terminal_over_http_and_in_a_browser() {
     let broker = Broker::start().await.expect("broker starts");

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::outputs::{counts, expected, folded_to_the_end, published, repeated_origins};
+use common::outputs::{counts, expected, feed_with_breaks, folded_to_the_end, published, repeated_origins};
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::Event;
@@ -30,18 +30,7 @@ fn member(broker: &Broker, store: &Path, id: &str) -> Child {
 }
 
 fn feed() -> Vec<Event> {
-    let rules = load_contract(&contract_path()).expect("contract");
-    let mut events = generate(&rules, &WorkloadOptions::bench(120, 9_000));
-    // duplicates and contract breaks move with their partitions too
-    for i in (300..events.len()).step_by(1_500).rev() {
-        let duplicate = events[i - 200].clone();
-        let mut unknown_channel = events[i].clone();
-        unknown_channel.event_id = format!("bad-{i}");
-        unknown_channel.channel = "ebay".to_string();
-        events.insert(i, duplicate);
-        events.insert(i, unknown_channel);
-    }
-    events
+    feed_with_breaks(120, 9_000, 1_500)
 }
 
 /// Publishes `events` in slices over about `over`, so that partitions move mid-feed.

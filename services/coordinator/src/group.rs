@@ -139,42 +139,80 @@ impl GroupContext {
     /// another owner published.
     fn assign(&self, tpl: &mut TopicPartitionList) {
         let stored = self.store.offsets().unwrap_or_default();
+        let next = |partition: i32| stored.get(&partition).copied().unwrap_or(0);
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        for partition in &partitions {
+            let offset =
+                if next(*partition) > 0 { Offset::Offset(next(*partition)) } else { Offset::Beginning };
+            let _ = tpl.set_partition_offset(&self.topics.events, *partition, offset);
+        }
+        let restores = match self.restores(&partitions, &next) {
+            Ok(restores) => restores,
+            Err(error) => {
+                tracing::error!(%error, "cannot read what the partitions' last owners published");
+                BTreeMap::new()
+            }
+        };
         let mut ownership = self.ownership.lock().expect("ownership lock");
         for partition in partitions {
-            let next = stored.get(&partition).copied().unwrap_or(0);
-            let offset = if next > 0 { Offset::Offset(next) } else { Offset::Beginning };
-            let _ = tpl.set_partition_offset(&self.topics.events, partition, offset);
             ownership.owned.insert(partition);
             ownership.revoked.remove(&partition);
-            match self.published(partition) {
-                Ok(Some((through, delivered))) if through >= next || !delivered.is_empty() => {
-                    tracing::info!(
-                        partition,
-                        from = next,
-                        through,
-                        delivered_after = delivered.len(),
-                        "restoring a partition published by another owner"
-                    );
-                    ownership.published_through.insert(partition, through);
-                    ownership.delivered.insert(partition, delivered);
-                }
-                Ok(_) => {}
-                Err(error) => tracing::error!(partition, %error, "cannot read what the last owner published"),
+            if let Some((through, delivered)) = restores.get(&partition) {
+                tracing::info!(
+                    partition,
+                    from = next(partition),
+                    through,
+                    delivered_after = delivered.len(),
+                    "restoring a partition published by another owner"
+                );
+                ownership.published_through.insert(partition, *through);
+                ownership.delivered.insert(partition, delivered.clone());
             }
             metrics::gauge!("omnifold_coordinator_partition_owned", "partition" => partition.to_string())
                 .set(1.0);
-            tracing::info!(partition, next, "partition assigned");
+            tracing::info!(partition, next = next(partition), "partition assigned");
         }
     }
 
-    /// What the partition's last owner published: the offset of its last progress marker,
-    /// and the outputs of the partition it delivered after it (read from the marker's tails
-    /// to the end of every partition it may have written).
-    fn published(&self, partition: i32) -> Result<Option<(i64, BTreeSet<Origin>)>, KafkaError> {
-        let Some(marker) = last_marker(&self.kafka, &self.topics.ledger, partition)? else { return Ok(None) };
-        let delivered = delivered_after(&self.kafka, &marker.tails, partition)?;
-        Ok(Some((marker.through, delivered)))
+    /// For each assigned partition another owner published past this instance's state of
+    /// it: its last marker's offset, and the outputs of the partition that owner delivered
+    /// after the marker (one read of every output partition from the lowest of the markers'
+    /// tails to its end).
+    fn restores(
+        &self,
+        partitions: &[i32],
+        next: &dyn Fn(i32) -> i64,
+    ) -> Result<BTreeMap<i32, (i64, BTreeSet<Origin>)>, KafkaError> {
+        let mut markers = BTreeMap::new();
+        for partition in partitions {
+            let Some(marker) = last_marker(&self.kafka, &self.topics.ledger, *partition)? else { continue };
+            // this instance's own last marker, behind its state: nothing to restore
+            if marker.writer != self.store.writer_id() || marker.through >= next(*partition) {
+                markers.insert(*partition, marker);
+            }
+        }
+        let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for marker in markers.values() {
+            for (topic, target, tail) in &marker.tails {
+                let start = starts.entry((topic.clone(), *target)).or_insert(*tail);
+                *start = (*start).min(*tail);
+            }
+        }
+        let tails: Vec<(String, i32, i64)> = starts.into_iter().map(|((t, p), tail)| (t, p, tail)).collect();
+        let wanted: BTreeSet<i32> = markers.keys().copied().collect();
+        let found =
+            if wanted.is_empty() { BTreeSet::new() } else { delivered_after(&self.kafka, &tails, &wanted)? };
+        Ok(markers
+            .into_iter()
+            .map(|(partition, marker)| {
+                let after = found
+                    .iter()
+                    .filter(|o| o.partition == partition && o.offset > marker.through)
+                    .copied()
+                    .collect();
+                (partition, (marker.through, after))
+            })
+            .collect())
     }
 
     /// Tells the fold loop to drop its open batch, then waits until the outbox is drained.
@@ -316,12 +354,13 @@ fn read_last_marker(
     Ok(last)
 }
 
-/// The outputs of events partition `partition` found after `tails` (the last offset its
-/// writer had delivered to each partition when it wrote its last marker), read to the end.
+/// The outputs of the events partitions `wanted` found after `tails` (per output partition,
+/// a point below everything their last owners delivered after their last markers), read to
+/// the end.
 fn delivered_after(
     kafka: &KafkaOptions,
     tails: &[(String, i32, i64)],
-    partition: i32,
+    wanted: &BTreeSet<i32>,
 ) -> Result<BTreeSet<Origin>, KafkaError> {
     let mut by_topic: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
     for (topic, target, tail) in tails {
@@ -329,7 +368,7 @@ fn delivered_after(
     }
     let mut found = BTreeSet::new();
     for (topic, targets) in by_topic {
-        found.extend(delivered_in_topic(kafka, topic, &targets, partition)?);
+        found.extend(delivered_in_topic(kafka, topic, &targets, wanted)?);
     }
     Ok(found)
 }
@@ -339,7 +378,7 @@ fn delivered_in_topic(
     kafka: &KafkaOptions,
     topic: &str,
     targets: &[(i32, i64)],
-    partition: i32,
+    wanted: &BTreeSet<i32>,
 ) -> Result<BTreeSet<Origin>, KafkaError> {
     let consumer: BaseConsumer<EndsQuietly> = kafka
         .assigning_config("omnifold-coordinator-restore")
@@ -358,7 +397,7 @@ fn delivered_in_topic(
             Some(Ok(message)) => {
                 let origin = header(&message, ORIGIN_HEADER)
                     .and_then(|value| std::str::from_utf8(value).ok()?.parse::<Origin>().ok());
-                if let Some(origin) = origin.filter(|o| o.partition == partition) {
+                if let Some(origin) = origin.filter(|o| wanted.contains(&o.partition)) {
                     found.insert(origin);
                 }
             }
@@ -382,7 +421,7 @@ pub fn drop_outputs_of_moved_partitions(
     topics: &Topics,
 ) -> Result<usize, crate::service::CoordinatorError> {
     let pending = store.pending(usize::MAX)?;
-    let mut by_partition: BTreeMap<i32, Vec<u64>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<i32, Vec<(u64, i64)>> = BTreeMap::new();
     for (seq, record) in &pending {
         let origin = record
             .headers
@@ -390,21 +429,21 @@ pub fn drop_outputs_of_moved_partitions(
             .find(|(key, _)| key == ORIGIN_HEADER)
             .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse::<Origin>().ok());
         if let Some(origin) = origin {
-            by_partition.entry(origin.partition).or_default().push(*seq);
+            by_partition.entry(origin.partition).or_default().push((*seq, origin.offset));
         }
     }
     let mut dropped = Vec::new();
-    for (partition, seqs) in by_partition {
-        let moved = last_marker(kafka, &topics.ledger, partition)?
-            .is_some_and(|marker| marker.writer != store.writer_id());
-        if moved {
-            tracing::info!(
-                partition,
-                records = seqs.len(),
-                "dropping outputs of a partition another owner published"
-            );
-            dropped.extend(seqs);
+    for (partition, records) in by_partition {
+        let Some(marker) = last_marker(kafka, &topics.ledger, partition)? else { continue };
+        if marker.writer == store.writer_id() {
+            continue;
         }
+        // the other owner published everything up to its marker; what it had not reached is
+        // still this instance's to send
+        let published: Vec<u64> =
+            records.iter().filter(|(_, offset)| *offset <= marker.through).map(|(seq, _)| *seq).collect();
+        tracing::info!(partition, records = published.len(), "dropping outputs another owner published");
+        dropped.extend(published);
     }
     store.confirm_sent(&dropped, &BTreeMap::new())?;
     Ok(dropped.len())

@@ -87,9 +87,10 @@ pub struct OutboxSender {
     producer: FutureProducer<HealthContext>,
     partitions: HashMap<String, i32>,
     health: Arc<BrokerHealth>,
-    /// The last offset delivered to each partition this sender may write, once a barrier
-    /// needed them (see `crate::origin`); `None` before.
-    tails: std::sync::Mutex<Option<BTreeMap<(String, i32), i64>>>,
+    /// The last offset delivered to each partition this sender may write, raised now and then
+    /// to just below the partition's end, and when (see `crate::origin`); `None` before a
+    /// barrier first needed them.
+    tails: std::sync::Mutex<Option<(Instant, BTreeMap<(String, i32), i64>)>>,
 }
 
 impl OutboxSender {
@@ -212,21 +213,32 @@ impl OutboxSender {
         self.send(&stamped).await
     }
 
-    /// The tails as now, seeded on first use: the store's last delivered offset of each
-    /// partition, else one below the partition's high watermark (at or below its end, even
-    /// where the broker answers the watermark short).
+    /// The tails as now. Each is the last offset this sender delivered to the partition, or
+    /// one below the partition's high watermark as last read (at or below its end, even where
+    /// the broker answers the watermark short), whichever is higher: everything it delivers
+    /// later lands above it. Raised from the watermarks every [`TAILS_REFRESH`], so that a
+    /// reader of a marker's tails reads seconds of a partition, not all it got since this
+    /// sender last wrote to it.
     async fn tails(&self) -> Result<BTreeMap<(String, i32), i64>, OutboxError> {
-        if let Some(tails) = self.tails.lock().expect("tails lock").clone() {
+        if let Some((at, tails)) = self.tails.lock().expect("tails lock").clone()
+            && at.elapsed() < TAILS_REFRESH
+        {
             return Ok(tails);
         }
         let (store, kafka, partitions) = (self.store.clone(), self.kafka.clone(), self.partitions.clone());
-        let seeded = tokio::task::spawn_blocking(move || seed_tails(&store, &kafka, &partitions)).await??;
-        *self.tails.lock().expect("tails lock") = Some(seeded.clone());
-        Ok(seeded)
+        let floors = tokio::task::spawn_blocking(move || seed_tails(&store, &kafka, &partitions)).await??;
+        let mut guard = self.tails.lock().expect("tails lock");
+        let mut tails = guard.take().map(|(_, tails)| tails).unwrap_or_default();
+        for (target, floor) in floors {
+            let tail = tails.entry(target).or_insert(floor);
+            *tail = (*tail).max(floor);
+        }
+        *guard = Some((Instant::now(), tails.clone()));
+        Ok(tails)
     }
 
     fn note_delivered(&self, delivered: &BTreeMap<(String, i32), i64>) {
-        if let Some(tails) = self.tails.lock().expect("tails lock").as_mut() {
+        if let Some((_, tails)) = self.tails.lock().expect("tails lock").as_mut() {
             for (target, offset) in delivered {
                 let tail = tails.entry(target.clone()).or_insert(*offset);
                 *tail = (*tail).max(*offset);
@@ -334,6 +346,9 @@ fn is_barrier(record: &OutboxRecord) -> bool {
     record.headers.iter().any(|(key, _)| key == BARRIER_HEADER)
 }
 
+/// How often the tails are raised to just below the partitions' ends.
+const TAILS_REFRESH: Duration = Duration::from_secs(5);
+
 fn seed_tails(
     store: &Store,
     kafka: &KafkaOptions,
@@ -343,16 +358,11 @@ fn seed_tails(
     let mut tails = BTreeMap::new();
     for (topic, count) in partitions {
         for partition in 0..*count {
-            let tail = match store.tail(topic, partition)? {
-                Some(tail) => tail,
-                None => {
-                    let (_, high) = consumer
-                        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-                        .map_err(KafkaError::from)?;
-                    high - 1
-                }
-            };
-            tails.insert((topic.clone(), partition), tail);
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_err(KafkaError::from)?;
+            let delivered = store.tail(topic, partition)?.unwrap_or(-1);
+            tails.insert((topic.clone(), partition), delivered.max(high - 1));
         }
     }
     Ok(tails)
@@ -453,13 +463,15 @@ pub struct OutboxSignals {
 impl OutboxSignals {
     /// Tells the send loop that a commit added `records` to the outbox.
     pub fn committed(&self, records: usize) {
-        self.pending.fetch_add(records, Ordering::Relaxed);
+        let pending = self.pending.fetch_add(records, Ordering::Relaxed) + records;
+        pending_gauge(pending);
         self.committed.notify_one();
     }
 
     /// Tells the send loop that the outbox holds `records` (re-counted by the caller).
     pub fn pending_now(&self, records: usize) {
         self.pending.store(records, Ordering::Relaxed);
+        pending_gauge(records);
         if records > 0 {
             self.committed.notify_one();
         }
@@ -468,6 +480,13 @@ impl OutboxSignals {
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
     }
+}
+
+/// `omnifold_outbox_pending_records`: outbox records committed and not yet sent, as the
+/// [`OutboxSignals`] count them (the send loop re-counts the store after each delivery). A
+/// sender used without an [`OutboxLoop`] (the on-call sink's) does not set it.
+fn pending_gauge(records: usize) {
+    metrics::gauge!("omnifold_outbox_pending_records").set(records as f64);
 }
 
 /// The outbox sender as a task of its own, so that the loop that commits never waits on the
@@ -487,10 +506,9 @@ impl OutboxLoop {
                 let last = shared.last_pass.load(Ordering::Relaxed);
                 sender.deliver(&shared.give_up).await?;
                 let store = sender.store.clone();
-                shared.pending.store(
-                    tokio::task::spawn_blocking(move || store.pending_count()).await?,
-                    Ordering::Relaxed,
-                );
+                let pending = tokio::task::spawn_blocking(move || store.pending_count()).await?;
+                shared.pending.store(pending, Ordering::Relaxed);
+                pending_gauge(pending);
                 if last {
                     return Ok(());
                 }

@@ -26,6 +26,23 @@ pub struct Expected {
     pub dead_letters: usize,
 }
 
+/// The benchmark mix over `skus` SKUs, with a duplicate and an event of an unknown channel
+/// inserted every `every` events: they go through crashes and moves too.
+pub fn feed_with_breaks(skus: usize, events: usize, every: usize) -> Vec<Event> {
+    let rules = load_contract(&contract_path()).expect("contract");
+    let mut feed =
+        omnifold_workload::generate(&rules, &omnifold_workload::WorkloadOptions::bench(skus, events));
+    for i in (every / 4..feed.len()).step_by(every).rev() {
+        let duplicate = feed[i - every / 5].clone();
+        let mut unknown_channel = feed[i].clone();
+        unknown_channel.event_id = format!("bad-{i}");
+        unknown_channel.channel = "ebay".to_string();
+        feed.insert(i, duplicate);
+        feed.insert(i, unknown_channel);
+    }
+    feed
+}
+
 /// The pure fold over `events`, each in the partition its key goes to.
 pub fn expected(events: &[Event]) -> Expected {
     let fold = Fold::new(load_contract(&contract_path()).expect("contract"));
