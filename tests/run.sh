@@ -13,6 +13,15 @@ if ! command -v chromium >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v 
         || echo "chromium did not install; the browser test will skip" >&2
 fi
 
+# The Prometheus config and alerting rules are checked with promtool, and one test has a real
+# Prometheus scrape a coordinator (tests/tests/operations_tooling.rs); without Debian's
+# prometheus package those tests say they skipped. Without recommends: no node exporter.
+if ! command -v promtool >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing prometheus (promtool) for the operations tooling tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+        || echo "prometheus did not install; the promtool and prometheus tests will skip" >&2
+fi
+
 OMNIFOLD_NISSHI="$(deploy/install-broker.sh | tail -n 1)"
 export OMNIFOLD_NISSHI
 echo "using broker $OMNIFOLD_NISSHI" >&2

@@ -160,6 +160,7 @@ impl Merge {
                 let snapshots = merger.apply_all(&self.rules, &batch.records, &batch.lags, &mut orders);
                 orders.finish()?;
                 state::put_merger_changes(&mut commit, id, merger);
+                last_closed_week_gauge(merger);
                 for snapshot in &snapshots {
                     self.emit(&mut commit, snapshot);
                 }
@@ -197,6 +198,7 @@ impl Merge {
         }
         let mut merger = state::load_merger(&self.store, id)?;
         merger.set_events_partitions(self.events_partitions);
+        last_closed_week_gauge(&merger);
         self.merger = Some(merger);
         let next = self.store.offsets()?.get(&id).copied().unwrap_or(0);
         self.positions.lock().expect("positions lock").insert(id, next);
@@ -241,6 +243,21 @@ impl Merge {
         // the watermark must already count what this instance itself delivered last
         let own = self.store.tail(&self.topics.partials, 0)?.map_or(0, |tail| tail + 1);
         Ok(Some(high >= own && stored.get(&PARTIALS_BASE).copied().unwrap_or(0) >= high))
+    }
+}
+
+/// The end of the last closed week this merger has published (revision 1 out), in event
+/// time (UTC milliseconds); `None` before the first.
+fn last_closed_week_end_ms(merger: &Merger) -> Option<i64> {
+    merger.emitted.values().next_back().map(|snapshot| snapshot.figures.week_end_ms)
+}
+
+/// `omnifold_reporter_last_closed_week_end_seconds`, for the alert on a week still not closed
+/// hours after its end (deploy/prometheus): set by the merge owner only, unset before it has
+/// published a week.
+fn last_closed_week_gauge(merger: &Merger) {
+    if let Some(end_ms) = last_closed_week_end_ms(merger) {
+        metrics::gauge!("omnifold_reporter_last_closed_week_end_seconds").set(end_ms as f64 / 1000.0);
     }
 }
 
@@ -290,5 +307,26 @@ mod tests {
             ["gross_revenue", "contribution", "revenue_share", "next_action"]
         );
         assert!(differing_fields(&old, &ContributionSnapshot { revision: 9, ..old.clone() }).is_empty());
+    }
+
+    #[test]
+    fn the_last_closed_week_is_the_last_week_published() {
+        use omnifold_domain::report::{Calendar, Cell, compute_week};
+        let contract = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/local/contract.toml");
+        let rules =
+            omnifold_runtime::load_contract(std::path::Path::new(contract)).expect("the example contract");
+        let calendar = Calendar::of(&rules.contract.reporting);
+        let mut merger = Merger::default();
+        assert_eq!(last_closed_week_end_ms(&merger), None);
+        // Mondays 2026-11-09 and 2026-11-16 (W46, W47), inserted out of order
+        let (w46, w47) = (calendar.week_of(1_794_182_400_000), calendar.week_of(1_794_787_200_000));
+        for week in [w47, w46] {
+            for figures in compute_week(&rules, week, &BTreeMap::new(), &BTreeMap::new()) {
+                let cell = Cell::new(week, &figures.channel);
+                merger.emitted.insert(cell, Snapshot { figures, revision: 1, changed_fields: Vec::new() });
+            }
+        }
+        assert_eq!((w46.label(), w47.label()), ("2026-W46".to_string(), "2026-W47".to_string()));
+        assert_eq!(last_closed_week_end_ms(&merger), Some(calendar.end_ms(w47)));
     }
 }
