@@ -94,6 +94,12 @@ for week in 2026-W46 2026-W47; do
     "$bin/omnifold-reporter" show --bootstrap "$bootstrap" --week "$week"
     "$bin/omnifold-reporter" page --bootstrap "$bootstrap" --week "$week" --out "$work/report-$week.html"
 done
+say "open conflicts and pages (operations readback)"
+"$bin/omnifold-reporter" operations --bootstrap "$bootstrap" --contract "$contract" \
+    --store "$work/operations" --out "$work/operations.html"
+"$bin/omnifold-reporter" handover wholesale --bootstrap "$bootstrap" --contract "$contract" \
+    --store "$work/operations" --out "$work/handover-wholesale.html" --markdown "$work/handover-wholesale.md" \
+    >/dev/null
 scarcity=$("$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" --availability --idle-exit-secs 2 | grep -c "AVAIL.*SCARCITY" || true)
 say "summary"
 echo "events folded:        $events"
@@ -111,6 +117,7 @@ echo "logs:                   $work/coordinator.log, $work/watch.log, $work/repo
 echo
 echo "readback pages:         $PWD/$work/report-2026-W46.html"
 echo "                        $PWD/$work/report-2026-W47.html"
+echo "                        $PWD/$work/operations.html, $PWD/$work/handover-wholesale.html"
 echo "                        (or live: $bin/omnifold-reporter serve --bootstrap $bootstrap)"
 if $keep_running; then
     echo "broker and coordinator keep running; stop with: deploy/broker.sh stop --data-dir $work/broker; kill $coordinator_pid"

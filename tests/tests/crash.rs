@@ -16,9 +16,8 @@ use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::{AlertState, Event, LedgerEntry, LedgerKind};
 use omnifold_runtime::partitioner::partition_for;
-use omnifold_runtime::{Store, load_contract};
+use omnifold_runtime::Store;
 use omnifold_testkit::Broker;
-use omnifold_workload::{WorkloadOptions, generate};
 use prost::Message as _;
 
 const EVENTS: usize = 24_000;

@@ -15,9 +15,7 @@ use common::outputs::{counts, expected, feed_with_breaks, folded_to_the_end, pub
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::Event;
-use omnifold_runtime::load_contract;
 use omnifold_testkit::Broker;
-use omnifold_workload::{WorkloadOptions, generate};
 
 const GROUP: &str = "scale-out";
 

@@ -93,6 +93,10 @@ impl ScaleOut {
 }
 
 pub async fn run(args: ScaleOutArgs) -> Result<ScaleOut> {
+    // the members' logs (assignments, restores) on stderr, at RUST_LOG (default warn)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let broker = Broker::start().await.context("start the broker")?;
     let kafka = KafkaOptions { bootstrap_servers: broker.bootstrap(), ..KafkaOptions::default() };
     let rules = load_contract(&args.contract)?;

@@ -90,7 +90,7 @@ pub struct OutboxSender {
     /// The last offset delivered to each partition this sender may write, raised now and then
     /// to just below the partition's end, and when (see `crate::origin`); `None` before a
     /// barrier first needed them.
-    tails: std::sync::Mutex<Option<(Instant, BTreeMap<(String, i32), i64>)>>,
+    tails: std::sync::Mutex<Option<(Instant, Tails)>>,
 }
 
 impl OutboxSender {
@@ -345,6 +345,9 @@ fn waves(pending: &[(u64, OutboxRecord)]) -> Vec<&[(u64, OutboxRecord)]> {
 fn is_barrier(record: &OutboxRecord) -> bool {
     record.headers.iter().any(|(key, _)| key == BARRIER_HEADER)
 }
+
+/// The last offset delivered (or a floor below the end) per (topic, partition).
+type Tails = BTreeMap<(String, i32), i64>;
 
 /// How often the tails are raised to just below the partitions' ends.
 const TAILS_REFRESH: Duration = Duration::from_secs(5);
