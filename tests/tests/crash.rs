@@ -15,8 +15,8 @@ use common::outputs::{expected, feed_with_breaks};
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::{AlertState, Event, LedgerEntry, LedgerKind};
-use omnifold_runtime::partitioner::partition_for;
 use omnifold_runtime::Store;
+use omnifold_runtime::partitioner::partition_for;
 use omnifold_testkit::Broker;
 use prost::Message as _;
 

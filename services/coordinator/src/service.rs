@@ -363,6 +363,8 @@ impl FoldLoop {
                 break;
             }
         }
+        // a revocation served by the last poll (one that returned nothing) also drops the batch
+        self.take_revoked(consumer, &mut batch, at_end, None)?;
         Ok(batch)
     }
 
