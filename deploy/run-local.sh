@@ -96,10 +96,10 @@ for week in 2026-W46 2026-W47; do
 done
 say "open conflicts and pages (operations readback)"
 "$bin/omnifold-reporter" operations --bootstrap "$bootstrap" --contract "$contract" \
-    --store "$work/operations" --out "$work/operations.html"
+    --store "$work/operations" --out "$work/operations.html" 2>>"$work/operations.log"
 "$bin/omnifold-reporter" handover wholesale --bootstrap "$bootstrap" --contract "$contract" \
     --store "$work/operations" --out "$work/handover-wholesale.html" --markdown "$work/handover-wholesale.md" \
-    >/dev/null
+    >/dev/null 2>>"$work/operations.log"
 scarcity=$("$bin/omnifold-coordinator" watch --bootstrap "$bootstrap" --availability --idle-exit-secs 2 | grep -c "AVAIL.*SCARCITY" || true)
 say "summary"
 echo "events folded:        $events"
