@@ -105,8 +105,9 @@ async fn coordinators_in_one_group_equal_one_through_a_join_and_a_sigkill() {
     let table = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success(), "{table}");
     let members: Vec<&str> = table.lines().filter(|l| l.starts_with("member ")).collect();
+    // two live members, the dead b's session expired; nisshi describes members without their
+    // client ids, so which two cannot be told here (on Apache Kafka the lines name them)
     assert_eq!(members.len(), 2, "a and c, not the dead b: {table}");
-    assert!(members.iter().all(|m| !m.contains("omnifold-coordinator/b")), "{table}");
     let rows = table.lines().skip_while(|l| !l.starts_with("partition")).skip(1).count();
     assert_eq!(rows, EVENTS_PARTITIONS as usize, "{table}");
     println!("{table}");
