@@ -1,7 +1,8 @@
 //! Shopify webhooks POSTed to the connector's receiver become events on the real broker,
 //! the coordinator turns them into availability changes, and the push-back sink sends each
-//! channel's number to a local recording server standing in for Shopify and Amazon, which
-//! answers 429 and 5xx some of the time. Numbers follow deploy/local/contract.toml (safety
+//! channel's number to a local recording server standing in for Shopify (its GraphQL Admin
+//! API, comparing `changeFromQuantity` as Shopify does) and Amazon, which answers 429 and 5xx
+//! some of the time. Numbers follow deploy/local/contract.toml (safety
 //! stock 5, scarcity threshold 40, proportional scarcity, max shares 0.7 / 0.6 / 0.4 / 0.3).
 
 mod common;
@@ -34,8 +35,11 @@ struct Recorder {
     requests: usize,
     rate_limited: usize,
     server_errors: usize,
-    /// Accepted requests in arrival order: (method, path and query, token header, body).
+    /// Accepted requests in arrival order: (method, path and query, token header, body);
+    /// Shopify's reads are answered but not listed.
     accepted: Vec<(String, String, String, Value)>,
+    /// Shopify's `available` at the location push-back sets.
+    shopify_available: i64,
 }
 
 /// Requests 1, 2 and 3 fail with 429 (Retry-After: 1), 500 and 503; after that every third
@@ -76,9 +80,33 @@ async fn channel_api(
         .unwrap_or("")
         .to_string();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if uri.path() == SHOPIFY_GRAPHQL {
+        let query = body["query"].as_str().unwrap_or("");
+        if query.starts_with("query") {
+            let level =
+                json!({ "quantities": [{ "name": "available", "quantity": recorder.shopify_available }] });
+            return axum::Json(json!({ "data": { "inventoryItem": { "inventoryLevel": level } } }))
+                .into_response();
+        }
+        let quantity = &body["variables"]["input"]["quantities"][0];
+        if quantity["changeFromQuantity"].as_i64() != Some(recorder.shopify_available) {
+            let error = json!({ "code": "CHANGE_FROM_QUANTITY_STALE", "message": "stale" });
+            let answer = json!({ "data": { "inventorySetQuantities": { "userErrors": [error] } } });
+            return axum::Json(answer).into_response();
+        }
+        recorder.shopify_available = quantity["quantity"].as_i64().unwrap();
+        recorder.accepted.push((method.to_string(), uri.to_string(), token, body));
+        let answer = json!({ "data": { "inventorySetQuantities": {
+            "inventoryAdjustmentGroup": { "id": "gid://shopify/InventoryAdjustmentGroup/1" },
+            "userErrors": [],
+        }}});
+        return axum::Json(answer).into_response();
+    }
     recorder.accepted.push((method.to_string(), uri.to_string(), token, body));
     (StatusCode::OK, "{}").into_response()
 }
+
+const SHOPIFY_GRAPHQL: &str = "/admin/api/2026-10/graphql.json";
 
 async fn start(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -272,15 +300,18 @@ async fn shopify_webhooks_to_coordinator_to_channel_apis() {
         let recorder = recorder.lock().unwrap();
         assert!(recorder.rate_limited >= 1 && recorder.server_errors >= 1, "the API failed some of the time");
         assert_eq!(pushed, recorder.accepted.len(), "{stats:?}");
+        let conflicts: usize = stats.iter().map(|s| s.conflicts).sum();
+        assert_eq!(conflicts, 0, "nobody else changes shopify's number: {stats:?}");
         assert!(retries >= 3, "{stats:?}");
         let mut shopify = Vec::new();
         let mut amazon = Vec::new();
         for (method, path, token, body) in &recorder.accepted {
-            if path == "/admin/api/2024-04/inventory_levels/set.json" {
+            if path == SHOPIFY_GRAPHQL {
                 assert_eq!((method.as_str(), token.as_str()), ("POST", SHOPIFY_TOKEN));
-                assert_eq!(body["location_id"], 70000000001u64);
-                assert_eq!(body["inventory_item_id"], 808950810u64);
-                shopify.push(body["available"].as_i64().unwrap());
+                let quantity = &body["variables"]["input"]["quantities"][0];
+                assert_eq!(quantity["locationId"], "gid://shopify/Location/70000000001");
+                assert_eq!(quantity["inventoryItemId"], "gid://shopify/InventoryItem/808950810");
+                shopify.push(quantity["quantity"].as_i64().unwrap());
             } else {
                 assert_eq!(
                     path,

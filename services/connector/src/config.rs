@@ -171,6 +171,57 @@ pub struct AmazonOptions {
     /// that it outlives a restart; in memory only when unset.
     #[serde(default)]
     pub state: Option<PathBuf>,
+    /// Polling the Orders API (`omnifold-connector amazon-poll`), `[amazon.sp_api]`.
+    #[serde(default)]
+    pub sp_api: Option<SpApiOptions>,
+}
+
+/// The SP-API Orders API pull client: an LWA refresh token exchanged for access tokens,
+/// getOrders by `LastUpdatedAfter` and getOrderItems, published through `[amazon]`'s mapping.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpApiOptions {
+    /// The regional endpoint, e.g. `https://sellingpartnerapi-na.amazon.com`. No default.
+    pub endpoint: String,
+    /// The LWA token endpoint, `https://api.amazon.com/auth/o2/token` in production. No
+    /// default.
+    pub token_url: String,
+    /// The LWA app's client id (not a secret).
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// The seller's LWA refresh token (`Atzr|...`).
+    pub refresh_token: SecretRef,
+    /// `MarketplaceIds` of getOrders.
+    pub marketplace_ids: Vec<String>,
+    /// sled directory with the checkpoint (the end of the last window polled completely) and
+    /// the event ids published per order.
+    pub state: PathBuf,
+    /// Where the first window starts (RFC 3339) when the state has no checkpoint yet.
+    #[serde(default)]
+    pub start_after: Option<String>,
+    /// How long to wait between polls once caught up.
+    #[serde(default = "spapi_poll_interval_ms")]
+    pub poll_interval_ms: u64,
+    /// The longest window one getOrders query covers (a backfill moves in steps of it).
+    #[serde(default = "spapi_max_window_ms")]
+    pub max_window_ms: u64,
+    /// A window ends this long before now: Amazon wants `LastUpdatedBefore` at least two
+    /// minutes in the past.
+    #[serde(default = "spapi_settle_ms")]
+    pub settle_ms: u64,
+    /// Each window starts this long before the checkpoint, to read again what the index may
+    /// have shown late; orders already published publish nothing again.
+    #[serde(default)]
+    pub overlap_ms: u64,
+    #[serde(default = "request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Retries of one request answered 429, 503 or not at all, with exponential backoff.
+    #[serde(default = "spapi_max_retries")]
+    pub max_retries: u32,
+    #[serde(default = "spapi_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    #[serde(default = "max_backoff_ms")]
+    pub max_backoff_ms: u64,
 }
 
 /// WooCommerce order webhooks (`omnifold-connector woocommerce`).
@@ -239,8 +290,8 @@ pub struct PushbackOptions {
     pub amazon: Option<AmazonPushOptions>,
 }
 
-/// Shopify `inventory_levels/set`; SKUs map to inventory items through
-/// `[shopify.inventory_items]`.
+/// Shopify: the GraphQL Admin API's `inventorySetQuantities` (by default) or the REST
+/// `inventory_levels/set`; SKUs map to inventory items through `[shopify.inventory_items]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopifyPushOptions {
@@ -251,8 +302,35 @@ pub struct ShopifyPushOptions {
     /// inventory_levels/update webhooks are echoes and are ignored.
     pub location_id: String,
     pub access_token: SecretRef,
+    /// The Admin API version in the path, `/admin/api/<version>/graphql.json`.
     #[serde(default = "shopify_api_version")]
     pub api_version: String,
+    /// `graphql` (default) or `rest`, the legacy REST Admin API.
+    #[serde(default)]
+    pub api: ShopifyApi,
+}
+
+/// Which Shopify Admin API push-back uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShopifyApi {
+    /// `inventorySetQuantities` with compare-and-swap (`changeFromQuantity`).
+    #[default]
+    Graphql,
+    /// `inventory_levels/set.json`, which sets the number whatever Shopify has.
+    Rest,
+}
+
+impl std::str::FromStr for ShopifyApi {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "graphql" => Ok(ShopifyApi::Graphql),
+            "rest" => Ok(ShopifyApi::Rest),
+            other => Err(format!("{other:?} is neither graphql nor rest")),
+        }
+    }
 }
 
 /// Amazon Listings Items `patchListingsItem` of `fulfillment_availability`.
@@ -308,8 +386,23 @@ fn max_backoff_ms() -> u64 {
 fn request_timeout_ms() -> u64 {
     10_000
 }
+fn spapi_poll_interval_ms() -> u64 {
+    60_000
+}
+fn spapi_max_window_ms() -> u64 {
+    86_400_000
+}
+fn spapi_settle_ms() -> u64 {
+    120_000
+}
+fn spapi_max_retries() -> u32 {
+    6
+}
+fn spapi_initial_backoff_ms() -> u64 {
+    1000
+}
 fn shopify_api_version() -> String {
-    "2024-04".into()
+    "2026-10".into()
 }
 fn product_type() -> String {
     "PRODUCT".into()
@@ -366,6 +459,10 @@ impl ConnectorConfig {
         if let Some(t) = self.amazon.as_ref().and_then(|a| a.token.as_ref()) {
             secret("amazon.token", t);
         }
+        if let Some(sp) = self.amazon.as_ref().and_then(|a| a.sp_api.as_ref()) {
+            secret("amazon.sp_api.client_secret", &sp.client_secret);
+            secret("amazon.sp_api.refresh_token", &sp.refresh_token);
+        }
         if let Some(p) = &self.pushback {
             if let Some(s) = &p.shopify {
                 secret("pushback.shopify.access_token", &s.access_token);
@@ -378,6 +475,9 @@ impl ConnectorConfig {
             if timeout == 0 {
                 problems.push(format!("{section}.publish_timeout_ms: must be above 0"));
             }
+        }
+        if let Some(sp) = self.amazon.as_ref().and_then(|a| a.sp_api.as_ref()) {
+            problems.extend(sp.problems());
         }
         if let Some(a) = &self.amazon
             && !matches!(a.default_fulfillment_channel.as_str(), "AFN" | "MFN")
@@ -499,6 +599,32 @@ impl ConnectorConfig {
     /// The Shopify location whose inventory updates are push-back echoes, if push-back sets one.
     pub fn shopify_echo_location(&self) -> Option<&str> {
         self.pushback.as_ref().and_then(|p| p.shopify.as_ref()).map(|s| s.location_id.as_str())
+    }
+}
+
+impl SpApiOptions {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (field, url) in [("endpoint", &self.endpoint), ("token_url", &self.token_url)] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problems.push(format!("amazon.sp_api.{field}: {url:?} is not an http(s) URL"));
+            }
+        }
+        if self.marketplace_ids.is_empty() {
+            problems.push("amazon.sp_api.marketplace_ids: name at least one marketplace".into());
+        }
+        if self.client_id.trim().is_empty() {
+            problems.push("amazon.sp_api.client_id: is empty".into());
+        }
+        if let Some(start) = &self.start_after
+            && crate::timefmt::parse_ms(start).is_none()
+        {
+            problems.push(format!("amazon.sp_api.start_after: {start:?} is not an RFC 3339 date-time"));
+        }
+        if self.max_window_ms == 0 {
+            problems.push("amazon.sp_api.max_window_ms: must be above 0".into());
+        }
+        problems
     }
 }
 

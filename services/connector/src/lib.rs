@@ -22,4 +22,4 @@ pub mod timefmt;
 
 // the paths callers knew before sources and sinks had modules of their own
 pub use sinks::{oncall, publish, pushback};
-pub use sources::{amazon, b2b, files, http, ndjson, shopify, woocommerce};
+pub use sources::{amazon, b2b, files, http, ndjson, shopify, spapi, woocommerce};

@@ -12,12 +12,13 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use omnifold_connector::amazon::{self, AmazonSourceOptions};
 use omnifold_connector::b2b;
-use omnifold_connector::config::{ConnectorConfig, DropDirOptions};
+use omnifold_connector::config::{ConnectorConfig, DropDirOptions, ShopifyApi};
 use omnifold_connector::ndjson::{self, NdjsonOptions};
 use omnifold_connector::oncall::{self, DeliveryOptions, Oncall, OncallOptions, PAGERDUTY_ENDPOINT};
 use omnifold_connector::publish::{PublishError, Publisher};
 use omnifold_connector::pushback::Pushback;
 use omnifold_connector::shopify::{self, ShopifySourceOptions};
+use omnifold_connector::spapi;
 use omnifold_connector::woocommerce;
 use omnifold_domain::Rules;
 use omnifold_runtime::cli::KafkaArgs;
@@ -99,6 +100,16 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Poll Amazon's Orders API (SP-API getOrders and getOrderItems, `[amazon.sp_api]`) and
+    /// publish the orders through the `[amazon]` mapping. The client secret and refresh
+    /// token come from the config's env or file references only.
+    AmazonPoll {
+        #[command(flatten)]
+        common: Common,
+        /// Poll up to now (less `settle_ms`) once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Receive WooCommerce order webhooks on POST /webhooks/woocommerce.
     Woocommerce {
         #[command(flatten)]
@@ -124,6 +135,10 @@ enum Command {
         /// Exit once every partition is read to its end and nothing waits to be pushed.
         #[arg(long)]
         exit_when_caught_up: bool,
+        /// Shopify's Admin API: graphql (inventorySetQuantities with compare-and-swap) or the
+        /// legacy rest (inventory_levels/set); overrides `[pushback.shopify] api`.
+        #[arg(long, value_name = "graphql|rest")]
+        shopify_api: Option<ShopifyApi>,
     },
     /// Deliver escalations (omnifold.escalations.v1) to an on-call endpoint in the PagerDuty
     /// Events API v2 shape, exactly once per escalation id. The routing key comes from
@@ -175,14 +190,31 @@ async fn main() -> anyhow::Result<()> {
             let options = AmazonSourceOptions { amazon, http: !(once || no_http), dir, poll_ms: 2000 };
             run_amazon(options, once, &setup).await
         }
+        Command::AmazonPoll { common, once } => {
+            let setup = Setup::new(&common).await?;
+            let amazon = setup.section(&setup.config.amazon, "amazon")?;
+            let mut poll = spapi::source(amazon, setup.publisher()?).await?;
+            if once {
+                let report = poll.run_once().await?;
+                eprintln!("{report:?}");
+                return Ok(());
+            }
+            poll.run(shutdown_signal()).await?;
+            Ok(())
+        }
         Command::DropDir { common, dir, once } => {
             let setup = Setup::new(&common).await?;
             let mut options = setup.section(&setup.config.drop_dir, "drop_dir")?;
             options.dir = dir.unwrap_or(options.dir);
             run_drop_dir(options, once, &setup).await
         }
-        Command::Pushback { common, exit_when_caught_up } => {
-            let setup = Setup::new(&common).await?;
+        Command::Pushback { common, exit_when_caught_up, shopify_api } => {
+            let mut setup = Setup::new(&common).await?;
+            if let (Some(api), Some(shopify)) =
+                (shopify_api, setup.config.pushback.as_mut().and_then(|p| p.shopify.as_mut()))
+            {
+                shopify.api = api;
+            }
             let (kafka, topics) = common.publishing.kafka_and_topics();
             let mut pushback = Pushback::new(&kafka, &topics, &setup.config)?;
             let stats = pushback.run(shutdown_signal(), exit_when_caught_up).await?;

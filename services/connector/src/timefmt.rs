@@ -105,6 +105,26 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Formats Unix milliseconds as ISO 8601 in UTC, `2020-07-13T19:42:04.284Z`: what SP-API's
+/// date parameters take.
+pub fn format_ms(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rest = ms.rem_euclid(86_400_000);
+    // the inverse of days_from_civil (H. Hinnant's civil_from_days)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (hour, minute) = (rest / 3_600_000, rest / 60_000 % 60);
+    let (second, millis) = (rest / 1000 % 60, rest % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +139,13 @@ mod tests {
         assert_eq!(parse_yyyymmdd_ms("20140724"), Some(1_406_160_000_000));
         assert_eq!(parse_ms("2024-02-30T00:00:00Z"), None);
         assert_eq!(parse_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn formats_what_it_parses() {
+        assert_eq!(format_ms(1_594_669_324_284), "2020-07-13T19:42:04.284Z");
+        for ms in [0, 951_782_400_000, 1_709_164_800_999, 4_102_444_799_000, -86_400_001] {
+            assert_eq!(parse_ms(&format_ms(ms)), Some(ms), "{}", format_ms(ms));
+        }
     }
 }

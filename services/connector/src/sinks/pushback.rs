@@ -1,6 +1,8 @@
 //! The availability push-back sink: consumes `omnifold.availability.v1` and sets each
-//! channel's number through the channel's API: Shopify `inventory_levels/set` and Amazon
-//! Listings Items `patchListingsItem` of `fulfillment_availability`.
+//! channel's number through the channel's API: Shopify's GraphQL Admin API
+//! `inventorySetQuantities` with compare-and-swap ([`graphql`]; the legacy REST
+//! `inventory_levels/set` with `api = "rest"`) and Amazon Listings Items `patchListingsItem`
+//! of `fulfillment_availability`.
 //!
 //! Order: for one (channel, sku) only the newest record waiting is ever sent, and a record
 //! is never sent after a newer one was. Newer means a later offset in the key's partition
@@ -10,7 +12,13 @@
 //! compacted topic from the beginning, re-sends nothing older. A newer record with the number
 //! the channel already has is recorded without a request.
 //!
-//! Failures: 429 pauses the channel for Retry-After; 5xx and transport errors retry the key
+//! The quantity last set per Shopify (item, location) is kept in the same store
+//! (`set/shopify:<item>:<location>`): it is the `changeFromQuantity` of the next GraphQL set,
+//! so that a change made on Shopify's side meanwhile is seen, counted
+//! (`omnifold_pushback_conflicts_total`) and logged, never overwritten silently.
+//!
+//! Failures: 429 (and GraphQL `THROTTLED`) pauses the channel for Retry-After (the bucket's
+//! refill time); 5xx and transport errors retry the key
 //! with exponential backoff (a newer number replaces the waiting one); other 4xx drop the
 //! number (counted as a rejection). `omnifold_pushback_lag_ms` records decision-to-push lag
 //! (wall clock at the successful push minus `decided_at_ms`).
@@ -32,8 +40,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{ConfigError, ConnectorConfig, PushbackOptions, Secret};
+use crate::config::{ConfigError, ConnectorConfig, PushbackOptions, Secret, ShopifyApi};
 use crate::deliver::{count_ignored, count_rejection};
+
+pub mod graphql;
 
 const ADAPTER: &str = "pushback";
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,8 +106,10 @@ struct Pushed {
 #[derive(Debug, Clone)]
 pub enum Target {
     Shopify {
+        /// `{base}/admin/api/{version}/graphql.json`, or with the REST API
         /// `{base}/admin/api/{version}/inventory_levels/set.json`
         url: String,
+        api: ShopifyApi,
         location_id: u64,
         token: Secret,
         /// SKU -> inventory item id.
@@ -132,14 +144,19 @@ impl Target {
                         .collect()
                 })
                 .unwrap_or_default();
+            let endpoint = match s.api {
+                ShopifyApi::Graphql => "graphql.json",
+                ShopifyApi::Rest => "inventory_levels/set.json",
+            };
             targets.insert(
                 s.channel.clone(),
                 Target::Shopify {
                     url: format!(
-                        "{}/admin/api/{}/inventory_levels/set.json",
+                        "{}/admin/api/{}/{endpoint}",
                         s.base_url.trim_end_matches('/'),
                         s.api_version
                     ),
+                    api: s.api,
                     location_id: s.location_id.parse().map_err(|_| {
                         ConfigError::Invalid("pushback.shopify.location_id is not numeric".into())
                     })?,
@@ -169,12 +186,65 @@ impl Target {
         }
         Ok(targets)
     }
+
+    /// What a number for `sku` sets, in the channel's own ids, where push-back remembers the
+    /// quantity it set (the next compare-and-swap's expected value): Shopify's (item,
+    /// location). None for targets without compare-and-swap.
+    pub fn level_key(&self, sku: &str) -> Option<String> {
+        match self {
+            Target::Shopify { api: ShopifyApi::Graphql, location_id, items, .. } => {
+                items.get(sku).map(|item| format!("set/shopify:{item}:{location_id}"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// One number for one SKU, from one availability record.
+#[derive(Debug, Clone)]
+pub struct PushRequest<'a> {
+    pub sku: &'a str,
+    pub available: i64,
+    /// The quantity push-back set last where this number goes ([`Target::level_key`]).
+    pub last_set: Option<i64>,
+    /// Names the availability record, e.g. Shopify's `referenceDocumentUri`.
+    pub reference: String,
+}
+
+impl<'a> PushRequest<'a> {
+    /// A number with nothing known of what was set before, named `reference`.
+    pub fn new(sku: &'a str, available: i64, reference: impl Into<String>) -> Self {
+        PushRequest { sku, available, last_set: None, reference: reference.into() }
+    }
+}
+
+/// `gid://omnifold/ChannelAvailability/<channel>:<sku>:<partition>:<offset>`, the record's
+/// place in the availability topic (path-encoded).
+pub fn reference(channel: &str, sku: &str, stamp: &Stamp) -> String {
+    format!(
+        "gid://omnifold/ChannelAvailability/{}:{}:{}:{}",
+        encode_path(channel),
+        encode_path(sku),
+        stamp.partition,
+        stamp.offset
+    )
 }
 
 /// What a push came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushResult {
     Done,
+    /// The channel had `found`, not the `expected` quantity push-back set last: someone
+    /// changed it meanwhile. The number was then set from `found` (or `found` was it already).
+    DoneAfterConflict {
+        expected: i64,
+        found: i64,
+    },
+    /// The channel's quantity changed again between the read and the second set: try later.
+    StillConflicting {
+        expected: i64,
+        found: i64,
+    },
     /// 429: wait this long before the channel's next request.
     RateLimited(Duration),
     /// 5xx or no answer: try again later.
@@ -184,9 +254,10 @@ pub enum PushResult {
 }
 
 /// Sends one number to one channel.
-pub async fn push(client: &reqwest::Client, target: &Target, sku: &str, available: i64) -> PushResult {
+pub async fn push(client: &reqwest::Client, target: &Target, push: &PushRequest<'_>) -> PushResult {
+    let (sku, available) = (push.sku, push.available);
     let request = match target {
-        Target::Shopify { url, location_id, token, items } => {
+        Target::Shopify { url, api, location_id, token, items } => {
             let Some(item) = items.get(sku) else {
                 return PushResult::Refused(
                     "unmapped_sku",
@@ -196,6 +267,18 @@ pub async fn push(client: &reqwest::Client, target: &Target, sku: &str, availabl
             let Ok(token) = token.expose_str() else {
                 return PushResult::Refused("bad_secret", "token is not UTF-8".into());
             };
+            if *api == ShopifyApi::Graphql {
+                let request = graphql::SetAvailable {
+                    url,
+                    token,
+                    item_id: *item,
+                    location_id: *location_id,
+                    quantity: available,
+                    last_set: push.last_set,
+                    reference: &push.reference,
+                };
+                return graphql::set_available(client, &request).await;
+            }
             let body = serde_json::json!({
                 "location_id": location_id,
                 "inventory_item_id": item,
@@ -235,27 +318,37 @@ pub async fn push(client: &reqwest::Client, target: &Target, sku: &str, availabl
     };
     match request.send().await {
         Err(error) => PushResult::Retry(format!("request failed: {error}")),
-        Ok(response) => {
-            let status = response.status();
-            if status.is_success() {
-                PushResult::Done
-            } else if status.as_u16() == 429 {
-                let wait = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map_or(Duration::from_secs(1), |s| Duration::from_millis((s * 1000.0) as u64));
-                PushResult::RateLimited(wait)
-            } else if status.is_server_error() {
-                PushResult::Retry(format!("status {status}"))
-            } else {
+        Ok(response) => match status_result(&response) {
+            None => PushResult::Done,
+            Some(PushResult::Refused(reason, why)) => {
                 let text = response.text().await.unwrap_or_default();
                 let text: String = text.chars().take(300).collect();
-                PushResult::Refused("push_refused", format!("status {status}: {text}"))
+                PushResult::Refused(reason, format!("{why}: {text}"))
             }
-        }
+            Some(result) => result,
+        },
+    }
+}
+
+/// What an answer's status comes to: None for success; 429 waits for Retry-After, 5xx
+/// retries, any other status refuses.
+fn status_result(response: &reqwest::Response) -> Option<PushResult> {
+    let status = response.status();
+    if status.is_success() {
+        None
+    } else if status.as_u16() == 429 {
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(Duration::from_secs(1), |s| Duration::from_millis((s * 1000.0) as u64));
+        Some(PushResult::RateLimited(wait))
+    } else if status.is_server_error() {
+        Some(PushResult::Retry(format!("status {status}")))
+    } else {
+        Some(PushResult::Refused("push_refused", format!("status {status}")))
     }
 }
 
@@ -290,6 +383,8 @@ pub struct PushStats {
     pub retries: usize,
     pub rate_limited: usize,
     pub refused: usize,
+    /// Compare-and-swap conflicts: the channel's quantity was not the one set last.
+    pub conflicts: usize,
 }
 
 /// The push-back sink.
@@ -336,6 +431,14 @@ impl Pushback {
     fn load(&self, key: &str) -> Option<Pushed> {
         let bytes = self.store.get(key.as_bytes()).ok()??;
         serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The quantity push-back set last where `channel`'s number for `sku` goes, if that
+    /// channel compares (Shopify GraphQL).
+    pub fn last_set(&self, channel: &str, sku: &str) -> Option<i64> {
+        let key = self.targets.get(channel)?.level_key(sku)?;
+        let bytes = self.store.get(key.as_bytes()).ok()??;
+        Some(i64::from_be_bytes(bytes.as_ref().try_into().ok()?))
     }
 
     /// Runs until `shutdown`, or with `exit_when_caught_up` until every partition was read to
@@ -485,10 +588,34 @@ impl Pushback {
                 continue;
             }
             let target = &self.targets[&item.channel];
-            match push(&self.client, target, &item.sku, item.available).await {
-                PushResult::Done => {
+            let request = PushRequest {
+                sku: &item.sku,
+                available: item.available,
+                last_set: self.last_set(&item.channel, &item.sku),
+                reference: reference(&item.channel, &item.sku, &item.stamp),
+            };
+            let result = push(&self.client, target, &request).await;
+            if let PushResult::DoneAfterConflict { expected, found }
+            | PushResult::StillConflicting { expected, found } = result
+            {
+                stats.conflicts += 1;
+                metrics::counter!("omnifold_pushback_conflicts_total", "channel" => item.channel.clone())
+                    .increment(1);
+                tracing::warn!(
+                    key,
+                    expected,
+                    found,
+                    available = item.available,
+                    "the channel's quantity changed since push-back set it; setting ours from it"
+                );
+            }
+            match result {
+                PushResult::Done | PushResult::DoneAfterConflict { .. } => {
                     let pushed = Pushed { stamp: item.stamp, available: item.available };
                     self.store.insert(key.as_bytes(), serde_json::to_vec(&pushed)?)?;
+                    if let Some(level) = target.level_key(&item.sku) {
+                        self.store.insert(level.as_bytes(), &item.available.to_be_bytes())?;
+                    }
                     self.store.flush_async().await?;
                     let lag = (wall_clock_ms() - item.stamp.decided_at_ms).max(0);
                     metrics::histogram!("omnifold_pushback_lag_ms", "channel" => item.channel.clone())
@@ -505,7 +632,11 @@ impl Pushback {
                     paused.insert(item.channel.clone(), now + wait);
                     pending.insert(key, item);
                 }
-                PushResult::Retry(why) => {
+                PushResult::Retry(_) | PushResult::StillConflicting { .. } => {
+                    let why = match result {
+                        PushResult::Retry(why) => why,
+                        _ => "the channel's quantity changed again while it was set".to_string(),
+                    };
                     stats.retries += 1;
                     let exponent = item.attempts.min(16);
                     let backoff = self

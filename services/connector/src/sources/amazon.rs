@@ -286,7 +286,9 @@ impl AmazonMapping {
     /// is placed and shipped once.
     ///
     /// A getOrderItems response has no time of its own: `occurred_at` is our optional
-    /// top-level `PurchaseDate`, else `received_at_ms`.
+    /// top-level `PurchaseDate`, else `received_at_ms`. With our optional top-level
+    /// `OrderStatus` `Canceled` (from getOrders) every item is cancelled, dated by the
+    /// top-level `LastUpdateDate`, as ORDER_CHANGE's Canceled does.
     pub fn map_order_items(&self, body: &[u8], received_at_ms: i64) -> Result<Mapped, Malformed> {
         #[derive(Deserialize)]
         struct Version {
@@ -313,9 +315,31 @@ impl AmazonMapping {
         let fulfillment =
             response.fulfillment_channel.as_deref().unwrap_or(&self.default_fulfillment_channel);
         let location = self.fulfillment_location(fulfillment, marketplace);
+        let cancelled_at = match (response.order_status.as_deref(), &response.last_update_date) {
+            (Some("Canceled"), Some(text)) => match parse_ms(text) {
+                Some(ms) => Some(ms.max(at)),
+                None => return Err(Malformed::new(format!("LastUpdateDate {text:?} is not a date-time"))),
+            },
+            (Some("Canceled"), None) => Some(at),
+            _ => None,
+        };
         for item in &response.payload.order_items {
             let what = format!("order item {}", item.order_item_id);
             let Some(sku) = self.seller_sku(&mut mapped, item.seller_sku.as_deref(), &what) else { continue };
+            if let Some(cancelled_at) = cancelled_at {
+                // releases what the line has open if it was placed from an earlier read
+                mapped.push(
+                    format!("amazon:order:{order}:item:{}:cancelled", item.order_item_id),
+                    &self.channel,
+                    cancelled_at,
+                    Body::OrderLineCancelled(OrderLineCancelled {
+                        order_id: order.clone(),
+                        line_id: item.order_item_id.clone(),
+                        sku,
+                    }),
+                );
+                continue;
+            }
             if item.quantity_ordered <= 0 {
                 mapped.ignore(what, "nothing_ordered", "QuantityOrdered is 0 (the item was cancelled)");
                 continue;
@@ -1044,6 +1068,13 @@ struct OrderItemsResponse {
     /// Not part of getOrderItems: the order's marketplace from getOrder.
     #[serde(rename = "MarketplaceId", default)]
     marketplace_id: Option<String>,
+    /// Not part of getOrderItems: the order's status from getOrders/getOrder; `Canceled`
+    /// cancels every item.
+    #[serde(rename = "OrderStatus", default)]
+    order_status: Option<String>,
+    /// Not part of getOrderItems: when the order last changed, which dates a cancellation.
+    #[serde(rename = "LastUpdateDate", default)]
+    last_update_date: Option<String>,
 }
 
 /// Orders API v2026-01-01 `GetOrderResponse`: the fields mapped.

@@ -9,6 +9,8 @@
 //! - [`files`]: watched directories, the wholesale drop directory ([`b2b`]) and Amazon's
 //!   notification files; [`amazon`] runs its directory beside its receiver.
 //! - [`ndjson`]: the contract's JSON form from a file or stdin.
+//! - [`spapi`]: the SP-API Orders API pull client (`amazon-poll`), publishing through
+//!   [`amazon`]'s mapping, with its own checkpoint store.
 //! - [`levels`]: high-water marks of absolute stock levels, shared by the sources that map
 //!   them, so that a late, older count never sets on-hand back.
 
@@ -19,6 +21,7 @@ pub mod http;
 pub mod levels;
 pub mod ndjson;
 pub mod shopify;
+pub mod spapi;
 pub mod woocommerce;
 
 use std::net::SocketAddr;
