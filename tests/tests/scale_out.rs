@@ -11,7 +11,10 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::outputs::{counts, expected, feed_with_breaks, folded_to_the_end, published, repeated_origins};
+use common::outputs::{
+    counts, counts_over, expected, expected_over, feed_with_breaks, folded_to_the_end, published,
+    repeated_origins,
+};
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::Event;
@@ -45,10 +48,69 @@ async fn paced(broker: &Broker, events: &[Event], over: Duration) {
 }
 
 async fn wait_folded(broker: &Broker, events: &[Event], what: &str) {
-    let (counts, deadline) = (counts(events), Instant::now() + Duration::from_secs(120));
-    while !folded_to_the_end(broker, &counts).await {
+    wait_folded_to(broker, &counts(events), what).await;
+}
+
+async fn wait_folded_to(broker: &Broker, counts: &std::collections::BTreeMap<i32, i64>, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !folded_to_the_end(broker, counts).await {
         assert!(Instant::now() < deadline, "{what}: the group never folded every partition to its end");
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Waits until the topics hold what one uninterrupted coordinator publishes (the last outputs of
+/// a batch may still be on their way when its marker is), then compares them.
+async fn assert_published(broker: &Broker, want: &common::outputs::Expected) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = published(broker).await.unwrap_or_else(|repeat| panic!("{repeat}"));
+        if got == *want || Instant::now() > deadline {
+            assert_eq!(got.availability, want.availability, "final availability");
+            assert_eq!(got.alerts, want.alerts, "alert records");
+            assert_eq!(got.escalations, want.escalations, "escalations");
+            assert_eq!(got.ledger, want.ledger, "ledger entries");
+            assert_eq!(got.dead_letters, want.dead_letters, "each refused event dead-lettered once");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(repeated_origins(broker).await, Vec::<String>::new(), "no output twice");
+}
+
+/// The benchmark's shape: twelve partitions, two members, and a third with an empty store that
+/// joins while events arrive and takes partitions from both (each of them restores what it
+/// takes by replaying the log and skipping what the previous owner published). Nothing may be
+/// lost or published twice across the moves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_joining_mid_feed_on_twelve_partitions_publishes_nothing_twice() {
+    const PARTITIONS: i32 = 12;
+    let broker = Broker::start().await.expect("broker starts");
+    let options = omnifold_runtime::TopicOptions { events_partitions: PARTITIONS, ..topic_options() };
+    kafka(&broker).ensure_topics(&topics().specs(&options)).await.expect("topics created");
+    let events = feed_with_breaks(240, 9_000, 1_500);
+    let want = expected_over(&events, PARTITIONS);
+    let half = events.len() / 2;
+    let stores: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let mut a = member(&broker, stores[0].path(), "a");
+    let mut b = member(&broker, stores[1].path(), "b");
+    paced(&broker, &events[..half], Duration::from_secs(3)).await;
+    let mut c = member(&broker, stores[2].path(), "c");
+    paced(&broker, &events[half..], Duration::from_secs(6)).await;
+    wait_folded_to(&broker, &counts_over(&events, PARTITIONS), "after a join").await;
+    assert_published(&broker, &want).await;
+    // the joiner did take partitions while events arrived: its store wrote ledger records too
+    let writers: std::collections::BTreeSet<String> = read_to_end(&broker, &topics().ledger)
+        .await
+        .iter()
+        .filter_map(|record| header(record, omnifold_runtime::outbox::OUTBOX_HEADER))
+        .map(|stamp| String::from_utf8_lossy(stamp).split(':').next().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(writers.len(), 3, "a, b and the joining c each wrote: {writers:?}");
+    for member in [&mut a, &mut b, &mut c] {
+        member.kill().expect("stopped");
+        member.wait().unwrap();
     }
 }
 
@@ -81,21 +143,7 @@ async fn coordinators_in_one_group_equal_one_through_a_join_and_a_sigkill() {
     paced(&broker, &events[half..], Duration::from_secs(2)).await;
     wait_folded(&broker, &events, "after a sigkill").await;
 
-    // the last outputs of a batch may still be on their way when its marker is: settle
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = published(&broker).await.unwrap_or_else(|repeat| panic!("{repeat}"));
-        if got == want || Instant::now() > deadline {
-            assert_eq!(got.availability, want.availability, "final availability");
-            assert_eq!(got.alerts, want.alerts, "alert records");
-            assert_eq!(got.escalations, want.escalations, "escalations");
-            assert_eq!(got.ledger, want.ledger, "ledger entries");
-            assert_eq!(got.dead_letters, want.dead_letters, "each refused event dead-lettered once");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(repeated_origins(&broker).await, Vec::<String>::new(), "no output twice");
+    assert_published(&broker, &want).await;
 
     // the operator's view: every partition owned by a live member, none behind
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-coordinator"))

@@ -72,6 +72,9 @@ pub struct Pipeline {
     topics: Topics,
     partitions: i32,
     offsets: HashMap<i32, i64>,
+    /// Sequence numbers of the outbox records committed and not yet taken by
+    /// [`Pipeline::take_committed`]: what the coordinator hands its sender in memory.
+    committed: Vec<u64>,
 }
 
 impl Pipeline {
@@ -86,7 +89,14 @@ impl Pipeline {
             topics: Topics::new("omnifold."),
             partitions,
             offsets: HashMap::new(),
+            committed: Vec::new(),
         }
+    }
+
+    /// The outbox records committed since the last call, as the coordinator hands them to
+    /// its sender (in memory, without reading the store back).
+    pub fn take_committed(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.committed)
     }
 
     /// The engine's cache and what it did.
@@ -110,7 +120,7 @@ impl Pipeline {
                     let position = Position { partition, offset: *offset - 1 };
                     for output in outputs {
                         for record in output_records(&self.topics, output, position) {
-                            commit.push_output(&record);
+                            commit.hand_output(record);
                         }
                     }
                 }
@@ -119,7 +129,7 @@ impl Pipeline {
                     rejected += 1;
                     let reason = format!("event {:?}: {rejection}", event.event_id);
                     let key = event.partition_key().as_bytes();
-                    commit.push_output(&dead_letter(
+                    commit.hand_output(dead_letter(
                         &self.topics.deadletter,
                         key,
                         &event.encode_to_vec(),
@@ -134,7 +144,9 @@ impl Pipeline {
             commit.put_offset(*partition, *next);
         }
         let outputs = commit.outputs();
+        let handed = commit.take_outputs();
         self.store.commit(commit)?;
+        self.committed.extend(handed.into_iter().map(|(seq, _)| seq));
         self.engine.trim();
         Ok(BatchStats { events: events.len(), outputs, dirty_skus, rejected })
     }

@@ -166,7 +166,7 @@ impl Coordinator {
         let prices = PriceSource::new(store.clone(), self.rules.clone(), partitions[&self.topics.events]);
         let http = HttpServer::start_if(self.options.http, prices).await?;
 
-        let outbox = OutboxLoop::spawn(sender);
+        let outbox = OutboxLoop::spawn_handing_off(sender);
         let stop = Arc::new(AtomicBool::new(false));
         let fold_loop = FoldLoop {
             options: self.options.clone(),
@@ -268,7 +268,8 @@ impl FoldLoop {
             let batch = self.fold_batch(&consumer, &mut at_end)?;
             if batch.events == 0 {
                 self.mark_reached_ends(&at_end)?;
-                if !idle_logged {
+                // before the group assigns anything there is nothing to have caught up with
+                if !idle_logged && self.caught_up(&at_end) {
                     tracing::info!(
                         events = total,
                         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -469,7 +470,7 @@ impl FoldLoop {
                 continue;
             }
             record.headers.push((ORIGIN_HEADER.to_string(), origin.to_string().into_bytes()));
-            batch.commit.push_output(&record);
+            batch.commit.hand_output(record);
         }
     }
 
@@ -518,10 +519,10 @@ impl FoldLoop {
         for (partition, mark) in &batch.marks {
             self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
         }
-        let outputs = batch.commit.outputs();
+        let outputs = batch.commit.take_outputs();
         self.store.commit(batch.commit)?;
         self.engine.trim();
-        self.outbox.committed(outputs);
+        self.outbox.committed_records(outputs);
         self.commit_group_offsets(consumer, &batch.next_offsets);
         Ok(())
     }
@@ -533,7 +534,7 @@ impl FoldLoop {
         mark: Mark,
         at_end: bool,
     ) {
-        commit.push_output(&marker(&self.topics, &self.currency, partition, mark, at_end));
+        commit.hand_output(marker(&self.topics, &self.currency, partition, mark, at_end));
         if at_end {
             self.reported_at_end.insert(partition);
         } else {
@@ -564,9 +565,9 @@ impl FoldLoop {
         for partition in reached {
             self.push_marker(&mut commit, partition, Mark::at(next(&partition) - 1), true);
         }
-        let outputs = commit.outputs();
+        let outputs = commit.take_outputs();
         self.store.commit(commit)?;
-        self.outbox.committed(outputs);
+        self.outbox.committed_records(outputs);
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod contract_file;
 pub mod deadletter;
+pub mod handoff;
 pub mod health;
 pub mod kafka;
 pub mod origin;

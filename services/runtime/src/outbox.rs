@@ -25,6 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
+use crate::handoff::Handoff;
 use crate::health::{Backoff, BrokerHealth, HealthContext, OutageError, is_outage};
 use crate::kafka::{KafkaError, KafkaOptions};
 use crate::origin::{BARRIER_HEADER, TAILS_HEADER, encode_tails};
@@ -91,6 +92,11 @@ pub struct OutboxSender {
     /// to just below the partition's end, and when (see `crate::origin`); `None` before a
     /// barrier first needed them.
     tails: std::sync::Mutex<Option<(Instant, Tails)>>,
+    /// Records the committing loop hands over in memory (see [`OutboxLoop::spawn_handing_off`]).
+    handoff: Option<Arc<Handoff>>,
+    /// Whether the store may hold records older than the hand-off's: after a start and after
+    /// a failed delivery, until a read of the store comes back empty.
+    from_store: AtomicBool,
 }
 
 impl OutboxSender {
@@ -103,7 +109,16 @@ impl OutboxSender {
     ) -> Result<Self, OutboxError> {
         let producer = kafka.idempotent_producer(health.clone())?;
         let tails = std::sync::Mutex::new(None);
-        Ok(OutboxSender { store, kafka: kafka.clone(), producer, partitions, health, tails })
+        Ok(OutboxSender {
+            store,
+            kafka: kafka.clone(),
+            producer,
+            partitions,
+            health,
+            tails,
+            handoff: None,
+            from_store: AtomicBool::new(true),
+        })
     }
 
     /// Recovers (see [`OutboxSender::recover`]) and sends what is pending, waiting out a
@@ -158,6 +173,7 @@ impl OutboxSender {
     /// outage). Call before the first [`OutboxSender::send_pending`]; [`OutboxSender::start`]
     /// does.
     pub async fn recover(&self) -> Result<usize, OutboxError> {
+        self.from_store.store(true, Ordering::Relaxed);
         let pending = self.pending(usize::MAX).await?;
         if pending.is_empty() {
             return Ok(0);
@@ -172,6 +188,7 @@ impl OutboxSender {
         let already: Vec<u64> =
             pending.iter().map(|(seq, _)| *seq).filter(|seq| delivered.contains(seq)).collect();
         self.confirm(already.clone(), BTreeMap::new()).await?;
+        self.from_store.store(true, Ordering::Relaxed);
         tracing::info!(pending = pending.len(), already_delivered = already.len(), "recovered outbox");
         Ok(already.len())
     }
@@ -183,7 +200,7 @@ impl OutboxSender {
     pub async fn send_pending(&self) -> Result<usize, OutboxError> {
         let mut sent = 0;
         loop {
-            let pending = self.pending(SEND_BATCH).await?;
+            let pending = self.next_pending().await?;
             if pending.is_empty() {
                 return Ok(sent);
             }
@@ -193,6 +210,36 @@ impl OutboxSender {
                 } else {
                     self.send(wave).await?
                 };
+            }
+        }
+    }
+
+    /// The next records to send, oldest first: from the store while it may hold older records
+    /// than the hand-off, then from the hand-off (without one, always from the store).
+    async fn next_pending(&self) -> Result<Vec<(u64, OutboxRecord)>, OutboxError> {
+        let Some(handoff) = &self.handoff else {
+            return self.pending(SEND_BATCH).await;
+        };
+        if self.from_store.load(Ordering::Relaxed) {
+            let pending = self.pending(SEND_BATCH).await?;
+            match pending.last() {
+                Some((last, _)) => {
+                    handoff.sent_from_store(*last);
+                    return Ok(pending);
+                }
+                None => self.from_store.store(false, Ordering::Relaxed),
+            }
+        }
+        Ok(handoff.take(SEND_BATCH))
+    }
+
+    /// Records waiting to be sent: the hand-off's, or the store's count while it may hold more.
+    async fn pending_count(&self) -> Result<usize, OutboxError> {
+        match &self.handoff {
+            Some(handoff) if !self.from_store.load(Ordering::Relaxed) => Ok(handoff.len()),
+            _ => {
+                let store = self.store.clone();
+                Ok(tokio::task::spawn_blocking(move || store.pending_count()).await?)
             }
         }
     }
@@ -461,6 +508,8 @@ pub struct OutboxSignals {
     /// Outbox records committed and not yet sent (approximately: for push-back only).
     pending: AtomicUsize,
     committed: Notify,
+    /// Where a loop spawned with [`OutboxLoop::spawn_handing_off`] hands its records.
+    handoff: Arc<Handoff>,
 }
 
 impl OutboxSignals {
@@ -469,6 +518,15 @@ impl OutboxSignals {
         let pending = self.pending.fetch_add(records, Ordering::Relaxed) + records;
         pending_gauge(pending);
         self.committed.notify_one();
+    }
+
+    /// Tells the send loop that a commit added `records` to the outbox, and hands them over
+    /// (for a loop spawned with [`OutboxLoop::spawn_handing_off`], which must hand every record
+    /// it commits this way).
+    pub fn committed_records(&self, records: Vec<(u64, OutboxRecord)>) {
+        let count = records.len();
+        self.handoff.push(records);
+        self.committed(count);
     }
 
     /// Tells the send loop that the outbox holds `records` (re-counted by the caller).
@@ -500,16 +558,30 @@ pub struct OutboxLoop {
 }
 
 impl OutboxLoop {
-    /// Starts delivering after each commit the signals announce.
-    pub fn spawn(mut sender: OutboxSender) -> Self {
+    /// Starts delivering after each commit the signals announce, reading what to send from
+    /// the store.
+    pub fn spawn(sender: OutboxSender) -> Self {
+        Self::spawn_with(sender, false)
+    }
+
+    /// Like [`OutboxLoop::spawn`], but the committing loop hands every record it commits
+    /// over in memory ([`OutboxSignals::committed_records`]), so the sender reads the store
+    /// only after a start or a failed delivery.
+    pub fn spawn_handing_off(sender: OutboxSender) -> Self {
+        Self::spawn_with(sender, true)
+    }
+
+    fn spawn_with(mut sender: OutboxSender, handing_off: bool) -> Self {
         let signals = Arc::new(OutboxSignals::default());
+        if handing_off {
+            sender.handoff = Some(signals.handoff.clone());
+        }
         let shared = signals.clone();
         let task = tokio::spawn(async move {
             loop {
                 let last = shared.last_pass.load(Ordering::Relaxed);
                 sender.deliver(&shared.give_up).await?;
-                let store = sender.store.clone();
-                let pending = tokio::task::spawn_blocking(move || store.pending_count()).await?;
+                let pending = sender.pending_count().await?;
                 shared.pending.store(pending, Ordering::Relaxed);
                 pending_gauge(pending);
                 if last {

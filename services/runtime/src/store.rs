@@ -181,7 +181,7 @@ impl Store {
     pub fn begin(&self) -> Result<Commit, StoreError> {
         let next_seq =
             self.tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
-        Ok(Commit { writes: BTreeMap::new(), next_seq, outputs: 0, bytes: 0 })
+        Ok(Commit { writes: BTreeMap::new(), next_seq, outputs: 0, handed: Vec::new(), bytes: 0 })
     }
 
     /// Writes the batch atomically and makes it durable before returning.
@@ -296,6 +296,9 @@ pub struct Commit {
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     next_seq: u64,
     outputs: usize,
+    /// The outbox records pushed, with their sequence numbers, for a sender that takes them
+    /// from memory ([`Commit::take_outputs`]).
+    handed: Vec<(u64, OutboxRecord)>,
     /// Key and value bytes put so far, to show what a commit writes.
     bytes: usize,
 }
@@ -328,6 +331,18 @@ impl Commit {
         self.put(outbox_key(self.next_seq), value);
         self.next_seq += 1;
         self.outputs += 1;
+    }
+
+    /// Like [`Commit::push_output`], and keeps the record for [`Commit::take_outputs`].
+    pub fn hand_output(&mut self, record: OutboxRecord) {
+        self.push_output(&record);
+        self.handed.push((self.next_seq - 1, record));
+    }
+
+    /// The records given to [`Commit::hand_output`], with their sequence numbers, to hand to
+    /// the sender once this batch is committed.
+    pub fn take_outputs(&mut self) -> Vec<(u64, OutboxRecord)> {
+        std::mem::take(&mut self.handed)
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {

@@ -45,11 +45,16 @@ pub fn feed_with_breaks(skus: usize, events: usize, every: usize) -> Vec<Event> 
 
 /// The pure fold over `events`, each in the partition its key goes to.
 pub fn expected(events: &[Event]) -> Expected {
+    expected_over(events, EVENTS_PARTITIONS)
+}
+
+/// [`expected`] for an events topic of `partition_count` partitions.
+pub fn expected_over(events: &[Event], partition_count: i32) -> Expected {
     let fold = Fold::new(load_contract(&contract_path()).expect("contract"));
     let mut partitions: BTreeMap<i32, PartitionState> = BTreeMap::new();
     let mut expected = Expected::default();
     for event in events {
-        let partition = partition_for(event.partition_key().as_bytes(), EVENTS_PARTITIONS);
+        let partition = partition_for(event.partition_key().as_bytes(), partition_count);
         match fold.apply(partitions.entry(partition).or_default(), event) {
             Outcome::Applied { outputs, .. } => outputs.into_iter().for_each(|o| expected.record(o)),
             Outcome::Rejected(_) => expected.dead_letters += 1,
@@ -155,9 +160,14 @@ pub async fn folded_to_the_end(broker: &Broker, counts: &BTreeMap<i32, i64>) -> 
 
 /// How many events of `events` each partition holds.
 pub fn counts(events: &[Event]) -> BTreeMap<i32, i64> {
+    counts_over(events, EVENTS_PARTITIONS)
+}
+
+/// [`counts`] for an events topic of `partition_count` partitions.
+pub fn counts_over(events: &[Event], partition_count: i32) -> BTreeMap<i32, i64> {
     let mut counts = BTreeMap::new();
     for event in events {
-        *counts.entry(partition_for(event.partition_key().as_bytes(), EVENTS_PARTITIONS)).or_default() += 1;
+        *counts.entry(partition_for(event.partition_key().as_bytes(), partition_count)).or_default() += 1;
     }
     counts
 }
