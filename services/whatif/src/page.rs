@@ -385,10 +385,10 @@ fn weekly_table(answer: &Answer) -> String {
         );
     }
     out.push_str("</tr>\n");
-    for (i, row) in scenarios[0].weeks.iter().enumerate() {
+    for row in &scenarios[0].weeks {
         let _ = write!(out, "<tr><td>{}</td><td>{}</td>", escape(&row.week), escape(&row.channel));
         for s in scenarios {
-            match s.weeks.get(i) {
+            match s.weeks.iter().find(|w| w.week == row.week && w.channel == row.channel) {
                 Some(w) => {
                     let class = if w.contribution.value().is_sign_negative() { "neg" } else { "pos" };
                     let _ = write!(

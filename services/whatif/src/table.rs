@@ -126,14 +126,15 @@ pub fn render_table(answer: &Answer) -> String {
     );
 
     let mut rows = Vec::new();
-    for (i, row) in scenarios[0].weeks.iter().enumerate() {
+    for row in &scenarios[0].weeks {
         rows.push((
             format!("{} {}", row.week, row.channel),
             scenarios
                 .iter()
                 .map(|s| {
                     s.weeks
-                        .get(i)
+                        .iter()
+                        .find(|w| w.week == row.week && w.channel == row.channel)
                         .map_or("-".into(), |w| format!("{} {}", amount_cell(&w.contribution), w.decision))
                 })
                 .collect(),
