@@ -167,7 +167,7 @@ fn what_if(args: Args) -> anyhow::Result<()> {
     let history = match args.events_file.as_slice() {
         [] => {
             let kafka = KafkaOptions { bootstrap_servers: args.bootstrap.clone(), ..KafkaOptions::default() };
-            let topic = format!("{}events.v1", args.topic_prefix);
+            let topic = omnifold_runtime::Topics::new(&args.topic_prefix).events;
             History::from_topic(&kafka, &topic, Duration::from_secs(args.read_timeout_s))?
         }
         files => History::from_ndjson_files(files, args.partitions)?,
