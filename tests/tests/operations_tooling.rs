@@ -472,7 +472,7 @@ const UNITS: &[&str] = &[
     "omnifold-connector@.service",
 ];
 /// The instances of the connector template that prometheus.yml scrapes.
-const CONNECTORS: &[&str] = &["shopify", "amazon", "woocommerce", "drop-dir", "pushback"];
+const CONNECTORS: &[&str] = &["shopify", "amazon", "amazon-poll", "woocommerce", "drop-dir", "pushback"];
 
 fn unit_settings(text: &str, key: &str) -> Vec<String> {
     text.lines().filter_map(|line| line.strip_prefix(&format!("{key}="))).map(str::to_string).collect()
