@@ -43,12 +43,12 @@ pub struct BenchReport {
     pub projected_10m_s: f64,
 }
 
+/// `alternatives`: how many of [`alternatives`] run beside the baseline (3 for the benchmark; 0
+/// gives the replay's rate on one core).
 pub fn run(
     contract: &Path,
-    events: usize,
-    skus: usize,
-    days: u32,
-    partitions: i32,
+    (events, skus, days, partitions): (usize, usize, u32, i32),
+    alternatives: usize,
 ) -> Result<BenchReport, ScenarioError> {
     let rules = load_contract(contract)
         .map_err(|e| ScenarioError::Override { scenario: "baseline".into(), message: e.to_string() })?;
@@ -58,7 +58,7 @@ pub fn run(
     let generate_s = started.elapsed().as_secs_f64();
     eprintln!("generated {} events over {skus} skus and {days} days in {generate_s:.1} s", history.len());
     let mut scenarios = vec![Scenario::baseline(rules)];
-    for (name, overrides) in alternatives() {
+    for (name, overrides) in self::alternatives().into_iter().take(alternatives) {
         scenarios.push(Scenario::build(name, contract, &overrides, history.start_ms())?);
     }
     let started = Instant::now();

@@ -44,6 +44,9 @@ enum Command {
         days: u32,
         #[arg(long, default_value_t = 6)]
         partitions: i32,
+        /// Alternatives beside the baseline (at most 3; 0 measures one core).
+        #[arg(long, default_value_t = 3)]
+        alternatives: usize,
     },
 }
 
@@ -100,10 +103,11 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Bench { contract, events, skus, days, partitions }) => {
-            let report = omnifold_whatif::bench::run(&contract, events, skus, days, partitions)?;
+        Some(Command::Bench { contract, events, skus, days, partitions, alternatives }) => {
+            let report =
+                omnifold_whatif::bench::run(&contract, (events, skus, days, partitions), alternatives)?;
             println!(
-                "what-if bench: {} events, {} scenarios (baseline + 3) on {} cores: {:.1} s, {:.0} history events/s, \
+                "what-if bench: {} events, {} scenarios (baseline + alternatives) on {} cores: {:.1} s, {:.0} history events/s, \
                  {:.0} folded events/s; 10M events would take about {:.0} s",
                 report.events,
                 report.scenarios,

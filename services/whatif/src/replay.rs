@@ -1,5 +1,5 @@
 //! One scenario replayed: the coordinator's fold over every events partition held whole in
-//! memory ([`PartitionState`], [`written_for`]), its ledger summed per partition
+//! memory ([`PartitionState`], as `ledger::written_for` does), its ledger summed per partition
 //! ([`PartitionLedger`]), its alerts counted ([`AlertLedger`]) and everything merged once at
 //! the end ([`Merger`]): the code the coordinator and the reporter run, with no store, no
 //! outbox and no topic. Nothing here decides what is accepted; only the scenario's changes
@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use omnifold_domain::fact::LineKey;
-use omnifold_domain::ledger::written_for;
+use omnifold_domain::ledger::progress;
 use omnifold_domain::money::Amount;
 use omnifold_domain::report::{
     AlertLedger, Calendar, Cell, Lag, Merger, Partial, PartialRecord, PartitionLedger, Snapshot, Source,
@@ -138,6 +138,8 @@ struct Part {
     ledger: PartitionLedger,
     /// Ledger positions: one per event folded, synthetic ones included.
     folded: i64,
+    /// The earliest and latest accepted event times.
+    accepted: Option<(i64, i64)>,
 }
 
 struct ShiftedLine {
@@ -188,7 +190,12 @@ struct Replay<'a> {
 impl<'a> Replay<'a> {
     fn new(history: &History, skus: &'a SkuIndex, channels: &'a Channels, scenario: &'a Scenario) -> Self {
         let parts = (0..history.partition_count.max(1))
-            .map(|_| Part { state: PartitionState::default(), ledger: PartitionLedger::default(), folded: 0 })
+            .map(|_| Part {
+                state: PartitionState::default(),
+                ledger: PartitionLedger::default(),
+                folded: 0,
+                accepted: None,
+            })
             .collect();
         let after = scenario.cut.as_ref().map(|cut| Fold::new(cut.after.clone()));
         let report_rules =
@@ -239,20 +246,28 @@ impl<'a> Replay<'a> {
 
     fn fold(&mut self, i: u32, partition: i32, after: bool, event: &Event) {
         let fold = if after { self.after.as_ref().expect("a cut") } else { &self.before };
-        let part = &mut self.parts[partition as usize];
-        let position = (partition, part.folded);
-        part.folded += 1;
-        let (outcome, entries) = written_for(fold, &mut part.state, event, position);
-        for entry in &entries {
-            // the fold's own entries always read; a refusal here would be a bug in the fold
-            part.ledger.apply(&self.report_rules, entry).expect("the fold's ledger entries read");
-        }
-        match outcome {
+        let p = partition as usize;
+        let offset = self.parts[p].folded;
+        self.parts[p].folded += 1;
+        // as `ledger::written_for` does, with the accepted event times kept as a span and
+        // written as one progress marker per partition at the end instead of one per event
+        match fold.apply(&mut self.parts[p].state, event) {
             Outcome::Applied { outputs, .. } => {
+                let at = event.occurred_at_ms;
+                let accepted = &mut self.parts[p].accepted;
+                *accepted = Some(accepted.map_or((at, at), |(lo, hi)| (lo.min(at), hi.max(at))));
                 self.run.applied += 1;
                 self.count_units(event);
                 for output in outputs {
-                    self.observe(i, output);
+                    match output {
+                        Output::Ledger(mut entry) => {
+                            (entry.event_partition, entry.event_offset) = (partition, offset);
+                            // the fold's own entries always read; a refusal would be a bug in the fold
+                            let applied = self.parts[p].ledger.apply(&self.report_rules, &entry);
+                            applied.expect("the fold's ledger entries read");
+                        }
+                        other => self.observe(i, other),
+                    }
                 }
             }
             Outcome::Duplicate => self.run.duplicates += 1,
@@ -530,7 +545,10 @@ impl<'a> Replay<'a> {
         let mut records = Vec::new();
         let mut lags = Vec::new();
         let mut span = Span::default();
+        let currency = rules.contract.reporting_currency.clone();
         for (p, part) in self.parts.iter_mut().enumerate() {
+            let marker = progress(&currency, p as i32, part.folded, part.accepted, true);
+            part.ledger.apply(rules, &marker).expect("a progress marker reads");
             let cells: BTreeSet<Cell> = part.ledger.cells.keys().cloned().collect();
             span = span.union(part.ledger.span);
             records.push(part.ledger.record(p as i32, part.folded, &cells));
