@@ -1,5 +1,7 @@
 //! Timestamps as channels write them, to Unix milliseconds UTC. No clock is read here.
 
+use omnifold_domain::calendar::{civil_from_days, days_from_civil};
+
 /// Parses an RFC 3339 / ISO 8601 date-time: `2024-04-02T09:01:51-05:00`,
 /// `2020-07-13T19:42:04.284Z`, or without an offset (`2017-03-22T19:28:02`, taken as UTC, as
 /// WooCommerce's `*_gmt` fields are). A plain date (`2014-07-24`) is midnight UTC.
@@ -16,7 +18,7 @@ pub fn parse_ms(text: &str) -> Option<i64> {
     if !(1..=12).contains(&month) || !(1..=days_in_month(year, month)).contains(&day) {
         return None;
     }
-    let mut ms = days_from_civil(year, month, day) * 86_400_000;
+    let mut ms = days_from_civil(year, month as u32, day as u32) * 86_400_000;
     if rest.is_empty() {
         return Some(ms);
     }
@@ -94,32 +96,11 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// Formats Unix milliseconds as ISO 8601 in UTC, `2020-07-13T19:42:04.284Z`: what SP-API's
 /// date parameters take.
 pub fn format_ms(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
     let rest = ms.rem_euclid(86_400_000);
-    // the inverse of days_from_civil (H. Hinnant's civil_from_days)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
     let (hour, minute) = (rest / 3_600_000, rest / 60_000 % 60);
     let (second, millis) = (rest / 1000 % 60, rest % 1000);
     format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}Z")

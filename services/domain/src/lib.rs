@@ -7,6 +7,7 @@
 
 pub mod alerts;
 pub mod allocation;
+pub mod calendar;
 pub mod contract;
 pub mod demand;
 pub mod escalation;
