@@ -240,13 +240,16 @@ fn bars(
     values: &[Vec<f64>],
 ) -> String {
     let n = scenarios.len().max(1) as f64;
-    let (bar, gap, pad, height) = (18.0_f64, 24.0_f64, 50.0_f64, 220.0_f64);
+    let (bar, gap, plot) = (18.0_f64, 24.0_f64, 200.0_f64);
+    // group labels are slanted down and left of their group: room for the longest
+    let longest = groups.iter().map(|g| g.chars().count()).max().unwrap_or(0) as f64;
+    let (pad, height) = ((longest * 5.0).max(50.0), plot + 20.0 + longest * 4.5);
     let group_width = bar * n + gap;
     let width = pad + group_width * groups.len() as f64 + 10.0;
     let max = values.iter().flatten().fold(0.0_f64, |m, v| m.max(*v));
     let min = values.iter().flatten().fold(0.0_f64, |m, v| m.min(*v));
     let span = (max - min).max(1.0);
-    let y = |v: f64| 20.0 + (max - v) / span * (height - 60.0);
+    let y = |v: f64| 20.0 + (max - v) / span * (plot - 40.0);
     let mut out = format!(
         "<div class=\"scroll\"><svg id=\"chart-{id}\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width:.0}\" height=\"{height:.0}\" role=\"img\" aria-label=\"{}\">\n",
         escape(title)
@@ -284,11 +287,10 @@ fn bars(
                 value
             );
         }
+        let (lx, ly) = (x0 + bar * n / 2.0, plot - 4.0);
         let _ = writeln!(
             out,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            x0 + bar * n / 2.0,
-            height - 22.0,
+            "<text x=\"{lx:.1}\" y=\"{ly:.1}\" text-anchor=\"end\" transform=\"rotate(-40 {lx:.1} {ly:.1})\">{}</text>",
             escape(group)
         );
     }
