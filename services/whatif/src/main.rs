@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use omnifold_runtime::KafkaOptions;
+use omnifold_runtime::KafkaClientArgs;
 use omnifold_runtime::contract_file::load_contract;
 use omnifold_whatif::{History, Override, Scenario, answer, page, run_all, table};
 
@@ -63,9 +63,9 @@ struct Args {
     /// them (duplicate ids are detected per partition).
     #[arg(long, default_value_t = 6)]
     partitions: i32,
-    /// Kafka bootstrap servers, when reading the events topic.
-    #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    /// The brokers and client settings (TLS, SASL...), when reading the events topic.
+    #[command(flatten)]
+    kafka: KafkaClientArgs,
     /// Prefix of the topic names.
     #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
     topic_prefix: String,
@@ -143,22 +143,8 @@ fn what_if(args: Args) -> anyhow::Result<()> {
         alternatives.push(("what-if".into(), main_alt));
     }
     for (i, alt) in args.alts.iter().enumerate() {
-        let (name, spec) = match alt.split_once(':') {
-            Some((name, spec)) if !name.trim().contains(char::is_whitespace) && !name.trim().is_empty() => {
-                (name.trim().to_string(), spec)
-            }
-            _ => (format!("alt-{}", i + 1), alt.as_str()),
-        };
-        let overrides: Vec<Override> = spec
-            .split(';')
-            .filter(|part| !part.trim().is_empty())
-            .map(|part| Override::parse(part).map_err(anyhow::Error::msg))
-            .collect::<anyhow::Result<_>>()
-            .with_context(|| format!("--alt {alt:?}"))?;
-        if overrides.is_empty() {
-            bail!("--alt {alt:?} changes nothing");
-        }
-        alternatives.push((name, overrides));
+        alternatives
+            .push(omnifold_whatif::scenario::parse_alternative(alt, i + 1).map_err(anyhow::Error::msg)?);
     }
     if alternatives.is_empty() {
         eprintln!(
@@ -170,7 +156,7 @@ fn what_if(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let history = match args.events_file.as_slice() {
         [] => {
-            let kafka = KafkaOptions { bootstrap_servers: args.bootstrap.clone(), ..KafkaOptions::default() };
+            let kafka = args.kafka.options()?;
             let topic = omnifold_runtime::Topics::new(&args.topic_prefix).events;
             History::from_topic(&kafka, &topic, Duration::from_secs(args.read_timeout_s))?
         }

@@ -114,6 +114,28 @@ impl Override {
     }
 }
 
+/// One `--alt` alternative: `[NAME:] OVERRIDE; OVERRIDE...`. A name is the text before the
+/// first `:` when it has no space (so `shift a=b:0.3` is not named `shift a=b`); unnamed, it is
+/// `alt-<n>`.
+pub fn parse_alternative(text: &str, n: usize) -> Result<(String, Vec<Override>), String> {
+    let (name, spec) = match text.split_once(':') {
+        Some((name, spec)) if !name.trim().is_empty() && !name.trim().contains(char::is_whitespace) => {
+            (name.trim().to_string(), spec)
+        }
+        _ => (format!("alt-{n}"), text),
+    };
+    let overrides = spec
+        .split(';')
+        .filter(|part| !part.trim().is_empty())
+        .map(Override::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--alt {text:?}: {e}"))?;
+    if overrides.is_empty() {
+        return Err(format!("--alt {text:?} changes nothing"));
+    }
+    Ok((name, overrides))
+}
+
 /// A channel retired at an instant.
 ///
 /// From `at_ms` on: the channel's events (`occurred_at_ms >= at_ms`) are dropped; per SKU, at
@@ -438,6 +460,18 @@ mod tests {
         assert!(parse_time("2026-13-01", &calendar).is_err());
         assert!(parse_time("next week", &calendar).is_err());
         assert_eq!(format_time(monday + 5_400_000), "2026-11-09T01:30Z");
+    }
+
+    #[test]
+    fn an_alternative_is_named_before_its_first_colon_unless_that_is_an_override() {
+        let (name, overrides) =
+            parse_alternative("no-b2b: retire wholesale@2026-W47; shift wholesale=shopify:0.3", 1).unwrap();
+        assert_eq!((name.as_str(), overrides.len()), ("no-b2b", 2));
+        let (name, overrides) =
+            parse_alternative("shift wholesale=shopify:0.3; retire wholesale", 2).unwrap();
+        assert_eq!((name.as_str(), overrides.len()), ("alt-2", 2));
+        assert!(parse_alternative("empty: ; ", 3).unwrap_err().contains("changes nothing"));
+        assert!(parse_alternative("x: frobnicate y", 4).unwrap_err().contains("unknown override"));
     }
 
     #[test]
