@@ -125,6 +125,7 @@ mod tests {
             weekly_operating_cost: crate::contract::MoneyConfig { amount: dec!(0), currency: "USD".into() },
             sells_from_shared_pool: true,
             spike_min_units: None,
+            ship_from: Vec::new(),
         }
     }
 

@@ -25,6 +25,37 @@ pub struct Contract {
     pub pricing: Pricing,
     pub escalation: EscalationRules,
     pub reporting: Reporting,
+    /// Reorder suggestions for the shared pool (CONTRACT.md section 10); absent: none.
+    #[serde(default)]
+    pub replenishment: Option<Replenishment>,
+    /// Transfer suggestions into dedicated FBA pools (CONTRACT.md section 10); absent: none.
+    #[serde(default)]
+    pub transfers: Option<Transfers>,
+}
+
+/// `[replenishment]`: when and how much to order into the shared pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replenishment {
+    /// Days from ordering to the units landing, unless the receiving location overrides it.
+    pub lead_time_days: Decimal,
+    /// Per-location lead time overrides.
+    #[serde(default)]
+    pub location_lead_time_days: BTreeMap<String, Decimal>,
+    pub review_period_days: Decimal,
+    pub target_cover_days: Decimal,
+    /// Units per case, per SKU; an order is rounded up to a whole number of cases.
+    #[serde(default)]
+    pub case_pack: BTreeMap<String, i64>,
+}
+
+/// `[transfers]`: when and how much to move from the shared pool into FBA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transfers {
+    pub fba_target_cover_days: Decimal,
+    #[serde(default)]
+    pub min_transfer_units: i64,
 }
 
 /// The operations owner and on-call target (CONTRACT.md section 3).
@@ -58,6 +89,9 @@ pub struct Channel {
     /// The channel's own ORDER_SPIKE floor, in place of the global one.
     #[serde(default)]
     pub spike_min_units: Option<i64>,
+    /// The locations the channel may ship from, in order of preference (routing).
+    #[serde(default)]
+    pub ship_from: Vec<String>,
 }
 
 /// A stock location; dedicated to one channel or shared by all.
@@ -210,6 +244,51 @@ impl Contract {
                 push(format!("/locations/{i}/dedicated_to"), format!("unknown channel {owner}"));
             }
         }
+        for (i, channel) in self.channels.iter().enumerate() {
+            for (j, location) in channel.ship_from.iter().enumerate() {
+                if self.location(location).is_none() {
+                    push(format!("/channels/{i}/ship_from/{j}"), format!("unknown location {location}"));
+                }
+            }
+            for id in duplicates(channel.ship_from.iter().map(String::as_str)) {
+                push(format!("/channels/{i}/ship_from"), format!("location {id} listed twice"));
+            }
+        }
+        if let Some(replenishment) = &self.replenishment {
+            let days = [
+                ("lead_time_days", replenishment.lead_time_days),
+                ("review_period_days", replenishment.review_period_days),
+                ("target_cover_days", replenishment.target_cover_days),
+            ];
+            for (field, value) in days {
+                if value < Decimal::ZERO {
+                    push(format!("/replenishment/{field}"), format!("{value} is negative"));
+                }
+            }
+            for (location, value) in &replenishment.location_lead_time_days {
+                let path = format!("/replenishment/location_lead_time_days/{location}");
+                if self.location(location).is_none() {
+                    push(path, format!("unknown location {location}"));
+                } else if *value < Decimal::ZERO {
+                    push(path, format!("{value} is negative"));
+                }
+            }
+            for (sku, pack) in &replenishment.case_pack {
+                if *pack < 1 {
+                    push(format!("/replenishment/case_pack/{sku}"), format!("case pack {pack} is below 1"));
+                }
+            }
+        }
+        if let Some(transfers) = &self.transfers {
+            if transfers.fba_target_cover_days < Decimal::ZERO {
+                let value = transfers.fba_target_cover_days;
+                push("/transfers/fba_target_cover_days".into(), format!("{value} is negative"));
+            }
+            if transfers.min_transfer_units < 0 {
+                let value = transfers.min_transfer_units;
+                push("/transfers/min_transfer_units".into(), format!("{value} is negative"));
+            }
+        }
         for (sku, map) in &self.pricing.map {
             if !self.has_rate(&map.currency) {
                 push(format!("/pricing/map/{sku}"), format!("currency {} has no fx rate", map.currency));
@@ -308,6 +387,18 @@ impl Rules {
     /// The channels that sell from the shared pool, in (priority, id) order.
     pub fn shared_sellers(&self) -> impl Iterator<Item = &Channel> + '_ {
         self.channels_in_order().filter(|c| c.sells_from_shared_pool)
+    }
+
+    /// Whether placements are also kept per pool, for the velocities of section 10: only
+    /// when the contract asks for reorder or transfer suggestions.
+    pub fn tracks_pool_demand(&self) -> bool {
+        self.contract.replenishment.is_some() || self.contract.transfers.is_some()
+    }
+
+    /// Whether open reservations are also counted per location, for routing: only when
+    /// some channel has a `ship_from` list.
+    pub fn tracks_locations(&self) -> bool {
+        self.contract.channels.iter().any(|c| !c.ship_from.is_empty())
     }
 
     /// Sorts channel ids into (priority, id) order; unknown ids go last.

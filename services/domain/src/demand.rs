@@ -87,6 +87,13 @@ impl Span {
     }
 }
 
+/// Marks a pool's series among the channels' (no channel id starts with it).
+const POOL_MARK: char = '#';
+
+fn pool_series(pool: &str) -> String {
+    format!("{POOL_MARK}{pool}")
+}
+
 /// The span of placements stored under one key.
 pub const SEGMENT_MS: i64 = HOUR_MS;
 
@@ -159,7 +166,23 @@ impl Demand {
 
     /// Units every channel placed in the span ending at `now`.
     pub fn total(&mut self, now: i64, span: Span) -> i64 {
-        self.series.values_mut().map(|series| series.units(now, span)).sum()
+        self.series
+            .iter_mut()
+            .filter(|(name, _)| !name.starts_with(POOL_MARK))
+            .map(|(_, series)| series.units(now, span))
+            .sum()
+    }
+
+    /// Records units placed on a line reserving in the pool named `pool` (velocity per pool,
+    /// CONTRACT.md section 10). Kept as one more series, so its windows and persistence are
+    /// the channels' own.
+    pub fn place_in_pool(&mut self, pool: &str, at_ms: i64, units: i64) {
+        self.place(&pool_series(pool), at_ms, units);
+    }
+
+    /// Units placed on lines reserving in the pool named `pool`, in the span ending at `now`.
+    pub fn pool_units(&mut self, pool: &str, now: i64, span: Span) -> i64 {
+        self.units(&pool_series(pool), now, span)
     }
 
     /// Moves every window to `latest` and forgets the placements no window can reach any

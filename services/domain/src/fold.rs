@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use omnifold_proto::{Alert, ChannelAvailability, Escalation, Event, LedgerEntry};
+use omnifold_proto::{
+    Alert, ChannelAvailability, Escalation, Event, LedgerEntry, Replenishment, RoutingDecision,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{self, Cause, OpenAlert, Trigger};
@@ -19,6 +21,8 @@ use crate::fact::{self, Fact, LineKey, Rejection};
 use crate::ledger;
 use crate::price_alerts;
 use crate::pricing::{PriceBook, PromotionKey, Set};
+use crate::replenishment::{self, Suggested};
+use crate::routing;
 use crate::stock::{Line, Stock};
 use crate::stock_alerts;
 
@@ -44,6 +48,10 @@ pub struct SkuState {
     /// history its ORDER_SPIKE baseline is measured over. One entry per channel.
     #[serde(default)]
     pub first_placed: BTreeMap<String, i64>,
+    /// Each pool's last published replenishment suggestion (section 10), by pool name; a
+    /// pool whose suggestion went back to none has no entry. One entry per pool.
+    #[serde(default)]
+    pub suggested: BTreeMap<String, Suggested>,
 }
 
 /// A keyed record an event may read, which its runner must provide first.
@@ -144,6 +152,11 @@ pub enum Output {
     Escalation(Escalation),
     /// A contribution ledger entry (`crate::ledger`).
     Ledger(LedgerEntry),
+    /// A pool's changed reorder or transfer suggestion (`crate::replenishment`).
+    Replenishment(Replenishment),
+    /// Routing advice for a line placed without a location, or a note that it shipped from
+    /// elsewhere (`crate::routing`).
+    Routing(RoutingDecision),
 }
 
 /// What applying one event did.
@@ -284,7 +297,15 @@ impl Step<'_> {
             Fact::Placed(placed) => {
                 let last_published = self.state.published.get(channel).copied().unwrap_or(0);
                 let terms = ledger::terms(self.rules, placed)?;
+                let advice = match placed.location {
+                    None => routing::advise(self.rules, &self.state.stock, channel, placed.quantity),
+                    Some(_) => None,
+                };
                 self.state.stock.place(self.rules, placed, terms, at_ms)?;
+                if let Some(advice) = advice {
+                    self.state.stock.advise(&placed.line, &advice.location, advice.split);
+                    self.outputs.push(Output::Routing(routing::advised(placed, advice, self.cause)));
+                }
                 if let Some(breach) = stock_alerts::allocation_breach(placed, last_published) {
                     self.cause.trigger = Trigger::BreachingPlacement;
                     self.outputs.push(Output::Alert(alerts::raise(self.rules, &breach, self.cause)));
@@ -304,6 +325,10 @@ impl Step<'_> {
                 let line = self.state.stock.ship(shipped)?;
                 let shipment = ledger::Shipment { shipped, line: &line, unit_cost, fulfillment };
                 self.outputs.push(Output::Ledger(ledger::shipment(self.rules, self.cause, shipment)));
+                let (key, sku, from) = (&shipped.line, &shipped.sku, &shipped.location);
+                if let Some(note) = routing::shipped_elsewhere(key, sku, &line, from, self.cause) {
+                    self.outputs.push(Output::Routing(note));
+                }
             }
             Fact::Returned(returned) => {
                 let unit_cost = self.unit_cost()?;
@@ -358,6 +383,7 @@ impl Step<'_> {
         self.state.prices.let_go(self.state.latest_ms);
         let early = std::mem::take(&mut self.outputs);
         self.publish_availability(now);
+        self.publish_replenishment(now);
         let (rules, sku) = (self.rules, self.cause.sku);
         let (stock, prices) = (&mut self.state.stock, &self.state.prices);
         let mut holding = stock_alerts::holding(rules, stock, now);
@@ -400,6 +426,28 @@ impl Step<'_> {
                 reason_event_id: self.cause.event_id.to_string(),
                 decided_at_ms: now,
             }));
+        }
+    }
+
+    /// A pool's suggestion is published when it differs from the last one published; a
+    /// suggestion of none only to clear one.
+    fn publish_replenishment(&mut self, now: i64) {
+        for record in replenishment::suggestions(self.rules, &mut self.state.stock, now, self.cause) {
+            let suggested = Suggested::of(&record);
+            let last = self.state.suggested.get(&record.pool);
+            let unchanged = match last {
+                Some(last) => *last == suggested,
+                None => suggested.is_none(),
+            };
+            if unchanged {
+                continue;
+            }
+            if suggested.is_none() {
+                self.state.suggested.remove(&record.pool);
+            } else {
+                self.state.suggested.insert(record.pool.clone(), suggested);
+            }
+            self.outputs.push(Output::Replenishment(record));
         }
     }
 

@@ -18,7 +18,9 @@ pub mod ledger;
 pub mod money;
 pub mod price_alerts;
 pub mod pricing;
+pub mod replenishment;
 pub mod report;
+pub mod routing;
 pub mod stock;
 pub mod stock_alerts;
 

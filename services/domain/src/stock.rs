@@ -61,6 +61,16 @@ pub struct Line {
     /// What its shipments are worth (the contribution ledger).
     #[serde(default)]
     pub terms: Terms,
+    /// Where its open units are counted for routing: the placed location, or the one
+    /// advised (CONTRACT.md section 10); only when the contract routes.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Whether `location` was advised by routing rather than given by the channel.
+    #[serde(default)]
+    pub advised: bool,
+    /// Whether the advice was a split.
+    #[serde(default)]
+    pub split: bool,
 }
 
 impl Line {
@@ -76,8 +86,12 @@ pub struct Stock {
     pub on_hand: BTreeMap<String, i64>,
     /// Open reservations per pool, kept in step with the lines.
     pub reserved: BTreeMap<Pool, i64>,
-    /// Trailing placements per channel.
+    /// Trailing placements per channel (and per pool, when the contract asks for velocities).
     pub demand: Demand,
+    /// Open reservations counted per location, for routing: lines placed at or advised to
+    /// it. Empty unless the contract routes (section 10).
+    #[serde(default)]
+    pub reserved_at: BTreeMap<String, i64>,
     /// The working set of order lines; stored under their own keys.
     #[serde(skip)]
     pub lines: Records<LineKey, Line>,
@@ -102,10 +116,46 @@ impl Stock {
             None => Pool::Shared,
         };
         *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
-        let line = Line { pool, placed: placed.quantity, shipped: 0, cancelled: 0, returned: 0, terms };
+        if rules.tracks_pool_demand() {
+            self.demand.place_in_pool(&pool.name(), at_ms, placed.quantity);
+        }
+        let location = placed.location.clone().filter(|_| rules.tracks_locations());
+        if let Some(location) = &location {
+            *self.reserved_at.entry(location.clone()).or_default() += placed.quantity;
+        }
+        let line = Line {
+            pool,
+            placed: placed.quantity,
+            shipped: 0,
+            cancelled: 0,
+            returned: 0,
+            terms,
+            location,
+            advised: false,
+            split: false,
+        };
         self.lines.insert(placed.line.clone(), line);
         self.demand.place(&placed.line.channel, at_ms, placed.quantity);
         Ok(())
+    }
+
+    /// Counts a line placed without a location at the location routing advised.
+    pub fn advise(&mut self, line: &LineKey, location: &str, split: bool) {
+        let Some(known) = self.lines.get_mut(line) else { return };
+        known.location = Some(location.to_string());
+        known.advised = true;
+        known.split = split;
+        let open = known.open();
+        *self.reserved_at.entry(location.to_string()).or_default() += open;
+    }
+
+    /// Open reservations counted at a location (routing).
+    pub fn reserved_at(&self, location: &str) -> i64 {
+        self.reserved_at.get(location).copied().unwrap_or(0)
+    }
+
+    pub fn on_hand_at(&self, location: &str) -> i64 {
+        self.on_hand.get(location).copied().unwrap_or(0)
     }
 
     /// Releases the line's open quantity; a line with nothing open is left as it is.
@@ -113,8 +163,9 @@ impl Stock {
         let known = self.line_mut(line, sku)?;
         let open = known.open();
         known.cancelled += open;
-        let pool = known.pool.clone();
+        let (pool, location) = (known.pool.clone(), known.location.clone());
         self.release(&pool, open);
+        self.release_at(location.as_deref(), open);
         Ok(())
     }
 
@@ -132,6 +183,7 @@ impl Stock {
         known.shipped += shipped.quantity;
         let line = known.clone();
         self.release(&line.pool, shipped.quantity);
+        self.release_at(line.location.as_deref(), shipped.quantity);
         *self.on_hand.entry(shipped.location.clone()).or_default() -= shipped.quantity;
         Ok(line)
     }
@@ -172,6 +224,18 @@ impl Stock {
     fn release(&mut self, pool: &Pool, units: i64) {
         if units != 0 {
             *self.reserved.entry(pool.clone()).or_default() -= units;
+        }
+    }
+
+    fn release_at(&mut self, location: Option<&str>, units: i64) {
+        if let Some(location) = location
+            && units != 0
+            && let Some(reserved) = self.reserved_at.get_mut(location)
+        {
+            *reserved -= units;
+            if *reserved == 0 {
+                self.reserved_at.remove(location);
+            }
         }
     }
 

@@ -12,15 +12,44 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use omnifold_domain::demand::Point;
 use omnifold_domain::fact::LineKey;
 use omnifold_domain::pricing::PromotionKey;
-use omnifold_domain::{Contract, Fold, Outcome, PartitionState, RecordKey, Rules, SkuState};
-use omnifold_proto::Event;
+use omnifold_domain::{Contract, Fold, Outcome, Output, PartitionState, RecordKey, Rules, SkuState};
 use omnifold_proto::json::event_from_json;
+use omnifold_proto::{Event, ReplenishmentAction, RoutingState};
 use proptest::prelude::*;
 
 const EPOCH_MS: i64 = 1_794_182_400_000;
 
-fn fold() -> Fold {
-    let contract: Contract = toml::from_str(include_str!("scenarios/contract.toml")).expect("contract");
+/// The scenario contract; with `planning`, also reorder and transfer suggestions and
+/// routing (CONTRACT.md section 10), so that their state is replayed, stored and restored too.
+fn fold(planning: bool) -> Fold {
+    let mut value: toml::Table = toml::from_str(include_str!("scenarios/contract.toml")).expect("contract");
+    if planning {
+        let extra: toml::Table = toml::from_str(
+            r#"
+            [replenishment]
+            lead_time_days = "5"
+            location_lead_time_days = { wh = "9" }
+            review_period_days = "3"
+            target_cover_days = "10"
+            case_pack = { "SKU-1" = 6 }
+            [transfers]
+            fba_target_cover_days = "7"
+            min_transfer_units = 2
+            "#,
+        )
+        .expect("planning sections");
+        value.extend(extra);
+        let channels = value.get_mut("channels").and_then(|c| c.as_array_mut()).expect("channels");
+        for (channel, ship_from) in channels.iter_mut().zip([vec!["tpl", "wh"], vec!["fba", "wh"]]) {
+            let ship_from = ship_from.into_iter().map(|l| toml::Value::String(l.into())).collect();
+            channel
+                .as_table_mut()
+                .expect("a channel")
+                .insert("ship_from".into(), toml::Value::Array(ship_from));
+        }
+    }
+    let contract: Contract = value.try_into().expect("contract");
+    assert_eq!(contract.problems(), vec![], "the property contract is sound");
     Fold::new(Rules::new(contract))
 }
 
@@ -317,8 +346,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
     #[test]
-    fn replay_gives_identical_state_and_outputs(events in events()) {
-        let fold = fold();
+    fn replay_gives_identical_state_and_outputs(planning in any::<bool>(), events in events()) {
+        let fold = fold(planning);
         let (first_outcomes, first_state) = run_straight(&fold, &events);
         let (second_outcomes, second_state) = run_straight(&fold, &events);
         prop_assert_eq!(first_outcomes, second_outcomes);
@@ -326,8 +355,8 @@ proptest! {
     }
 
     #[test]
-    fn batches_with_restarts_equal_one_at_a_time(events in events(), cuts in prop::collection::vec(1..20usize, 1..10)) {
-        let fold = fold();
+    fn batches_with_restarts_equal_one_at_a_time(planning in any::<bool>(), events in events(), cuts in prop::collection::vec(1..20usize, 1..10)) {
+        let fold = fold(planning);
         let (straight, final_state) = run_straight(&fold, &events);
         let mut state = PartitionState::default();
         let mut batched = Vec::new();
@@ -345,10 +374,11 @@ proptest! {
 
     #[test]
     fn evicting_and_reloading_any_sku_between_any_two_events_changes_nothing(
+        planning in any::<bool>(),
         events in events(),
         evictions in prop::collection::vec(0..5u8, 120),
     ) {
-        let fold = fold();
+        let fold = fold(planning);
         let (straight, whole) = run_straight(&fold, &events);
         let mut engine = Engine { fold: &fold, stored: Stored::default(), loaded: HashMap::new(), seen: HashSet::new() };
         let mut outcomes = Vec::new();
@@ -369,14 +399,56 @@ proptest! {
     }
 
     #[test]
-    fn refused_and_duplicate_events_change_nothing(events in events()) {
-        let fold = fold();
+    fn refused_and_duplicate_events_change_nothing(planning in any::<bool>(), events in events()) {
+        let fold = fold(planning);
         let mut state = PartitionState::default();
         for event in &events {
             let before = state.clone();
             match fold.apply(&mut state, event) {
                 Outcome::Rejected(_) | Outcome::Duplicate => prop_assert_eq!(&before, &state),
                 Outcome::Applied { .. } => prop_assert!(state.seen.contains(&event.event_id)),
+            }
+        }
+    }
+
+    /// Every replenishment record suggests a whole number of units >= 0 (a multiple of the
+    /// case pack for a reorder, at least min_transfer_units for a transfer), and every
+    /// routing advice names a location of the channel's ship_from.
+    #[test]
+    fn suggestions_are_never_negative_and_routing_stays_within_ship_from(events in events()) {
+        let fold = fold(true);
+        let mut state = PartitionState::default();
+        for event in &events {
+            let Outcome::Applied { outputs, .. } = fold.apply(&mut state, event) else { continue };
+            for output in outputs {
+                match output {
+                    Output::Replenishment(r) => {
+                        prop_assert!(r.units >= 0, "{:?}", r);
+                        prop_assert!(r.needed >= 0 && r.shared_spare >= 0, "{:?}", r);
+                        let action = ReplenishmentAction::try_from(r.action).unwrap();
+                        match action {
+                            ReplenishmentAction::Reorder => {
+                                prop_assert!(r.units > 0 && r.units % r.case_pack == 0 && r.units >= r.needed, "{:?}", r);
+                            }
+                            ReplenishmentAction::Transfer => {
+                                prop_assert!(r.units >= r.min_transfer_units.max(1), "{:?}", r);
+                                prop_assert!(r.units <= r.needed && r.units <= r.shared_spare, "{:?}", r);
+                            }
+                            _ => prop_assert_eq!(r.units, 0),
+                        }
+                    }
+                    Output::Routing(r) => {
+                        let channel = fold.rules().channel(&r.channel).expect("a routed channel is known");
+                        prop_assert!(channel.ship_from.contains(&r.location), "{:?}", r);
+                        if r.state == RoutingState::Advised as i32 {
+                            let free = r.candidates.iter().map(|c| c.free).max().unwrap_or(i64::MIN);
+                            let chosen = r.candidates.iter().find(|c| c.location == r.location).expect("chosen is a candidate");
+                            prop_assert_eq!(r.split, chosen.free < r.quantity);
+                            if r.split { prop_assert_eq!(chosen.free, free); }
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
     }

@@ -56,6 +56,12 @@ struct Expect {
     alert_fields: BTreeMap<String, AlertFields>,
     #[serde(default)]
     escalations: Vec<String>,
+    /// Replenishment records (section 10), as [`replenishment_line`] writes them.
+    #[serde(default)]
+    replenishment: Vec<String>,
+    /// Routing records (section 10), as [`routing_line`] writes them.
+    #[serde(default)]
+    routing: Vec<String>,
     /// The contribution ledger entries, checked when given, as
     /// `<entry_id> <channel> <sku> <order>:<line> <field>=<value>...` with the entry's non-zero
     /// amounts and counts in proto field order.
@@ -141,8 +147,12 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
     let mut alerts = Vec::new();
     let mut escalations = Vec::new();
     let mut ledger = Vec::new();
+    let mut replenishment = Vec::new();
+    let mut routing = Vec::new();
     for output in outputs {
         match output {
+            Output::Replenishment(r) => replenishment.push(replenishment_line(r)),
+            Output::Routing(r) => routing.push(routing_line(r)),
             Output::Ledger(entry) => ledger.push(ledger_line(entry)),
             Output::Availability(a) => {
                 let mode = AllocationMode::try_from(a.mode).unwrap().name();
@@ -175,9 +185,66 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
     assert_eq!(availability, expect.availability, "{context}: availability changes");
     assert_eq!(alerts, expect.alerts, "{context}: alert records");
     assert_eq!(escalations, expect.escalations, "{context}: escalations");
+    assert_eq!(replenishment, expect.replenishment, "{context}: replenishment records");
+    assert_eq!(routing, expect.routing, "{context}: routing records");
     if let Some(want) = &expect.ledger {
         assert_eq!(&ledger, want, "{context}: ledger entries");
     }
+}
+
+/// `<pool> <ACTION> <units> [<from>->]<location>: <the numbers behind it>`.
+fn replenishment_line(r: &omnifold_proto::Replenishment) -> String {
+    let action = omnifold_proto::ReplenishmentAction::try_from(r.action).unwrap();
+    let action = action.as_str_name().trim_start_matches("REPLENISHMENT_ACTION_");
+    let route = if r.from_location.is_empty() {
+        r.location.clone()
+    } else {
+        format!("{}->{}", r.from_location, r.location)
+    };
+    let mut line = format!(
+        "{} {action} {} {route}: atp={} u28={} velocity={} cover={} needed={}",
+        r.pool, r.units, r.atp, r.units_placed_28d, r.velocity, r.cover_days, r.needed
+    );
+    if r.pool == "shared" {
+        line.push_str(&format!(
+            " inbound={} lead={} review={} target={} point={} pack={}",
+            r.open_inbound,
+            r.lead_time_days,
+            r.review_period_days,
+            r.target_cover_days,
+            r.reorder_point,
+            r.case_pack
+        ));
+    } else {
+        line.push_str(&format!(
+            " target={} shared_atp={} shared_target={} spare={} min={}",
+            r.fba_target_cover_days, r.shared_atp, r.shared_target, r.shared_spare, r.min_transfer_units
+        ));
+    }
+    line
+}
+
+/// `<channel>/<order>/<line> <STATE> <location>[ split] ...`.
+fn routing_line(r: &omnifold_proto::RoutingDecision) -> String {
+    let state = omnifold_proto::RoutingState::try_from(r.state).unwrap();
+    let state = state.as_str_name().trim_start_matches("ROUTING_STATE_");
+    let split = if r.split { " split" } else { "" };
+    let mut line = format!(
+        "{}/{}/{} {state} {}{split} qty={}",
+        r.channel, r.order_id, r.line_id, r.location, r.quantity
+    );
+    if !r.shipped_from.is_empty() {
+        line.push_str(&format!(" shipped_from={}", r.shipped_from));
+    }
+    let candidates: Vec<String> = r
+        .candidates
+        .iter()
+        .map(|c| format!("{}:{}-{}={}", c.location, c.on_hand, c.reserved, c.free))
+        .collect();
+    if !candidates.is_empty() {
+        line.push_str(&format!(" candidates={}", candidates.join(",")));
+    }
+    line
 }
 
 fn ledger_line(e: &omnifold_proto::LedgerEntry) -> String {
@@ -296,4 +363,7 @@ scenarios!(
     pricing_competitor_undercut,
     pricing_price_war,
     pricing_invalid_events,
+    replenishment_reorder_case_pack,
+    replenishment_fba_transfer,
+    routing_ship_from,
 );

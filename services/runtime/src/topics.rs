@@ -82,6 +82,9 @@ pub struct Topics {
     /// The contribution ledger (`ledger.proto`) and its JSON form.
     pub ledger: String,
     pub ledger_json: String,
+    /// Reorder and transfer suggestions and routing advice (CONTRACT.md section 10).
+    pub replenishment: String,
+    pub routing: String,
 }
 
 impl Topics {
@@ -97,6 +100,8 @@ impl Topics {
             deadletter: name("deadletter.v1"),
             ledger: name("ledger.v1"),
             ledger_json: name("ledger.json.v1"),
+            replenishment: name("replenishment.v1"),
+            routing: name("routing.v1"),
         }
     }
 
@@ -125,6 +130,9 @@ impl Topics {
             // holds what events partition p was worth
             kept(&self.ledger, options.events_partitions),
             kept(&self.ledger_json, options.events_partitions),
+            // keyed like availability, compacted like it: as many partitions
+            spec(&self.replenishment, options.availability_partitions, Cleanup::Compact),
+            spec(&self.routing, options.availability_partitions, Cleanup::Compact),
         ]
     }
 }

@@ -49,6 +49,7 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                         Output::Alert(a) => folded.alerts.push((id, a)),
                         Output::Escalation(e) => folded.escalations.push((id, e)),
                         Output::Ledger(entry) => folded.ledger.push(entry),
+                        Output::Replenishment(_) | Output::Routing(_) => {}
                     }
                 }
             }

@@ -23,6 +23,9 @@ pub struct Expected {
     pub alerts: BTreeSet<(String, String)>,
     pub escalations: BTreeSet<String>,
     pub ledger: BTreeSet<String>,
+    /// Replenishment and routing records by (key, reason event): one each at most.
+    pub replenishment: BTreeSet<(String, String)>,
+    pub routing: BTreeSet<(String, String)>,
     pub dead_letters: usize,
 }
 
@@ -80,6 +83,14 @@ impl Expected {
             Output::Ledger(e) => {
                 assert!(self.ledger.insert(e.entry_id), "the fold itself repeats a ledger entry");
             }
+            Output::Replenishment(r) => {
+                let id = (format!("{}/{}", r.pool, r.sku), r.reason_event_id);
+                assert!(self.replenishment.insert(id), "the fold itself repeats a replenishment record");
+            }
+            Output::Routing(r) => {
+                let id = (format!("{}/{}/{}", r.channel, r.order_id, r.line_id), r.reason_event_id);
+                assert!(self.routing.insert(id), "the fold itself repeats a routing record");
+            }
         }
     }
 }
@@ -113,6 +124,19 @@ pub async fn published(broker: &Broker) -> Result<Expected, String> {
             return Err(format!("ledger entry repeated: {}", entry.entry_id));
         }
     }
+    for record in read_to_end(broker, &topics.replenishment).await {
+        let r = omnifold_proto::Replenishment::decode(record.value.as_deref().unwrap()).unwrap();
+        if !got.replenishment.insert((format!("{}/{}", r.pool, r.sku), r.reason_event_id.clone())) {
+            return Err(format!("replenishment repeated: {r:?}"));
+        }
+    }
+    for record in read_to_end(broker, &topics.routing).await {
+        let r = omnifold_proto::RoutingDecision::decode(record.value.as_deref().unwrap()).unwrap();
+        let key = format!("{}/{}/{}", r.channel, r.order_id, r.line_id);
+        if !got.routing.insert((key, r.reason_event_id.clone())) {
+            return Err(format!("routing repeated: {r:?}"));
+        }
+    }
     got.dead_letters = read_to_end(broker, &topics.deadletter).await.len();
     Ok(got)
 }
@@ -129,6 +153,8 @@ pub async fn repeated_origins(broker: &Broker) -> Vec<String> {
         &topics.deadletter,
         &topics.ledger,
         &topics.ledger_json,
+        &topics.replenishment,
+        &topics.routing,
     ] {
         let records: Vec<Record> = read_to_end(broker, topic).await;
         for record in &records {
