@@ -36,7 +36,6 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, EngineOptions};
 use crate::group::{self, GroupContext, GroupSpec, SharedOwnership};
 use crate::http::{HttpServer, PriceSource};
-use crate::persister::Persister;
 use crate::progress::{Mark, Marks, marker};
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 
@@ -114,8 +113,6 @@ pub enum CoordinatorError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Outage(#[from] omnifold_runtime::health::OutageError),
-    #[error(transparent)]
-    Persist(#[from] crate::persister::PersistError),
     #[error(
         "topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}"
     )]
@@ -180,7 +177,6 @@ impl Coordinator {
             store: store.clone(),
             engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
             stop: stop.clone(),
-            persister: Persister::spawn(store.clone(), outbox.signals()),
             outbox: outbox.signals(),
             health,
         };
@@ -249,8 +245,6 @@ struct FoldLoop {
     engine: Engine,
     stop: Arc<AtomicBool>,
     outbox: Arc<OutboxSignals>,
-    /// Fsyncs written batches and hands their records to the sender (dropped, it finishes).
-    persister: Persister,
     health: Arc<BrokerHealth>,
 }
 
@@ -294,7 +288,7 @@ impl FoldLoop {
             total += batch.events;
             self.commit(&consumer, batch, &at_end)?;
         }
-        Ok(self.persister.finish()?)
+        Ok(())
     }
 
     /// End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
@@ -528,9 +522,9 @@ impl FoldLoop {
             self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
         }
         let outputs = batch.commit.take_outputs();
-        let written = self.store.write(batch.commit)?;
+        self.store.commit(batch.commit)?;
         self.engine.trim();
-        self.persister.submit(written, outputs)?;
+        self.outbox.committed_records(outputs);
         self.commit_group_offsets(consumer, &batch.next_offsets);
         Ok(())
     }
@@ -574,8 +568,8 @@ impl FoldLoop {
             self.push_marker(&mut commit, partition, Mark::at(next(&partition) - 1), true);
         }
         let outputs = commit.take_outputs();
-        let written = self.store.write(commit)?;
-        self.persister.submit(written, outputs)?;
+        self.store.commit(commit)?;
+        self.outbox.committed_records(outputs);
         Ok(())
     }
 
