@@ -128,7 +128,9 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         http: None,
         engine: omnifold_coordinator::engine::EngineOptions::default(),
         broker_outage_max: None,
-        group_instance_id: None,
+        // static membership, as deploy/ runs it: a restarted process takes its partitions
+        // back at once instead of waiting out the killed one's session
+        group_instance_id: Some("bench-coordinator".to_string()),
         session_timeout_ms: 10_000,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, EngineOptions};
 use crate::group::{self, GroupContext, GroupSpec, SharedOwnership};
 use crate::http::{HttpServer, PriceSource};
+use crate::persister::Persister;
 use crate::progress::{Mark, Marks, marker};
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 
@@ -113,6 +114,8 @@ pub enum CoordinatorError {
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
     Outage(#[from] omnifold_runtime::health::OutageError),
+    #[error(transparent)]
+    Persist(#[from] crate::persister::PersistError),
     #[error(
         "topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}"
     )]
@@ -175,6 +178,7 @@ impl Coordinator {
             reported_at_end: BTreeSet::new(),
             ownership: SharedOwnership::default(),
             store: store.clone(),
+            persister: Persister::spawn(store.clone(), outbox.signals()),
             engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
             stop: stop.clone(),
             outbox: outbox.signals(),
@@ -245,6 +249,8 @@ struct FoldLoop {
     engine: Engine,
     stop: Arc<AtomicBool>,
     outbox: Arc<OutboxSignals>,
+    /// Fsyncs written batches and hands their records to the sender (dropped, it finishes).
+    persister: Persister,
     health: Arc<BrokerHealth>,
 }
 
@@ -288,7 +294,7 @@ impl FoldLoop {
             total += batch.events;
             self.commit(&consumer, batch, &at_end)?;
         }
-        Ok(())
+        Ok(self.persister.finish()?)
     }
 
     /// End-of-partition events, not watermarks, tell when the log is consumed: nisshi's
@@ -522,9 +528,9 @@ impl FoldLoop {
             self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
         }
         let outputs = batch.commit.take_outputs();
-        self.store.commit(batch.commit)?;
+        let written = self.store.write(batch.commit)?;
         self.engine.trim();
-        self.outbox.committed_records(outputs);
+        self.persister.submit(written, outputs)?;
         self.commit_group_offsets(consumer, &batch.next_offsets);
         Ok(())
     }
@@ -568,8 +574,8 @@ impl FoldLoop {
             self.push_marker(&mut commit, partition, Mark::at(next(&partition) - 1), true);
         }
         let outputs = commit.take_outputs();
-        self.store.commit(commit)?;
-        self.outbox.committed_records(outputs);
+        let written = self.store.write(commit)?;
+        self.persister.submit(written, outputs)?;
         Ok(())
     }
 

@@ -21,7 +21,7 @@ pub use contract_file::{ContractError, load_contract};
 pub use health::{BrokerHealth, HealthContext};
 pub use kafka::{KafkaError, KafkaOptions};
 pub use outbox::{OutboxError, OutboxLoop, OutboxSender, OutboxSignals};
-pub use store::{Commit, OutboxRecord, Store, StoreError};
+pub use store::{Commit, OutboxRecord, Store, StoreError, Written};
 pub use topics::{TopicOptions, Topics};
 
 /// Milliseconds since the Unix epoch by the wall clock. Services use it for `detected_at_ms`

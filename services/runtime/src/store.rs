@@ -74,6 +74,9 @@ pub struct Store {
     /// No outbox record is below this sequence: sent ones leave tombstones that a scan from
     /// the start of `x/` would step over again and again until they are compacted away.
     first_pending: Arc<AtomicU64>,
+    /// Every outbox record below this sequence is fsynced; [`Store::pending`] reads no further,
+    /// so nothing is sent that an OS crash could still take back (see [`Store::write`]).
+    durable_seq: Arc<AtomicU64>,
 }
 
 const WRITER: &[u8] = b"m/writer";
@@ -93,7 +96,15 @@ impl Store {
                 id
             }
         };
-        Ok(Store { db, tree, writer, first_pending: Arc::new(AtomicU64::new(0)) })
+        // what was written before this open is on disk now (the journal was replayed)
+        let durable = tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
+        Ok(Store {
+            db,
+            tree,
+            writer,
+            first_pending: Arc::new(AtomicU64::new(0)),
+            durable_seq: Arc::new(AtomicU64::new(durable)),
+        })
     }
 
     /// The id stamped on every record this store sends; unique per store.
@@ -185,9 +196,27 @@ impl Store {
     }
 
     /// Writes the batch atomically and makes it durable before returning.
-    pub fn commit(&self, mut commit: Commit) -> Result<(), StoreError> {
+    pub fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let written = self.write(commit)?;
+        self.persist(written)
+    }
+
+    /// Writes the batch atomically, visible to reads at once and safe from a crash of this
+    /// process (handed to the OS), but not yet fsynced: an OS crash or power loss may still
+    /// take it back, together with every batch written after it, never alone. Call
+    /// [`Store::persist`] before anything this batch caused leaves the process; one persist
+    /// covers every batch written before it (a group commit).
+    pub fn write(&self, mut commit: Commit) -> Result<Written, StoreError> {
         commit.writes.insert(SEQ.to_vec(), Some(commit.next_seq.to_be_bytes().to_vec()));
-        self.apply(commit.writes, Some(PersistMode::SyncAll))
+        self.apply(commit.writes, Some(PersistMode::Buffer))?;
+        Ok(Written { next_seq: commit.next_seq })
+    }
+
+    /// Fsyncs every batch written so far, `written` among them.
+    pub fn persist(&self, written: Written) -> Result<(), StoreError> {
+        self.db.persist(PersistMode::SyncAll)?;
+        self.durable_seq.fetch_max(written.next_seq, Ordering::Relaxed);
+        Ok(())
     }
 
     /// One atomic batch; a key written twice keeps its last write.
@@ -207,12 +236,17 @@ impl Store {
         Ok(())
     }
 
-    /// Up to `limit` outbox records, oldest first.
+    /// Up to `limit` outbox records, oldest first, of batches already fsynced.
     pub fn pending(&self, limit: usize) -> Result<Vec<(u64, OutboxRecord)>, StoreError> {
-        let from = outbox_key(self.first_pending.load(Ordering::Relaxed));
+        let (first, durable) =
+            (self.first_pending.load(Ordering::Relaxed), self.durable_seq.load(Ordering::Relaxed));
+        if durable <= first {
+            return Ok(Vec::new());
+        }
+        let (from, durable) = (outbox_key(first), outbox_key(durable));
         let records: Vec<(u64, OutboxRecord)> = self
             .tree
-            .range(from..outbox_key(u64::MAX))
+            .range(from..durable)
             .take(limit)
             .map(|guard| {
                 let (key, value) = guard.into_inner()?;
@@ -288,6 +322,13 @@ impl Store {
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.disk_space()?)
     }
+}
+
+/// A batch [`Store::write`] wrote and no [`Store::persist`] has fsynced yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a written batch is not durable until persisted"]
+pub struct Written {
+    next_seq: u64,
 }
 
 /// One atomic batch of state, seen ids, offsets and outputs.
@@ -480,6 +521,33 @@ mod tests {
         commit.push_output(&record(3));
         store.commit(commit).unwrap();
         assert_eq!(store.pending(10).unwrap().last().unwrap().0, 2, "sequence numbers keep rising");
+    }
+
+    #[test]
+    fn a_written_batch_is_readable_at_once_and_its_outputs_wait_for_the_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut first = store.begin().unwrap();
+        first.put_offset(0, 5);
+        first.push_output(&record(1));
+        let first = store.write(first).unwrap();
+        let mut second = store.begin().unwrap();
+        second.push_output(&record(2));
+        let second = store.write(second).unwrap();
+        assert_eq!(store.offsets().unwrap(), BTreeMap::from([(0, 5)]), "state is read before the fsync");
+        assert_eq!(store.pending(10).unwrap(), vec![], "no output leaves before its batch is fsynced");
+        store.persist(first).unwrap();
+        assert_eq!(store.pending(10).unwrap(), vec![(0, record(1))]);
+        store.persist(second).unwrap();
+        assert_eq!(store.pending(10).unwrap(), vec![(0, record(1)), (1, record(2))]);
+
+        // what a reopen finds on disk is durable
+        let mut third = store.begin().unwrap();
+        third.push_output(&record(3));
+        let _ = store.write(third).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.pending(10).unwrap().len(), 3);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use omnifold_domain::Rules;
+use omnifold_domain::calendar::{civil_from_days, days_from_civil};
 use omnifold_domain::report::{Calendar, Week};
 use omnifold_runtime::contract_file::{ParseError, Problems, parse_contract};
 use rust_decimal::Decimal;
@@ -394,10 +395,13 @@ pub fn parse_time(text: &str, calendar: &Calendar) -> Result<i64, String> {
     };
     let fields: Vec<i64> = date.split('-').map(|f| f.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
     let [year, month, day] = fields[..] else { return Err(bad()) };
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+    let (month, day) = (u32::try_from(month).map_err(|_| bad())?, u32::try_from(day).map_err(|_| bad())?);
+    let days = days_from_civil(year, month, day);
+    // a date that does not exist (2026-02-30) does not come back from its day number
+    if !(1..=12).contains(&month) || civil_from_days(days) != (year, month, day) {
         return Err(bad());
     }
-    let mut ms = days_from_civil(year, month, day) * 86_400_000;
+    let mut ms = days * 86_400_000;
     if let Some(time) = time {
         let fields: Vec<i64> =
             time.split(':').map(|f| f.parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
@@ -416,33 +420,14 @@ pub fn parse_time(text: &str, calendar: &Calendar) -> Result<i64, String> {
 
 /// An instant as `2026-11-16T08:30:00Z` (seconds left out when 0).
 pub fn format_time(ms: i64) -> String {
-    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000) / 1_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let rest = ms.rem_euclid(86_400_000) / 1_000;
+    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
     let (h, m, s) = (rest / 3_600, rest % 3_600 / 60, rest % 60);
     if s == 0 {
         format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}Z")
     } else {
         format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
@@ -458,6 +443,7 @@ mod tests {
         assert_eq!(parse_time("2026-11-09T01:30Z", &calendar), Ok(monday + 5_400_000));
         assert_eq!(parse_time("1794182400000", &calendar), Ok(monday));
         assert!(parse_time("2026-13-01", &calendar).is_err());
+        assert!(parse_time("2026-02-30", &calendar).is_err(), "a day the month does not have");
         assert!(parse_time("next week", &calendar).is_err());
         assert_eq!(format_time(monday + 5_400_000), "2026-11-09T01:30Z");
     }
