@@ -33,6 +33,8 @@ struct Folded {
     alerts: Vec<(String, Alert)>,
     escalations: Vec<(String, Escalation)>,
     ledger: Vec<LedgerEntry>,
+    replenishment: Vec<omnifold_proto::Replenishment>,
+    routing: Vec<omnifold_proto::RoutingDecision>,
 }
 
 fn fold(rules: &Rules, events: &[Event]) -> Folded {
@@ -49,7 +51,8 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                         Output::Alert(a) => folded.alerts.push((id, a)),
                         Output::Escalation(e) => folded.escalations.push((id, e)),
                         Output::Ledger(entry) => folded.ledger.push(entry),
-                        Output::Replenishment(_) | Output::Routing(_) => {}
+                        Output::Replenishment(r) => folded.replenishment.push(r),
+                        Output::Routing(r) => folded.routing.push(r),
                     }
                 }
             }
@@ -224,6 +227,32 @@ fn sample_shows_scarcity_low_cover_oversell_stock_drop_and_spike() {
 }
 
 /// The pricing conflicts are in the events; the alerts they raise belong to the price rules.
+/// The example contract's [replenishment], [transfers] and ship_from show in the sample:
+/// reorders, a transfer into FBA, routing advice with a split and a shipment from elsewhere.
+#[test]
+fn sample_shows_reorders_transfers_and_routing() {
+    use omnifold_proto::{ReplenishmentAction, RoutingState};
+    let (_, folded) = sample();
+    let actions = |action: ReplenishmentAction| {
+        folded.replenishment.iter().filter(|r| r.action == action as i32).count()
+    };
+    let (reorders, transfers) =
+        (actions(ReplenishmentAction::Reorder), actions(ReplenishmentAction::Transfer));
+    let advised = folded.routing.iter().filter(|r| r.state == RoutingState::Advised as i32).count();
+    let splits = folded.routing.iter().filter(|r| r.split).count();
+    let elsewhere =
+        folded.routing.iter().filter(|r| r.state == RoutingState::ShippedElsewhere as i32).count();
+    eprintln!(
+        "reorders {reorders}, transfers {transfers}, advised {advised}, splits {splits}, elsewhere {elsewhere}"
+    );
+    assert!(reorders > 0, "no reorder suggestion in the sample");
+    assert!(transfers > 0, "no fba transfer suggestion in the sample");
+    assert!(
+        advised > 0 && splits > 0 && elsewhere > 0,
+        "routing: {advised} advised, {splits} splits, {elsewhere} elsewhere"
+    );
+}
+
 #[test]
 fn sample_contains_the_pricing_conflicts() {
     let (events, _) = sample();
