@@ -27,7 +27,8 @@ use omnifold_domain::Rules;
 use omnifold_domain::report::Calendar;
 use omnifold_proto::{
     Alert, AlertKind, AlertState, AllocationMode, AllocationRule, Body, ChannelAvailability, Escalation,
-    EscalationRule, Event, LedgerEntry, LedgerKind, Severity,
+    EscalationRule, Event, LedgerEntry, LedgerKind, Replenishment, ReplenishmentAction, RoutingDecision,
+    RoutingState, Severity,
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -277,6 +278,10 @@ pub enum Input {
     Availability(ChannelAvailability),
     Ledger(LedgerEntry),
     Event(Event),
+    /// The coordinator's reorder and transfer suggestions (CONTRACT.md section 10).
+    Replenishment(Replenishment),
+    /// The coordinator's routing advice and notes (CONTRACT.md section 10).
+    Routing(RoutingDecision),
 }
 
 const NOW: &str = "m/now";
@@ -312,7 +317,113 @@ pub fn fold<K: Keyed + ?Sized>(
         Input::Availability(availability) => fold_availability(batch, availability),
         Input::Ledger(entry) => fold_ledger(rules, batch, entry),
         Input::Event(event) => fold_event(rules, batch, event),
+        Input::Replenishment(record) => fold_replenishment(batch, record),
+        Input::Routing(record) => fold_routing(batch, record),
     }
+}
+
+/// A pool's current suggestion, as the coordinator published it last: kept under
+/// `q/<pool>/<sku>` and removed by its NONE record, so only live suggestions are held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub sku: String,
+    pub pool: String,
+    /// `REORDER` or `TRANSFER`.
+    pub action: String,
+    pub units: i64,
+    pub location: String,
+    pub from_location: String,
+    pub atp: i64,
+    pub velocity: String,
+    pub cover_days: String,
+    pub reason_event_id: String,
+    pub decided_at_ms: i64,
+}
+
+/// A routing exception: advice that had to split, or a shipment from another location than
+/// advised. Kept under `x/<time>/<key>` for [`PAGE_WINDOW_MS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutingException {
+    pub channel: String,
+    pub order_id: String,
+    pub line_id: String,
+    pub sku: String,
+    pub quantity: i64,
+    pub advised: String,
+    pub split: bool,
+    /// Empty for a split advice.
+    pub shipped_from: String,
+    pub at_ms: i64,
+    pub reason_event_id: String,
+}
+
+fn fold_replenishment<K: Keyed + ?Sized>(
+    batch: &mut Batch<'_, K>,
+    record: &Replenishment,
+) -> Result<(), OperationsError> {
+    advance(batch, record.decided_at_ms)?;
+    let key = format!("q/{}/{}", record.pool, record.sku);
+    let action = ReplenishmentAction::try_from(record.action).unwrap_or(ReplenishmentAction::Unspecified);
+    if matches!(action, ReplenishmentAction::None | ReplenishmentAction::Unspecified) {
+        batch.remove(key);
+        return Ok(());
+    }
+    let suggestion = Suggestion {
+        sku: record.sku.clone(),
+        pool: record.pool.clone(),
+        action: action.as_str_name().trim_start_matches("REPLENISHMENT_ACTION_").to_string(),
+        units: record.units,
+        location: record.location.clone(),
+        from_location: record.from_location.clone(),
+        atp: record.atp,
+        velocity: record.velocity.clone(),
+        cover_days: record.cover_days.clone(),
+        reason_event_id: record.reason_event_id.clone(),
+        decided_at_ms: record.decided_at_ms,
+    };
+    batch.put(key, &suggestion);
+    Ok(())
+}
+
+fn fold_routing<K: Keyed + ?Sized>(
+    batch: &mut Batch<'_, K>,
+    record: &RoutingDecision,
+) -> Result<(), OperationsError> {
+    advance(batch, record.decided_at_ms)?;
+    let elsewhere = record.state == RoutingState::ShippedElsewhere as i32;
+    if !elsewhere && !record.split {
+        return Ok(());
+    }
+    let exception = RoutingException {
+        channel: record.channel.clone(),
+        order_id: record.order_id.clone(),
+        line_id: record.line_id.clone(),
+        sku: record.sku.clone(),
+        quantity: record.quantity,
+        advised: record.location.clone(),
+        split: record.split,
+        shipped_from: record.shipped_from.clone(),
+        at_ms: record.decided_at_ms,
+        reason_event_id: record.reason_event_id.clone(),
+    };
+    let id = format!("{}/{}/{}/{}", record.channel, record.order_id, record.line_id, record.reason_event_id);
+    batch.put(timed_key("x", record.decided_at_ms, &id), &exception);
+    Ok(())
+}
+
+/// The live suggestions of one action (`REORDER` or `TRANSFER`), by pool and SKU.
+pub fn suggestions(state: &impl Keyed, action: &str) -> Result<Vec<Suggestion>, OperationsError> {
+    let all = state.scan::<Suggestion>("q/")?.into_iter().map(|(_, s)| s);
+    Ok(all.filter(|s| s.action == action).collect())
+}
+
+/// The routing exceptions after `since_ms`, oldest first.
+pub fn routing_exceptions_since(
+    state: &impl Keyed,
+    since_ms: i64,
+) -> Result<Vec<RoutingException>, OperationsError> {
+    let all = state.scan::<RoutingException>("x/")?.into_iter().map(|(_, x)| x);
+    Ok(all.filter(|x| x.at_ms > since_ms).collect())
 }
 
 /// Lets go of pages and raised alerts older than their windows, once per event day: called
@@ -323,7 +434,7 @@ pub fn finish<K: Keyed + ?Sized>(batch: &mut Batch<'_, K>) -> Result<(), Operati
     if batch.get::<i64>(PRUNED_DAY)? == Some(day) {
         return Ok(());
     }
-    for (prefix, window) in [("p/", PAGE_WINDOW_MS), ("r/", HISTORY_WINDOW_MS)] {
+    for (prefix, window) in [("p/", PAGE_WINDOW_MS), ("r/", HISTORY_WINDOW_MS), ("x/", PAGE_WINDOW_MS)] {
         for (key, _) in batch.scan_raw(prefix)? {
             if timed_key_ms(&key).is_some_and(|at| at <= now - window) {
                 batch.remove(key);

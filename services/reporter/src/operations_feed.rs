@@ -64,14 +64,24 @@ pub enum Feed {
     Availability,
     Ledger,
     Events,
+    Replenishment,
+    Routing,
 }
 
 /// What the operations view is built from.
-pub const OPERATIONS_FEEDS: [Feed; 3] = [Feed::Alerts, Feed::Escalations, Feed::Availability];
+pub const OPERATIONS_FEEDS: [Feed; 5] =
+    [Feed::Alerts, Feed::Escalations, Feed::Availability, Feed::Replenishment, Feed::Routing];
 /// What the channel handover is built from: the operations feeds, SKU contribution and the
 /// event log's sources.
-pub const HANDOVER_FEEDS: [Feed; 5] =
-    [Feed::Alerts, Feed::Escalations, Feed::Availability, Feed::Ledger, Feed::Events];
+pub const HANDOVER_FEEDS: [Feed; 7] = [
+    Feed::Alerts,
+    Feed::Escalations,
+    Feed::Availability,
+    Feed::Replenishment,
+    Feed::Routing,
+    Feed::Ledger,
+    Feed::Events,
+];
 
 impl Feed {
     fn topic(self, topics: &Topics) -> &str {
@@ -81,6 +91,8 @@ impl Feed {
             Feed::Availability => &topics.availability,
             Feed::Ledger => &topics.ledger,
             Feed::Events => &topics.events,
+            Feed::Replenishment => &topics.replenishment,
+            Feed::Routing => &topics.routing,
         }
     }
 
@@ -92,6 +104,8 @@ impl Feed {
             Feed::Escalations => 12_000_000,
             Feed::Availability => 13_000_000,
             Feed::Ledger => 14_000_000,
+            Feed::Replenishment => 15_000_000,
+            Feed::Routing => 16_000_000,
         }
     }
 
@@ -104,6 +118,8 @@ impl Feed {
             Feed::Availability => ChannelAvailability::decode(bytes).map(Input::Availability),
             Feed::Ledger => LedgerEntry::decode(bytes).map(Input::Ledger),
             Feed::Events => Event::decode(bytes).map(Input::Event),
+            Feed::Replenishment => omnifold_proto::Replenishment::decode(bytes).map(Input::Replenishment),
+            Feed::Routing => omnifold_proto::RoutingDecision::decode(bytes).map(Input::Routing),
         };
         input.ok()
     }

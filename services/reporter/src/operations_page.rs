@@ -70,6 +70,14 @@ pub fn render_operations_page(view: &OperationsView, served: bool) -> String {
     section(&mut out, "conflicts", "Open conflicts, most severe and oldest first", &conflicts(view));
     section(&mut out, "pages", "Pages of the last 7 days, by rule and target", &pages(view));
     section(&mut out, "scarcity", "SKUs in scarcity mode", &scarcity(view));
+    section(&mut out, "to-order", "To order (shared pool)", &to_order(view));
+    section(&mut out, "to-move", "To move into FBA", &to_move(view));
+    section(
+        &mut out,
+        "routing-exceptions",
+        "Routing exceptions of the last 7 days",
+        &routing_exceptions(view),
+    );
     let title = match &view.week {
         Some(week) => format!("Attention beside contribution ({}, {})", escape(week), escape(&view.currency)),
         None => "Attention beside contribution".to_string(),
@@ -241,6 +249,95 @@ fn scarcity(view: &OperationsView) -> String {
             );
         }
         html.push_str("</tr>\n");
+    }
+    html.push_str("</tbody></table></div>\n");
+    html
+}
+
+fn cover(days: &str) -> String {
+    if days.is_empty() { "&middot;".to_string() } else { format!("{}&nbsp;d", escape(days)) }
+}
+
+fn to_order(view: &OperationsView) -> String {
+    if view.to_order.is_empty() {
+        return "<p id=\"no-to-order\">Nothing to order.</p>\n".to_string();
+    }
+    let mut html = String::from(
+        "<div class=\"scroll\"><table id=\"to-order-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
+         <th>into</th><th class=\"num\">atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>\n<tbody>\n",
+    );
+    for s in &view.to_order {
+        let _ = writeln!(
+            html,
+            "<tr data-sku=\"{}\" data-units=\"{}\"><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&s.sku),
+            s.units,
+            escape(&s.sku),
+            s.units,
+            escape(&s.location),
+            s.atp,
+            escape(&s.velocity),
+            cover(&s.cover_days),
+            event_time(s.decided_at_ms)
+        );
+    }
+    html.push_str("</tbody></table></div>\n");
+    html
+}
+
+fn to_move(view: &OperationsView) -> String {
+    if view.to_move.is_empty() {
+        return "<p id=\"no-to-move\">Nothing to move into FBA.</p>\n".to_string();
+    }
+    let mut html = String::from(
+        "<div class=\"scroll\"><table id=\"to-move-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
+         <th>from</th><th>to</th><th class=\"num\">fba atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>\n<tbody>\n",
+    );
+    for s in &view.to_move {
+        let _ = writeln!(
+            html,
+            "<tr data-sku=\"{}\" data-units=\"{}\"><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+            escape(&s.sku),
+            s.units,
+            escape(&s.sku),
+            s.units,
+            escape(&s.from_location),
+            escape(&s.location),
+            s.atp,
+            escape(&s.velocity),
+            cover(&s.cover_days),
+            event_time(s.decided_at_ms)
+        );
+    }
+    html.push_str("</tbody></table></div>\n");
+    html
+}
+
+fn routing_exceptions(view: &OperationsView) -> String {
+    if view.routing_exceptions.is_empty() {
+        return "<p id=\"no-routing-exceptions\">No routing exception in the last 7 days.</p>\n".to_string();
+    }
+    let mut html = String::from(
+        "<div class=\"scroll\"><table id=\"routing-table\"><thead><tr><th>at (UTC)</th><th>line</th><th>sku</th>\
+         <th class=\"num\">units</th><th>advised</th><th>what</th></tr></thead>\n<tbody>\n",
+    );
+    for x in &view.routing_exceptions {
+        let what = if x.shipped_from.is_empty() {
+            "split: no ship_from location covers it".to_string()
+        } else {
+            format!("shipped from {}", escape(&x.shipped_from))
+        };
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}/{}/{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{what}</td></tr>",
+            event_time(x.at_ms),
+            escape(&x.channel),
+            escape(&x.order_id),
+            escape(&x.line_id),
+            escape(&x.sku),
+            x.quantity,
+            escape(&x.advised)
+        );
     }
     html.push_str("</tbody></table></div>\n");
     html

@@ -23,8 +23,133 @@ pub fn render_operations_table(view: &OperationsView) -> String {
     conflicts(&mut out, view);
     pages(&mut out, view);
     scarcity(&mut out, view);
+    to_order(&mut out, view);
+    to_move(&mut out, view);
+    routing_exceptions(&mut out, view);
     attention(&mut out, view);
     out
+}
+
+fn to_order(out: &mut String, view: &OperationsView) {
+    out.push_str(
+        "
+to order: the coordinator's reorder suggestions for the shared pool
+",
+    );
+    if view.to_order.is_empty() {
+        out.push_str(
+            "none
+",
+        );
+        return;
+    }
+    let columns = [
+        ("sku", false),
+        ("units", true),
+        ("into", false),
+        ("atp", true),
+        ("per day", true),
+        ("cover", true),
+        ("since", false),
+    ];
+    let rows: Vec<Vec<String>> = view
+        .to_order
+        .iter()
+        .map(|s| {
+            let cover = if s.cover_days.is_empty() { "-".to_string() } else { format!("{}d", s.cover_days) };
+            let since = event_time(s.decided_at_ms);
+            vec![
+                s.sku.clone(),
+                s.units.to_string(),
+                s.location.clone(),
+                s.atp.to_string(),
+                s.velocity.clone(),
+                cover,
+                since,
+            ]
+        })
+        .collect();
+    out.push_str(&aligned(&columns, &rows));
+}
+
+fn to_move(out: &mut String, view: &OperationsView) {
+    out.push_str(
+        "
+to move into FBA: the coordinator's transfer suggestions
+",
+    );
+    if view.to_move.is_empty() {
+        out.push_str(
+            "none
+",
+        );
+        return;
+    }
+    let columns = [
+        ("sku", false),
+        ("units", true),
+        ("from", false),
+        ("to", false),
+        ("fba atp", true),
+        ("per day", true),
+        ("cover", true),
+        ("since", false),
+    ];
+    let rows: Vec<Vec<String>> = view
+        .to_move
+        .iter()
+        .map(|s| {
+            let cover = if s.cover_days.is_empty() { "-".to_string() } else { format!("{}d", s.cover_days) };
+            vec![
+                s.sku.clone(),
+                s.units.to_string(),
+                s.from_location.clone(),
+                s.location.clone(),
+                s.atp.to_string(),
+                s.velocity.clone(),
+                cover,
+                event_time(s.decided_at_ms),
+            ]
+        })
+        .collect();
+    out.push_str(&aligned(&columns, &rows));
+}
+
+fn routing_exceptions(out: &mut String, view: &OperationsView) {
+    out.push_str(
+        "
+routing exceptions of the last 7 days (split advice, shipped elsewhere), newest first
+",
+    );
+    if view.routing_exceptions.is_empty() {
+        out.push_str(
+            "none
+",
+        );
+        return;
+    }
+    let columns = [
+        ("at", false),
+        ("line", false),
+        ("sku", false),
+        ("units", true),
+        ("advised", false),
+        ("what", false),
+    ];
+    let rows: Vec<Vec<String>> = view
+        .routing_exceptions
+        .iter()
+        .map(|x| {
+            let what = if x.shipped_from.is_empty() {
+                "split: no ship_from location covers it".to_string()
+            } else {
+                format!("shipped from {}", x.shipped_from)
+            };
+            let line = format!("{}/{}/{}", x.channel, x.order_id, x.line_id);
+            vec![event_time(x.at_ms), line, x.sku.clone(), x.quantity.to_string(), x.advised.clone(), what]
+        })
+        .collect();
+    out.push_str(&aligned(&columns, &rows));
 }
 
 fn conflicts(out: &mut String, view: &OperationsView) {
@@ -219,6 +344,22 @@ SKUs in scarcity mode, every channel's published number
 sku    decided           rule          shopify  amazon  eu-market  wholesale
 -----  ----------------  ------------  -------  ------  ---------  ---------
 SKU-4  2026-11-12 02:00  proportional        3       2          -          0
+
+to order: the coordinator's reorder suggestions for the shared pool
+sku    units  into   atp  per day  cover  since
+-----  -----  -----  ---  -------  -----  ----------------
+SKU-4     48  wh-nj   10        2     5d  2026-11-10 00:00
+
+to move into FBA: the coordinator's transfer suggestions
+sku    units  from   to      fba atp  per day  cover  since
+-----  -----  -----  ------  -------  -------  -----  ----------------
+SKU-1     16  wh-nj  fba-us       10        2     5d  2026-11-11 00:00
+
+routing exceptions of the last 7 days (split advice, shipped elsewhere), newest first
+at                line          sku    units  advised  what
+----------------  ------------  -----  -----  -------  --------------------------------------
+2026-11-11 00:00  shopify/o7/1  SKU-4      5  wh-nj    shipped from 3pl-rotterdam
+2026-11-10 00:00  shopify/o8/1  SKU-4      5  wh-nj    split: no ship_from location covers it
 
 attention of the last 7 days (alerts and pages accountable) beside contribution (contribution of 2026-W46 in USD)
 channel     owner           open  alerts  critical  pages  attention  contribution  decision

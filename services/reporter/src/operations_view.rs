@@ -15,8 +15,9 @@ use omnifold_domain::escalation::GLOBAL;
 use rust_decimal::Decimal;
 
 use crate::operations::{
-    DAY_MS, HOUR_MS, Keyed, MINUTE_MS, OpenConflict, OperationsError, PAGE_WINDOW_MS, Page, now_ms,
-    open_conflicts, pages_since, raised_since, scarce_skus,
+    DAY_MS, HOUR_MS, Keyed, MINUTE_MS, OpenConflict, OperationsError, PAGE_WINDOW_MS, Page, RoutingException,
+    Suggestion, now_ms, open_conflicts, pages_since, raised_since, routing_exceptions_since, scarce_skus,
+    suggestions,
 };
 use crate::view::WeekView;
 
@@ -102,6 +103,12 @@ pub struct OperationsView {
     pub scarcity_channels: Vec<String>,
     pub scarcity: Vec<ScarceSku>,
     pub attention: Vec<Attention>,
+    /// The coordinator's live reorder suggestions (shared pool), by SKU.
+    pub to_order: Vec<Suggestion>,
+    /// The coordinator's live transfer suggestions into FBA, by pool and SKU.
+    pub to_move: Vec<Suggestion>,
+    /// Routing that split or shipped elsewhere in the last 7 days, newest first.
+    pub routing_exceptions: Vec<RoutingException>,
     /// The week the contributions come from, and its currency.
     pub week: Option<String>,
     pub currency: String,
@@ -145,6 +152,13 @@ impl OperationsView {
             scarcity_channels,
             scarcity,
             attention,
+            to_order: suggestions(state, "REORDER")?,
+            to_move: suggestions(state, "TRANSFER")?,
+            routing_exceptions: {
+                let mut exceptions = routing_exceptions_since(state, now - PAGE_WINDOW_MS)?;
+                exceptions.reverse();
+                exceptions
+            },
             week: week.map(|w| w.week.clone()),
             currency: week.map(|w| w.currency.clone()).unwrap_or_default(),
         })
@@ -375,7 +389,10 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use omnifold_proto::{AlertKind, AllocationMode, Detail, EscalationRule, Severity};
+    use omnifold_proto::{
+        AlertKind, AllocationMode, Detail, EscalationRule, Replenishment, ReplenishmentAction,
+        RoutingDecision, RoutingState, Severity,
+    };
 
     use super::*;
     use crate::operations::tests::{T0, alert, folded, number, page, resolved, rules};
@@ -505,6 +522,38 @@ pub(crate) mod tests {
                 "shopify",
                 T0 + 2 * DAY_MS + HOUR_MS,
             )),
+            Input::Replenishment(suggestion(
+                "shared",
+                "SKU-4",
+                ReplenishmentAction::Reorder,
+                48,
+                T0 + DAY_MS,
+            )),
+            Input::Replenishment(suggestion(
+                "shared",
+                "SKU-9",
+                ReplenishmentAction::Reorder,
+                12,
+                T0 + DAY_MS,
+            )),
+            // a receipt landed: the coordinator cleared SKU-9's suggestion
+            Input::Replenishment(suggestion(
+                "shared",
+                "SKU-9",
+                ReplenishmentAction::None,
+                0,
+                T0 + 2 * DAY_MS,
+            )),
+            Input::Replenishment(suggestion(
+                "dedicated:amazon",
+                "SKU-1",
+                ReplenishmentAction::Transfer,
+                16,
+                T0 + 2 * DAY_MS,
+            )),
+            Input::Routing(routed("o7", false, "", T0 + DAY_MS)),
+            Input::Routing(routed("o8", true, "", T0 + DAY_MS)),
+            Input::Routing(routed("o7", false, "3pl-rotterdam", T0 + 2 * DAY_MS)),
             Input::Availability(number("SKU-4", "shopify", 3, AllocationMode::Scarcity, T0 + DAY_MS)),
             Input::Availability(number("SKU-4", "amazon", 2, AllocationMode::Scarcity, T0 + DAY_MS)),
             Input::Availability(number(
@@ -539,6 +588,43 @@ pub(crate) mod tests {
         .map(|s| (format!("{}/{}", s.week, s.channel), s))
         .collect();
         WeekView::build(&snapshots, None).unwrap()
+    }
+
+    fn suggestion(pool: &str, sku: &str, action: ReplenishmentAction, units: i64, at: i64) -> Replenishment {
+        let transfer = action == ReplenishmentAction::Transfer;
+        Replenishment {
+            sku: sku.into(),
+            pool: pool.into(),
+            action: action as i32,
+            units,
+            location: if transfer { "fba-us".into() } else { "wh-nj".into() },
+            from_location: if transfer { "wh-nj".into() } else { String::new() },
+            atp: 10,
+            velocity: "2".into(),
+            cover_days: "5".into(),
+            reason_event_id: format!("{sku}-{at}"),
+            decided_at_ms: at,
+            ..Replenishment::default()
+        }
+    }
+
+    fn routed(order: &str, split: bool, shipped_from: &str, at: i64) -> RoutingDecision {
+        let state =
+            if shipped_from.is_empty() { RoutingState::Advised } else { RoutingState::ShippedElsewhere };
+        RoutingDecision {
+            channel: "shopify".into(),
+            order_id: order.into(),
+            line_id: "1".into(),
+            sku: "SKU-4".into(),
+            quantity: 5,
+            location: "wh-nj".into(),
+            split,
+            state: state as i32,
+            shipped_from: shipped_from.into(),
+            reason_event_id: format!("{order}-{at}"),
+            decided_at_ms: at,
+            ..RoutingDecision::default()
+        }
     }
 
     pub fn view() -> OperationsView {
