@@ -22,6 +22,15 @@ if ! command -v promtool >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v 
         || echo "prometheus did not install; the promtool and prometheus tests will skip" >&2
 fi
 
+# TLS to Kafka is also tested through a TLS terminator in front of the broker, as a managed
+# cluster's load balancer would be (tests/tests/kafka_security.rs); without Debian's stunnel4
+# that test says it skipped.
+if ! command -v stunnel4 >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing stunnel4 for the kafka tls test" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends stunnel4 >/dev/null) \
+        || echo "stunnel4 did not install; the stunnel test will skip" >&2
+fi
+
 OMNIFOLD_NISSHI="$(deploy/install-broker.sh | tail -n 1)"
 export OMNIFOLD_NISSHI
 echo "using broker $OMNIFOLD_NISSHI" >&2

@@ -23,7 +23,7 @@ use omnifold_connector::woocommerce;
 use omnifold_domain::Rules;
 use omnifold_runtime::cli::KafkaArgs;
 use omnifold_runtime::telemetry::{init_logs, serve_metrics, shutdown_signal};
-use omnifold_runtime::{KafkaOptions, TopicOptions, Topics, load_contract};
+use omnifold_runtime::{KafkaClientArgs, KafkaOptions, TopicOptions, Topics, load_contract};
 
 #[derive(Parser)]
 #[command(
@@ -38,8 +38,9 @@ struct Cli {
 /// Where events go, and what they are checked against.
 #[derive(Args, Clone)]
 struct Publishing {
-    #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    /// The brokers and the client settings (TLS, SASL...).
+    #[command(flatten)]
+    client: KafkaClientArgs,
     #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
     topic_prefix: String,
     /// The coordination contract: events are checked against it before they are sent, and
@@ -215,7 +216,7 @@ async fn main() -> anyhow::Result<()> {
             {
                 shopify.api = api;
             }
-            let (kafka, topics) = common.publishing.kafka_and_topics();
+            let (kafka, topics) = common.publishing.kafka_and_topics()?;
             let mut pushback = Pushback::new(&kafka, &topics, &setup.config)?;
             let stats = pushback.run(shutdown_signal(), exit_when_caught_up).await?;
             eprintln!("{stats:?}");
@@ -226,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
             }
             let options = OncallOptions {
-                kafka: kafka.kafka(),
+                kafka: kafka.kafka()?,
                 topics: kafka.topic_options(),
                 group_id: oncall::DEFAULT_GROUP.to_string(),
                 endpoint,
@@ -240,9 +241,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 impl Publishing {
-    fn kafka_and_topics(&self) -> (KafkaOptions, Topics) {
-        let kafka = KafkaOptions { bootstrap_servers: self.bootstrap.clone(), ..KafkaOptions::default() };
-        (kafka, Topics::new(&self.topic_prefix))
+    fn kafka_and_topics(&self) -> anyhow::Result<(KafkaOptions, Topics)> {
+        Ok((self.client.options()?, Topics::new(&self.topic_prefix)))
     }
 
     fn rules(&self) -> anyhow::Result<Option<Rules>> {
@@ -251,7 +251,7 @@ impl Publishing {
 
     /// Creates the topics that are missing.
     async fn ensure_topics(&self) -> anyhow::Result<()> {
-        let (kafka, topics) = self.kafka_and_topics();
+        let (kafka, topics) = self.kafka_and_topics()?;
         let options = TopicOptions {
             prefix: self.topic_prefix.clone(),
             events_partitions: self.events_partitions,
@@ -261,9 +261,8 @@ impl Publishing {
         Ok(())
     }
 
-    fn publisher(&self, rules: Option<Rules>) -> Result<Publisher, PublishError> {
-        let (kafka, topics) = self.kafka_and_topics();
-        Publisher::new(&kafka, &topics, rules)
+    fn publisher(&self, kafka: &KafkaOptions, rules: Option<Rules>) -> Result<Publisher, PublishError> {
+        Publisher::new(kafka, &Topics::new(&self.topic_prefix), rules)
     }
 }
 
@@ -271,6 +270,8 @@ impl Publishing {
 /// checked against the contract, the topics there.
 struct Setup {
     publishing: Publishing,
+    /// Resolved once: the file and environment are read at start, not per publisher.
+    kafka: KafkaOptions,
     config_path: PathBuf,
     config: ConnectorConfig,
     rules: Option<Rules>,
@@ -294,11 +295,12 @@ impl Setup {
         }
         common.publishing.ensure_topics().await?;
         let publishing = common.publishing.clone();
-        Ok(Setup { publishing, config_path: common.config.clone(), config, rules })
+        let (kafka, _) = publishing.kafka_and_topics()?;
+        Ok(Setup { publishing, kafka, config_path: common.config.clone(), config, rules })
     }
 
     fn publisher(&self) -> Result<Publisher, PublishError> {
-        self.publishing.publisher(self.rules.clone())
+        self.publishing.publisher(&self.kafka, self.rules.clone())
     }
 
     /// A section of the config the command needs, as `[name]`.
@@ -310,10 +312,10 @@ impl Setup {
 
 async fn run_ndjson(options: NdjsonOptions, publishing: &Publishing) -> anyhow::Result<()> {
     publishing.ensure_topics().await?;
-    let publisher = publishing.publisher(publishing.rules()?)?;
+    let (kafka, topics) = publishing.kafka_and_topics()?;
+    let publisher = publishing.publisher(&kafka, publishing.rules()?)?;
     let on_refused = |line: usize, reason: &str| eprintln!("line {line}: {reason}");
     let report = ndjson::source(options, publisher).await?.run(shutdown_signal(), on_refused).await?;
-    let (_, topics) = publishing.kafka_and_topics();
     eprintln!(
         "{} lines read, {} events published, {} refused (dead-lettered to {})",
         report.lines,

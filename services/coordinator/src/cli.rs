@@ -130,7 +130,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
             }
             let options = CoordinatorOptions {
-                kafka: kafka.kafka(),
+                kafka: kafka.kafka()?,
                 topics: TopicOptions { events_partitions, ..kafka.topic_options() },
                 group_id: group,
                 contract,
@@ -149,7 +149,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Price { sku, http, json } => price(&sku, http, json).await?,
         Command::Status { kafka, group } => {
             let topics = omnifold_runtime::Topics::new(&kafka.topic_options().prefix);
-            let options = kafka.kafka();
+            let options = kafka.kafka()?;
             let status =
                 tokio::task::spawn_blocking(move || crate::status::status(&options, &topics, &group))
                     .await??;
@@ -157,7 +157,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Watch { kafka, availability, idle_exit_secs } => {
             let options = WatchOptions {
-                kafka: kafka.kafka(),
+                kafka: kafka.kafka()?,
                 topics: kafka.topics(),
                 availability,
                 idle_exit: idle_exit_secs.map(Duration::from_secs),

@@ -162,7 +162,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
             }
             let options = ReporterOptions {
-                kafka: kafka.kafka(),
+                kafka: kafka.kafka()?,
                 topics: TopicOptions { events_partitions, ..kafka.topic_options() },
                 group_id: group,
                 contract,
@@ -187,7 +187,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("wrote {} ({} channels, {})", out.display(), view.rows.len(), view.week);
         }
         Command::Serve { kafka, listen, contract, store } => {
-            let mut source = PageSource::new(kafka.kafka(), kafka.topics().snapshots);
+            let mut source = PageSource::new(kafka.kafka()?, kafka.topics().snapshots);
             let follower = match contract {
                 Some(contract) => {
                     let feed = open_feed(&kafka, &contract, &store).await?;
@@ -241,7 +241,7 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
 /// The operations feed over its store, with the contract's rules.
 async fn open_feed(kafka: &KafkaArgs, contract: &Path, store: &Path) -> anyhow::Result<OperationsFeed> {
     let rules = load_contract(contract)?;
-    let (options, topics, store) = (kafka.kafka(), kafka.topics(), store.to_path_buf());
+    let (options, topics, store) = (kafka.kafka()?, kafka.topics(), store.to_path_buf());
     let feed = tokio::task::spawn_blocking(move || OperationsFeed::open(options, topics, rules, &store))
         .await?
         .context("cannot open the operations store")?;
@@ -268,7 +268,7 @@ fn spawn_follower(feed: OperationsFeed) -> (Arc<AtomicBool>, tokio::task::JoinHa
 
 /// One week read back from the snapshots topic.
 async fn read_view(kafka: &KafkaArgs, week: Option<String>) -> anyhow::Result<WeekView> {
-    let (options, topic) = (kafka.kafka(), kafka.topics().snapshots);
+    let (options, topic) = (kafka.kafka()?, kafka.topics().snapshots);
     let snapshots = tokio::task::spawn_blocking(move || latest_snapshots(&options, &topic))
         .await?
         .context("cannot read the snapshots")?;

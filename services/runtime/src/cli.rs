@@ -2,14 +2,14 @@
 
 use crate::health::parse_duration;
 use crate::topics::KEPT_RETENTION_MS;
-use crate::{KafkaOptions, TopicOptions, Topics};
+use crate::{KafkaClientArgs, KafkaConfigError, KafkaOptions, TopicOptions, Topics};
 
 /// Where the brokers are and which topic prefix to use.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "OMNIFOLD_BOOTSTRAP", default_value = "127.0.0.1:9092")]
-    pub bootstrap: String,
+    /// The brokers and the client settings (TLS, SASL...).
+    #[command(flatten)]
+    pub client: KafkaClientArgs,
     /// Prefix of every topic name.
     #[arg(long, env = "OMNIFOLD_TOPIC_PREFIX", default_value = "omnifold.")]
     pub topic_prefix: String,
@@ -25,8 +25,10 @@ pub struct KafkaArgs {
 }
 
 impl KafkaArgs {
-    pub fn kafka(&self) -> KafkaOptions {
-        KafkaOptions { bootstrap_servers: self.bootstrap.clone(), ..KafkaOptions::default() }
+    /// The client options: brokers, `--kafka-config` file, `OMNIFOLD_KAFKA_*` variables and
+    /// `--kafka-set` flags (see [`crate::kafka_config`]).
+    pub fn kafka(&self) -> Result<KafkaOptions, KafkaConfigError> {
+        self.client.options()
     }
 
     /// The topic options these arguments set; partition counts stay at their defaults.

@@ -16,13 +16,27 @@ use serde::{Deserialize, Serialize};
 use crate::health::{BrokerHealth, HealthContext, STATS_INTERVAL_MS};
 use crate::topics::{TopicSpec, event_log_problem};
 
-/// Where the brokers are and any extra librdkafka settings (security, timeouts...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the brokers are and any extra librdkafka settings (security, timeouts...). Built
+/// from the command line, a properties file and the environment by
+/// [`crate::kafka_config::KafkaClientArgs`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaOptions {
     pub bootstrap_servers: String,
-    /// Passed to librdkafka as they are, e.g. `security.protocol = "SASL_SSL"`.
+    /// Passed to librdkafka as they are, e.g. `security.protocol = "SASL_SSL"`. They come
+    /// before each client's own settings, so they cannot weaken what a service relies on
+    /// (acks, idempotence, manual offsets).
     pub extra: BTreeMap<String, String>,
+}
+
+/// By hand, so that passwords and other secrets in `extra` never reach a log.
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOptions")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("extra", &crate::kafka_config::Redacted(&self.extra))
+            .finish()
+    }
 }
 
 impl Default for KafkaOptions {
