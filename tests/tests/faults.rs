@@ -105,7 +105,10 @@ fn expected(events: &[Event]) -> (BTreeMap<(String, String), i64>, BTreeSet<Stri
                     Output::Alert(a) => {
                         alert_records.insert(alert_record(&a));
                     }
-                    Output::Escalation(_) | Output::Ledger(_) | Output::Replenishment(_) | Output::Routing(_) => {}
+                    Output::Escalation(_)
+                    | Output::Ledger(_)
+                    | Output::Replenishment(_)
+                    | Output::Routing(_) => {}
                 }
             }
         }
