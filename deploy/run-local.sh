@@ -79,6 +79,21 @@ until (($(folded) >= published)); do
     kill -0 "$coordinator_pid" 2>/dev/null || { tail -n 20 "$work/coordinator.log"; exit 1; }
     sleep 0.5
 done
+# Folded is not yet sent: a batch's outputs leave after its fsync, through the outbox. Wait
+# until the coordinator's outbox gauge reads 0 twice in a row (a batch between its write and
+# its fsync is not counted yet), then give the watch a moment to print the last records.
+outbox_pending() {
+    exec 3<>/dev/tcp/127.0.0.1/9464 || return 0
+    printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+    sed -nE 's/^omnifold_outbox_pending_records ([0-9]+).*/\1/p' <&3
+    exec 3>&-
+}
+drained=0
+for _ in $(seq 60); do
+    if [[ "$(outbox_pending)" == 0 ]]; then drained=$((drained + 1)); else drained=0; fi
+    ((drained < 2)) || break
+    sleep 1
+done
 sleep 2
 kill "$watch_pid" "$tail_pid" 2>/dev/null || true
 wait "$watch_pid" "$tail_pid" 2>/dev/null || true
