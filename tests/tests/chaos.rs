@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use omnifold_connector::publish::Publisher;
 use omnifold_proto::{ContributionSnapshot, Event};
-use omnifold_reporter::{Reporter, ReporterOptions};
+use omnifold_reporter::Reporter;
 use omnifold_runtime::deadletter::ERROR_HEADER;
 use omnifold_runtime::load_contract;
 use omnifold_testkit::{Broker, Record, Storage};
@@ -168,22 +168,6 @@ fn last_revisions(records: &[Record]) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-fn reporter_options(broker: &Broker, store: &Path) -> ReporterOptions {
-    ReporterOptions {
-        kafka: kafka(broker),
-        topics: topic_options(),
-        group_id: "omnifold-reporter".into(),
-        contract: contract_path(),
-        store: store.to_path_buf(),
-        batch_max_events: 200,
-        batch_max_ms: 20,
-        exit_when_caught_up: true,
-        broker_outage_max: None,
-        group_instance_id: None,
-        session_timeout_ms: 10_000,
-    }
-}
-
 /// The same feed, published at once and folded without interruption.
 async fn clean_run(events: &[Event]) -> Published {
     let broker = Broker::start().await.expect("clean broker starts");
@@ -195,7 +179,7 @@ async fn clean_run(events: &[Event]) -> Published {
     publisher.flush().await.expect("flushed");
     let (coordinator_store, reporter_store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run_until_caught_up(&broker, coordinator_store.path()).await;
-    let reporter = Reporter::new(reporter_options(&broker, reporter_store.path())).unwrap();
+    let reporter = Reporter::new(reporter_options(&broker, reporter_store.path(), 200)).unwrap();
     tokio::time::timeout(FINAL_RUN_TIMEOUT, reporter.run(std::future::pending()))
         .await
         .expect("clean reporter caught up in time")

@@ -11,7 +11,7 @@ use omnifold_connector::publish::Publisher;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_domain::{Fold, Outcome, Output, PartitionState};
 use omnifold_proto::Event;
-use omnifold_reporter::{Reporter, ReporterOptions};
+use omnifold_reporter::Reporter;
 use omnifold_runtime::deadletter::SOURCE_HEADER;
 use omnifold_runtime::load_contract;
 use omnifold_runtime::partitioner::partition_for;
@@ -172,22 +172,6 @@ async fn an_outage_longer_than_broker_outage_max_ends_the_coordinator() {
     assert!(message.contains("broker_outage_max"), "{message}");
 }
 
-fn reporter_options(broker: &Broker, store: &std::path::Path) -> ReporterOptions {
-    ReporterOptions {
-        kafka: kafka(broker),
-        topics: topic_options(),
-        group_id: "omnifold-reporter".into(),
-        contract: contract_path(),
-        store: store.to_path_buf(),
-        batch_max_events: 500,
-        batch_max_ms: 20,
-        exit_when_caught_up: true,
-        broker_outage_max: None,
-        group_instance_id: None,
-        session_timeout_ms: 10_000,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn each_bad_event_is_dead_lettered_once_with_coordinator_and_reporter_running() {
     let broker = Broker::start().await.expect("broker starts");
@@ -204,7 +188,7 @@ async fn each_bad_event_is_dead_lettered_once_with_coordinator_and_reporter_runn
 
     let (coordinator_store, reporter_store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     run_until_caught_up(&broker, coordinator_store.path()).await;
-    let reporter = Reporter::new(reporter_options(&broker, reporter_store.path())).unwrap();
+    let reporter = Reporter::new(reporter_options(&broker, reporter_store.path(), 500)).unwrap();
     tokio::time::timeout(Duration::from_secs(120), reporter.run(std::future::pending()))
         .await
         .expect("reporter caught up in time")

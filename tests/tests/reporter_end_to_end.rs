@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::chromium::{artifacts_dir, chromium, find_chromium};
-use common::{RunningCoordinator, contract_path, kafka, read_to_end, spawn_coordinator};
+use common::{RunningCoordinator, contract_path, kafka, publish_records, read_to_end, spawn_coordinator};
 use omnifold_coordinator::engine::EngineOptions;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_domain::ledger::written_for;
@@ -162,31 +162,12 @@ async fn publish_events(broker: &Broker, topic: &str, lines: &[String]) {
     let events: Vec<Event> = lines.iter().map(|l| event_from_json(l).expect("event json")).collect();
     let records: Vec<(String, Vec<u8>)> =
         events.iter().map(|e| (e.partition_key().to_string(), e.encode_to_vec())).collect();
-    publish_raw(broker, topic, &records).await;
+    publish_records(broker, topic, &records).await;
 }
 
 async fn publish_alerts(broker: &Broker, topic: &str, alerts: &[Alert]) {
     let records: Vec<(String, Vec<u8>)> = alerts.iter().map(|a| (a.sku.clone(), a.encode_to_vec())).collect();
-    publish_raw(broker, topic, &records).await;
-}
-
-async fn publish_raw(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {
-    let producer: FutureProducer = broker
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .create()
-        .expect("producer");
-    let deliveries: Vec<_> = records
-        .iter()
-        .map(|(key, value)| {
-            producer.send_result(FutureRecord::to(topic).key(key).payload(value)).expect("queued")
-        })
-        .collect();
-    for delivery in deliveries {
-        delivery.await.expect("delivered").expect("acknowledged");
-    }
+    publish_records(broker, topic, &records).await;
 }
 
 /// A RAISED alert; `accountable` is a channel id or `operations` (CONTRACT.md section 5).
@@ -446,7 +427,7 @@ async fn weekly_figures_restarts_and_restatement_through_the_broker() {
 
     // Run 1 stops in the middle of W46: nothing is closed, nothing is published.
     publish_events(&broker, &topics.contract.events, &first_half).await;
-    publish_raw(
+    publish_records(
         &broker,
         &topics.contract.events,
         &[("SKU-A".to_string(), b"not a protobuf event \xff".to_vec())],

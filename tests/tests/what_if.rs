@@ -9,61 +9,20 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use common::{alerts, availability, contract_path, escalations, kafka, read_to_end};
-use omnifold_coordinator::engine::EngineOptions;
-use omnifold_coordinator::{Coordinator, CoordinatorOptions};
+use common::{
+    EVENTS_PARTITIONS, alerts, availability, contract_path, coordinator_options, escalations, kafka,
+    publish_records, read_to_end, reporter_options, topic_options,
+};
+use omnifold_coordinator::Coordinator;
 use omnifold_proto::{AlertState, ContributionSnapshot, Event};
 use omnifold_reporter::readback::latest_snapshots;
-use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
-use omnifold_runtime::{TopicOptions, load_contract};
+use omnifold_reporter::{ReportTopics, Reporter};
+use omnifold_runtime::load_contract;
 use omnifold_testkit::Broker;
 use omnifold_whatif::{History, Scenario, run_all};
 use prost::Message as _;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-
-const PARTITIONS: i32 = 3;
-
-fn topic_options() -> TopicOptions {
-    TopicOptions { events_partitions: PARTITIONS, ..TopicOptions::default() }
-}
-
-fn reporter_options(broker: &Broker, store: &Path) -> ReporterOptions {
-    ReporterOptions {
-        kafka: kafka(broker),
-        topics: topic_options(),
-        group_id: "omnifold-reporter".into(),
-        contract: contract_path(),
-        store: store.to_path_buf(),
-        batch_max_events: 500,
-        batch_max_ms: 50,
-        exit_when_caught_up: true,
-        broker_outage_max: None,
-        group_instance_id: None,
-        session_timeout_ms: 10_000,
-    }
-}
-
-fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions {
-    CoordinatorOptions {
-        kafka: kafka(broker),
-        topics: topic_options(),
-        group_id: "omnifold-coordinator".into(),
-        contract: contract_path(),
-        store: store.to_path_buf(),
-        batch_max_events: 1_000,
-        batch_max_ms: 20,
-        exit_when_caught_up: true,
-        http: None,
-        // a small cache: the coordinator evicts and reloads SKUs, what-if holds them whole
-        engine: EngineOptions { state_cache_bytes: 64 * 1024, recent_ids: 1_000 },
-        broker_outage_max: None,
-        group_instance_id: None,
-        session_timeout_ms: 10_000,
-    }
-}
 
 /// Four weeks of the benchmark mix over 24 SKUs, with a duplicate and an event of an unknown
 /// channel every 500 events.
@@ -82,25 +41,6 @@ fn feed() -> Vec<Event> {
     feed
 }
 
-async fn publish(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {
-    let producer: FutureProducer = broker
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .create()
-        .expect("producer");
-    let deliveries: Vec<_> = records
-        .iter()
-        .map(|(key, value)| {
-            producer.send_result(FutureRecord::to(topic).key(key).payload(value)).expect("queued")
-        })
-        .collect();
-    for delivery in deliveries {
-        delivery.await.expect("delivered").expect("acknowledged");
-    }
-}
-
 /// A snapshot as compared: every field but the revision number and its changed fields.
 fn figures(mut snapshot: ContributionSnapshot) -> ContributionSnapshot {
     snapshot.revision = 0;
@@ -116,7 +56,7 @@ async fn what_if_with_no_change_reproduces_what_the_services_published() {
     let mut records: Vec<(String, Vec<u8>)> =
         feed().iter().map(|e| (e.partition_key().to_string(), e.encode_to_vec())).collect();
     records.insert(records.len() / 2, ("SKU-0001".into(), b"not an event \xff".to_vec()));
-    publish(&broker, &topics.contract.events, &records).await;
+    publish_records(&broker, &topics.contract.events, &records).await;
 
     let (coordinator_store, reporter_store) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let coordinator =
@@ -125,7 +65,8 @@ async fn what_if_with_no_change_reproduces_what_the_services_published() {
         .await
         .expect("coordinator caught up in time")
         .expect("coordinator ran");
-    let reporter = Reporter::new(reporter_options(&broker, reporter_store.path())).expect("reporter builds");
+    let reporter =
+        Reporter::new(reporter_options(&broker, reporter_store.path(), 500)).expect("reporter builds");
     tokio::time::timeout(Duration::from_secs(180), reporter.run(std::future::pending()))
         .await
         .expect("reporter caught up in time")
@@ -171,7 +112,7 @@ async fn what_if_with_no_change_reproduces_what_the_services_published() {
     .unwrap()
     .expect("the events topic reads");
     assert_eq!(history.len() + history.unreadable, records.len());
-    assert_eq!((history.unreadable, history.partition_count), (1, PARTITIONS));
+    assert_eq!((history.unreadable, history.partition_count), (1, EVENTS_PARTITIONS));
     let rules = load_contract(&contract_path()).expect("contract");
     let runs = run_all(&history, &[Scenario::baseline(rules)], None);
     let run = &runs[0];

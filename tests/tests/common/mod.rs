@@ -15,9 +15,11 @@ use omnifold_connector::publish::Publisher;
 use omnifold_coordinator::engine::EngineOptions;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_proto::{Alert, AlertState, ChannelAvailability, Escalation};
+use omnifold_reporter::ReporterOptions;
 use omnifold_runtime::{KafkaOptions, TopicOptions, Topics};
 use omnifold_testkit::{Broker, Record};
 use prost::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 pub const EVENTS_PARTITIONS: i32 = 3;
 
@@ -58,6 +60,44 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         broker_outage_max: None,
         group_instance_id: None,
         session_timeout_ms: 10_000,
+    }
+}
+
+/// The reporter in this process over the example contract, exiting once caught up.
+pub fn reporter_options(broker: &Broker, store: &Path, batch_max_events: usize) -> ReporterOptions {
+    ReporterOptions {
+        kafka: kafka(broker),
+        topics: topic_options(),
+        group_id: "omnifold-reporter".into(),
+        contract: contract_path(),
+        store: store.to_path_buf(),
+        batch_max_events,
+        batch_max_ms: 20,
+        exit_when_caught_up: true,
+        broker_outage_max: None,
+        group_instance_id: None,
+        session_timeout_ms: 10_000,
+    }
+}
+
+/// Produces `(key, value)` records to `topic` as they are (no contract check, so a test can
+/// publish what a connector would refuse), waiting for every acknowledgement.
+pub async fn publish_records(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {
+    let producer: FutureProducer = broker
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .create()
+        .expect("producer");
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|(key, value)| {
+            producer.send_result(FutureRecord::to(topic).key(key).payload(value)).expect("queued")
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.expect("delivered").expect("acknowledged");
     }
 }
 
