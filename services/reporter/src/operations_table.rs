@@ -31,18 +31,6 @@ pub fn render_operations_table(view: &OperationsView) -> String {
 }
 
 fn to_order(out: &mut String, view: &OperationsView) {
-    out.push_str(
-        "
-to order: the coordinator's reorder suggestions for the shared pool
-",
-    );
-    if view.to_order.is_empty() {
-        out.push_str(
-            "none
-",
-        );
-        return;
-    }
     let columns = [
         ("sku", false),
         ("units", true),
@@ -69,22 +57,10 @@ to order: the coordinator's reorder suggestions for the shared pool
             ]
         })
         .collect();
-    out.push_str(&aligned(&columns, &rows));
+    section(out, "to order: the coordinator's reorder suggestions for the shared pool", &columns, &rows);
 }
 
 fn to_move(out: &mut String, view: &OperationsView) {
-    out.push_str(
-        "
-to move into FBA: the coordinator's transfer suggestions
-",
-    );
-    if view.to_move.is_empty() {
-        out.push_str(
-            "none
-",
-        );
-        return;
-    }
     let columns = [
         ("sku", false),
         ("units", true),
@@ -112,22 +88,10 @@ to move into FBA: the coordinator's transfer suggestions
             ]
         })
         .collect();
-    out.push_str(&aligned(&columns, &rows));
+    section(out, "to move into FBA: the coordinator's transfer suggestions", &columns, &rows);
 }
 
 fn routing_exceptions(out: &mut String, view: &OperationsView) {
-    out.push_str(
-        "
-routing exceptions of the last 7 days (split advice, shipped elsewhere), newest first
-",
-    );
-    if view.routing_exceptions.is_empty() {
-        out.push_str(
-            "none
-",
-        );
-        return;
-    }
     let columns = [
         ("at", false),
         ("line", false),
@@ -149,7 +113,22 @@ routing exceptions of the last 7 days (split advice, shipped elsewhere), newest 
             vec![event_time(x.at_ms), line, x.sku.clone(), x.quantity.to_string(), x.advised.clone(), what]
         })
         .collect();
-    out.push_str(&aligned(&columns, &rows));
+    section(
+        out,
+        "routing exceptions of the last 7 days (split advice, shipped elsewhere), newest first",
+        &columns,
+        &rows,
+    );
+}
+
+/// A titled section: its rows aligned under their columns, or "none".
+fn section(out: &mut String, title: &str, columns: &[(&str, bool)], rows: &[Vec<String>]) {
+    let _ = writeln!(out, "\n{title}");
+    if rows.is_empty() {
+        out.push_str("none\n");
+    } else {
+        out.push_str(&aligned(columns, rows));
+    }
 }
 
 fn conflicts(out: &mut String, view: &OperationsView) {
