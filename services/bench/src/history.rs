@@ -51,6 +51,9 @@ pub struct HistoryArgs {
     /// Skip the pure fold's pass over the log (for profiling the engine alone).
     #[arg(long)]
     pub skip_pure: bool,
+    /// Only the pure fold's pass (for profiling the fold alone).
+    #[arg(long, conflicts_with = "skip_pure")]
+    pub pure_only: bool,
     /// Where `history.md`, `history.json` and `history.svg` are written.
     #[arg(long, default_value = "target/bench-history")]
     pub report: PathBuf,
@@ -90,7 +93,8 @@ pub struct HistoryReport {
     pub restart_first_batch_ms: f64,
 }
 
-pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
+/// The report, or none with `--pure-only` (the pure fold's rates are printed as it goes).
+pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let rules = example_rules();
     let started = Instant::now();
     let options = omnifold_workload::WorkloadOptions::bench_over(args.skus, args.events, args.days);
@@ -98,6 +102,9 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     let generate_s = started.elapsed().as_secs_f64();
     eprintln!("generated {} events over {} skus in {generate_s:.1} s", events.len(), args.skus);
     let pure = if args.skip_pure { Vec::new() } else { pure_deciles(&rules, &events) };
+    if args.pure_only {
+        return Ok(None);
+    }
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let options = EngineOptions { state_cache_bytes: args.state_cache_mb << 20, ..EngineOptions::default() };
@@ -171,7 +178,7 @@ pub fn run(args: HistoryArgs) -> Result<HistoryReport> {
     std::fs::write(args.report.join("history.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::write(args.report.join("history.svg"), svg(&report))?;
     std::fs::write(args.report.join("history.md"), markdown(&report))?;
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// The pure fold's rate per tenth of the log, one core, state held whole in memory.
@@ -296,9 +303,10 @@ mod tests {
             partitions: 3,
             state_cache_mb: 1,
             skip_pure: false,
+            pure_only: false,
             report: dir.path().to_path_buf(),
         };
-        let report = run(args).unwrap();
+        let report = run(args).unwrap().expect("a report");
         assert_eq!(report.events, 20_000);
         assert_eq!(report.deciles.len(), 10);
         assert_eq!(report.deciles.last().unwrap().events_folded, 20_000);

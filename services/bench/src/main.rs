@@ -54,8 +54,9 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Coordinator(args)) => child_main(args),
         Some(Command::LoadState(args)) => load_state_main(args),
         Some(Command::History(args)) => {
-            let report = history::run(args)?;
-            println!("{}", history::markdown(&report));
+            if let Some(report) = history::run(args)? {
+                println!("{}", history::markdown(&report));
+            }
             Ok(())
         }
         Some(Command::CatchUp(args)) => {

@@ -46,6 +46,31 @@ pub fn key(kind: AlertKind, subject: &str) -> String {
 
 /// The numbers observed of one condition's subject, whether or not the condition holds: what
 /// a RESOLVED record quotes.
+/// The open alerts of a SKU, by condition key.
+pub type Open = BTreeMap<String, OpenAlert>;
+
+/// A condition that holds now: its key, and the condition itself only when no alert is open
+/// for that key, since only a new alert reads its text. A condition that keeps holding for
+/// weeks is then rendered once, not at every event of its SKU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Holding {
+    pub key: String,
+    pub condition: Option<Condition>,
+}
+
+/// A holding condition of `kind` on `subject`, rendered by `render` only if its alert is not
+/// open.
+pub fn hold(
+    open: &Open,
+    kind: AlertKind,
+    subject: String,
+    render: impl FnOnce(String) -> Condition,
+) -> Holding {
+    let key = key(kind, &subject);
+    let condition = (!open.contains_key(&key)).then(|| render(subject));
+    Holding { key, condition }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// The condition's key ([`Condition::key`]).
@@ -164,13 +189,13 @@ fn details<'a>(pairs: impl IntoIterator<Item = &'a (String, String)>) -> Vec<Det
 pub fn reconcile(
     rules: &Rules,
     open: &mut BTreeMap<String, OpenAlert>,
-    holding: &[Condition],
+    holding: &[Holding],
     read: impl FnOnce() -> Vec<Reading>,
     cause: Cause<'_>,
 ) -> Vec<Alert> {
     let mut records = Vec::new();
-    let holding_keys: Vec<String> = holding.iter().map(Condition::key).collect();
-    let stopped: Vec<String> = open.keys().filter(|key| !holding_keys.contains(key)).cloned().collect();
+    let stopped: Vec<String> =
+        open.keys().filter(|key| !holding.iter().any(|h| &h.key == *key)).cloned().collect();
     // reading passes over every subject of the SKU, so only when something resolves
     let readings = if stopped.is_empty() { Vec::new() } else { read() };
     for key in stopped {
@@ -178,12 +203,13 @@ pub fn reconcile(
         let observed = readings.iter().find(|r| r.key == key).map_or(&[][..], |r| r.details.as_slice());
         records.push(resolve(alert, observed, cause));
     }
-    for (condition, key) in holding.iter().zip(holding_keys) {
-        if open.contains_key(&key) {
+    for held in holding {
+        let Some(condition) = &held.condition else { continue };
+        if open.contains_key(&held.key) {
             continue;
         }
         let alert = raise(rules, condition, cause);
-        open.insert(key, remember(condition, &alert));
+        open.insert(held.key.clone(), remember(condition, &alert));
         records.push(alert);
     }
     records

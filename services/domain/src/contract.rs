@@ -2,12 +2,15 @@
 //! shares. Shape is checked by `schemas/coordination-contract.schema.json` before this type
 //! is built; [`Contract::problems`] then checks the rules a schema cannot express.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::money::{Amount, MoneyError};
+use crate::stock::Pool;
 
 /// The whole coordination contract.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,8 +342,26 @@ pub struct Rules {
     pub contract: Contract,
     /// Channel indexes into `contract.channels`, in (priority, id) order.
     order: Vec<usize>,
-    channel_index: HashMap<String, usize>,
-    location_index: HashMap<String, usize>,
+    channel_index: FxHashMap<String, usize>,
+    location_index: FxHashMap<String, usize>,
+    /// Each pool's name and demand series, made once: the fold reads them on every event.
+    shared_pool: PoolNames,
+    dedicated_pools: FxHashMap<String, PoolNames>,
+}
+
+/// A pool's contract name (`shared`, `dedicated:<channel>`) and the key of its placements
+/// among a SKU's demand series.
+#[derive(Debug, Clone)]
+struct PoolNames {
+    name: String,
+    series: String,
+}
+
+impl PoolNames {
+    fn of(pool: &Pool) -> Self {
+        let name = pool.name();
+        PoolNames { series: crate::demand::pool_series(&name), name }
+    }
 }
 
 impl Rules {
@@ -353,7 +374,36 @@ impl Rules {
         });
         let channel_index = contract.channels.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
         let location_index = contract.locations.iter().enumerate().map(|(i, l)| (l.id.clone(), i)).collect();
-        Rules { contract, order, channel_index, location_index }
+        let shared_pool = PoolNames::of(&Pool::Shared);
+        let dedicated_pools = contract
+            .channels
+            .iter()
+            .map(|c| (c.id.clone(), PoolNames::of(&Pool::Dedicated(c.id.clone()))))
+            .collect();
+        Rules { contract, order, channel_index, location_index, shared_pool, dedicated_pools }
+    }
+
+    fn pool_names(&self, pool: &Pool) -> Option<&PoolNames> {
+        match pool {
+            Pool::Shared => Some(&self.shared_pool),
+            Pool::Dedicated(channel) => self.dedicated_pools.get(channel),
+        }
+    }
+
+    /// The pool's contract name, without formatting it for a pool of the contract.
+    pub fn pool_name(&self, pool: &Pool) -> Cow<'_, str> {
+        match self.pool_names(pool) {
+            Some(names) => Cow::Borrowed(&names.name),
+            None => Cow::Owned(pool.name()),
+        }
+    }
+
+    /// The key of the pool's placements among a SKU's demand series.
+    pub fn pool_series(&self, pool: &Pool) -> Cow<'_, str> {
+        match self.pool_names(pool) {
+            Some(names) => Cow::Borrowed(&names.series),
+            None => Cow::Owned(crate::demand::pool_series(&pool.name())),
+        }
     }
 
     /// The ORDER_SPIKE floor of a channel: its own, else the global one.

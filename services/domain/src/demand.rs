@@ -90,7 +90,8 @@ impl Span {
 /// Marks a pool's series among the channels' (no channel id starts with it).
 const POOL_MARK: char = '#';
 
-fn pool_series(pool: &str) -> String {
+/// The series a pool's placements are kept under (see [`crate::Rules::pool_series`]).
+pub(crate) fn pool_series(pool: &str) -> String {
     format!("{POOL_MARK}{pool}")
 }
 
@@ -137,6 +138,19 @@ impl Window {
 }
 
 impl Series {
+    /// Moves each window whose trailing edge is before `horizon` to `latest`.
+    fn pass(&mut self, horizon: i64, latest: i64) {
+        for span in [Span::Month, Span::Hour] {
+            let window = match span {
+                Span::Month => &self.month,
+                Span::Hour => &self.hour,
+            };
+            if window.cursor.is_some_and(|cursor| cursor.saturating_sub(span.width()) < horizon) {
+                self.units(latest, span);
+            }
+        }
+    }
+
     fn units(&mut self, now: i64, span: Span) -> i64 {
         let window = match span {
             Span::Month => &mut self.month,
@@ -176,22 +190,29 @@ impl Demand {
     /// Records units placed on a line reserving in the pool named `pool` (velocity per pool,
     /// CONTRACT.md section 10). Kept as one more series, so its windows and persistence are
     /// the channels' own.
-    pub fn place_in_pool(&mut self, pool: &str, at_ms: i64, units: i64) {
-        self.place(&pool_series(pool), at_ms, units);
+    /// `series` is the pool's, from [`crate::Rules::pool_series`].
+    pub fn place_in_pool(&mut self, series: &str, at_ms: i64, units: i64) {
+        self.place(series, at_ms, units);
     }
 
-    /// Units placed on lines reserving in the pool named `pool`, in the span ending at `now`.
-    pub fn pool_units(&mut self, pool: &str, now: i64, span: Span) -> i64 {
-        self.units(&pool_series(pool), now, span)
+    /// Units placed on lines reserving in the pool whose series is `series`, in the span
+    /// ending at `now`.
+    pub fn pool_units(&mut self, series: &str, now: i64, span: Span) -> i64 {
+        self.units(series, now, span)
     }
 
-    /// Moves every window to `latest` and forgets the placements no window can reach any
-    /// more: those at or before `latest - KEEP_MS`.
+    /// Forgets the placements no window can reach any more: those at or before
+    /// `latest - KEEP_MS`. A window whose trailing edge is before that horizon is moved to
+    /// `latest` first, so that it never has to subtract a placement let go; a window queried
+    /// in the last 28 days is already past it, and a SKU with nothing to let go pays nothing.
     pub fn prune(&mut self, latest: i64) {
         let horizon = latest.saturating_sub(KEEP_MS);
         for series in self.series.values_mut() {
-            series.units(latest, Span::Month);
-            series.units(latest, Span::Hour);
+            let Some((&oldest, _)) = series.points.first_key_value() else { continue };
+            if oldest > horizon {
+                continue;
+            }
+            series.pass(horizon, latest);
             while let Some(entry) = series.points.first_entry() {
                 if *entry.key() > horizon {
                     break;

@@ -5,11 +5,13 @@
 //! wall clock, does I/O or iterates a hash map into an output, so the same events in the
 //! same order always give the same state and the same outputs.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 use omnifold_proto::{
-    Alert, ChannelAvailability, Escalation, Event, LedgerEntry, Replenishment, RoutingDecision,
+    Alert, ChannelAvailability, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction,
+    RoutingDecision,
 };
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{self, Cause, OpenAlert, Trigger};
@@ -140,8 +142,8 @@ impl SkuState {
 /// coordinator keeps a bounded cache over its store instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
-    pub skus: HashMap<String, SkuState>,
-    pub seen: HashSet<String>,
+    pub skus: FxHashMap<String, SkuState>,
+    pub seen: FxHashSet<String>,
 }
 
 /// One record the fold asks to publish.
@@ -385,9 +387,9 @@ impl Step<'_> {
         self.publish_availability(now);
         self.publish_replenishment(now);
         let (rules, sku) = (self.rules, self.cause.sku);
-        let (stock, prices) = (&mut self.state.stock, &self.state.prices);
-        let mut holding = stock_alerts::holding(rules, stock, now);
-        holding.extend(price_alerts::holding(rules, sku, prices, now));
+        let (stock, prices, open) = (&mut self.state.stock, &self.state.prices, &self.state.alerts);
+        let mut holding = stock_alerts::holding(rules, stock, now, open);
+        holding.extend(price_alerts::holding(rules, sku, prices, now, open));
         let read = || {
             let mut readings = stock_alerts::readings(rules, stock, now);
             readings.extend(price_alerts::readings(rules, sku, prices, now));
@@ -432,22 +434,17 @@ impl Step<'_> {
     /// A pool's suggestion is published when it differs from the last one published; a
     /// suggestion of none only to clear one.
     fn publish_replenishment(&mut self, now: i64) {
-        for record in replenishment::suggestions(self.rules, &mut self.state.stock, now, self.cause) {
-            let suggested = Suggested::of(&record);
-            let last = self.state.suggested.get(&record.pool);
-            let unchanged = match last {
-                Some(last) => *last == suggested,
-                None => suggested.is_none(),
-            };
-            if unchanged {
+        for plan in replenishment::suggestions(self.rules, &mut self.state.stock, now, self.cause.sku) {
+            let last = self.state.suggested.get(plan.pool_name.as_ref());
+            if plan.repeats(last) {
                 continue;
             }
-            if suggested.is_none() {
-                self.state.suggested.remove(&record.pool);
+            if plan.action == ReplenishmentAction::None {
+                self.state.suggested.remove(plan.pool_name.as_ref());
             } else {
-                self.state.suggested.insert(record.pool.clone(), suggested);
+                self.state.suggested.insert(plan.pool_name.to_string(), plan.suggested());
             }
-            self.outputs.push(Output::Replenishment(record));
+            self.outputs.push(Output::Replenishment(plan.record(self.cause)));
         }
     }
 

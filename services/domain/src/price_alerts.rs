@@ -6,14 +6,15 @@
 use omnifold_proto::{AlertKind, Severity};
 use rust_decimal::Decimal;
 
-use crate::alerts::{self, Condition, Reading};
+use crate::alerts::{self, Condition, Holding, Open, Reading};
 use crate::contract::Rules;
 use crate::money::Amount;
 use crate::pricing::{self, Listing, PriceBook, Set};
 
-/// Every price condition that holds for the SKU now, grouped by kind.
-pub fn holding(rules: &Rules, sku: &str, book: &PriceBook, now: i64) -> Vec<Condition> {
-    let scope = Scope { rules, sku, currency: &rules.contract.reporting_currency };
+/// Every price condition that holds for the SKU now, grouped by kind; those with an alert in
+/// `open` by key only.
+pub fn holding(rules: &Rules, sku: &str, book: &PriceBook, now: i64, open: &Open) -> Vec<Holding> {
+    let scope = Scope { rules, sku, currency: &rules.contract.reporting_currency, open };
     let listings = pricing::listings(rules, book, now);
     let cost = book.unit_cost.as_ref().and_then(|c| pricing::reporting(rules, &c.value));
     let map = pricing::map_of(rules, sku).and_then(|m| pricing::reporting(rules, &m));
@@ -34,7 +35,8 @@ pub fn holding(rules: &Rules, sku: &str, book: &PriceBook, now: i64) -> Vec<Cond
 
 /// The numbers of every price subject that can resolve, whether or not its condition holds.
 pub fn readings(rules: &Rules, sku: &str, book: &PriceBook, now: i64) -> Vec<Reading> {
-    let scope = Scope { rules, sku, currency: &rules.contract.reporting_currency };
+    let none = Open::new();
+    let scope = Scope { rules, sku, currency: &rules.contract.reporting_currency, open: &none };
     let listings = pricing::listings(rules, book, now);
     let cost = book.unit_cost.as_ref().and_then(|c| pricing::reporting(rules, &c.value));
     let map = pricing::map_of(rules, sku).and_then(|m| pricing::reporting(rules, &m));
@@ -74,26 +76,29 @@ struct Scope<'a> {
     rules: &'a Rules,
     sku: &'a str,
     currency: &'a str,
+    open: &'a Open,
 }
 
 impl Scope<'_> {
     /// PRICE_BELOW_FLOOR, per (channel, sku).
-    fn below_floor(&self, listing: &Listing<'_>, cost: Decimal) -> Option<Condition> {
+    fn below_floor(&self, listing: &Listing<'_>, cost: Decimal) -> Option<Holding> {
         let channel = listing.channel;
         if !pricing::below_floor(channel, listing.effective, cost) {
             return None;
         }
-        let floor = text(pricing::floor_price(channel, cost));
         let (id, sku, currency) = (&channel.id, self.sku, self.currency);
-        Some(Condition {
-            summary: format!(
-                "{id} sells {sku} at {} {currency}, below its floor of {floor} {currency}",
-                text(listing.effective)
-            ),
-            details: self.floor_details(listing, cost),
-            recommended_action: raise_to(sku, id, &floor, currency, listing.discount),
-            ..condition(AlertKind::PriceBelowFloor, Severity::Critical, channel_subject(id), vec![id.clone()])
-        })
+        Some(alerts::hold(self.open, AlertKind::PriceBelowFloor, channel_subject(id), |subject| {
+            let floor = text(pricing::floor_price(channel, cost));
+            Condition {
+                summary: format!(
+                    "{id} sells {sku} at {} {currency}, below its floor of {floor} {currency}",
+                    text(listing.effective)
+                ),
+                details: self.floor_details(listing, cost),
+                recommended_action: raise_to(sku, id, &floor, currency, listing.discount),
+                ..condition(AlertKind::PriceBelowFloor, Severity::Critical, subject, vec![id.clone()])
+            }
+        }))
     }
 
     fn floor_details(&self, listing: &Listing<'_>, cost: Decimal) -> Vec<(String, String)> {
@@ -110,24 +115,26 @@ impl Scope<'_> {
     }
 
     /// MAP_VIOLATION, per (channel, sku), only on channels where MAP applies.
-    fn map_violation(&self, listing: &Listing<'_>, map: Decimal) -> Option<Condition> {
+    fn map_violation(&self, listing: &Listing<'_>, map: Decimal) -> Option<Holding> {
         let channel = listing.channel;
         if !channel.map_applies || listing.effective >= map {
             return None;
         }
-        let details = self.map_details(listing, map);
-        let (id, sku, currency, map) = (&channel.id, self.sku, self.currency, text(map));
-        Some(Condition {
-            summary: format!(
-                "{id} sells {sku} at {} {currency}, below its minimum advertised price of {map} {currency}",
-                text(listing.effective)
-            ),
-            details,
-            recommended_action: format!(
-                "raise the effective price of {sku} on {id} to at least {map} {currency}"
-            ),
-            ..condition(AlertKind::MapViolation, Severity::Critical, channel_subject(id), vec![id.clone()])
-        })
+        Some(alerts::hold(self.open, AlertKind::MapViolation, channel_subject(&channel.id), |subject| {
+            let details = self.map_details(listing, map);
+            let (id, sku, currency, map) = (&channel.id, self.sku, self.currency, text(map));
+            Condition {
+                summary: format!(
+                    "{id} sells {sku} at {} {currency}, below its minimum advertised price of {map} {currency}",
+                    text(listing.effective)
+                ),
+                details,
+                recommended_action: format!(
+                    "raise the effective price of {sku} on {id} to at least {map} {currency}"
+                ),
+                ..condition(AlertKind::MapViolation, Severity::Critical, subject, vec![id.clone()])
+            }
+        }))
     }
 
     fn map_details(&self, listing: &Listing<'_>, map: Decimal) -> Vec<(String, String)> {
@@ -137,31 +144,33 @@ impl Scope<'_> {
     }
 
     /// CHANNEL_PRICE_SPREAD, per sku, on listed prices; it names every listing channel.
-    fn spread(&self, listings: &[Listing<'_>]) -> Option<Condition> {
+    fn spread(&self, listings: &[Listing<'_>]) -> Option<Holding> {
         let [low, high] = pricing::extremes(listings)?;
         if !pricing::spread_exceeded(self.rules, low.listed, high.listed) {
             return None;
         }
-        let (sku, currency) = (self.sku, self.currency);
-        let allowed = self.rules.contract.pricing.max_channel_spread;
-        let (low_id, high_id) = (&low.channel.id, &high.channel.id);
-        Some(Condition {
-            summary: format!(
-                "{sku} is listed from {} {currency} on {low_id} to {} {currency} on {high_id}, a spread of {} of the lowest price where {} is allowed",
-                text(low.listed),
-                text(high.listed),
-                text(spread(low, high)),
-                text(allowed)
-            ),
-            details: self.spread_details(low, high),
-            recommended_action: format!("align the listed prices of {sku} on {low_id} and {high_id}"),
-            ..condition(
-                AlertKind::ChannelPriceSpread,
-                Severity::Warning,
-                String::new(),
-                listings.iter().map(|l| l.channel.id.clone()).collect(),
-            )
-        })
+        Some(alerts::hold(self.open, AlertKind::ChannelPriceSpread, String::new(), |subject| {
+            let (sku, currency) = (self.sku, self.currency);
+            let allowed = self.rules.contract.pricing.max_channel_spread;
+            let (low_id, high_id) = (&low.channel.id, &high.channel.id);
+            Condition {
+                summary: format!(
+                    "{sku} is listed from {} {currency} on {low_id} to {} {currency} on {high_id}, a spread of {} of the lowest price where {} is allowed",
+                    text(low.listed),
+                    text(high.listed),
+                    text(spread(low, high)),
+                    text(allowed)
+                ),
+                details: self.spread_details(low, high),
+                recommended_action: format!("align the listed prices of {sku} on {low_id} and {high_id}"),
+                ..condition(
+                    AlertKind::ChannelPriceSpread,
+                    Severity::Warning,
+                    subject,
+                    listings.iter().map(|l| l.channel.id.clone()).collect(),
+                )
+            }
+        }))
     }
 
     fn spread_details(&self, low: &Listing<'_>, high: &Listing<'_>) -> Vec<(String, String)> {
@@ -178,42 +187,44 @@ impl Scope<'_> {
 
     /// PROMOTION_COLLISION, per sku; it names the channels of the promotions at the first
     /// colliding instant.
-    fn collision(&self, book: &PriceBook, now: i64) -> Option<Condition> {
+    fn collision(&self, book: &PriceBook, now: i64) -> Option<Holding> {
         let collision = pricing::first_collision(self.rules, book, now)?;
-        let limits = &self.rules.contract.pricing;
-        let count = collision.promotions.len();
-        let ids: Vec<String> =
-            collision.promotions.iter().map(|p| format!("{}:{}", p.channel, p.promotion_id)).collect();
-        let ids = ids.join(",");
-        let combined = text(collision.combined_discount);
-        let sku = self.sku;
-        let summary = if count > limits.max_concurrent_promotions as usize {
-            format!(
-                "{count} promotions of {sku} overlap, more than the {} allowed",
-                limits.max_concurrent_promotions
-            )
-        } else {
-            let allowed = text(limits.max_combined_discount);
-            format!(
-                "overlapping promotions of {sku} take {combined} off combined, more than the {allowed} allowed"
-            )
-        };
-        let mut channels: Vec<String> = collision.promotions.iter().map(|p| p.channel.clone()).collect();
-        self.rules.sort_channels(&mut channels);
-        channels.dedup();
-        Some(Condition {
-            summary,
-            details: pairs([
-                ("at_ms", collision.at_ms.to_string()),
-                ("promotions", ids.clone()),
-                ("concurrent", count.to_string()),
-                ("combined_discount", combined),
-                ("max_concurrent_promotions", limits.max_concurrent_promotions.to_string()),
-                ("max_combined_discount", text(limits.max_combined_discount)),
-            ]),
-            recommended_action: format!("cancel or reschedule one of the promotions {ids}"),
-            ..condition(AlertKind::PromotionCollision, Severity::Warning, String::new(), channels)
-        })
+        Some(alerts::hold(self.open, AlertKind::PromotionCollision, String::new(), |subject| {
+            let limits = &self.rules.contract.pricing;
+            let count = collision.promotions.len();
+            let ids: Vec<String> =
+                collision.promotions.iter().map(|p| format!("{}:{}", p.channel, p.promotion_id)).collect();
+            let ids = ids.join(",");
+            let combined = text(collision.combined_discount);
+            let sku = self.sku;
+            let summary = if count > limits.max_concurrent_promotions as usize {
+                format!(
+                    "{count} promotions of {sku} overlap, more than the {} allowed",
+                    limits.max_concurrent_promotions
+                )
+            } else {
+                let allowed = text(limits.max_combined_discount);
+                format!(
+                    "overlapping promotions of {sku} take {combined} off combined, more than the {allowed} allowed"
+                )
+            };
+            let mut channels: Vec<String> = collision.promotions.iter().map(|p| p.channel.clone()).collect();
+            self.rules.sort_channels(&mut channels);
+            channels.dedup();
+            Condition {
+                summary,
+                details: pairs([
+                    ("at_ms", collision.at_ms.to_string()),
+                    ("promotions", ids.clone()),
+                    ("concurrent", count.to_string()),
+                    ("combined_discount", combined),
+                    ("max_concurrent_promotions", limits.max_concurrent_promotions.to_string()),
+                    ("max_combined_discount", text(limits.max_combined_discount)),
+                ]),
+                recommended_action: format!("cancel or reschedule one of the promotions {ids}"),
+                ..condition(AlertKind::PromotionCollision, Severity::Warning, subject, channels)
+            }
+        }))
     }
 
     /// What overlaps at worst from now on, within the limits once a collision has resolved.
@@ -229,7 +240,7 @@ impl Scope<'_> {
     }
 
     /// COMPETITOR_UNDERCUT for every competitor seen on the listing's channel.
-    fn undercuts(&self, book: &PriceBook, listing: &Listing<'_>, cost: Option<Decimal>) -> Vec<Condition> {
+    fn undercuts(&self, book: &PriceBook, listing: &Listing<'_>, cost: Option<Decimal>) -> Vec<Holding> {
         book.competitors
             .iter()
             .filter(|((channel, _), _)| *channel == listing.channel.id)
@@ -270,46 +281,44 @@ impl Scope<'_> {
         competitor: &str,
         observed: &Set<Amount>,
         cost: Option<Decimal>,
-    ) -> Option<Condition> {
+    ) -> Option<Holding> {
         let price = pricing::reporting(self.rules, &observed.value)?;
         if !pricing::undercuts(self.rules, price, listing.effective) {
             return None;
         }
         let channel = listing.channel;
-        let floor = cost.map_or(Decimal::ZERO, |c| pricing::floor_price(channel, c));
-        let step = pricing::competitor_step(self.rules);
-        let recommended = text(pricing::recommended_price(floor, price, step));
-        let step = text(step);
-        let (id, sku, currency, floor) = (&channel.id, self.sku, self.currency, text(floor));
-        let mut details = self.undercut_numbers(listing, price);
-        details.extend(pairs([
-            ("floor", floor.clone()),
-            ("recommended_price", recommended.clone()),
-            ("currency", currency.to_string()),
-        ]));
-        Some(Condition {
-            summary: format!(
-                "{competitor} undercuts {id} on {sku} at {} {currency} against an effective price of {} {currency}",
-                text(price),
-                text(listing.effective)
-            ),
-            subject_details: pairs([("competitor", competitor.to_string())]),
-            details,
-            recommended_action: match cost {
-                Some(_) => format!(
-                    "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step} but not below the floor of {floor} {currency}"
+        let subject = competitor_subject(&channel.id, competitor);
+        Some(alerts::hold(self.open, AlertKind::CompetitorUndercut, subject, |subject| {
+            let floor = cost.map_or(Decimal::ZERO, |c| pricing::floor_price(channel, c));
+            let step = pricing::competitor_step(self.rules);
+            let recommended = text(pricing::recommended_price(floor, price, step));
+            let step = text(step);
+            let (id, sku, currency, floor) = (&channel.id, self.sku, self.currency, text(floor));
+            let mut details = self.undercut_numbers(listing, price);
+            details.extend(pairs([
+                ("floor", floor.clone()),
+                ("recommended_price", recommended.clone()),
+                ("currency", currency.to_string()),
+            ]));
+            Condition {
+                summary: format!(
+                    "{competitor} undercuts {id} on {sku} at {} {currency} against an effective price of {} {currency}",
+                    text(price),
+                    text(listing.effective)
                 ),
-                None => format!(
-                    "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step}; with no cost known there is no floor"
-                ),
-            },
-            ..condition(
-                AlertKind::CompetitorUndercut,
-                Severity::Info,
-                competitor_subject(id, competitor),
-                vec![id.clone()],
-            )
-        })
+                subject_details: pairs([("competitor", competitor.to_string())]),
+                details,
+                recommended_action: match cost {
+                    Some(_) => format!(
+                        "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step} but not below the floor of {floor} {currency}"
+                    ),
+                    None => format!(
+                        "reprice {sku} on {id} to {recommended} {currency}, {competitor}'s price less {step}; with no cost known there is no floor"
+                    ),
+                },
+                ..condition(AlertKind::CompetitorUndercut, Severity::Info, subject, vec![id.clone()])
+            }
+        }))
     }
 }
 

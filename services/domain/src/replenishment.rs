@@ -41,23 +41,110 @@ impl Suggested {
     }
 }
 
+/// A pool's suggestion worked out in numbers. Every event of a SKU works one out for each
+/// pool; only one that differs from the last published is rendered into a record
+/// ([`Plan::record`]), so the per-event path formats no text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan<'r> {
+    pub pool: Pool,
+    pub pool_name: std::borrow::Cow<'r, str>,
+    pub action: ReplenishmentAction,
+    pub units: i64,
+    pub location: &'r str,
+    pub from_location: &'r str,
+    atp: i64,
+    units_28d: i64,
+    needed: i64,
+    terms: Terms,
+}
+
+/// What only the record shows, by kind of suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Terms {
+    Reorder { lead: Decimal, review: Decimal, target: Decimal, pack: i64 },
+    Transfer { target: Decimal, shared_atp: i64, shared_target: i64, spare: i64, min_transfer_units: i64 },
+}
+
+impl Plan<'_> {
+    /// Whether it says what `last` said (absent: none).
+    pub fn repeats(&self, last: Option<&Suggested>) -> bool {
+        match last {
+            Some(last) => {
+                last.action == self.action as i32
+                    && last.units == self.units
+                    && last.location == self.location
+                    && last.from_location == self.from_location
+            }
+            None => self.action == ReplenishmentAction::None,
+        }
+    }
+
+    pub fn suggested(&self) -> Suggested {
+        Suggested {
+            action: self.action as i32,
+            units: self.units,
+            location: self.location.to_string(),
+            from_location: self.from_location.to_string(),
+        }
+    }
+
+    /// The record published for it.
+    pub fn record(&self, cause: Cause) -> Replenishment {
+        let mut record = Replenishment {
+            sku: cause.sku.to_string(),
+            pool: self.pool_name.to_string(),
+            action: self.action as i32,
+            units: self.units,
+            location: self.location.to_string(),
+            from_location: self.from_location.to_string(),
+            atp: self.atp,
+            units_placed_28d: self.units_28d,
+            needed: self.needed,
+            velocity: velocity(self.units_28d).to_string(),
+            cover_days: cover_days(self.atp, self.units_28d),
+            reason_event_id: cause.event_id.to_string(),
+            decided_at_ms: cause.at_ms,
+            ..Replenishment::default()
+        };
+        match &self.terms {
+            Terms::Reorder { lead, review, target, pack } => {
+                let point = Decimal::from(self.units_28d) * (lead + review) / Decimal::from(WINDOW_DAYS);
+                record.open_inbound = 0;
+                record.lead_time_days = lead.normalize().to_string();
+                record.review_period_days = review.normalize().to_string();
+                record.target_cover_days = target.normalize().to_string();
+                record.reorder_point = point.round_dp(2).normalize().to_string();
+                record.case_pack = *pack;
+            }
+            Terms::Transfer { target, shared_atp, shared_target, spare, min_transfer_units } => {
+                record.fba_target_cover_days = target.normalize().to_string();
+                record.shared_atp = *shared_atp;
+                record.shared_target = *shared_target;
+                record.shared_spare = *spare;
+                record.min_transfer_units = *min_transfer_units;
+            }
+        }
+        record
+    }
+}
+
 /// The suggestion of every pool the contract asks about, in order: the shared pool, then the
 /// dedicated FBA pools in (priority, id) order of their channels.
-pub fn suggestions(rules: &Rules, stock: &mut Stock, now: i64, cause: Cause) -> Vec<Replenishment> {
-    let mut records = Vec::new();
+pub fn suggestions<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str) -> Vec<Plan<'r>> {
+    let mut plans = Vec::new();
     if rules.contract.replenishment.is_some()
-        && let Some(record) = reorder(rules, stock, now, cause)
+        && let Some(plan) = reorder(rules, stock, now, sku)
     {
-        records.push(record);
+        plans.push(plan);
     }
     if rules.contract.transfers.is_some() {
         for channel in rules.channels_in_order() {
-            if let Some(record) = transfer(rules, stock, &channel.id, now, cause) {
-                records.push(record);
+            if let Some(plan) = transfer(rules, stock, &channel.id, now) {
+                plans.push(plan);
             }
         }
     }
-    records
+    plans
 }
 
 /// ceil(n / d) for d > 0.
@@ -78,21 +165,6 @@ fn cover_days(atp: i64, units: i64) -> String {
     cover.round_dp(1).normalize().to_string()
 }
 
-fn base(sku: &str, pool: &Pool, atp: i64, units: i64, cause: Cause) -> Replenishment {
-    Replenishment {
-        sku: sku.to_string(),
-        pool: pool.name(),
-        action: ReplenishmentAction::None as i32,
-        atp,
-        units_placed_28d: units,
-        velocity: velocity(units).to_string(),
-        cover_days: cover_days(atp, units),
-        reason_event_id: cause.event_id.to_string(),
-        decided_at_ms: cause.at_ms,
-        ..Replenishment::default()
-    }
-}
-
 /// The location an order for the shared pool lands at: the first shared location of the
 /// contract (its lead time override applies).
 fn receiving_location(rules: &Rules) -> Option<&str> {
@@ -101,40 +173,42 @@ fn receiving_location(rules: &Rules) -> Option<&str> {
 
 /// Reorder when ATP + inbound < v x (L + R); order ceil(v x (L + T) - (ATP + inbound)),
 /// rounded up to the case pack.
-fn reorder(rules: &Rules, stock: &mut Stock, now: i64, cause: Cause) -> Option<Replenishment> {
+fn reorder<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str) -> Option<Plan<'r>> {
     let config = rules.contract.replenishment.as_ref()?;
     let location = receiving_location(rules)?;
     let pool = Pool::Shared;
-    let units = stock.demand.pool_units(&pool.name(), now, Span::Month);
+    let units = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
     let atp = stock.atp(rules, &pool);
     let inbound = 0;
     let lead = config.location_lead_time_days.get(location).copied().unwrap_or(config.lead_time_days);
     let (review, target) = (config.review_period_days, config.target_cover_days);
-    let pack = config.case_pack.get(cause.sku).copied().unwrap_or(1).max(1);
+    let pack = config.case_pack.get(sku).copied().unwrap_or(1).max(1);
     let position = Decimal::from(atp + inbound);
     let days = Decimal::from(WINDOW_DAYS);
-    let mut record = base(cause.sku, &pool, atp, units, cause);
-    record.open_inbound = inbound;
-    record.lead_time_days = lead.normalize().to_string();
-    record.review_period_days = review.normalize().to_string();
-    record.target_cover_days = target.normalize().to_string();
-    let point = Decimal::from(units) * (lead + review) / days;
-    record.reorder_point = point.round_dp(2).normalize().to_string();
-    record.case_pack = pack;
-    record.location = location.to_string();
+    let terms = Terms::Reorder { lead, review, target, pack };
+    let mut plan = Plan {
+        pool_name: rules.pool_name(&pool),
+        pool,
+        action: ReplenishmentAction::None,
+        units: 0,
+        location: "",
+        from_location: "",
+        atp,
+        units_28d: units,
+        needed: 0,
+        terms,
+    };
     // 28 x (ATP + inbound) < U x (L + R) is ATP + inbound < v x (L + R) without division
     if position * days < Decimal::from(units) * (lead + review) {
         let needed = ceil_div(Decimal::from(units) * (lead + target) - position * days, WINDOW_DAYS);
         if needed > 0 {
-            record.needed = needed;
-            record.units = (needed + pack - 1) / pack * pack;
-            record.action = ReplenishmentAction::Reorder as i32;
+            plan.needed = needed;
+            plan.units = (needed + pack - 1) / pack * pack;
+            plan.action = ReplenishmentAction::Reorder;
+            plan.location = location;
         }
     }
-    if record.action == ReplenishmentAction::None as i32 {
-        record.location.clear();
-    }
-    Some(record)
+    Some(plan)
 }
 
 /// The FBA location dedicated to a channel: its first `fba` location in contract order.
@@ -148,7 +222,7 @@ fn fba_location<'a>(rules: &'a Rules, channel: &str) -> Option<&'a str> {
 }
 
 /// The shared location with the most on-hand, ties to the earlier in the contract.
-fn richest_shared(rules: &Rules, stock: &Stock) -> Option<String> {
+fn richest_shared<'r>(rules: &'r Rules, stock: &Stock) -> Option<&'r str> {
     let shared = rules.contract.locations.iter().filter(|l| l.dedicated_to.is_none());
     let mut best: Option<(&str, i64)> = None;
     for location in shared {
@@ -157,24 +231,18 @@ fn richest_shared(rules: &Rules, stock: &Stock) -> Option<String> {
             best = Some((&location.id, on_hand));
         }
     }
-    best.map(|(id, _)| id.to_string())
+    best.map(|(id, _)| id)
 }
 
 /// Move min(needed, spare) when the FBA pool's cover is below `fba_target_cover_days` and it
 /// comes to at least `min_transfer_units`.
-fn transfer(
-    rules: &Rules,
-    stock: &mut Stock,
-    channel: &str,
-    now: i64,
-    cause: Cause,
-) -> Option<Replenishment> {
+fn transfer<'r>(rules: &'r Rules, stock: &mut Stock, channel: &str, now: i64) -> Option<Plan<'r>> {
     let config = rules.contract.transfers.as_ref()?;
     let fba = fba_location(rules, channel)?;
     let pool = Pool::Dedicated(channel.to_string());
-    let units = stock.demand.pool_units(&pool.name(), now, Span::Month);
+    let units = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
     let atp = stock.atp(rules, &pool);
-    let shared_units = stock.demand.pool_units(&Pool::Shared.name(), now, Span::Month);
+    let shared_units = stock.demand.pool_units(&rules.pool_series(&Pool::Shared), now, Span::Month);
     let shared_atp = stock.atp(rules, &Pool::Shared);
     let shared_cover = match &rules.contract.replenishment {
         Some(replenishment) => replenishment.target_cover_days,
@@ -184,27 +252,34 @@ fn transfer(
     let spare = (shared_atp - shared_target).max(0);
     let target = config.fba_target_cover_days;
     let days = Decimal::from(WINDOW_DAYS);
-    let mut record = base(cause.sku, &pool, atp, units, cause);
-    record.fba_target_cover_days = target.normalize().to_string();
-    record.shared_atp = shared_atp;
-    record.shared_target = shared_target;
-    record.shared_spare = spare;
-    record.min_transfer_units = config.min_transfer_units;
+    let min_transfer_units = config.min_transfer_units;
+    let terms = Terms::Transfer { target, shared_atp, shared_target, spare, min_transfer_units };
+    let mut plan = Plan {
+        pool_name: rules.pool_name(&pool),
+        pool,
+        action: ReplenishmentAction::None,
+        units: 0,
+        location: "",
+        from_location: "",
+        atp,
+        units_28d: units,
+        needed: 0,
+        terms,
+    };
     // cover < target, i.e. 28 x ATP < U x F; no cover figure (U = 0) raises nothing
     if units > 0 && Decimal::from(atp) * days < Decimal::from(units) * target {
         let needed = ceil_div(Decimal::from(units) * target - Decimal::from(atp) * days, WINDOW_DAYS);
-        record.needed = needed;
+        plan.needed = needed;
         let moved = needed.min(spare);
-        let from = richest_shared(rules, stock);
         if moved > 0
-            && moved >= config.min_transfer_units
-            && let Some(from) = from
+            && moved >= min_transfer_units
+            && let Some(from) = richest_shared(rules, stock)
         {
-            record.action = ReplenishmentAction::Transfer as i32;
-            record.units = moved;
-            record.location = fba.to_string();
-            record.from_location = from;
+            plan.action = ReplenishmentAction::Transfer;
+            plan.units = moved;
+            plan.location = fba;
+            plan.from_location = from;
         }
     }
-    Some(record)
+    Some(plan)
 }

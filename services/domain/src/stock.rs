@@ -117,7 +117,7 @@ impl Stock {
         };
         *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
         if rules.tracks_pool_demand() {
-            self.demand.place_in_pool(&pool.name(), at_ms, placed.quantity);
+            self.demand.place_in_pool(&rules.pool_series(&pool), at_ms, placed.quantity);
         }
         let location = placed.location.clone().filter(|_| rules.tracks_locations());
         if let Some(location) = &location {

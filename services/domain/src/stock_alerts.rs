@@ -4,7 +4,7 @@
 use omnifold_proto::{AlertKind, Severity};
 use rust_decimal::Decimal;
 
-use crate::alerts::{self, Condition, Reading};
+use crate::alerts::{self, Condition, Holding, Open, Reading};
 use crate::contract::Rules;
 use crate::demand::Span;
 use crate::fact::Placed;
@@ -18,12 +18,13 @@ pub fn pool_channels(rules: &Rules, pool: &Pool) -> Vec<String> {
     }
 }
 
-/// Every stock condition that holds for the SKU now.
-pub fn holding(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Condition> {
+/// Every stock condition that holds for the SKU now; those with an alert in `open` by key
+/// only.
+pub fn holding(rules: &Rules, stock: &mut Stock, now: i64, open: &Open) -> Vec<Holding> {
     let mut conditions = Vec::new();
-    conditions.extend(oversells(rules, stock));
-    conditions.extend(negative_stock(rules, stock));
-    conditions.extend(low_cover(rules, stock, now));
+    conditions.extend(oversells(rules, stock, open));
+    conditions.extend(negative_stock(rules, stock, open));
+    conditions.extend(low_cover(rules, stock, now, open));
     conditions
 }
 
@@ -60,16 +61,16 @@ fn pools(rules: &Rules) -> Vec<Pool> {
     pools
 }
 
-fn oversells(rules: &Rules, stock: &Stock) -> Vec<Condition> {
+fn oversells(rules: &Rules, stock: &Stock, open: &Open) -> Vec<Holding> {
     let mut conditions = Vec::new();
     for pool in pools(rules) {
         let atp = stock.atp(rules, &pool);
         if atp >= 0 {
             continue;
         }
-        conditions.push(Condition {
+        conditions.push(alerts::hold(open, AlertKind::Oversell, pool_subject(&pool), |subject| Condition {
             kind: AlertKind::Oversell,
-            subject: pool_subject(&pool),
+            subject,
             severity: Severity::Critical,
             channels: pool_channels(rules, &pool),
             location: String::new(),
@@ -78,7 +79,7 @@ fn oversells(rules: &Rules, stock: &Stock) -> Vec<Condition> {
             subject_details: Vec::new(),
             details: pool_details(atp, reserved(stock, &pool)),
             recommended_action: "replenish or transfer stock into the pool, or cancel open orders".into(),
-        });
+        }));
     }
     conditions
 }
@@ -99,25 +100,27 @@ fn pool_details(atp: i64, reserved: i64) -> Vec<(String, String)> {
     ]
 }
 
-fn negative_stock(rules: &Rules, stock: &Stock) -> Vec<Condition> {
+fn negative_stock(rules: &Rules, stock: &Stock, open: &Open) -> Vec<Holding> {
     stock
         .on_hand
         .iter()
         .filter(|(_, units)| **units < 0)
         .map(|(location, units)| {
-            let pool = Pool::of_location(rules, location);
-            Condition {
-                kind: AlertKind::NegativeStock,
-                subject: location_subject(location),
-                severity: Severity::Critical,
-                channels: pool_channels(rules, &pool),
-                location: location.clone(),
-                pool: pool.name(),
-                summary: format!("on-hand at {location} is {units}, below zero"),
-                subject_details: Vec::new(),
-                details: location_details(*units),
-                recommended_action: format!("count the stock at {location} and correct the record"),
-            }
+            alerts::hold(open, AlertKind::NegativeStock, location_subject(location), |subject| {
+                let pool = Pool::of_location(rules, location);
+                Condition {
+                    kind: AlertKind::NegativeStock,
+                    subject,
+                    severity: Severity::Critical,
+                    channels: pool_channels(rules, &pool),
+                    location: location.clone(),
+                    pool: pool.name(),
+                    summary: format!("on-hand at {location} is {units}, below zero"),
+                    subject_details: Vec::new(),
+                    details: location_details(*units),
+                    recommended_action: format!("count the stock at {location} and correct the record"),
+                }
+            })
         })
         .collect()
 }
@@ -131,7 +134,7 @@ fn location_details(on_hand: i64) -> Vec<(String, String)> {
 }
 
 /// ATP(shared) x 28 / units placed in 28 days < reorder_cover_days, compared without division.
-fn low_cover(rules: &Rules, stock: &mut Stock, now: i64) -> Option<Condition> {
+fn low_cover(rules: &Rules, stock: &mut Stock, now: i64, open: &Open) -> Option<Holding> {
     let placed = stock.demand.total(now, Span::Month);
     if placed <= 0 {
         return None;
@@ -141,19 +144,21 @@ fn low_cover(rules: &Rules, stock: &mut Stock, now: i64) -> Option<Condition> {
     if Decimal::from(atp) * Decimal::from(28) >= cover_days * Decimal::from(placed) {
         return None;
     }
-    let cover = cover(atp, placed).expect("units were placed");
-    Some(Condition {
+    Some(alerts::hold(open, AlertKind::LowCover, String::new(), |subject| Condition {
         kind: AlertKind::LowCover,
-        subject: String::new(),
+        subject,
         severity: Severity::Warning,
         channels: pool_channels(rules, &Pool::Shared),
         location: String::new(),
         pool: Pool::Shared.name(),
-        summary: format!("the shared pool covers {cover} days of demand, below {cover_days}"),
+        summary: format!(
+            "the shared pool covers {} days of demand, below {cover_days}",
+            cover(atp, placed).expect("units were placed")
+        ),
         subject_details: Vec::new(),
         details: cover_details(rules, atp, placed),
         recommended_action: "reorder or transfer stock to the shared pool".into(),
-    })
+    }))
 }
 
 /// Days of demand the shared pool covers; none without demand to cover.

@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::PartitioningPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch as WriteBatch, PersistMode};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// The bytes of a stored value.
@@ -225,7 +225,9 @@ impl Store {
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
         durability: Option<PersistMode>,
     ) -> Result<(), StoreError> {
-        let mut batch = self.db.batch().durability(durability);
+        // sized up front: grown by doubling, a large batch's buffer was copied and its fresh
+        // pages faulted in several times over
+        let mut batch = WriteBatch::with_capacity(self.db.clone(), writes.len()).durability(durability);
         for (key, value) in writes {
             match value {
                 Some(value) => batch.insert(&self.tree, key, value),
@@ -270,7 +272,7 @@ impl Store {
     /// Forgets sent outbox records and remembers where they landed. Not fsynced: losing
     /// this write only makes recovery scan a little more.
     pub fn confirm_sent(&self, seqs: &[u64], tails: &BTreeMap<(String, i32), i64>) -> Result<(), StoreError> {
-        let mut batch = self.db.batch();
+        let mut batch = WriteBatch::with_capacity(self.db.clone(), seqs.len() + tails.len());
         for seq in seqs {
             // written once, removed once: a weak tombstone vanishes with the value it meets
             batch.remove_weak(&self.tree, outbox_key(*seq));
