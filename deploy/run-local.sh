@@ -127,6 +127,7 @@ echo "raised by kind:"
 grep ' ALERT RAISED' "$work/watch.log" | awk '{print $6}' | sort | uniq -c | sed 's/^/  /'
 echo
 echo "availability decisions: $bin/omnifold-coordinator watch --bootstrap $bootstrap --availability"
+echo "suggestions, routing:   $bin/omnifold-coordinator watch --bootstrap $bootstrap --advice"
 echo "metrics:                http://127.0.0.1:9464/metrics (while running)"
 echo "logs:                   $work/coordinator.log, $work/watch.log, $work/reporter.log"
 echo

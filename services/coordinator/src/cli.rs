@@ -89,12 +89,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print alerts, escalations and dead letters (and availability with --availability).
+    /// Print alerts, escalations and dead letters (and availability with --availability,
+    /// replenishment suggestions and routing advice with --advice).
     Watch {
         #[command(flatten)]
         kafka: KafkaArgs,
         #[arg(long)]
         availability: bool,
+        /// Also print reorder and transfer suggestions and routing advice.
+        #[arg(long)]
+        advice: bool,
         /// Exit after this many seconds without a new record.
         #[arg(long)]
         idle_exit_secs: Option<u64>,
@@ -155,11 +159,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     .await??;
             print!("{}", crate::status::render(&status));
         }
-        Command::Watch { kafka, availability, idle_exit_secs } => {
+        Command::Watch { kafka, availability, advice, idle_exit_secs } => {
             let options = WatchOptions {
                 kafka: kafka.kafka()?,
                 topics: kafka.topics(),
                 availability,
+                advice,
                 idle_exit: idle_exit_secs.map(Duration::from_secs),
             };
             tokio::task::spawn_blocking(move || watch(&options, print_or_exit)).await??;
