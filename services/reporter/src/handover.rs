@@ -348,8 +348,10 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn shipment(sku: &str, gross: &str) -> Input {
+    /// A shipment of the event at `offset`: the operations fold sums each position once.
+    fn shipment(offset: i64, sku: &str, gross: &str) -> Input {
         Input::Ledger(LedgerEntry {
+            event_offset: offset,
             kind: LedgerKind::Shipment as i32,
             channel: "amazon".into(),
             sku: sku.into(),
@@ -361,7 +363,8 @@ pub(crate) mod tests {
     }
 
     pub fn view() -> HandoverView {
-        let mut inputs = vec![shipment("SKU-1", "30"), shipment("SKU-2", "50"), shipment("SKU-1", "25.5")];
+        let mut inputs =
+            vec![shipment(0, "SKU-1", "30"), shipment(1, "SKU-2", "50"), shipment(2, "SKU-1", "25.5")];
         for input in crate::operations_view::tests::scenario_inputs() {
             inputs.push(input);
         }

@@ -14,7 +14,9 @@
 //!   topic is compacted to that anyway) and marks the SKUs whose latest decision was made in
 //!   scarcity under `z/<sku>`, so a view reads the scarce ones only;
 //! - the ledger is summed per (week, channel, SKU) under `l/<week>/...` for the last
-//!   [`LEDGER_WEEKS`] weeks of the ledger's own clock; older weeks are removed whole;
+//!   [`LEDGER_WEEKS`] weeks of the ledger's own clock; older weeks are removed whole; the
+//!   highest event offset folded per ledger partition is kept under `m/ledger-through/<p>`,
+//!   so an entry published again is not summed twice;
 //! - events are counted per (channel, connector, adapter) under `s/...`.
 //!
 //! Time is event time: "now" is the latest `occurred_at_ms` (or `decided_at_ms`) of the
@@ -294,6 +296,11 @@ pub fn open_key(alert_id: &str) -> String {
 
 fn timed_key(prefix: &str, at_ms: i64, id: &str) -> String {
     format!("{prefix}/{:020}/{id}", at_ms.max(0))
+}
+
+/// The highest event offset of ledger partition `partition` whose entry is folded.
+fn ledger_through_key(partition: i32) -> String {
+    format!("m/ledger-through/{partition}")
 }
 
 fn ledger_week_prefix(week: i64) -> String {
@@ -589,6 +596,10 @@ fn fold_ledger<K: Keyed + ?Sized>(
     batch: &mut Batch<'_, K>,
     entry: &LedgerEntry,
 ) -> Result<(), OperationsError> {
+    if !first_delivery(batch, entry)? {
+        metrics::counter!("omnifold_operations_ledger_entries_duplicate_total").increment(1);
+        return Ok(());
+    }
     let Some((contribution, net_revenue, units)) = sku_money(entry) else { return Ok(()) };
     let week = Calendar::of(&rules.contract.reporting).week_of(entry.occurred_at_ms).0;
     let mut weeks: BTreeSet<i64> = batch.get(LEDGER_WEEKS_KEY)?.unwrap_or_default();
@@ -615,6 +626,32 @@ fn fold_ledger<K: Keyed + ?Sized>(
     money.units += units;
     batch.put(key, &money);
     Ok(())
+}
+
+/// Whether `entry` is folded for the first time, and if so marks its event folded. The
+/// coordinator may publish an entry again (its store rebuilt from the event log, or a
+/// partition re-folded by its new owner); ledger partition p mirrors events partition p in
+/// the order the coordinator accepted them and an event yields at most one entry, so, as the
+/// weekly report's `PartitionLedger::apply` does, the highest event offset folded per
+/// partition tells a repeat: positions, not ids, so the state does not grow. Progress markers
+/// carry no figures and move nothing.
+fn first_delivery<K: Keyed + ?Sized>(
+    batch: &mut Batch<'_, K>,
+    entry: &LedgerEntry,
+) -> Result<bool, OperationsError> {
+    let money = matches!(
+        LedgerKind::try_from(entry.kind),
+        Ok(LedgerKind::Shipment | LedgerKind::Return | LedgerKind::ChannelCost)
+    );
+    if !money {
+        return Ok(true);
+    }
+    let key = ledger_through_key(entry.event_partition);
+    if batch.get::<i64>(&key)?.is_some_and(|through| entry.event_offset <= through) {
+        return Ok(false);
+    }
+    batch.put(key, &entry.event_offset);
+    Ok(true)
 }
 
 /// What a ledger entry adds to its SKU: (contribution before operating cost, net revenue,
@@ -888,9 +925,12 @@ pub(crate) mod tests {
         assert_eq!(keys(&state, "z/"), ["z/A"]);
     }
 
-    fn shipment(channel: &str, sku: &str, at: i64, gross: &str) -> LedgerEntry {
+    /// A shipment of the event at `offset` of events (and ledger) partition 0.
+    fn shipment(offset: i64, channel: &str, sku: &str, at: i64, gross: &str) -> LedgerEntry {
         LedgerEntry {
             kind: LedgerKind::Shipment as i32,
+            entry_id: format!("shipment/ev-{offset}"),
+            event_offset: offset,
             channel: channel.into(),
             sku: sku.into(),
             occurred_at_ms: at,
@@ -913,15 +953,20 @@ pub(crate) mod tests {
             occurred_at_ms: T0 + DAY_MS,
             refund: "3".into(),
             restocked_cogs: "2".into(),
+            event_offset: 1,
             ..LedgerEntry::default()
         };
-        let cost =
-            LedgerEntry { kind: LedgerKind::ChannelCost as i32, channel: "shopify".into(), ..refund.clone() };
+        let cost = LedgerEntry {
+            kind: LedgerKind::ChannelCost as i32,
+            channel: "shopify".into(),
+            event_offset: 2,
+            ..refund.clone()
+        };
         let state = folded(&[
-            Input::Ledger(shipment("shopify", "A", T0, "20")),
+            Input::Ledger(shipment(0, "shopify", "A", T0, "20")),
             Input::Ledger(refund),
             Input::Ledger(cost),
-            Input::Ledger(shipment("amazon", "A", T0, "20")),
+            Input::Ledger(shipment(3, "amazon", "A", T0, "20")),
         ]);
         let (money, weeks) = channel_money(&state, "shopify").unwrap();
         assert_eq!(weeks.len(), 1);
@@ -931,15 +976,80 @@ pub(crate) mod tests {
         assert_eq!(money[0].net_revenue, Decimal::from(19));
         assert_eq!(money[0].units, 2);
         let later = folded(&[
-            Input::Ledger(shipment("shopify", "A", T0, "20")),
-            Input::Ledger(shipment("shopify", "B", T0 + 7 * 7 * DAY_MS, "20")),
-            Input::Ledger(shipment("shopify", "C", T0 + 8 * 7 * DAY_MS, "20")),
-            Input::Ledger(shipment("shopify", "late", T0, "20")),
+            Input::Ledger(shipment(0, "shopify", "A", T0, "20")),
+            Input::Ledger(shipment(1, "shopify", "B", T0 + 7 * 7 * DAY_MS, "20")),
+            Input::Ledger(shipment(2, "shopify", "C", T0 + 8 * 7 * DAY_MS, "20")),
+            Input::Ledger(shipment(3, "shopify", "late", T0, "20")),
         ]);
         let (money, weeks) = channel_money(&later, "shopify").unwrap();
         let skus: Vec<&str> = money.iter().map(|m| m.sku.as_str()).collect();
         assert_eq!(skus, ["B", "C"], "W46 fell out of the eight weeks, and a late entry for it is dropped");
         assert_eq!(weeks.len(), 2);
+    }
+
+    /// Shipments of events 0..=3 of partition 0 and event 0 of partition 1, with the
+    /// coordinator's progress markers among them.
+    fn ledger_of_two_partitions() -> Vec<Input> {
+        let on = |partition: i32, entry: LedgerEntry| {
+            Input::Ledger(LedgerEntry { event_partition: partition, ..entry })
+        };
+        let marker = |partition: i32, offset: i64| {
+            on(partition, omnifold_domain::ledger::progress("USD", partition, offset, Some((T0, T0)), true))
+        };
+        vec![
+            on(0, shipment(0, "shopify", "A", T0, "20")),
+            marker(0, 0),
+            on(0, shipment(1, "shopify", "A", T0 + 1, "30")),
+            on(1, shipment(0, "shopify", "A", T0 + 2, "40")),
+            on(0, shipment(2, "shopify", "B", T0 + 3, "10")),
+            marker(1, 0),
+            on(0, shipment(3, "amazon", "A", T0 + 4, "50")),
+            marker(0, 3),
+        ]
+    }
+
+    fn money_of(state: &impl Keyed) -> Vec<SkuMoney> {
+        let (mut money, _) = channel_money(state, "shopify").unwrap();
+        money.extend(channel_money(state, "amazon").unwrap().0);
+        money
+    }
+
+    #[test]
+    fn a_ledger_entry_published_again_is_summed_once() {
+        let once = folded(&ledger_of_two_partitions());
+        let shopify_a = &money_of(&once)[0];
+        assert_eq!(shopify_a.units, 6, "event 0 of partition 1 is not event 0 of partition 0");
+        assert_eq!(shopify_a.net_revenue, Decimal::from(87));
+        // the coordinator's store rebuilt from the event log: the whole ledger again
+        let mut twice = ledger_of_two_partitions();
+        twice.extend(ledger_of_two_partitions());
+        assert_eq!(money_of(&folded(&twice)), money_of(&once));
+        // a partition moved: its new owner re-folds events 1..=3 of partition 0, then goes on
+        let mut moved: Vec<Input> = ledger_of_two_partitions();
+        moved.extend(ledger_of_two_partitions().into_iter().filter(
+            |input| matches!(input, Input::Ledger(e) if e.event_partition == 0 && e.event_offset >= 1),
+        ));
+        moved.push(Input::Ledger(shipment(4, "shopify", "B", T0 + 5, "10")));
+        let money = money_of(&folded(&moved));
+        let shopify_b = money.iter().find(|m| m.channel == "shopify" && m.sku == "B").unwrap();
+        assert_eq!(shopify_b.units, 4, "event 2 once and the new event 4");
+        assert_eq!(money.iter().map(|m| m.units).sum::<i64>(), 2 * 6);
+    }
+
+    #[test]
+    fn a_repeat_within_one_batch_is_summed_once() {
+        let rules = rules();
+        let state = MemoryKeyed::default();
+        let mut batch = Batch::new(&state);
+        for input in ledger_of_two_partitions().iter().chain(&ledger_of_two_partitions()) {
+            fold(&rules, &mut batch, input).unwrap();
+        }
+        finish(&mut batch).unwrap();
+        let mut committed = MemoryKeyed::default();
+        committed.apply(batch.into_writes());
+        assert_eq!(money_of(&committed), money_of(&folded(&ledger_of_two_partitions())));
+        assert_eq!(committed.get::<i64>("m/ledger-through/0").unwrap(), Some(3), "kept with the sums");
+        assert_eq!(committed.get::<i64>("m/ledger-through/1").unwrap(), Some(0));
     }
 
     #[test]
