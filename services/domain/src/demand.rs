@@ -15,7 +15,7 @@
 //! an hour of its placements per commit, not a day.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound::{Excluded, Included};
+use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,10 +63,55 @@ struct Series {
 }
 
 /// The exact sum of placements in (cursor - width, cursor]; no cursor before the first query.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// It also remembers the first placement past each edge (not stored: unknown after a load),
+/// so that a move that no placement crosses costs no lookup, and one that does costs one.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Window {
     cursor: Option<i64>,
     sum: i64,
+    /// The first placement after the cursor ([`NONE_AFTER`]: none); `None`: unknown.
+    #[serde(skip)]
+    next_in: Option<i64>,
+    /// The first placement after cursor - width, the next to leave the window.
+    #[serde(skip)]
+    next_out: Option<i64>,
+}
+
+/// Windows are equal when they sum the same span the same way, whatever they remember.
+impl PartialEq for Window {
+    fn eq(&self, other: &Self) -> bool {
+        (self.cursor, self.sum) == (other.cursor, other.sum)
+    }
+}
+
+impl Eq for Window {}
+
+/// No placement after an edge.
+const NONE_AFTER: i64 = i64::MAX;
+
+/// The first placement after `after`, or [`NONE_AFTER`].
+fn first_after(points: &BTreeMap<i64, i64>, after: i64) -> i64 {
+    points.range((Excluded(after), Unbounded)).next().map_or(NONE_AFTER, |(at, _)| *at)
+}
+
+/// The units placed in (after, through], and the first placement after `through`.
+fn sum_through(points: &BTreeMap<i64, i64>, after: i64, through: i64) -> (i64, i64) {
+    let mut sum = 0;
+    for (at, units) in points.range((Excluded(after), Unbounded)) {
+        if *at > through {
+            return (sum, *at);
+        }
+        sum += units;
+    }
+    (sum, NONE_AFTER)
+}
+
+/// Moves an edge from `from` to `to` (not before it): the units it passes, and the first
+/// placement after its new place. `next` is the first placement after `from`, if known.
+fn cross(points: &BTreeMap<i64, i64>, next: Option<i64>, from: i64, to: i64) -> (i64, i64) {
+    let next = next.unwrap_or_else(|| first_after(points, from));
+    if next > to { (0, next) } else { sum_through(points, from, to) }
 }
 
 /// Which trailing window a query reads.
@@ -118,8 +163,11 @@ impl Window {
             return self.sum;
         };
         if now >= cursor {
-            self.sum += range_sum(points, cursor, now);
-            self.sum -= range_sum(points, cursor.saturating_sub(width), now.saturating_sub(width));
+            let (entered, next_in) = cross(points, self.next_in, cursor, now);
+            let (from, to) = (cursor.saturating_sub(width), now.saturating_sub(width));
+            let (left, next_out) = cross(points, self.next_out, from, to);
+            self.sum += entered - left;
+            (self.next_in, self.next_out) = (Some(next_in), Some(next_out));
             self.cursor = Some(now);
             return self.sum;
         }
@@ -128,12 +176,27 @@ impl Window {
     }
 
     fn add(&mut self, at_ms: i64, units: i64, width: i64) {
-        if let Some(cursor) = self.cursor
-            && at_ms > cursor.saturating_sub(width)
-            && at_ms <= cursor
-        {
+        let Some(cursor) = self.cursor else { return };
+        let earliest = |next: &mut Option<i64>| {
+            if let Some(next) = next {
+                *next = (*next).min(at_ms);
+            }
+        };
+        if at_ms <= cursor.saturating_sub(width) {
+            return;
+        }
+        // after the trailing edge: possibly the next to leave, whether inside or ahead
+        earliest(&mut self.next_out);
+        if at_ms > cursor {
+            earliest(&mut self.next_in);
+        } else {
             self.sum += units;
         }
+    }
+
+    /// Forgets the placements it remembered, for placements added without [`Window::add`].
+    fn forget_edges(&mut self) {
+        (self.next_in, self.next_out) = (None, None);
     }
 }
 
@@ -258,6 +321,8 @@ impl Demand {
         for point in points.into_iter().filter(|p| p.at_ms > horizon) {
             let series = self.series.entry(point.channel).or_default();
             *series.points.entry(point.at_ms).or_default() += point.units;
+            series.month.forget_edges();
+            series.hour.forget_edges();
         }
     }
 
