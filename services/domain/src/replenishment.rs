@@ -65,7 +65,23 @@ enum Terms {
     Transfer { target: Decimal, shared_atp: i64, shared_target: i64, spare: i64, min_transfer_units: i64 },
 }
 
-impl Plan<'_> {
+impl<'r> Plan<'r> {
+    /// Nothing to do for the pool, with the numbers behind that.
+    fn none(rules: &'r Rules, pool: Pool, atp: i64, units_28d: i64, terms: Terms) -> Self {
+        Plan {
+            pool_name: rules.pool_name(&pool),
+            pool,
+            action: ReplenishmentAction::None,
+            units: 0,
+            location: "",
+            from_location: "",
+            atp,
+            units_28d,
+            needed: 0,
+            terms,
+        }
+    }
+
     /// Whether it says what `last` said (absent: none).
     pub fn repeats(&self, last: Option<&Suggested>) -> bool {
         match last {
@@ -186,18 +202,7 @@ fn reorder<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str) -> Opti
     let position = Decimal::from(atp + inbound);
     let days = Decimal::from(WINDOW_DAYS);
     let terms = Terms::Reorder { lead, review, target, pack };
-    let mut plan = Plan {
-        pool_name: rules.pool_name(&pool),
-        pool,
-        action: ReplenishmentAction::None,
-        units: 0,
-        location: "",
-        from_location: "",
-        atp,
-        units_28d: units,
-        needed: 0,
-        terms,
-    };
+    let mut plan = Plan::none(rules, pool, atp, units, terms);
     // 28 x (ATP + inbound) < U x (L + R) is ATP + inbound < v x (L + R) without division
     if position * days < Decimal::from(units) * (lead + review) {
         let needed = ceil_div(Decimal::from(units) * (lead + target) - position * days, WINDOW_DAYS);
@@ -254,18 +259,7 @@ fn transfer<'r>(rules: &'r Rules, stock: &mut Stock, channel: &str, now: i64) ->
     let days = Decimal::from(WINDOW_DAYS);
     let min_transfer_units = config.min_transfer_units;
     let terms = Terms::Transfer { target, shared_atp, shared_target, spare, min_transfer_units };
-    let mut plan = Plan {
-        pool_name: rules.pool_name(&pool),
-        pool,
-        action: ReplenishmentAction::None,
-        units: 0,
-        location: "",
-        from_location: "",
-        atp,
-        units_28d: units,
-        needed: 0,
-        terms,
-    };
+    let mut plan = Plan::none(rules, pool, atp, units, terms);
     // cover < target, i.e. 28 x ATP < U x F; no cover figure (U = 0) raises nothing
     if units > 0 && Decimal::from(atp) * days < Decimal::from(units) * target {
         let needed = ceil_div(Decimal::from(units) * target - Decimal::from(atp) * days, WINDOW_DAYS);
