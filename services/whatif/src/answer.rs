@@ -203,7 +203,7 @@ pub fn answer(
 ) -> Answer {
     let base = &runs[0];
     let first_ms = history.start_ms();
-    let last_ms = history.events.iter().map(|e| e.occurred_at_ms).max();
+    let last_ms = history.last_ms();
     Answer {
         history: HistoryInfo {
             source: history.source.clone(),

@@ -160,8 +160,8 @@ pub fn replay(
     progress: &Counter,
 ) -> Run {
     let mut replay = Replay::new(history, skus, channels, scenario);
-    for (i, event) in history.events.iter().enumerate() {
-        replay.event(i as u32, history.partitions[i], event);
+    for (i, event) in history.events().enumerate() {
+        replay.event(i as u32, history.partitions[i], &event);
         if i % 4096 == 4095 {
             progress.0.fetch_add(4096, Ordering::Relaxed);
         }
@@ -501,7 +501,7 @@ impl<'a> Replay<'a> {
     fn finish(mut self, history: &History) -> Run {
         let end = history.len() as u32;
         if let Some(cut) = &self.scenario.cut {
-            let reached = history.events.iter().any(|e| e.occurred_at_ms >= cut.at_ms);
+            let reached = history.reaches(cut.at_ms);
             if reached {
                 // SKUs with no event after the cut are retired at the end of the history
                 let mut waiting: Vec<(i32, String)> = Vec::new();
