@@ -18,7 +18,7 @@
 //! the SKU's own clock, never by what happens to be loaded (guarded by
 //! `services/domain/tests/properties.rs` and this module's tests).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use omnifold_domain::demand::Point;
@@ -28,6 +28,7 @@ use omnifold_domain::stock::Line;
 use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
 use omnifold_proto::Event;
 use omnifold_runtime::{Commit, Store, StoreError};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
 /// How much the engine may hold in memory.
@@ -98,7 +99,7 @@ impl Engine {
             fold,
             store,
             options,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
             cached_bytes: 0,
             recent: RecentIds::default(),
             dirty: BTreeSet::new(),
