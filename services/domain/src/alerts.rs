@@ -44,8 +44,6 @@ pub fn key(kind: AlertKind, subject: &str) -> String {
     format!("{}/{}", kind.name(), subject)
 }
 
-/// The numbers observed of one condition's subject, whether or not the condition holds: what
-/// a RESOLVED record quotes.
 /// The open alerts of a SKU, by condition key.
 pub type Open = BTreeMap<String, OpenAlert>;
 
@@ -71,6 +69,8 @@ pub fn hold(
     Holding { key, condition }
 }
 
+/// The numbers observed of one condition's subject, whether or not the condition holds: what
+/// a RESOLVED record quotes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// The condition's key ([`Condition::key`]).
@@ -188,7 +188,7 @@ fn details<'a>(pairs: impl IntoIterator<Item = &'a (String, String)>) -> Vec<Det
 /// `holding`.
 pub fn reconcile(
     rules: &Rules,
-    open: &mut BTreeMap<String, OpenAlert>,
+    open: &mut Open,
     holding: &[Holding],
     read: impl FnOnce() -> Vec<Reading>,
     cause: Cause<'_>,
