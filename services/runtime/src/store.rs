@@ -25,7 +25,7 @@
 //!
 //! A batch's outbox records are stored together under one key, not one key each: a
 //! coordinator's batch of 1,000 events causes some 1,500 records, and a key per record (put,
-//! then removed once sent) was a quarter of the cost of a commit. A batch partly confirmed
+//! then removed once sent) was about a fifth of the cost of a commit. A batch partly confirmed
 //! is written again with the records still to send, so a restart never sends a record whose
 //! delivery was confirmed (its tail may already be past it).
 //!
@@ -37,8 +37,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::PartitioningPolicy;
