@@ -258,17 +258,26 @@ fn cover(days: &str) -> String {
     if days.is_empty() { "&middot;".to_string() } else { format!("{}&nbsp;d", escape(days)) }
 }
 
-fn to_order(view: &OperationsView) -> String {
-    if view.to_order.is_empty() {
-        return "<p id=\"no-to-order\">Nothing to order.</p>\n".to_string();
+/// A section's table, or the one line that says it has no row.
+fn rows_or_none(none: (&str, &str), head: &str, rows: Vec<String>) -> String {
+    let (none_id, none_text) = none;
+    if rows.is_empty() {
+        return format!("<p id=\"{none_id}\">{none_text}</p>\n");
     }
-    let mut html = String::from(
-        "<div class=\"scroll\"><table id=\"to-order-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
-         <th>into</th><th class=\"num\">atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>\n<tbody>\n",
-    );
-    for s in &view.to_order {
-        let _ = writeln!(
-            html,
+    let mut html = format!("<div class=\"scroll\">{head}\n<tbody>\n");
+    for row in rows {
+        html.push_str(&row);
+        html.push('\n');
+    }
+    html.push_str("</tbody></table></div>\n");
+    html
+}
+
+fn to_order(view: &OperationsView) -> String {
+    let head = "<table id=\"to-order-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
+         <th>into</th><th class=\"num\">atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>";
+    let rows = view.to_order.iter().map(|s| {
+        format!(
             "<tr data-sku=\"{}\" data-units=\"{}\"><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&s.sku),
             s.units,
@@ -279,23 +288,16 @@ fn to_order(view: &OperationsView) -> String {
             escape(&s.velocity),
             cover(&s.cover_days),
             event_time(s.decided_at_ms)
-        );
-    }
-    html.push_str("</tbody></table></div>\n");
-    html
+        )
+    });
+    rows_or_none(("no-to-order", "Nothing to order."), head, rows.collect())
 }
 
 fn to_move(view: &OperationsView) -> String {
-    if view.to_move.is_empty() {
-        return "<p id=\"no-to-move\">Nothing to move into FBA.</p>\n".to_string();
-    }
-    let mut html = String::from(
-        "<div class=\"scroll\"><table id=\"to-move-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
-         <th>from</th><th>to</th><th class=\"num\">fba atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>\n<tbody>\n",
-    );
-    for s in &view.to_move {
-        let _ = writeln!(
-            html,
+    let head = "<table id=\"to-move-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
+         <th>from</th><th>to</th><th class=\"num\">fba atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>";
+    let rows = view.to_move.iter().map(|s| {
+        format!(
             "<tr data-sku=\"{}\" data-units=\"{}\"><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&s.sku),
             s.units,
@@ -307,28 +309,21 @@ fn to_move(view: &OperationsView) -> String {
             escape(&s.velocity),
             cover(&s.cover_days),
             event_time(s.decided_at_ms)
-        );
-    }
-    html.push_str("</tbody></table></div>\n");
-    html
+        )
+    });
+    rows_or_none(("no-to-move", "Nothing to move into FBA."), head, rows.collect())
 }
 
 fn routing_exceptions(view: &OperationsView) -> String {
-    if view.routing_exceptions.is_empty() {
-        return "<p id=\"no-routing-exceptions\">No routing exception in the last 7 days.</p>\n".to_string();
-    }
-    let mut html = String::from(
-        "<div class=\"scroll\"><table id=\"routing-table\"><thead><tr><th>at (UTC)</th><th>line</th><th>sku</th>\
-         <th class=\"num\">units</th><th>advised</th><th>what</th></tr></thead>\n<tbody>\n",
-    );
-    for x in &view.routing_exceptions {
+    let head = "<table id=\"routing-table\"><thead><tr><th>at (UTC)</th><th>line</th><th>sku</th>\
+         <th class=\"num\">units</th><th>advised</th><th>what</th></tr></thead>";
+    let rows = view.routing_exceptions.iter().map(|x| {
         let what = if x.shipped_from.is_empty() {
             "split: no ship_from location covers it".to_string()
         } else {
             format!("shipped from {}", escape(&x.shipped_from))
         };
-        let _ = writeln!(
-            html,
+        format!(
             "<tr><td>{}</td><td>{}/{}/{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{what}</td></tr>",
             event_time(x.at_ms),
             escape(&x.channel),
@@ -337,10 +332,10 @@ fn routing_exceptions(view: &OperationsView) -> String {
             escape(&x.sku),
             x.quantity,
             escape(&x.advised)
-        );
-    }
-    html.push_str("</tbody></table></div>\n");
-    html
+        )
+    });
+    let none = ("no-routing-exceptions", "No routing exception in the last 7 days.");
+    rows_or_none(none, head, rows.collect())
 }
 
 fn attention(view: &OperationsView) -> String {
@@ -455,6 +450,68 @@ fn attention_chart(view: &OperationsView) -> String {
 mod tests {
     use super::*;
     use crate::operations_view::tests::view;
+
+    #[test]
+    fn the_advice_sections_show_a_row_each_or_say_there_is_none() {
+        let suggestion = crate::operations::Suggestion {
+            sku: "SKU-<1>".into(),
+            pool: "shared".into(),
+            action: "REORDER".into(),
+            units: 48,
+            location: "wh-nj".into(),
+            from_location: "wh-ca".into(),
+            atp: 3,
+            velocity: "2".into(),
+            cover_days: "1.5".into(),
+            reason_event_id: "e1".into(),
+            decided_at_ms: 1_794_448_800_000,
+        };
+        let exception = crate::operations::RoutingException {
+            channel: "shopify".into(),
+            order_id: "o1".into(),
+            line_id: "1".into(),
+            sku: "SKU-1".into(),
+            quantity: 2,
+            advised: "wh-ca".into(),
+            split: false,
+            shipped_from: "wh-nj".into(),
+            at_ms: 1_794_448_800_000,
+            reason_event_id: "e2".into(),
+        };
+        let mut view = view();
+        view.to_order = vec![suggestion.clone()];
+        view.to_move = vec![crate::operations::Suggestion { cover_days: String::new(), ..suggestion }];
+        view.routing_exceptions = vec![
+            exception.clone(),
+            crate::operations::RoutingException { shipped_from: String::new(), ..exception },
+        ];
+        assert_eq!(
+            to_order(&view),
+            "<div class=\"scroll\"><table id=\"to-order-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
+             <th>into</th><th class=\"num\">atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>\n<tbody>\n\
+             <tr data-sku=\"SKU-&lt;1&gt;\" data-units=\"48\"><td>SKU-&lt;1&gt;</td><td class=\"num\">48</td><td>wh-nj</td><td class=\"num\">3</td><td class=\"num\">2</td><td class=\"num\">1.5&nbsp;d</td><td>2026-11-12 02:00</td></tr>\n\
+             </tbody></table></div>\n"
+        );
+        let moved = to_move(&view);
+        assert!(moved.starts_with("<div class=\"scroll\"><table id=\"to-move-table\">"), "{moved}");
+        assert!(moved.contains("<td>wh-ca</td><td>wh-nj</td><td class=\"num\">3</td><td class=\"num\">2</td><td class=\"num\">&middot;</td>"), "{moved}");
+        assert!(moved.ends_with("</tr>\n</tbody></table></div>\n"), "{moved}");
+        let routing = routing_exceptions(&view);
+        assert!(routing.contains("<tr><td>2026-11-12 02:00</td><td>shopify/o1/1</td><td>SKU-1</td><td class=\"num\">2</td><td>wh-ca</td><td>shipped from wh-nj</td></tr>\n"), "{routing}");
+        assert!(
+            routing.contains("<td>split: no ship_from location covers it</td></tr>\n</tbody>"),
+            "{routing}"
+        );
+        view.to_order.clear();
+        view.to_move.clear();
+        view.routing_exceptions.clear();
+        assert_eq!(to_order(&view), "<p id=\"no-to-order\">Nothing to order.</p>\n");
+        assert_eq!(to_move(&view), "<p id=\"no-to-move\">Nothing to move into FBA.</p>\n");
+        assert_eq!(
+            routing_exceptions(&view),
+            "<p id=\"no-routing-exceptions\">No routing exception in the last 7 days.</p>\n"
+        );
+    }
 
     #[test]
     fn the_page_is_self_contained_and_carries_the_view() {
