@@ -218,15 +218,8 @@ async fn records_round_trip_over_tls_to_the_brokers_own_listener_and_another_ca_
     let port = free_port();
     let _nisshi = start_nisshi(dir.path(), port, port, Setup { tls: Some(&pki), ..Setup::default() });
 
-    let options = options_from_file(dir.path(), port, "kafka.properties", &tls_properties(&pki.ca));
+    let options = tls_round_trip_and_refusal(dir.path(), port, &pki, "secured.native").await;
     assert_eq!(options.extra.get("security.protocol").map(String::as_str), Some("SSL"));
-    let read = round_trip(&options, "secured.native").await;
-    assert_eq!(read.len(), RECORDS);
-
-    let other = make_pki(dir.path(), "other");
-    let wrong = options_from_file(dir.path(), port, "wrong.properties", &tls_properties(&other.ca));
-    let error = refusal(&wrong, "SSL handshake failed");
-    assert!(error.contains("certificate verify failed"), "{error}");
 
     // a service binary takes the same settings from OMNIFOLD_KAFKA_* variables alone
     let events = TopicSpec {
@@ -331,14 +324,20 @@ async fn records_round_trip_over_tls_through_stunnel_in_front_of_the_broker() {
     );
     wait_listening(&mut terminator, tls, &log);
 
-    let options = options_from_file(dir.path(), tls, "kafka.properties", &tls_properties(&pki.ca));
-    let read = round_trip(&options, "secured.stunnel").await;
-    assert_eq!(read.len(), RECORDS);
+    tls_round_trip_and_refusal(dir.path(), tls, &pki, "secured.stunnel").await;
+}
 
-    let other = make_pki(dir.path(), "other");
-    let wrong = options_from_file(dir.path(), tls, "wrong.properties", &tls_properties(&other.ca));
+/// Records round-trip over TLS on `port` with the CA of `pki`, and a client trusting another
+/// CA is refused in the handshake. Returns the working options.
+async fn tls_round_trip_and_refusal(dir: &Path, port: u16, pki: &Pki, topic: &str) -> KafkaOptions {
+    let options = options_from_file(dir, port, "kafka.properties", &tls_properties(&pki.ca));
+    let read = round_trip(&options, topic).await;
+    assert_eq!(read.len(), RECORDS);
+    let other = make_pki(dir, "other");
+    let wrong = options_from_file(dir, port, "wrong.properties", &tls_properties(&other.ca));
     let error = refusal(&wrong, "SSL handshake failed");
     assert!(error.contains("certificate verify failed"), "{error}");
+    options
 }
 
 /// An executable `name` on `PATH`, if any.

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use rust_decimal::Decimal;
 
-use crate::operations::Page;
+use crate::operations::{Page, Suggestion};
 use crate::operations_view::{ConflictRow, OperationsView, PageGroup, age, event_time};
 use crate::page::{STYLE, escape, exact, float, section, sign_class};
 use crate::view::money;
@@ -276,20 +276,7 @@ fn rows_or_none(none: (&str, &str), head: &str, rows: Vec<String>) -> String {
 fn to_order(view: &OperationsView) -> String {
     let head = "<table id=\"to-order-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
          <th>into</th><th class=\"num\">atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>";
-    let rows = view.to_order.iter().map(|s| {
-        format!(
-            "<tr data-sku=\"{}\" data-units=\"{}\"><td>{}</td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            escape(&s.sku),
-            s.units,
-            escape(&s.sku),
-            s.units,
-            escape(&s.location),
-            s.atp,
-            escape(&s.velocity),
-            cover(&s.cover_days),
-            event_time(s.decided_at_ms)
-        )
-    });
+    let rows = view.to_order.iter().map(|s| suggestion_row(s, &format!("<td>{}</td>", escape(&s.location))));
     rows_or_none(("no-to-order", "Nothing to order."), head, rows.collect())
 }
 
@@ -297,21 +284,22 @@ fn to_move(view: &OperationsView) -> String {
     let head = "<table id=\"to-move-table\"><thead><tr><th>sku</th><th class=\"num\">units</th>\
          <th>from</th><th>to</th><th class=\"num\">fba atp</th><th class=\"num\">per day</th><th class=\"num\">cover</th><th>since (UTC)</th></tr></thead>";
     let rows = view.to_move.iter().map(|s| {
-        format!(
-            "<tr data-sku=\"{}\" data-units=\"{}\"><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            escape(&s.sku),
-            s.units,
-            escape(&s.sku),
-            s.units,
-            escape(&s.from_location),
-            escape(&s.location),
-            s.atp,
-            escape(&s.velocity),
-            cover(&s.cover_days),
-            event_time(s.decided_at_ms)
-        )
+        suggestion_row(s, &format!("<td>{}</td><td>{}</td>", escape(&s.from_location), escape(&s.location)))
     });
     rows_or_none(("no-to-move", "Nothing to move into FBA."), head, rows.collect())
+}
+
+/// One suggestion's row; `places` are its location cells (where to, or from and to).
+fn suggestion_row(s: &Suggestion, places: &str) -> String {
+    format!(
+        "<tr data-sku=\"{sku}\" data-units=\"{units}\"><td>{sku}</td><td class=\"num\">{units}</td>{places}<td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+        s.atp,
+        escape(&s.velocity),
+        cover(&s.cover_days),
+        event_time(s.decided_at_ms),
+        sku = escape(&s.sku),
+        units = s.units,
+    )
 }
 
 fn routing_exceptions(view: &OperationsView) -> String {

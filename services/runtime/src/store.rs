@@ -238,13 +238,12 @@ impl Store {
     pub fn write(&self, mut commit: Commit) -> Result<Written, StoreError> {
         commit.seal_outbox();
         commit.writes.insert(SEQ.to_vec(), Some(commit.next_seq.to_be_bytes().to_vec()));
-        {
-            let mut unconfirmed = self.unconfirmed.lock().expect("outbox index lock");
-            for (key, seqs) in std::mem::take(&mut commit.sealed) {
-                unconfirmed.insert(key, Unconfirmed { seqs: seqs.into_iter().collect(), rewritten: false });
-            }
-        }
         self.apply(commit.writes, Some(PersistMode::Buffer))?;
+        // indexed once written: a failed write leaves no batch to confirm
+        let mut unconfirmed = self.unconfirmed.lock().expect("outbox index lock");
+        for (key, seqs) in commit.sealed {
+            unconfirmed.insert(key, Unconfirmed { seqs: seqs.into_iter().collect(), rewritten: false });
+        }
         Ok(Written { next_seq: commit.next_seq })
     }
 
