@@ -107,6 +107,8 @@ fn coordinator_options(options: &ReporterOptions, exit_when_caught_up: bool) -> 
         broker_outage_max: None,
         group_instance_id: None,
         session_timeout_ms: 10_000,
+        changelog: true,
+        changelog_interval_ms: 1_000,
     }
 }
 

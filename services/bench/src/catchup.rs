@@ -144,6 +144,8 @@ async fn coordinator(
         broker_outage_max: None,
         group_instance_id: None,
         session_timeout_ms: 10_000,
+        changelog: true,
+        changelog_interval_ms: 1_000,
     };
     Ok(Coordinator::new(options)?.run(std::future::pending()).await?)
 }

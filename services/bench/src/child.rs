@@ -132,6 +132,8 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         // back at once instead of waiting out the killed one's session
         group_instance_id: Some("bench-coordinator".to_string()),
         session_timeout_ms: 10_000,
+        changelog: true,
+        changelog_interval_ms: 1_000,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run_ms = runtime.block_on(async {

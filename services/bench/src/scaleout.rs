@@ -194,6 +194,8 @@ fn options(
         broker_outage_max: None,
         group_instance_id: Some(format!("member-{id}")),
         session_timeout_ms: 6_000,
+        changelog: true,
+        changelog_interval_ms: 1_000,
     }
 }
 
@@ -301,12 +303,11 @@ async fn last_writers(
     let (kafka, ledger, partitions) =
         (kafka.clone(), ledger.to_string(), ends.keys().copied().collect::<Vec<_>>());
     tokio::task::spawn_blocking(move || {
-        let mut writers = BTreeMap::new();
-        for partition in partitions {
-            let marker = omnifold_coordinator::group::last_marker(&kafka, &ledger, partition)?;
-            let (writer, through) = marker.map_or((String::new(), -1), |m| (m.writer, m.through));
-            writers.insert(partition, (writer, through));
-        }
+        let mut markers = omnifold_coordinator::group::last_markers(&kafka, &ledger, &partitions)?;
+        let writers = partitions
+            .iter()
+            .map(|p| (*p, markers.remove(p).map_or((String::new(), -1), |m| (m.writer, m.through))))
+            .collect();
         Ok(writers)
     })
     .await?

@@ -68,6 +68,14 @@ enum Command {
         /// milliseconds.
         #[arg(long, default_value_t = 10_000)]
         session_timeout_ms: u64,
+        /// Do not write the store's changes to the changelog topic: a partition moved to
+        /// another instance is then restored by re-folding its log
+        #[arg(long)]
+        no_changelog: bool,
+        /// How often the changelog is sent, milliseconds: each key written in between is sent
+        /// once
+        #[arg(long, default_value_t = 1_000)]
+        changelog_interval_ms: u64,
     },
     /// Show which member of the coordinators' group owns which events partition, each
     /// partition's lag and how far its last owner published.
@@ -129,6 +137,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             group,
             instance_id,
             session_timeout_ms,
+            no_changelog,
+            changelog_interval_ms,
         } => {
             if let Some(addr) = metrics {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
@@ -147,6 +157,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 broker_outage_max: kafka.broker_outage_max,
                 group_instance_id: instance_id,
                 session_timeout_ms,
+                changelog: !no_changelog,
+                changelog_interval_ms,
             };
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
         }

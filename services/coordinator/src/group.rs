@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use omnifold_proto::{LedgerEntry, LedgerKind};
+use omnifold_runtime::changelog;
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin, TAILS_HEADER, decode_tails};
 use omnifold_runtime::outbox::OUTBOX_HEADER;
 use omnifold_runtime::{BrokerHealth, HealthContext, KafkaOptions, Store, Topics};
@@ -91,6 +92,8 @@ pub struct GroupContext {
     ownership: SharedOwnership,
     stopping: Arc<AtomicBool>,
     health: HealthContext,
+    /// Restore a partition from its changelog where it can stand in for a re-fold.
+    changelog: bool,
 }
 
 impl ClientContext for GroupContext {
@@ -135,24 +138,29 @@ impl GroupContext {
         &self.health.health
     }
 
-    /// Positions each assigned partition at this instance's stored offset and notes how far
-    /// another owner published.
+    /// Notes how far another owner published each assigned partition, restores from the
+    /// changelog what it can, and positions each partition at this instance's stored offset.
     fn assign(&self, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let restores = {
+            let stored = self.store.offsets().unwrap_or_default();
+            let next = |partition: i32| stored.get(&partition).copied().unwrap_or(0);
+            match self.restores(&partitions, &next) {
+                Ok(restores) => restores,
+                Err(error) => {
+                    tracing::error!(%error, "cannot read what the partitions' last owners published");
+                    BTreeMap::new()
+                }
+            }
+        };
+        self.restore_from_changelog(&restores);
         let stored = self.store.offsets().unwrap_or_default();
         let next = |partition: i32| stored.get(&partition).copied().unwrap_or(0);
-        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         for partition in &partitions {
             let offset =
                 if next(*partition) > 0 { Offset::Offset(next(*partition)) } else { Offset::Beginning };
             let _ = tpl.set_partition_offset(&self.topics.events, *partition, offset);
         }
-        let restores = match self.restores(&partitions, &next) {
-            Ok(restores) => restores,
-            Err(error) => {
-                tracing::error!(%error, "cannot read what the partitions' last owners published");
-                BTreeMap::new()
-            }
-        };
         let mut ownership = self.ownership.lock().expect("ownership lock");
         for partition in partitions {
             ownership.owned.insert(partition);
@@ -174,6 +182,37 @@ impl GroupContext {
         }
     }
 
+    /// Restores the partitions another owner published past this instance's state of them
+    /// from their changelogs, where a changelog is whole and newer (`changelog::Verdict`). The
+    /// others are re-folded from this instance's offset, and their state is sent whole to the
+    /// changelog at their next batch: the changelog may hold the other owner's later values of
+    /// keys this state holds older ones of.
+    fn restore_from_changelog(&self, restores: &BTreeMap<i32, (i64, BTreeSet<Origin>)>) {
+        if !self.changelog || restores.is_empty() {
+            return;
+        }
+        let stored = self.store.offsets().unwrap_or_default();
+        let wanted: Vec<changelog::Wanted> = restores
+            .iter()
+            .map(|(partition, (through, _))| changelog::Wanted {
+                partition: *partition,
+                published_through: *through,
+                own_next: stored.get(partition).copied().unwrap_or(0),
+            })
+            .collect();
+        let verdicts = changelog::restore(&self.store, &self.kafka, &self.topics.changelog, &wanted)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "cannot restore from the changelog, re-folding the partitions");
+                BTreeMap::new()
+            });
+        for partition in restores.keys() {
+            let restored = matches!(verdicts.get(partition), Some(changelog::Verdict::Restore { .. }));
+            if !restored && let Err(error) = self.store.forget_changelog(*partition) {
+                tracing::error!(partition, %error, "cannot forget the partition's changelog flag");
+            }
+        }
+    }
+
     /// For each assigned partition another owner published past this instance's state of
     /// it: its last marker's offset, and the outputs of the partition that owner delivered
     /// after the marker (one read of every output partition from the lowest of the markers'
@@ -183,14 +222,11 @@ impl GroupContext {
         partitions: &[i32],
         next: &dyn Fn(i32) -> i64,
     ) -> Result<BTreeMap<i32, (i64, BTreeSet<Origin>)>, KafkaError> {
-        let mut markers = BTreeMap::new();
-        for partition in partitions {
-            let Some(marker) = last_marker(&self.kafka, &self.topics.ledger, *partition)? else { continue };
-            // this instance's own last marker, behind its state: nothing to restore
-            if marker.writer != self.store.writer_id() || marker.through >= next(*partition) {
-                markers.insert(*partition, marker);
-            }
-        }
+        let mut markers = last_markers(&self.kafka, &self.topics.ledger, partitions)?;
+        // this instance's own last marker, behind its state: nothing to restore
+        markers.retain(|partition, marker| {
+            marker.writer != self.store.writer_id() || marker.through >= next(*partition)
+        });
         let mut starts: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for marker in markers.values() {
             for (topic, target, tail) in &marker.tails {
@@ -229,6 +265,11 @@ impl GroupContext {
                     .set(0.0);
             }
         }
+        for partition in &partitions {
+            if let Err(error) = self.store.forget_changelog(*partition) {
+                tracing::error!(partition, %error, "cannot forget the partition's changelog keys");
+            }
+        }
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while self.store.pending_count() > 0
             && Instant::now() < deadline
@@ -257,6 +298,7 @@ pub struct GroupSpec<'a> {
     pub instance_id: Option<String>,
     pub session_timeout_ms: u64,
     pub stats_interval_ms: u64,
+    pub changelog: bool,
 }
 
 /// The events consumer, subscribed in the coordinators' group. End-of-partition events say
@@ -269,6 +311,7 @@ pub fn subscribed(spec: GroupSpec<'_>) -> Result<BaseConsumer<GroupContext>, Kaf
         ownership: spec.ownership,
         stopping: spec.stopping,
         health: HealthContext::new(spec.health),
+        changelog: spec.changelog,
     };
     let mut config = spec.kafka.assigning_config(spec.group_id);
     // the client id names the member in `omnifold-coordinator status`
@@ -304,33 +347,51 @@ pub fn last_marker(
     ledger: &str,
     partition: i32,
 ) -> Result<Option<LastMarker>, KafkaError> {
+    Ok(last_markers(kafka, ledger, &[partition])?.remove(&partition))
+}
+
+/// The last progress marker of each ledger partition that has one, with one reader for all:
+/// each partition's tail is read to its end, and from its start where the tail holds none.
+pub fn last_markers(
+    kafka: &KafkaOptions,
+    ledger: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, LastMarker>, KafkaError> {
     let consumer: BaseConsumer<EndsQuietly> = kafka
         .assigning_config("omnifold-coordinator-restore")
         .set("enable.partition.eof", "true")
         .create_with_context(EndsQuietly)?;
-    let (low, high) = consumer.fetch_watermarks(ledger, partition, Duration::from_secs(10))?;
-    // nisshi answers the high watermark short of the end (ARCHITECTURE.md, "The broker"):
-    // starting below it only reads more, and the end is the end-of-partition event
-    let start = (high - MARKER_WINDOW).max(low);
-    let found = read_last_marker(&consumer, ledger, partition, start)?;
-    if found.is_some() || start == low {
-        return Ok(found);
+    let mut tails = BTreeMap::new();
+    let mut starts = BTreeMap::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(ledger, *partition, Duration::from_secs(10))?;
+        // nisshi answers the high watermark short of the end (ARCHITECTURE.md, "The broker"):
+        // starting below it only reads more, and the end is the end-of-partition event
+        tails.insert(*partition, (high - MARKER_WINDOW).max(low));
+        starts.insert(*partition, low);
     }
-    read_last_marker(&consumer, ledger, partition, low)
+    let mut found = read_last_markers(&consumer, ledger, &tails)?;
+    starts.retain(|partition, low| !found.contains_key(partition) && tails[partition] > *low);
+    if !starts.is_empty() {
+        found.extend(read_last_markers(&consumer, ledger, &starts)?);
+    }
+    Ok(found)
 }
 
-fn read_last_marker(
+fn read_last_markers(
     consumer: &BaseConsumer<EndsQuietly>,
     ledger: &str,
-    partition: i32,
-    start: i64,
-) -> Result<Option<LastMarker>, KafkaError> {
+    starts: &BTreeMap<i32, i64>,
+) -> Result<BTreeMap<i32, LastMarker>, KafkaError> {
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(ledger, partition, Offset::Offset(start))?;
+    for (partition, start) in starts {
+        assignment.add_partition_offset(ledger, *partition, Offset::Offset(*start))?;
+    }
     consumer.assign(&assignment)?;
+    let mut open: BTreeSet<i32> = starts.keys().copied().collect();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = None;
-    while Instant::now() < deadline {
+    let mut last = BTreeMap::new();
+    while !open.is_empty() && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 let Some(entry) =
@@ -343,10 +404,13 @@ fn read_last_marker(
                     let stamp =
                         header(&message, OUTBOX_HEADER).map(String::from_utf8_lossy).unwrap_or_default();
                     let writer = stamp.split(':').next().unwrap_or_default().to_string();
-                    last = Some(LastMarker { through: entry.event_offset, tails, writer });
+                    let marker = LastMarker { through: entry.event_offset, tails, writer };
+                    last.insert(rdkafka::Message::partition(&message), marker);
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(last),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
             Some(Err(error)) => tracing::debug!(%error, "reading the ledger's tail"),
             None => {}
         }
@@ -423,18 +487,19 @@ pub fn drop_outputs_of_moved_partitions(
     let pending = store.pending(usize::MAX)?;
     let mut by_partition: BTreeMap<i32, Vec<(u64, i64)>> = BTreeMap::new();
     for (seq, record) in &pending {
-        let origin = record
-            .headers
-            .iter()
-            .find(|(key, _)| key == ORIGIN_HEADER)
-            .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse::<Origin>().ok());
-        if let Some(origin) = origin {
-            by_partition.entry(origin.partition).or_default().push((*seq, origin.offset));
+        if let Some((partition, offset)) = event_of(record) {
+            by_partition.entry(partition).or_default().push((*seq, offset));
         }
     }
+    let partitions: Vec<i32> = by_partition.keys().copied().collect();
+    let markers = if partitions.is_empty() {
+        BTreeMap::new()
+    } else {
+        last_markers(kafka, &topics.ledger, &partitions)?
+    };
     let mut dropped = Vec::new();
     for (partition, records) in by_partition {
-        let Some(marker) = last_marker(kafka, &topics.ledger, partition)? else { continue };
+        let Some(marker) = markers.get(&partition) else { continue };
         if marker.writer == store.writer_id() {
             continue;
         }
@@ -447,6 +512,20 @@ pub fn drop_outputs_of_moved_partitions(
     }
     store.confirm_sent(&dropped, &BTreeMap::new())?;
     Ok(dropped.len())
+}
+
+/// The events partition and offset an outbox record came from: its origin's, or for a changelog
+/// record the last event of its batch.
+fn event_of(record: &omnifold_runtime::OutboxRecord) -> Option<(i32, i64)> {
+    let origin = record
+        .headers
+        .iter()
+        .find(|(key, _)| key == ORIGIN_HEADER)
+        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.parse::<Origin>().ok());
+    match origin {
+        Some(origin) => Some((origin.partition, origin.offset)),
+        None => Some((record.partition?, changelog::through_of(&record.headers)? - 1)),
+    }
 }
 
 /// The context of the readers that read a partition's tail to its end: the end of a

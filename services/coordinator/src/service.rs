@@ -38,6 +38,7 @@ use crate::group::{self, GroupContext, GroupSpec, SharedOwnership};
 use crate::http::{HttpServer, PriceSource};
 use crate::persister::Persister;
 use crate::progress::{Mark, Marks, marker};
+use omnifold_runtime::changelog;
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 
 /// Everything the coordinator is configured with.
@@ -78,6 +79,21 @@ pub struct CoordinatorOptions {
     /// How long the group waits for a silent member before giving its partitions away.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// Write the store's changes to the changelog topic, so that an instance taking a
+    /// partition over restores it from there instead of re-folding the partition's log.
+    #[serde(default = "default_changelog")]
+    pub changelog: bool,
+    /// How often the changelog is sent: each key written in between is sent once.
+    #[serde(default = "default_changelog_interval_ms")]
+    pub changelog_interval_ms: u64,
+}
+
+fn default_changelog_interval_ms() -> u64 {
+    1_000
+}
+
+fn default_changelog() -> bool {
+    true
 }
 
 fn default_session_timeout_ms() -> u64 {
@@ -116,8 +132,10 @@ pub enum CoordinatorError {
     Outage(#[from] omnifold_runtime::health::OutageError),
     #[error(transparent)]
     Persist(#[from] crate::persister::PersistError),
+    #[error(transparent)]
+    Changelog(#[from] changelog::ChangelogError),
     #[error(
-        "topic {topic} has {ledger} partitions and the events topic {events}: the ledger must mirror the event log, recreate it with {events}"
+        "topic {topic} has {ledger} partitions and the events topic {events}: it must mirror the event log, recreate it with {events}"
     )]
     LedgerPartitions { topic: String, ledger: i32, events: i32 },
 }
@@ -155,6 +173,10 @@ impl Coordinator {
         };
         self.check_ledger_partitions(&partitions)?;
         let store = open_store(self.options.store.clone()).await?;
+        if !self.options.changelog {
+            let unflagged = store.clone();
+            tokio::task::spawn_blocking(move || unflagged.forget_changelogs()).await??;
+        }
         let (kafka, topics, moved_store) = (self.options.kafka.clone(), self.topics.clone(), store.clone());
         tokio::task::spawn_blocking(move || {
             group::drop_outputs_of_moved_partitions(&moved_store, &kafka, &topics)
@@ -183,6 +205,7 @@ impl Coordinator {
             stop: stop.clone(),
             outbox: outbox.signals(),
             health,
+            changelog_due: Instant::now(),
         };
         let worker = tokio::task::spawn_blocking(move || fold_loop.run());
         let result = outbox.supervise(worker, &stop, shutdown.as_mut()).await;
@@ -196,7 +219,7 @@ impl Coordinator {
     /// that a reader of ledger partition p sees what events partition p was worth.
     fn check_ledger_partitions(&self, partitions: &HashMap<String, i32>) -> Result<(), CoordinatorError> {
         let events = partitions[&self.topics.events];
-        for topic in [&self.topics.ledger, &self.topics.ledger_json] {
+        for topic in [&self.topics.ledger, &self.topics.ledger_json, &self.topics.changelog] {
             if partitions[topic] != events {
                 let (topic, ledger) = (topic.clone(), partitions[topic]);
                 return Err(CoordinatorError::LedgerPartitions { topic, ledger, events });
@@ -223,6 +246,7 @@ impl Coordinator {
                 &topics.ledger_json,
                 &topics.replenishment,
                 &topics.routing,
+                &topics.changelog,
             ])
             .await
     }
@@ -252,6 +276,8 @@ struct FoldLoop {
     /// Fsyncs written batches and hands their records to the sender (dropped, it finishes).
     persister: Persister,
     health: Arc<BrokerHealth>,
+    /// When the changelog is sent next.
+    changelog_due: Instant,
 }
 
 /// The state of one batch being folded.
@@ -275,6 +301,7 @@ impl FoldLoop {
             self.wait_for_sender();
             let batch = self.fold_batch(&consumer, &mut at_end)?;
             if batch.events == 0 {
+                self.send_changelog_when_idle()?;
                 self.mark_reached_ends(&at_end)?;
                 // before the group assigns anything there is nothing to have caught up with
                 if !idle_logged && self.caught_up(&at_end) {
@@ -311,6 +338,7 @@ impl FoldLoop {
             instance_id: self.options.group_instance_id.clone(),
             session_timeout_ms: self.options.session_timeout_ms,
             stats_interval_ms: STATS_INTERVAL_MS,
+            changelog: self.options.changelog,
         })?)
     }
 
@@ -524,6 +552,9 @@ impl FoldLoop {
         for (partition, next) in &batch.next_offsets {
             batch.commit.put_offset(*partition, *next);
         }
+        if self.options.changelog {
+            self.changelog(&mut batch.commit, &batch.next_offsets)?;
+        }
         for (partition, mark) in &batch.marks {
             self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
         }
@@ -532,6 +563,109 @@ impl FoldLoop {
         self.engine.trim();
         self.persister.submit(written, outputs)?;
         self.commit_group_offsets(consumer, &batch.next_offsets);
+        Ok(())
+    }
+
+    /// Notes the keys the batch wrote for the changelog, and once per changelog interval sends
+    /// the owned partitions' keys written since the last sending, before the batch's markers. A
+    /// key written by many batches in between is sent once, with its value as of this batch
+    /// (what Kafka Streams' record cache does between commits).
+    fn changelog(
+        &mut self,
+        commit: &mut omnifold_runtime::Commit,
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> Result<(), CoordinatorError> {
+        if Instant::now() < self.changelog_due {
+            for (partition, next) in next_offsets {
+                let packed = changelog::pack(written_keys(commit, *partition));
+                commit.put_changelog_keys(*partition, *next, packed);
+            }
+            return Ok(());
+        }
+        self.changelog_due = Instant::now() + Duration::from_millis(self.options.changelog_interval_ms);
+        let mut pending = self.store.changelog_pending()?;
+        let stored = self.store.offsets()?;
+        let owned = self.ownership.lock().expect("ownership lock").owned.clone();
+        let partitions: BTreeSet<i32> =
+            pending.keys().chain(next_offsets.keys()).filter(|p| owned.contains(p)).copied().collect();
+        for partition in partitions {
+            let Some(next) = next_offsets.get(&partition).or(stored.get(&partition)).copied() else {
+                continue;
+            };
+            let noted = pending.remove(&partition).unwrap_or_default();
+            self.send_changelog(commit, partition, next, &noted)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the changelog once it is due while no events arrive, so that it does not stay
+    /// behind the state of an idle partition.
+    fn send_changelog_when_idle(&mut self) -> Result<(), CoordinatorError> {
+        if !self.options.changelog || Instant::now() < self.changelog_due {
+            return Ok(());
+        }
+        if self.store.changelog_pending()?.is_empty() {
+            self.changelog_due = Instant::now() + Duration::from_millis(self.options.changelog_interval_ms);
+            return Ok(());
+        }
+        let mut commit = self.store.begin()?;
+        self.changelog(&mut commit, &BTreeMap::new())?;
+        let outputs = commit.take_outputs();
+        let written = self.store.write(commit)?;
+        self.persister.submit(written, outputs)?;
+        Ok(())
+    }
+
+    /// Puts a partition's keys written since its changelog was last sent (`noted`, and this
+    /// batch's) on the changelog. A state the changelog does not hold whole yet (built by a
+    /// replay, or while another instance wrote the changelog) is sent whole first.
+    fn send_changelog(
+        &mut self,
+        commit: &mut omnifold_runtime::Commit,
+        partition: i32,
+        next: i64,
+        noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
+    ) -> Result<(), CoordinatorError> {
+        let batch = changelog::Batch {
+            topic: &self.topics.changelog,
+            partition,
+            next_offset: next,
+            writer: self.store.writer_id(),
+        };
+        if !self.store.is_changelogged(partition)? {
+            let whole = changelog::dump(&self.store, &batch)?;
+            tracing::info!(
+                partition,
+                records = whole.len(),
+                "sending the partition's whole state to its changelog"
+            );
+            for record in whole {
+                commit.hand_output(record);
+            }
+            commit.set_changelogged(partition);
+        }
+        let mut keys: BTreeSet<Vec<u8>> = written_keys(commit, partition).map(<[u8]>::to_vec).collect();
+        for (key, packed) in noted {
+            let corrupt = || changelog::ChangelogError::Corrupt {
+                partition,
+                key: String::from_utf8_lossy(key).into_owned(),
+            };
+            keys.extend(changelog::unpack(packed).ok_or_else(corrupt)?.into_iter().map(<[u8]>::to_vec));
+            commit.remove_changelog_keys(key);
+        }
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = match commit.write_of(&key) {
+                Some(written) => written.map(<[u8]>::to_vec),
+                None => self.store.entry(&key)?.map(|value| value.to_vec()),
+            };
+            entries.push((key, value));
+        }
+        let records = changelog::records(&batch, entries.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+        metrics::counter!("omnifold_changelog_records_written_total").increment(records.len() as u64);
+        for record in records {
+            commit.hand_output(record);
+        }
         Ok(())
     }
 
@@ -589,6 +723,12 @@ impl FoldLoop {
             tracing::debug!(%error, "group offset commit failed");
         }
     }
+}
+
+/// The keys of an input partition's state, seen ids and records a batch writes: its offset is
+/// sent with every sending of the changelog anyway.
+fn written_keys(commit: &omnifold_runtime::Commit, partition: i32) -> impl Iterator<Item = &[u8]> {
+    commit.partition_writes(partition).map(|(key, _)| key).filter(|key| !key.starts_with(b"o/"))
 }
 
 /// Where an event sits in the event log.

@@ -12,7 +12,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 
-use crate::group::last_marker;
+use crate::group::last_markers;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -52,6 +52,7 @@ pub fn status(kafka: &KafkaOptions, topics: &Topics, group: &str) -> Result<Grou
         list.add_partition(&topics.events, *partition);
     }
     let committed = consumer.committed_offsets(list, TIMEOUT)?;
+    let markers = last_markers(kafka, &topics.ledger, &partitions)?;
     let mut statuses = Vec::new();
     for partition in partitions {
         let (_, high) = consumer.fetch_watermarks(&topics.events, partition, TIMEOUT)?;
@@ -59,7 +60,7 @@ pub fn status(kafka: &KafkaOptions, topics: &Topics, group: &str) -> Result<Grou
             .find_partition(&topics.events, partition)
             .and_then(|element| element.offset().to_raw())
             .filter(|offset| *offset >= 0);
-        let published_through = last_marker(kafka, &topics.ledger, partition)?.map(|m| m.through);
+        let published_through = markers.get(&partition).map(|m| m.through);
         let owner = owners.get(&partition).cloned();
         statuses.push(PartitionStatus { partition, owner, committed, high, published_through });
     }

@@ -25,6 +25,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
+use crate::changelog::TOMBSTONE_HEADER;
 use crate::handoff::Handoff;
 use crate::health::{Backoff, BrokerHealth, HealthContext, OutageError, is_outage};
 use crate::kafka::{KafkaError, KafkaOptions};
@@ -331,9 +332,11 @@ impl OutboxSender {
         headers = headers.insert(Header { key: OUTBOX_HEADER, value: Some(&stamp) });
         let mut future_record = FutureRecord::to(&record.topic)
             .key(&record.key)
-            .payload(&record.value)
             .partition(self.partition_of(record)?)
             .headers(headers);
+        if !record.headers.iter().any(|(key, _)| key == TOMBSTONE_HEADER) {
+            future_record = future_record.payload(&record.value);
+        }
         loop {
             match self.producer.send_result(future_record) {
                 Ok(delivery) => return Ok(delivery),

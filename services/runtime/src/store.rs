@@ -17,6 +17,8 @@
 //! | `k/` | input partition (4 bytes BE) + record key | a keyed record of the service's state (raw bytes) |
 //! | `x/` | first sequence of a batch (8 bytes BE) | the batch's outbox records not yet confirmed sent, with their sequence numbers (postcard) |
 //! | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
+//! | `l/` | input partition (4 bytes BE) | nothing: the changelog holds this store's whole state of the partition, but for the keys under `c/` |
+//! | `c/` | input partition (4 bytes BE) + next offset of a batch (8 bytes BE) | the keys of the partition that batch wrote, not yet sent to the changelog |
 //!
 //! State, records, seen ids and offsets are kept per input partition, so one partition can be
 //! dropped ([`Store::drop_partition`]) and rebuilt by replaying its log. Keyed records are
@@ -54,6 +56,8 @@ pub enum StoreError {
     Engine(#[from] fjall::Error),
     #[error("corrupt {what} in the store: {source}")]
     Decode { what: &'static str, source: postcard::Error },
+    #[error("changelog key {key:?} is not a key of input partition {partition}")]
+    ForeignKey { partition: i32, key: String },
     #[error("corrupt {what} in the store: {len} bytes where {want} were expected")]
     Truncated { what: &'static str, len: usize, want: usize },
 }
@@ -99,6 +103,12 @@ struct Unconfirmed {
 }
 
 const WRITER: &[u8] = b"m/writer";
+/// What a store holds per input partition, and what a changelog carries of it: state, seen
+/// ids, keyed records and the offset.
+pub const PARTITION_PREFIXES: [&[u8]; 4] = [b"s/", b"e/", b"k/", b"o/"];
+/// Outbox records sealed under one key at most: a commit that pushes many (a partition's whole
+/// state for its changelog) is stored in pieces, not in one value of some hundred megabytes.
+const SEAL_EVERY: usize = 10_000;
 const SEQ: &[u8] = b"m/seq";
 
 impl Store {
@@ -133,7 +143,10 @@ impl Store {
     }
 
     /// The entries under a key prefix, in key order.
-    fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
+    fn scan<'a>(
+        &'a self,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + use<'a> {
         self.tree.prefix(prefix).map(|guard| guard.into_inner().map_err(StoreError::from))
     }
 
@@ -370,6 +383,113 @@ impl Store {
             }
         }
         writes.insert(partition_key(b"o/", partition, b""), None);
+        self.forget_changelog_writes(partition, &mut writes)?;
+        self.apply(writes, Some(PersistMode::SyncAll))
+    }
+
+    /// Forgets that the changelog holds the partition's state, and the keys waiting for it: a
+    /// partition this instance gives up may be written to the changelog by another meanwhile.
+    pub fn forget_changelog(&self, partition: i32) -> Result<(), StoreError> {
+        let mut writes = BTreeMap::new();
+        self.forget_changelog_writes(partition, &mut writes)?;
+        self.apply(writes, Some(PersistMode::SyncAll))
+    }
+
+    fn forget_changelog_writes(
+        &self,
+        partition: i32,
+        writes: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<(), StoreError> {
+        writes.insert(partition_key(b"l/", partition, b""), None);
+        for entry in self.scan(&partition_key(b"c/", partition, b"")) {
+            writes.insert(entry?.0.to_vec(), None);
+        }
+        Ok(())
+    }
+
+    /// Per input partition, the keys written since its changelog was last sent, each batch's
+    /// packed under its `c/` key.
+    pub fn changelog_pending(&self) -> Result<BTreeMap<i32, Vec<(Bytes, Bytes)>>, StoreError> {
+        let mut pending: BTreeMap<i32, Vec<(Bytes, Bytes)>> = BTreeMap::new();
+        for entry in self.scan(b"c/") {
+            let (key, value) = entry?;
+            pending.entry(be_i32(&key, 2, "changelog keys")?).or_default().push((key, value));
+        }
+        Ok(pending)
+    }
+
+    /// One stored value by its full key.
+    pub fn entry(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.tree.get(key)?)
+    }
+
+    /// Every stored entry of an input partition (state, seen ids, records, offset) under its
+    /// full key, as a changelog carries them.
+    pub fn partition_entries(
+        &self,
+        partition: i32,
+    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
+        PARTITION_PREFIXES
+            .into_iter()
+            .flat_map(move |prefix| self.scan(&partition_key(prefix, partition, b"")))
+    }
+
+    /// The input partitions whose whole state the changelog holds.
+    pub fn changelogged(&self) -> Result<BTreeSet<i32>, StoreError> {
+        let mut partitions = BTreeSet::new();
+        for entry in self.scan(b"l/") {
+            partitions.insert(be_i32(&entry?.0, 2, "changelog flag")?);
+        }
+        Ok(partitions)
+    }
+
+    /// Whether the changelog holds this store's whole state of the input partition.
+    pub fn is_changelogged(&self, partition: i32) -> Result<bool, StoreError> {
+        Ok(self.tree.contains_key(partition_key(b"l/", partition, b""))?)
+    }
+
+    /// Forgets every partition's changelog flag and waiting keys: a store written without a
+    /// changelog sends its whole state of a partition once it writes one again.
+    pub fn forget_changelogs(&self) -> Result<(), StoreError> {
+        let mut writes = BTreeMap::new();
+        for prefix in [b"l/", b"c/"] {
+            for entry in self.scan(prefix) {
+                writes.insert(entry?.0.to_vec(), None);
+            }
+        }
+        self.apply(writes, Some(PersistMode::SyncAll))
+    }
+
+    /// Writes entries of an input partition read back from its changelog (a `None` value
+    /// removes the key); not synced, and without the offset, which [`Store::finish_restore`]
+    /// writes last. A key of another partition or of no partition is refused.
+    pub fn restore_entries(
+        &self,
+        partition: i32,
+        entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        let mut writes = BTreeMap::new();
+        let offset_key = partition_key(b"o/", partition, b"");
+        for (key, value) in entries {
+            if !is_partition_key(&key, partition) {
+                return Err(StoreError::ForeignKey {
+                    partition,
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                });
+            }
+            if key != offset_key {
+                writes.insert(key, value);
+            }
+        }
+        self.apply(writes, Some(PersistMode::Buffer))
+    }
+
+    /// Ends a restore from the changelog: the partition's offset and its changelog flag (the
+    /// state is the changelog's), synced with every entry restored before.
+    pub fn finish_restore(&self, partition: i32, next_offset: i64) -> Result<(), StoreError> {
+        let mut writes = BTreeMap::new();
+        writes.insert(partition_key(b"o/", partition, b""), Some(next_offset.to_be_bytes().to_vec()));
+        writes.insert(partition_key(b"l/", partition, b""), Some(Vec::new()));
         self.apply(writes, Some(PersistMode::SyncAll))
     }
 
@@ -446,10 +566,47 @@ impl Commit {
         self.put(partition_key(b"o/", partition, b""), next_offset.to_be_bytes().to_vec());
     }
 
+    /// Notes that the changelog holds the whole state of an input partition once this batch
+    /// is sent.
+    pub fn set_changelogged(&mut self, partition: i32) {
+        self.put(partition_key(b"l/", partition, b""), Vec::new());
+    }
+
+    /// Notes the keys of an input partition this batch wrote, packed, for the changelog's
+    /// next sending; `next_offset` (the batch's) tells the batches apart.
+    pub fn put_changelog_keys(&mut self, partition: i32, next_offset: i64, packed: Vec<u8>) {
+        self.put(partition_key(b"c/", partition, &next_offset.to_be_bytes()), packed);
+    }
+
+    /// Removes noted keys once they are sent to the changelog ([`Store::changelog_pending`]).
+    pub fn remove_changelog_keys(&mut self, key: &[u8]) {
+        if key.starts_with(b"c/") {
+            self.writes.insert(key.to_vec(), None);
+        }
+    }
+
+    /// What this batch writes under a full key: `Some(None)` for a removal, `None` if nothing.
+    pub fn write_of(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.writes.get(key).map(Option::as_deref)
+    }
+
+    /// This batch's writes of an input partition's state, seen ids, records and offset, under
+    /// their full keys; `None` removes the key.
+    pub fn partition_writes(&self, partition: i32) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        PARTITION_PREFIXES.into_iter().flat_map(move |prefix| {
+            let start = partition_key(prefix, partition, b"");
+            self.writes
+                .range(start.clone()..)
+                .take_while(move |(key, _)| key.starts_with(&start))
+                .map(|(key, value)| (key.as_slice(), value.as_deref()))
+        })
+    }
+
     pub fn push_output(&mut self, record: &OutboxRecord) {
         self.outbox.push((self.next_seq, record.clone()));
         self.next_seq += 1;
         self.outputs += 1;
+        self.seal_if_full();
     }
 
     /// Like [`Commit::push_output`], and keeps the record for [`Commit::take_outputs`].
@@ -458,6 +615,13 @@ impl Commit {
         self.outbox.push((self.next_seq, record));
         self.next_seq += 1;
         self.outputs += 1;
+        self.seal_if_full();
+    }
+
+    fn seal_if_full(&mut self) {
+        if self.outbox.len() >= SEAL_EVERY {
+            self.seal_outbox();
+        }
     }
 
     /// The records given to [`Commit::hand_output`], with their sequence numbers, to hand to
@@ -544,6 +708,12 @@ fn partition_key(prefix: &[u8], partition: i32, rest: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Whether `key` is one of `partition`'s state, seen id, record or offset keys.
+fn is_partition_key(key: &[u8], partition: i32) -> bool {
+    PARTITION_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+        && key.get(2..6) == Some(&partition.to_be_bytes()[..])
+}
+
 fn outbox_key(seq: u64) -> Vec<u8> {
     let mut key = b"x/".to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
@@ -614,6 +784,42 @@ mod tests {
         commit.push_output(&record(3));
         store.commit(commit).unwrap();
         assert_eq!(store.pending(10).unwrap().last().unwrap().0, 2, "sequence numbers keep rising");
+    }
+
+    #[test]
+    fn a_partition_restored_from_its_writes_equals_the_original_and_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = Store::open(&dir.path().join("a")).unwrap();
+        let mut written = Vec::new();
+        for (n, removed) in [(1u32, false), (2, true)] {
+            let mut commit = original.begin().unwrap();
+            commit.put_state(5, "SKU-1", &n);
+            commit.put_record(5, b"line/a", vec![n as u8]);
+            if removed {
+                commit.remove_record(5, b"line/a");
+            }
+            commit.put_seen(5, &format!("ev-{n}"));
+            commit.put_seen(6, "other partition");
+            commit.put_offset(5, n as i64 * 10);
+            written.extend(commit.partition_writes(5).map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))));
+            assert!(commit.partition_writes(5).all(|(key, _)| key[2..6] == 5i32.to_be_bytes()));
+            original.commit(commit).unwrap();
+        }
+
+        let copy = Store::open(&dir.path().join("b")).unwrap();
+        copy.restore_entries(5, written).unwrap();
+        assert!(copy.offsets().unwrap().is_empty(), "the offset is written last");
+        copy.finish_restore(5, 20).unwrap();
+        let entries = |store: &Store| -> Vec<(Bytes, Bytes)> {
+            store.partition_entries(5).collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(entries(&copy), entries(&original));
+        assert_eq!(copy.changelogged().unwrap(), BTreeSet::from([5]));
+        copy.drop_partition(5).unwrap();
+        assert!(copy.changelogged().unwrap().is_empty() && entries(&copy).is_empty());
+
+        let foreign = vec![(partition_key(b"s/", 6, b"x"), Some(vec![1]))];
+        assert!(matches!(copy.restore_entries(5, foreign), Err(StoreError::ForeignKey { partition: 5, .. })));
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Topics {
     /// Reorder and transfer suggestions and routing advice (CONTRACT.md section 10).
     pub replenishment: String,
     pub routing: String,
+    /// The coordinator's changelog: its store's writes per events partition, to restore a
+    /// moved partition from (ARCHITECTURE.md, "Several coordinators").
+    pub changelog: String,
 }
 
 impl Topics {
@@ -102,6 +105,7 @@ impl Topics {
             ledger_json: name("ledger.json.v1"),
             replenishment: name("replenishment.v1"),
             routing: name("routing.v1"),
+            changelog: name("internal.coordinator-changelog.v1"),
         }
     }
 
@@ -133,6 +137,9 @@ impl Topics {
             // keyed like availability, compacted like it: as many partitions
             spec(&self.replenishment, options.availability_partitions, Cleanup::Compact),
             spec(&self.routing, options.availability_partitions, Cleanup::Compact),
+            // partition p holds the state of events partition p; only each key's latest
+            // record is ever read
+            spec(&self.changelog, options.events_partitions, Cleanup::Compact),
         ]
     }
 }

@@ -60,6 +60,8 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         broker_outage_max: None,
         group_instance_id: None,
         session_timeout_ms: 10_000,
+        changelog: true,
+        changelog_interval_ms: 1_000,
     }
 }
 

@@ -1,0 +1,486 @@
+//! A store's changelog: every write of an input partition's state, seen ids, records and
+//! offset, sent through the outbox to partition p of a compacted topic, so that another
+//! instance can restore the partition by reading the changelog instead of re-folding its whole
+//! event log (Kafka Streams' changelog topics, without transactions).
+//!
+//! Each record's key is the store key, its value the stored value (a tombstone for a removed
+//! key), and [`THROUGH_HEADER`] says the offset its batch's state stands at. A batch's offset
+//! record (`o/` + partition) is its last record on the partition, since the outbox sends in
+//! order through an idempotent producer. A reader can therefore tell a changelog that stops
+//! inside a batch (its writer was killed mid-send): some record's `through` is past the last
+//! offset record ([`Verdict::Incomplete`]). Compaction never makes a complete changelog look
+//! incomplete, since it keeps each key's latest record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use crate::KafkaOptions;
+use crate::store::{OutboxRecord, Store, StoreError};
+
+/// The offset the batch that wrote a changelog record brought its partition to (the next
+/// offset to fold), as decimal text.
+pub const THROUGH_HEADER: &str = "omnifold-changelog-through";
+/// Marks an outbox record to be sent with no value: a Kafka tombstone.
+pub const TOMBSTONE_HEADER: &str = "omnifold-tombstone";
+
+/// The store's prefix of seen ids, and the changelog's of packed ones.
+const SEEN_PREFIX: &[u8] = b"e/";
+const PACKED_IDS_PREFIX: &[u8] = b"E/";
+/// Seen ids per packed changelog record.
+const IDS_PER_RECORD: usize = 10_000;
+/// Entries written to the store at a time while restoring.
+const RESTORE_CHUNK: usize = 20_000;
+/// A restore logs its progress every this many records.
+const LOG_EVERY: u64 = 500_000;
+/// How long a restore may take to read a changelog partition to its end.
+const READ_DEADLINE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChangelogError {
+    #[error("kafka client error reading the changelog: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("corrupt packed ids in changelog partition {partition}, key {key:?}")]
+    Corrupt { partition: i32, key: String },
+    #[error("changelog partitions {partitions:?} were not read to their end within {seconds} s")]
+    Unfinished { partitions: Vec<i32>, seconds: u64 },
+}
+
+/// Where a batch's changelog records go, and the offset its state stands at.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub next_offset: i64,
+    /// The writing store's id: a packed id record's key is unique per writer and batch.
+    pub writer: &'a str,
+}
+
+/// The changelog records of one batch's writes of a partition. The seen ids, written once and
+/// never changed, are packed [`IDS_PER_RECORD`] to a record; the offset record goes last.
+pub fn records<'a>(
+    batch: &Batch<'_>,
+    writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+) -> Vec<OutboxRecord> {
+    let offset_key = offset_key(batch.partition);
+    let mut records = Vec::new();
+    let mut ids = Vec::new();
+    for (key, value) in writes {
+        match (key.strip_prefix(SEEN_PREFIX), value) {
+            _ if key == offset_key.as_slice() => {}
+            (Some(id), Some(_)) => ids.push(&id[4..]),
+            _ => records.push(record(batch, key, value)),
+        }
+    }
+    records.extend(id_records(batch, b'b', &ids));
+    records.push(record(batch, &offset_key, Some(&batch.next_offset.to_be_bytes())));
+    records
+}
+
+/// The changelog records of this store's whole state of a partition, less its offset: sent
+/// before the records of the first batch that writes the partition's changelog, when the
+/// state was built without one (a replay restore, a store that ran without a changelog).
+pub fn dump(store: &Store, batch: &Batch<'_>) -> Result<Vec<OutboxRecord>, StoreError> {
+    let offset_key = offset_key(batch.partition);
+    let mut records = Vec::new();
+    let mut ids = Vec::new();
+    for entry in store.partition_entries(batch.partition) {
+        let (key, value) = entry?;
+        match key.strip_prefix(SEEN_PREFIX) {
+            _ if *key == *offset_key => {}
+            Some(id) => ids.push(id[4..].to_vec()),
+            None => records.push(record(batch, &key, Some(&value))),
+        }
+    }
+    let ids: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+    records.extend(id_records(batch, b'd', &ids));
+    Ok(records)
+}
+
+/// Seen ids packed into records keyed `E/` + partition + next offset + kind (`b` a batch's,
+/// `d` a dump's) + chunk + writer id: never overwritten by another writer's or another
+/// batch's, so compaction keeps every one.
+fn id_records(batch: &Batch<'_>, kind: u8, ids: &[&[u8]]) -> Vec<OutboxRecord> {
+    ids.chunks(IDS_PER_RECORD)
+        .enumerate()
+        .map(|(chunk, ids)| {
+            let mut key = PACKED_IDS_PREFIX.to_vec();
+            key.extend_from_slice(&batch.partition.to_be_bytes());
+            key.extend_from_slice(&batch.next_offset.to_be_bytes());
+            key.push(kind);
+            key.extend_from_slice(&(chunk as u32).to_be_bytes());
+            key.extend_from_slice(batch.writer.as_bytes());
+            record(batch, &key, Some(&pack(ids.iter().copied())))
+        })
+        .collect()
+}
+
+/// The store entries a changelog record stands for: itself, or the seen ids it packs.
+pub fn entries(partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Entry>, ChangelogError> {
+    if !key.starts_with(PACKED_IDS_PREFIX) {
+        return Ok(vec![(key.to_vec(), value.map(<[u8]>::to_vec))]);
+    }
+    let corrupt = || ChangelogError::Corrupt { partition, key: String::from_utf8_lossy(key).into_owned() };
+    let ids = value.and_then(unpack).ok_or_else(corrupt)?;
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let mut seen = SEEN_PREFIX.to_vec();
+            seen.extend_from_slice(&partition.to_be_bytes());
+            seen.extend_from_slice(id);
+            (seen, Some(Vec::new()))
+        })
+        .collect())
+}
+
+/// Byte strings, each after its length (4 bytes BE).
+pub fn pack<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut packed = Vec::new();
+    for item in items {
+        packed.extend_from_slice(&(item.len() as u32).to_be_bytes());
+        packed.extend_from_slice(item);
+    }
+    packed
+}
+
+/// The byte strings [`pack`] packed; `None` when they do not parse.
+pub fn unpack(mut packed: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut items = Vec::new();
+    while !packed.is_empty() {
+        let (len, tail) = packed.split_first_chunk::<4>()?;
+        let len = u32::from_be_bytes(*len) as usize;
+        items.push(tail.get(..len)?);
+        packed = &tail[len..];
+    }
+    Some(items)
+}
+
+/// A store key and its value, `None` for a removed key.
+pub type Entry = (Vec<u8>, Option<Vec<u8>>);
+
+fn record(batch: &Batch<'_>, key: &[u8], value: Option<&[u8]>) -> OutboxRecord {
+    let mut headers = vec![(THROUGH_HEADER.to_string(), batch.next_offset.to_string().into_bytes())];
+    if value.is_none() {
+        headers.push((TOMBSTONE_HEADER.to_string(), Vec::new()));
+    }
+    OutboxRecord {
+        topic: batch.topic.to_string(),
+        key: key.to_vec(),
+        value: value.unwrap_or_default().to_vec(),
+        headers,
+        partition: Some(batch.partition),
+    }
+}
+
+/// The store key of a partition's offset, which closes each batch on the changelog.
+fn offset_key(partition: i32) -> Vec<u8> {
+    let mut key = b"o/".to_vec();
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// The `through` of a changelog record's headers, if it has one.
+pub fn through_of(headers: &[(String, Vec<u8>)]) -> Option<i64> {
+    let (_, value) = headers.iter().find(|(key, _)| key == THROUGH_HEADER)?;
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
+/// What a changelog partition read from its start says, record by record.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// The value of the last offset record: the state the changelog describes stands there.
+    pub next_offset: Option<i64>,
+    /// The highest `through` of any record.
+    pub max_through: i64,
+    pub records: u64,
+}
+
+/// Whether a changelog can stand in for re-folding a partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// It describes the partition's state at `next_offset`: restore from it.
+    Restore { next_offset: i64 },
+    /// Nothing was ever written to it.
+    Empty,
+    /// Its writer stopped inside a batch: some records are past the last offset record.
+    Incomplete { next_offset: i64, max_through: i64 },
+    /// It is ahead of the last progress marker: its batch's outputs may not all be on their
+    /// topics, and only a re-fold from before it can send what is missing.
+    AheadOfMarker { next_offset: i64, published_through: i64 },
+    /// This instance's own state is at least as far.
+    NotNewer { next_offset: i64, own_next: i64 },
+}
+
+impl Tally {
+    pub fn note(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>, through: Option<i64>) {
+        self.records += 1;
+        if let Some(through) = through {
+            self.max_through = self.max_through.max(through);
+        }
+        if key == offset_key(partition).as_slice()
+            && let Some(bytes) = value.and_then(|v| <[u8; 8]>::try_from(v).ok())
+        {
+            self.next_offset = Some(i64::from_be_bytes(bytes));
+        }
+    }
+
+    /// The verdict, given the offset through which the partition's outputs are published (its
+    /// last marker's) and the next offset of this instance's own state of it (0 for none).
+    pub fn verdict(&self, published_through: i64, own_next: i64) -> Verdict {
+        let Some(next_offset) = self.next_offset else { return Verdict::Empty };
+        if self.max_through > next_offset {
+            Verdict::Incomplete { next_offset, max_through: self.max_through }
+        } else if next_offset - 1 > published_through {
+            Verdict::AheadOfMarker { next_offset, published_through }
+        } else if next_offset <= own_next {
+            Verdict::NotNewer { next_offset, own_next }
+        } else {
+            Verdict::Restore { next_offset }
+        }
+    }
+}
+
+/// A partition to restore from its changelog: the offset through which its outputs are
+/// published (its last marker's) and the next offset of this store's own state of it (0 for
+/// none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    pub partition: i32,
+    pub published_through: i64,
+    pub own_next: i64,
+}
+
+/// Restores each wanted partition from its changelog where that can stand in for re-folding
+/// the log (see [`Verdict`]), replacing this store's state of it; one reader for all of them.
+/// Where the verdict is another, the store's state of the partition is as it was, or dropped
+/// when it had none worth keeping (`own_next` 0).
+pub fn restore(
+    store: &Store,
+    kafka: &KafkaOptions,
+    topic: &str,
+    wanted: &[Wanted],
+) -> Result<BTreeMap<i32, Verdict>, ChangelogError> {
+    let started = Instant::now();
+    let mut verdicts = BTreeMap::new();
+    // an instance's own state is dropped only for a changelog that is newer and whole
+    let owned: Vec<Wanted> = wanted.iter().filter(|w| w.own_next > 0).copied().collect();
+    if !owned.is_empty() {
+        let tallies = read(kafka, topic, &partitions(&owned), |_, _, _| Ok(()))?;
+        for w in &owned {
+            let verdict = tallies
+                .get(&w.partition)
+                .cloned()
+                .unwrap_or_default()
+                .verdict(w.published_through, w.own_next);
+            if !matches!(verdict, Verdict::Restore { .. }) {
+                verdicts.insert(w.partition, verdict);
+            }
+        }
+    }
+    let restoring: Vec<Wanted> =
+        wanted.iter().filter(|w| !verdicts.contains_key(&w.partition)).copied().collect();
+    if restoring.is_empty() {
+        return Ok(verdicts);
+    }
+    for w in &restoring {
+        store.drop_partition(w.partition)?;
+    }
+    let mut chunks: BTreeMap<i32, Vec<Entry>> = BTreeMap::new();
+    let tallies = read(kafka, topic, &partitions(&restoring), |partition, key, value| {
+        let chunk = chunks.entry(partition).or_default();
+        chunk.extend(entries(partition, key, value)?);
+        if chunk.len() >= RESTORE_CHUNK {
+            store.restore_entries(partition, std::mem::take(chunk))?;
+        }
+        Ok(())
+    })?;
+    for (partition, chunk) in chunks {
+        store.restore_entries(partition, chunk)?;
+    }
+    for w in &restoring {
+        let tally = tallies.get(&w.partition).cloned().unwrap_or_default();
+        let verdict = tally.verdict(w.published_through, w.own_next);
+        match verdict {
+            Verdict::Restore { next_offset } => store.finish_restore(w.partition, next_offset)?,
+            _ => store.drop_partition(w.partition)?,
+        }
+        metrics::counter!("omnifold_changelog_records_restored_total").increment(tally.records);
+        tracing::info!(partition = w.partition, records = tally.records, ?verdict, "read the changelog");
+        verdicts.insert(w.partition, verdict);
+    }
+    tracing::info!(
+        partitions = restoring.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "restored from the changelog"
+    );
+    Ok(verdicts)
+}
+
+fn partitions(wanted: &[Wanted]) -> Vec<i32> {
+    wanted.iter().map(|w| w.partition).collect()
+}
+
+/// Reads changelog partitions from their start to their end (the end-of-partition events: the
+/// test broker answers high watermarks short), handing each entry to `each` with its
+/// partition, and tallies each partition.
+fn read(
+    kafka: &KafkaOptions,
+    topic: &str,
+    partitions: &[i32],
+    mut each: impl FnMut(i32, &[u8], Option<&[u8]>) -> Result<(), ChangelogError>,
+) -> Result<BTreeMap<i32, Tally>, ChangelogError> {
+    let consumer: BaseConsumer<Quiet> = kafka
+        .assigning_config("omnifold-coordinator-restore")
+        .set("enable.partition.eof", "true")
+        .set("fetch.max.bytes", "104857600")
+        .set("max.partition.fetch.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "262144")
+        .create_with_context(Quiet)?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
+    let mut tallies: BTreeMap<i32, Tally> = BTreeMap::new();
+    let mut records = 0u64;
+    let deadline = Instant::now() + READ_DEADLINE;
+    while !open.is_empty() {
+        if Instant::now() > deadline {
+            return Err(ChangelogError::Unfinished {
+                partitions: open.into_iter().collect(),
+                seconds: READ_DEADLINE.as_secs(),
+            });
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let partition = message.partition();
+                let through = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == THROUGH_HEADER).and_then(|h| h.value))
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                let key = message.key().unwrap_or_default();
+                tallies.entry(partition).or_default().note(partition, key, message.payload(), through);
+                each(partition, key, message.payload())?;
+                records += 1;
+                if records.is_multiple_of(LOG_EVERY) {
+                    tracing::info!(records, partitions_left = open.len(), "restoring from the changelog");
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                open.remove(&partition);
+            }
+            Some(Err(error)) => tracing::debug!(%error, "reading the changelog"),
+            None => {}
+        }
+    }
+    Ok(tallies)
+}
+
+/// The restore reader's context: the partition's end is what it waits for, not an error.
+struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "reading the changelog");
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tally_of(records: &[OutboxRecord], partition: i32) -> Tally {
+        let mut tally = Tally::default();
+        for record in records {
+            let value =
+                (!record.headers.iter().any(|(k, _)| k == TOMBSTONE_HEADER)).then_some(&record.value[..]);
+            tally.note(partition, &record.key, value, through_of(&record.headers));
+        }
+        tally
+    }
+
+    fn at(partition: i32, next_offset: i64) -> Batch<'static> {
+        Batch { topic: "cl", partition, next_offset, writer: "w1" }
+    }
+
+    fn batch(partition: i32, next: i64, keys: &[&[u8]]) -> Vec<OutboxRecord> {
+        let writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            keys.iter().map(|k| (k.to_vec(), Some(b"v".to_vec()))).collect();
+        records(&at(partition, next), writes.iter().map(|(k, v)| (k.as_slice(), v.as_deref())))
+    }
+
+    #[test]
+    fn a_batch_packs_its_ids_ends_with_its_offset_and_sends_removals_as_tombstones() {
+        let writes: Vec<(&[u8], Option<&[u8]>)> = vec![
+            (b"e/\0\0\0\x02ev-1", Some(b"")),
+            (b"e/\0\0\0\x02ev-2", Some(b"")),
+            (b"k/\0\0\0\x02a", Some(b"1")),
+            (b"k/\0\0\0\x02b", None),
+            (b"o/\0\0\0\x02", Some(b"x")),
+        ];
+        let records = records(&at(2, 40), writes.into_iter());
+        assert_eq!(records.len(), 4, "two records, one packing both ids, the offset");
+        assert_eq!(records[1].headers.iter().filter(|(k, _)| k == TOMBSTONE_HEADER).count(), 1);
+        let ids = entries(2, &records[2].key, Some(&records[2].value)).unwrap();
+        assert_eq!(
+            ids,
+            vec![(b"e/\0\0\0\x02ev-1".to_vec(), Some(vec![])), (b"e/\0\0\0\x02ev-2".to_vec(), Some(vec![]))]
+        );
+        let last = records.last().unwrap();
+        assert_eq!(last.key, b"o/\0\0\0\x02");
+        assert_eq!(last.value, 40i64.to_be_bytes());
+        assert!(records.iter().all(|r| through_of(&r.headers) == Some(40) && r.partition == Some(2)));
+        assert_eq!(
+            entries(2, &records[0].key, Some(b"1")).unwrap(),
+            vec![(records[0].key.clone(), Some(b"1".to_vec()))]
+        );
+    }
+
+    #[test]
+    fn packed_ids_that_do_not_parse_are_an_error_naming_the_key() {
+        let key = b"E/\0\0\0\x01rest";
+        assert!(matches!(
+            entries(1, key, Some(&[0, 0, 0, 9, b'x'])),
+            Err(ChangelogError::Corrupt { partition: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn whole_batches_restore_and_a_cut_batch_does_not() {
+        let mut log = batch(1, 10, &[b"s/\0\0\0\x01x", b"e/\0\0\0\x01id"]);
+        log.extend(batch(1, 20, &[b"s/\0\0\0\x01x"]));
+        assert_eq!(tally_of(&log, 1).verdict(19, 0), Verdict::Restore { next_offset: 20 });
+        // the writer was killed after the first record of its next batch
+        let next = batch(1, 30, &[b"s/\0\0\0\x01y", b"s/\0\0\0\x01z"]);
+        log.push(next[0].clone());
+        assert_eq!(
+            tally_of(&log, 1).verdict(19, 0),
+            Verdict::Incomplete { next_offset: 20, max_through: 30 }
+        );
+    }
+
+    #[test]
+    fn a_changelog_past_the_marker_or_behind_the_own_state_is_not_used() {
+        let log = batch(0, 50, &[b"s/\0\0\0\0x"]);
+        let tally = tally_of(&log, 0);
+        assert_eq!(tally.verdict(40, 0), Verdict::AheadOfMarker { next_offset: 50, published_through: 40 });
+        assert_eq!(tally.verdict(49, 50), Verdict::NotNewer { next_offset: 50, own_next: 50 });
+        assert_eq!(tally.verdict(49, 30), Verdict::Restore { next_offset: 50 });
+        assert_eq!(Tally::default().verdict(49, 0), Verdict::Empty);
+    }
+
+    #[test]
+    fn an_offset_record_of_another_partition_does_not_count() {
+        let log = batch(3, 50, &[b"s/\0\0\0\x03x"]);
+        assert_eq!(tally_of(&log, 4).next_offset, None);
+    }
+}
