@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use common::changelogs::{assert_changelogs_equal_the_owners, changelogs_at_the_end};
 use common::outputs::{expected, feed_with_breaks};
 use common::*;
 use omnifold_connector::publish::Publisher;
@@ -141,4 +142,9 @@ async fn sigkill_at_any_point_loses_and_repeats_nothing() {
 
     let dead = read_to_end(&broker, &topics.deadletter).await;
     assert_eq!(dead.len(), want.dead_letters, "each refused event is dead-lettered once");
+
+    // the changelog, sent through the same outbox, holds exactly the state the kills left
+    let counts = common::outputs::counts(&events);
+    let changelogs = changelogs_at_the_end(&broker, &counts).await;
+    assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
 }

@@ -49,6 +49,9 @@ pub struct ChildArgs {
     pub batch_max_events: usize,
     #[arg(long, default_value_t = 20)]
     pub batch_max_ms: u64,
+    /// Run without the changelog (for its cost)
+    #[arg(long)]
+    pub no_changelog: bool,
 }
 
 impl ChildArgs {
@@ -72,6 +75,9 @@ impl ChildArgs {
         ];
         if self.exit_when_caught_up {
             args.push("--exit-when-caught-up".into());
+        }
+        if self.no_changelog {
+            args.push("--no-changelog".into());
         }
         args
     }
@@ -132,7 +138,7 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         // back at once instead of waiting out the killed one's session
         group_instance_id: Some("bench-coordinator".to_string()),
         session_timeout_ms: 10_000,
-        changelog: true,
+        changelog: !args.no_changelog,
         changelog_interval_ms: 1_000,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

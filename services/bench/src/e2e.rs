@@ -68,6 +68,9 @@ pub struct RunArgs {
     /// Skip the latency runs (e.g. for a profiling run).
     #[arg(long)]
     pub no_latency: bool,
+    /// Run the coordinator without its changelog, to see what writing it costs
+    #[arg(long)]
+    pub no_changelog: bool,
     /// Runs of each baseline reader, before and after the coordinator.
     #[arg(long, default_value_t = 2)]
     pub baseline_runs: usize,
@@ -115,6 +118,7 @@ impl Bench {
             exit_when_caught_up,
             batch_max_events: self.args.batch_max_events,
             batch_max_ms: 20,
+            no_changelog: self.args.no_changelog,
         }
     }
 

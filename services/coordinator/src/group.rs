@@ -265,7 +265,11 @@ impl GroupContext {
                     .set(0.0);
             }
         }
-        for partition in &partitions {
+        // a partition moved to another member may have its changelog written there; one left
+        // as this instance stops keeps its flag and waiting keys (an owner that publishes it
+        // meanwhile makes the next assignment forget them)
+        let moved = if self.stopping.load(Ordering::Relaxed) { &[][..] } else { &partitions[..] };
+        for partition in moved {
             if let Err(error) = self.store.forget_changelog(*partition) {
                 tracing::error!(partition, %error, "cannot forget the partition's changelog keys");
             }

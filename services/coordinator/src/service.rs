@@ -321,6 +321,14 @@ impl FoldLoop {
             total += batch.events;
             self.commit(&consumer, batch, &at_end)?;
         }
+        if self.options.changelog {
+            // a member leaving sends what its changelog lacks, so a next owner re-folds nothing
+            self.changelog_due = Instant::now();
+            self.send_changelog_when_idle()?;
+        }
+        // the partitions the consumer gives up as it closes are left, not moved: their changelog
+        // flags and waiting keys stay (group::GroupContext::revoke)
+        self.stop.store(true, Ordering::Relaxed);
         Ok(self.persister.finish()?)
     }
 

@@ -33,6 +33,8 @@ const SEEN_PREFIX: &[u8] = b"e/";
 const PACKED_IDS_PREFIX: &[u8] = b"E/";
 /// Seen ids per packed changelog record.
 const IDS_PER_RECORD: usize = 10_000;
+/// Chunks read and not yet written to the store while restoring.
+const WRITES_IN_FLIGHT: usize = 4;
 /// Entries written to the store at a time while restoring.
 const RESTORE_CHUNK: usize = 20_000;
 /// A restore logs its progress every this many records.
@@ -291,18 +293,7 @@ pub fn restore(
     for w in &restoring {
         store.drop_partition(w.partition)?;
     }
-    let mut chunks: BTreeMap<i32, Vec<Entry>> = BTreeMap::new();
-    let tallies = read(kafka, topic, &partitions(&restoring), |partition, key, value| {
-        let chunk = chunks.entry(partition).or_default();
-        chunk.extend(entries(partition, key, value)?);
-        if chunk.len() >= RESTORE_CHUNK {
-            store.restore_entries(partition, std::mem::take(chunk))?;
-        }
-        Ok(())
-    })?;
-    for (partition, chunk) in chunks {
-        store.restore_entries(partition, chunk)?;
-    }
+    let tallies = read_into(store, kafka, topic, &partitions(&restoring))?;
     for w in &restoring {
         let tally = tallies.get(&w.partition).cloned().unwrap_or_default();
         let verdict = tally.verdict(w.published_through, w.own_next);
@@ -320,6 +311,43 @@ pub fn restore(
         "restored from the changelog"
     );
     Ok(verdicts)
+}
+
+/// Reads changelog partitions into the store: a writer thread applies full chunks while the
+/// reader goes on, since the broker's answers, not this process, bound a restore.
+fn read_into(
+    store: &Store,
+    kafka: &KafkaOptions,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, Tally>, ChangelogError> {
+    let (chunks, written) = std::sync::mpsc::sync_channel::<(i32, Vec<Entry>)>(WRITES_IN_FLIGHT);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<(), StoreError> {
+            for (partition, chunk) in written {
+                store.restore_entries(partition, chunk)?;
+            }
+            Ok(())
+        });
+        let mut open: BTreeMap<i32, Vec<Entry>> = BTreeMap::new();
+        let read = read(kafka, topic, partitions, |partition, key, value| {
+            let chunk = open.entry(partition).or_default();
+            chunk.extend(entries(partition, key, value)?);
+            if chunk.len() >= RESTORE_CHUNK {
+                // a send fails only when the writer stopped on an error, which join reports
+                let _ = chunks.send((partition, std::mem::take(chunk)));
+            }
+            Ok(())
+        });
+        for chunk in open {
+            let _ = chunks.send(chunk);
+        }
+        drop(chunks);
+        let written = writer.join().expect("the restore's writer thread does not panic");
+        let tallies = read?;
+        written?;
+        Ok(tallies)
+    })
 }
 
 fn partitions(wanted: &[Wanted]) -> Vec<i32> {

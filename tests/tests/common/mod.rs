@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod changelogs;
 pub mod chromium;
 pub mod outputs;
 
