@@ -7,31 +7,38 @@
 //! the working set is taken as not existing. Changed records are remembered until
 //! [`Records::take_changed`] hands them to the store, which writes only those.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::hash::Hash;
+
+use rustc_hash::FxHashMap;
 
 /// A working set of keyed records with the keys changed since the last write.
+///
+/// The records are hashed, not ordered: a fold held whole in memory keeps every line of a SKU,
+/// and looking one up in order compares its channel, order and line ids string by string at
+/// each level. Nothing reads them in order; the changed keys are written in key order.
 #[derive(Debug, Clone)]
-pub struct Records<K: Ord, V> {
-    loaded: BTreeMap<K, V>,
+pub struct Records<K: Ord + Hash, V> {
+    loaded: FxHashMap<K, V>,
     changed: BTreeSet<K>,
 }
 
-impl<K: Ord, V> Default for Records<K, V> {
+impl<K: Ord + Hash, V> Default for Records<K, V> {
     fn default() -> Self {
-        Records { loaded: BTreeMap::new(), changed: BTreeSet::new() }
+        Records { loaded: FxHashMap::default(), changed: BTreeSet::new() }
     }
 }
 
 /// Two working sets are equal when they hold the same records, whatever is unwritten.
-impl<K: Ord, V: PartialEq> PartialEq for Records<K, V> {
+impl<K: Ord + Hash, V: PartialEq> PartialEq for Records<K, V> {
     fn eq(&self, other: &Self) -> bool {
         self.loaded == other.loaded
     }
 }
 
-impl<K: Ord, V: Eq> Eq for Records<K, V> {}
+impl<K: Ord + Hash, V: Eq> Eq for Records<K, V> {}
 
-impl<K: Ord + Clone, V: Clone> Records<K, V> {
+impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
     pub fn get(&self, key: &K) -> Option<&V> {
         self.loaded.get(key)
     }
@@ -93,6 +100,7 @@ impl<K: Ord + Clone, V: Clone> Records<K, V> {
         self.loaded.is_empty()
     }
 
+    /// The records, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.loaded.iter()
     }
