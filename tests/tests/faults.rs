@@ -161,6 +161,7 @@ async fn an_outage_longer_than_broker_outage_max_ends_the_coordinator() {
         session_timeout_ms: 10_000,
         changelog: true,
         changelog_interval_ms: 1_000,
+        changelog_dump_records: 100_000,
         ..coordinator_options(&broker, store.path())
     };
     let run = tokio::spawn(Coordinator::new(options).unwrap().run(std::future::pending()));

@@ -109,6 +109,7 @@ fn coordinator_options(options: &ReporterOptions, exit_when_caught_up: bool) -> 
         session_timeout_ms: 10_000,
         changelog: true,
         changelog_interval_ms: 1_000,
+        changelog_dump_records: 100_000,
     }
 }
 

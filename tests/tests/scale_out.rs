@@ -185,3 +185,41 @@ async fn coordinators_in_one_group_equal_one_through_a_join_and_a_sigkill() {
         member.wait().unwrap();
     }
 }
+
+/// A store that folded without the changelog sends its whole state once it runs with one, a
+/// part per sending while events go on arriving; then the changelog holds exactly its state.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts() {
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let events = feed();
+    let half = events.len() / 2;
+    let store = tempfile::tempdir().unwrap();
+    let coordinator = env!("CARGO_BIN_EXE_e2e-coordinator");
+
+    paced(&broker, &events[..half], Duration::ZERO).await;
+    let without = service_command(coordinator, &broker, store.path(), 200)
+        .args(["--group", GROUP, "--no-changelog", "--exit-when-caught-up"])
+        .status()
+        .expect("coordinator runs");
+    assert!(without.success(), "the run without the changelog catches up and exits");
+
+    let log = store.path().with_extension("log");
+    let mut with = service_command(coordinator, &broker, store.path(), 200)
+        .args(["--group", GROUP, "--changelog-dump-records", "300", "--changelog-interval-ms", "100"])
+        .env("RUST_LOG", "warn,omnifold_coordinator::service=info")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("coordinator starts");
+    paced(&broker, &events[half..], Duration::from_secs(3)).await;
+    wait_folded(&broker, &events, "with the changelog").await;
+    let counts = counts(&events);
+    let changelogs = changelogs_at_the_end(&broker, &counts).await;
+    with.kill().expect("stopped");
+    with.wait().unwrap();
+
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let parts = lines.lines().filter(|l| l.contains("sent a part of the partition's whole state")).count();
+    assert!(parts > 2 * EVENTS_PARTITIONS as usize, "the whole states went out in parts: {parts}");
+    assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
+}

@@ -146,6 +146,7 @@ async fn coordinator(
         session_timeout_ms: 10_000,
         changelog: true,
         changelog_interval_ms: 1_000,
+        changelog_dump_records: 100_000,
     };
     Ok(Coordinator::new(options)?.run(std::future::pending()).await?)
 }

@@ -140,6 +140,7 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         session_timeout_ms: 10_000,
         changelog: !args.no_changelog,
         changelog_interval_ms: 1_000,
+        changelog_dump_records: 100_000,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run_ms = runtime.block_on(async {

@@ -196,6 +196,7 @@ fn options(
         session_timeout_ms: 6_000,
         changelog: true,
         changelog_interval_ms: 1_000,
+        changelog_dump_records: 100_000,
     }
 }
 

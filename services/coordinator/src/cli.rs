@@ -76,6 +76,10 @@ enum Command {
         /// once
         #[arg(long, default_value_t = 1_000)]
         changelog_interval_ms: u64,
+        /// Entries of a partition's whole state sent to the changelog per sending, when the
+        /// changelog lacks it (after a replay restore, or a run with --no-changelog)
+        #[arg(long, default_value_t = 100_000)]
+        changelog_dump_records: usize,
     },
     /// Show which member of the coordinators' group owns which events partition, each
     /// partition's lag and how far its last owner published.
@@ -139,6 +143,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             session_timeout_ms,
             no_changelog,
             changelog_interval_ms,
+            changelog_dump_records,
         } => {
             if let Some(addr) = metrics {
                 serve_metrics(addr).map_err(anyhow::Error::msg)?;
@@ -159,6 +164,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 session_timeout_ms,
                 changelog: !no_changelog,
                 changelog_interval_ms,
+                changelog_dump_records,
             };
             Coordinator::new(options)?.run(shutdown_signal()).await.context("coordinator failed")?;
         }

@@ -86,6 +86,14 @@ pub struct CoordinatorOptions {
     /// How often the changelog is sent: each key written in between is sent once.
     #[serde(default = "default_changelog_interval_ms")]
     pub changelog_interval_ms: u64,
+    /// Entries of a partition's whole state sent per sending, when the changelog must be sent
+    /// the whole state (it bounds what one commit holds).
+    #[serde(default = "default_changelog_dump_records")]
+    pub changelog_dump_records: usize,
+}
+
+fn default_changelog_dump_records() -> usize {
+    100_000
 }
 
 fn default_changelog_interval_ms() -> u64 {
@@ -601,9 +609,56 @@ impl FoldLoop {
                 continue;
             };
             let noted = pending.remove(&partition).unwrap_or_default();
-            self.send_changelog(commit, partition, next, &noted)?;
+            if self.store.is_changelogged(partition)? {
+                self.send_changelog(commit, partition, next, &noted)?;
+            } else {
+                self.send_whole_state(commit, partition, next, &noted)?;
+            }
         }
         Ok(())
+    }
+
+    /// A state the changelog does not hold whole (built by a replay, by a store that ran
+    /// without the changelog, or while another instance wrote it) is sent whole, a part of at
+    /// most `changelog_dump_records` entries per sending, before anything else of it: no offset
+    /// record goes out meanwhile, so a reader takes it for incomplete. Keys written meanwhile
+    /// stay noted; once the last part is out they are sent with their values then, and the
+    /// offset.
+    fn send_whole_state(
+        &mut self,
+        commit: &mut omnifold_runtime::Commit,
+        partition: i32,
+        next: i64,
+        noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
+    ) -> Result<(), CoordinatorError> {
+        let batch = changelog::Batch {
+            topic: &self.topics.changelog,
+            partition,
+            next_offset: next,
+            writer: self.store.writer_id(),
+        };
+        let after = self.store.dump_cursor(partition)?;
+        let limit = self.options.changelog_dump_records.max(1);
+        let (part, last) = changelog::dump_part(&self.store, &batch, after.as_deref(), limit)?;
+        tracing::info!(
+            partition,
+            records = part.len(),
+            done = last.is_none(),
+            "sent a part of the partition's whole state to its changelog"
+        );
+        for record in part {
+            commit.hand_output(record);
+        }
+        commit.put_dump_cursor(partition, last.as_deref());
+        if last.is_some() {
+            let written = changelog::pack(written_keys(commit, partition));
+            if !written.is_empty() {
+                commit.put_changelog_keys(partition, next, written);
+            }
+            return Ok(());
+        }
+        commit.set_changelogged(partition);
+        self.send_changelog(commit, partition, next, noted)
     }
 
     /// Sends the changelog once it is due while no events arrive, so that it does not stay
@@ -625,8 +680,7 @@ impl FoldLoop {
     }
 
     /// Puts a partition's keys written since its changelog was last sent (`noted`, and this
-    /// batch's) on the changelog. A state the changelog does not hold whole yet (built by a
-    /// replay, or while another instance wrote the changelog) is sent whole first.
+    /// batch's) on the changelog, then its offset.
     fn send_changelog(
         &mut self,
         commit: &mut omnifold_runtime::Commit,
@@ -640,18 +694,6 @@ impl FoldLoop {
             next_offset: next,
             writer: self.store.writer_id(),
         };
-        if !self.store.is_changelogged(partition)? {
-            let whole = changelog::dump(&self.store, &batch)?;
-            tracing::info!(
-                partition,
-                records = whole.len(),
-                "sending the partition's whole state to its changelog"
-            );
-            for record in whole {
-                commit.hand_output(record);
-            }
-            commit.set_changelogged(partition);
-        }
         let mut keys: BTreeSet<Vec<u8>> = written_keys(commit, partition).map(<[u8]>::to_vec).collect();
         for (key, packed) in noted {
             let corrupt = || changelog::ChangelogError::Corrupt {

@@ -85,39 +85,59 @@ pub fn records<'a>(
     records
 }
 
-/// The changelog records of this store's whole state of a partition, less its offset: sent
-/// before the records of the first batch that writes the partition's changelog, when the
-/// state was built without one (a replay restore, a store that ran without a changelog).
-pub fn dump(store: &Store, batch: &Batch<'_>) -> Result<Vec<OutboxRecord>, StoreError> {
+/// A part of this store's whole state of a partition, less its offset: at most `limit` of its
+/// entries in key order from just after `after`. Sent, a part per sending, when the state was
+/// built without the changelog (a replay restore, a store that ran without one), so that a
+/// large state is never held in one commit. Returns the records and, when entries remain, the
+/// last key of the part.
+pub fn dump_part(
+    store: &Store,
+    batch: &Batch<'_>,
+    after: Option<&[u8]>,
+    limit: usize,
+) -> Result<(Vec<OutboxRecord>, Option<Vec<u8>>), StoreError> {
     let offset_key = offset_key(batch.partition);
     let mut records = Vec::new();
+    if after.is_none() {
+        // until the last part's offset record, a reader finds no offset: no state to restore
+        // (the changelog may hold another writer's later records, which the parts override)
+        records.push(record(batch, &offset_key, None));
+    }
     let mut ids = Vec::new();
-    for entry in store.partition_entries(batch.partition) {
+    let mut last: Option<Vec<u8>> = None;
+    let mut more = false;
+    for (taken, entry) in store.partition_entries_after(batch.partition, after).enumerate() {
+        if taken == limit {
+            more = true;
+            break;
+        }
         let (key, value) = entry?;
         match key.strip_prefix(SEEN_PREFIX) {
             _ if *key == *offset_key => {}
             Some(id) => ids.push(id[4..].to_vec()),
             None => records.push(record(batch, &key, Some(&value))),
         }
+        last = Some(key.to_vec());
     }
     let ids: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
     records.extend(id_records(batch, b'd', &ids));
-    Ok(records)
+    Ok((records, last.filter(|_| more)))
 }
 
 /// Seen ids packed into records keyed `E/` + partition + next offset + kind (`b` a batch's,
-/// `d` a dump's) + chunk + writer id: never overwritten by another writer's or another
-/// batch's, so compaction keeps every one.
+/// `d` a dump's) + writer id + `/` + the pack's first id: no two packs of any writer share a
+/// key (an id is accepted once, and a dump's parts hold different ids), so compaction keeps
+/// every one.
 fn id_records(batch: &Batch<'_>, kind: u8, ids: &[&[u8]]) -> Vec<OutboxRecord> {
     ids.chunks(IDS_PER_RECORD)
-        .enumerate()
-        .map(|(chunk, ids)| {
+        .map(|ids| {
             let mut key = PACKED_IDS_PREFIX.to_vec();
             key.extend_from_slice(&batch.partition.to_be_bytes());
             key.extend_from_slice(&batch.next_offset.to_be_bytes());
             key.push(kind);
-            key.extend_from_slice(&(chunk as u32).to_be_bytes());
             key.extend_from_slice(batch.writer.as_bytes());
+            key.push(b'/');
+            key.extend_from_slice(ids[0]);
             record(batch, &key, Some(&pack(ids.iter().copied())))
         })
         .collect()
@@ -225,10 +245,9 @@ impl Tally {
         if let Some(through) = through {
             self.max_through = self.max_through.max(through);
         }
-        if key == offset_key(partition).as_slice()
-            && let Some(bytes) = value.and_then(|v| <[u8; 8]>::try_from(v).ok())
-        {
-            self.next_offset = Some(i64::from_be_bytes(bytes));
+        if key == offset_key(partition).as_slice() {
+            // a tombstone opens a dump of the whole state: nothing to restore until it ends
+            self.next_offset = value.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(i64::from_be_bytes);
         }
     }
 
@@ -504,6 +523,25 @@ mod tests {
         assert_eq!(tally.verdict(49, 50), Verdict::NotNewer { next_offset: 50, own_next: 50 });
         assert_eq!(tally.verdict(49, 30), Verdict::Restore { next_offset: 50 });
         assert_eq!(Tally::default().verdict(49, 0), Verdict::Empty);
+    }
+
+    #[test]
+    fn a_dump_under_way_has_no_state_to_restore_until_its_offset_record() {
+        let mut log = batch(1, 100, &[b"s/\0\0\0\x01x"]);
+        let tombstone = Batch { topic: "cl", partition: 1, next_offset: 60, writer: "w2" };
+        log.push(record(&tombstone, b"o/\0\0\0\x01", None));
+        log.extend(batch(1, 60, &[b"s/\0\0\0\x01x"]).into_iter().filter(|r| !r.key.starts_with(b"o/")));
+        assert_eq!(
+            tally_of(&log, 1).verdict(99, 0),
+            Verdict::Empty,
+            "the older writer's offset no longer counts"
+        );
+        log.push(batch(1, 60, &[])[0].clone());
+        assert_eq!(
+            tally_of(&log, 1).verdict(99, 0),
+            Verdict::Incomplete { next_offset: 60, max_through: 100 },
+            "the older writer's later records are past the dump's offset"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
 //! | `l/` | input partition (4 bytes BE) | nothing: the changelog holds this store's whole state of the partition, but for the keys under `c/` |
 //! | `c/` | input partition (4 bytes BE) + next offset of a batch (8 bytes BE) | the keys of the partition that batch wrote, not yet sent to the changelog |
+//! | `d/` | input partition (4 bytes BE) | the last key a changelog dump under way has sent |
 //!
 //! State, records, seen ids and offsets are kept per input partition, so one partition can be
 //! dropped ([`Store::drop_partition`]) and rebuilt by replaying its log. Keyed records are
@@ -38,6 +39,7 @@
 //! cost about 50 µs per event here, and its directory grew to 33x the live data.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -401,6 +403,7 @@ impl Store {
         writes: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     ) -> Result<(), StoreError> {
         writes.insert(partition_key(b"l/", partition, b""), None);
+        writes.insert(partition_key(b"d/", partition, b""), None);
         for entry in self.scan(&partition_key(b"c/", partition, b"")) {
             writes.insert(entry?.0.to_vec(), None);
         }
@@ -434,6 +437,34 @@ impl Store {
             .flat_map(move |prefix| self.scan(&partition_key(prefix, partition, b"")))
     }
 
+    /// An input partition's entries in key order from just after `after` (from its first for
+    /// `None`): a changelog dump reads them a part at a time.
+    pub fn partition_entries_after(
+        &self,
+        partition: i32,
+        after: Option<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
+        let mut prefixes = PARTITION_PREFIXES;
+        prefixes.sort_unstable();
+        let after = after.map(<[u8]>::to_vec);
+        prefixes.into_iter().flat_map(move |prefix| {
+            let start = partition_key(prefix, partition, b"");
+            let lower = match &after {
+                Some(after) if *after >= start => Bound::Excluded(after.clone()),
+                _ => Bound::Included(start.clone()),
+            };
+            self.tree
+                .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+                .map(|guard| guard.into_inner().map_err(StoreError::from))
+                .take_while(move |entry| entry.as_ref().is_ok_and(|(key, _)| key.starts_with(&start)))
+        })
+    }
+
+    /// Where the partition's changelog dump stands: the last key sent, if one is under way.
+    pub fn dump_cursor(&self, partition: i32) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.tree.get(partition_key(b"d/", partition, b""))?.map(|key| key.to_vec()))
+    }
+
     /// The input partitions whose whole state the changelog holds.
     pub fn changelogged(&self) -> Result<BTreeSet<i32>, StoreError> {
         let mut partitions = BTreeSet::new();
@@ -452,7 +483,7 @@ impl Store {
     /// changelog sends its whole state of a partition once it writes one again.
     pub fn forget_changelogs(&self) -> Result<(), StoreError> {
         let mut writes = BTreeMap::new();
-        for prefix in [b"l/", b"c/"] {
+        for prefix in [b"l/", b"c/", b"d/"] {
             for entry in self.scan(prefix) {
                 writes.insert(entry?.0.to_vec(), None);
             }
@@ -576,6 +607,18 @@ impl Commit {
     /// next sending; `next_offset` (the batch's) tells the batches apart.
     pub fn put_changelog_keys(&mut self, partition: i32, next_offset: i64, packed: Vec<u8>) {
         self.put(partition_key(b"c/", partition, &next_offset.to_be_bytes()), packed);
+    }
+
+    /// Notes how far the partition's changelog dump got (`Some`: the last key sent), or that it
+    /// is over (`None`).
+    pub fn put_dump_cursor(&mut self, partition: i32, last: Option<&[u8]>) {
+        let key = partition_key(b"d/", partition, b"");
+        match last {
+            Some(last) => self.put(key, last.to_vec()),
+            None => {
+                self.writes.insert(key, None);
+            }
+        }
     }
 
     /// Removes noted keys once they are sent to the changelog ([`Store::changelog_pending`]).

@@ -63,6 +63,7 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         session_timeout_ms: 10_000,
         changelog: true,
         changelog_interval_ms: 1_000,
+        changelog_dump_records: 100_000,
     }
 }
 
