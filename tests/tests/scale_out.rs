@@ -187,7 +187,8 @@ async fn coordinators_in_one_group_equal_one_through_a_join_and_a_sigkill() {
 }
 
 /// A store that folded without the changelog sends its whole state once it runs with one, a
-/// part per sending while events go on arriving; then the changelog holds exactly its state.
+/// part per sending, idle and then while events arrive; then the changelog holds exactly its
+/// state.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts() {
     let broker = Broker::start().await.expect("broker starts");
@@ -211,6 +212,10 @@ async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts()
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("coordinator starts");
+    // idle, it sends the whole state of what it folded without the changelog
+    let before = counts(&events[..half]);
+    changelogs_at_the_end(&broker, &before).await;
+    // and goes on while events arrive
     paced(&broker, &events[half..], Duration::from_secs(3)).await;
     wait_folded(&broker, &events, "with the changelog").await;
     let counts = counts(&events);

@@ -602,8 +602,14 @@ impl FoldLoop {
         let mut pending = self.store.changelog_pending()?;
         let stored = self.store.offsets()?;
         let owned = self.ownership.lock().expect("ownership lock").owned.clone();
-        let partitions: BTreeSet<i32> =
+        let mut partitions: BTreeSet<i32> =
             pending.keys().chain(next_offsets.keys()).filter(|p| owned.contains(p)).copied().collect();
+        // a state not sent whole yet goes out even while its partition is idle
+        for partition in owned.iter().filter(|p| stored.contains_key(p)) {
+            if !self.store.is_changelogged(*partition)? {
+                partitions.insert(*partition);
+            }
+        }
         for partition in partitions {
             let Some(next) = next_offsets.get(&partition).or(stored.get(&partition)).copied() else {
                 continue;
@@ -625,18 +631,13 @@ impl FoldLoop {
     /// stay noted; once the last part is out they are sent with their values then, and the
     /// offset.
     fn send_whole_state(
-        &mut self,
+        &self,
         commit: &mut omnifold_runtime::Commit,
         partition: i32,
         next: i64,
         noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
     ) -> Result<(), CoordinatorError> {
-        let batch = changelog::Batch {
-            topic: &self.topics.changelog,
-            partition,
-            next_offset: next,
-            writer: self.store.writer_id(),
-        };
+        let batch = self.changelog_batch(partition, next);
         let after = self.store.dump_cursor(partition)?;
         let limit = self.options.changelog_dump_records.max(1);
         let (part, last) = changelog::dump_part(&self.store, &batch, after.as_deref(), limit)?;
@@ -661,18 +662,27 @@ impl FoldLoop {
         self.send_changelog(commit, partition, next, noted)
     }
 
+    /// Where a sending of a partition's changelog goes, and the offset it stands at.
+    fn changelog_batch(&self, partition: i32, next: i64) -> changelog::Batch<'_> {
+        changelog::Batch {
+            topic: &self.topics.changelog,
+            partition,
+            next_offset: next,
+            writer: self.store.writer_id(),
+        }
+    }
+
     /// Sends the changelog once it is due while no events arrive, so that it does not stay
-    /// behind the state of an idle partition.
+    /// behind the state of an idle partition, nor a whole state wait for the next event.
     fn send_changelog_when_idle(&mut self) -> Result<(), CoordinatorError> {
         if !self.options.changelog || Instant::now() < self.changelog_due {
             return Ok(());
         }
-        if self.store.changelog_pending()?.is_empty() {
-            self.changelog_due = Instant::now() + Duration::from_millis(self.options.changelog_interval_ms);
-            return Ok(());
-        }
         let mut commit = self.store.begin()?;
         self.changelog(&mut commit, &BTreeMap::new())?;
+        if commit.outputs() == 0 {
+            return Ok(());
+        }
         let outputs = commit.take_outputs();
         let written = self.store.write(commit)?;
         self.persister.submit(written, outputs)?;
@@ -682,18 +692,13 @@ impl FoldLoop {
     /// Puts a partition's keys written since its changelog was last sent (`noted`, and this
     /// batch's) on the changelog, then its offset.
     fn send_changelog(
-        &mut self,
+        &self,
         commit: &mut omnifold_runtime::Commit,
         partition: i32,
         next: i64,
         noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
     ) -> Result<(), CoordinatorError> {
-        let batch = changelog::Batch {
-            topic: &self.topics.changelog,
-            partition,
-            next_offset: next,
-            writer: self.store.writer_id(),
-        };
+        let batch = self.changelog_batch(partition, next);
         let mut keys: BTreeSet<Vec<u8>> = written_keys(commit, partition).map(<[u8]>::to_vec).collect();
         for (key, packed) in noted {
             let corrupt = || changelog::ChangelogError::Corrupt {
