@@ -185,8 +185,8 @@ impl GroupContext {
     /// Restores the partitions another owner published past this instance's state of them
     /// from their changelogs, where a changelog is whole and newer (`changelog::Verdict`). The
     /// others are re-folded from this instance's offset, and their state is sent whole to the
-    /// changelog at their next batch: the changelog may hold the other owner's later values of
-    /// keys this state holds older ones of.
+    /// changelog (in parts, from the next sending on): the changelog may hold the other owner's
+    /// later values of keys this state holds older ones of.
     fn restore_from_changelog(&self, restores: &BTreeMap<i32, (i64, BTreeSet<Origin>)>) {
         if !self.changelog || restores.is_empty() {
             return;

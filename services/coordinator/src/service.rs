@@ -594,7 +594,9 @@ impl FoldLoop {
         if Instant::now() < self.changelog_due {
             for (partition, next) in next_offsets {
                 let packed = changelog::pack(written_keys(commit, *partition));
-                commit.put_changelog_keys(*partition, *next, packed);
+                if !packed.is_empty() {
+                    commit.put_changelog_keys(*partition, *next, packed);
+                }
             }
             return Ok(());
         }
