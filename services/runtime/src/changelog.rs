@@ -4,12 +4,14 @@
 //! event log (Kafka Streams' changelog topics, without transactions).
 //!
 //! Each record's key is the store key, its value the stored value (a tombstone for a removed
-//! key), and [`THROUGH_HEADER`] says the offset its batch's state stands at. A batch's offset
-//! record (`o/` + partition) is its last record on the partition, since the outbox sends in
-//! order through an idempotent producer. A reader can therefore tell a changelog that stops
-//! inside a batch (its writer was killed mid-send): some record's `through` is past the last
-//! offset record ([`Verdict::Incomplete`]). Compaction never makes a complete changelog look
-//! incomplete, since it keeps each key's latest record.
+//! key), and [`THROUGH_HEADER`] says the offset the state stood at when it was sent. A
+//! sending's offset record (`o/` + partition) is its last record on the partition, since the
+//! outbox sends in order through an idempotent producer. A reader can therefore tell a
+//! changelog that stops inside a sending (its writer was killed mid-send): some record's
+//! `through` is past the last offset record ([`Verdict::Incomplete`]). Compaction never makes a
+//! complete changelog look incomplete, since it keeps each key's latest record. A whole state
+//! sent in parts opens with a tombstone for the offset key, so until its last part a reader
+//! finds no offset ([`Verdict::Empty`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -228,7 +230,7 @@ pub struct Tally {
 pub enum Verdict {
     /// It describes the partition's state at `next_offset`: restore from it.
     Restore { next_offset: i64 },
-    /// Nothing was ever written to it.
+    /// It describes no state: nothing was written to it, or a whole state is being sent.
     Empty,
     /// Its writer stopped inside a batch: some records are past the last offset record.
     Incomplete { next_offset: i64, max_through: i64 },
@@ -245,7 +247,7 @@ impl Tally {
         if let Some(through) = through {
             self.max_through = self.max_through.max(through);
         }
-        if key == offset_key(partition).as_slice() {
+        if key.len() == 6 && key.starts_with(b"o/") && key[2..] == partition.to_be_bytes() {
             // a tombstone opens a dump of the whole state: nothing to restore until it ends
             self.next_offset = value.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(i64::from_be_bytes);
         }
