@@ -426,17 +426,6 @@ impl Store {
         Ok(self.tree.get(key)?)
     }
 
-    /// Every stored entry of an input partition (state, seen ids, records, offset) under its
-    /// full key, as a changelog carries them.
-    pub fn partition_entries(
-        &self,
-        partition: i32,
-    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + '_ {
-        PARTITION_PREFIXES
-            .into_iter()
-            .flat_map(move |prefix| self.scan(&partition_key(prefix, partition, b"")))
-    }
-
     /// An input partition's entries in key order from just after `after` (from its first for
     /// `None`): a changelog dump reads them a part at a time.
     pub fn partition_entries_after(
@@ -463,15 +452,6 @@ impl Store {
     /// Where the partition's changelog dump stands: the last key sent, if one is under way.
     pub fn dump_cursor(&self, partition: i32) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.tree.get(partition_key(b"d/", partition, b""))?.map(|key| key.to_vec()))
-    }
-
-    /// The input partitions whose whole state the changelog holds.
-    pub fn changelogged(&self) -> Result<BTreeSet<i32>, StoreError> {
-        let mut partitions = BTreeSet::new();
-        for entry in self.scan(b"l/") {
-            partitions.insert(be_i32(&entry?.0, 2, "changelog flag")?);
-        }
-        Ok(partitions)
     }
 
     /// Whether the changelog holds this store's whole state of the input partition.
@@ -854,12 +834,12 @@ mod tests {
         assert!(copy.offsets().unwrap().is_empty(), "the offset is written last");
         copy.finish_restore(5, 20).unwrap();
         let entries = |store: &Store| -> Vec<(Bytes, Bytes)> {
-            store.partition_entries(5).collect::<Result<_, _>>().unwrap()
+            store.partition_entries_after(5, None).collect::<Result<_, _>>().unwrap()
         };
         assert_eq!(entries(&copy), entries(&original));
-        assert_eq!(copy.changelogged().unwrap(), BTreeSet::from([5]));
+        assert!(copy.is_changelogged(5).unwrap() && !copy.is_changelogged(6).unwrap());
         copy.drop_partition(5).unwrap();
-        assert!(copy.changelogged().unwrap().is_empty() && entries(&copy).is_empty());
+        assert!(!copy.is_changelogged(5).unwrap() && entries(&copy).is_empty());
 
         let foreign = vec![(partition_key(b"s/", 6, b"x"), Some(vec![1]))];
         assert!(matches!(copy.restore_entries(5, foreign), Err(StoreError::ForeignKey { partition: 5, .. })));

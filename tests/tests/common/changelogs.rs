@@ -76,7 +76,7 @@ pub fn assert_changelogs_equal_the_owners(
         assert!(!owners.is_empty(), "partition {partition}: no store folded it to its end");
         for owner in owners {
             let stored: KeyValues = owner
-                .partition_entries(*partition)
+                .partition_entries_after(*partition, None)
                 .map(|entry| entry.map(|(k, v)| (k.to_vec(), v.to_vec())))
                 .collect::<Result<_, _>>()
                 .unwrap();
