@@ -4,7 +4,7 @@
 //! cluster's load balancer would be. The test makes its own CA and server certificate; a
 //! client that trusts another CA is refused with an error that says so.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ impl Drop for Running {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+    omnifold_testkit::free_loopback_port()
 }
 
 /// Waits until `port` accepts connections; fails if `process` exits first.

@@ -641,6 +641,21 @@ fn stock_counts(count: usize) -> String {
         .join("\n")
 }
 
+/// A port found free can be taken by a parallel test before the exporter binds it, so a bind
+/// that finds it in use tries another; the recorder is installed only after a bind succeeds.
+fn serve_metrics_on_a_free_port() -> std::net::SocketAddr {
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        let addr = free_local_addr();
+        match omnifold_runtime::telemetry::serve_metrics(addr) {
+            Ok(()) => return addr,
+            Err(e) if e.contains("in use") => last_error = e,
+            Err(e) => panic!("metrics served: {e}"),
+        }
+    }
+    panic!("metrics served: {last_error}")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn prometheus_scrapes_a_running_coordinator_and_evaluates_the_rules() {
     let Some(prometheus) = find_binary("prometheus") else {
@@ -650,8 +665,7 @@ async fn prometheus_scrapes_a_running_coordinator_and_evaluates_the_rules() {
         return;
     };
     // the coordinator in this process serves its metrics as `run --metrics ADDR` does
-    let metrics = free_local_addr();
-    omnifold_runtime::telemetry::serve_metrics(metrics).expect("metrics served");
+    let metrics = serve_metrics_on_a_free_port();
     let broker = Broker::start().await.expect("broker starts");
     create_topics(&broker).await;
     let store = tempfile::tempdir().unwrap();

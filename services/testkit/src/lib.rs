@@ -295,8 +295,37 @@ fn client_config(bootstrap: &str) -> ClientConfig {
 }
 
 fn free_port() -> Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind a free port")?;
-    Ok(listener.local_addr()?.port())
+    Ok(free_loopback_port())
+}
+
+/// A loopback port nothing listens on, for a server a test starts.
+///
+/// It is drawn below the kernel's ephemeral range (`ip_local_port_range`), because a port the
+/// kernel handed out for port 0 is also what it hands to the next outgoing connection: a
+/// Kafka client in a parallel test took one between the probe and the server's bind.
+pub fn free_loopback_port() -> u16 {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    for _ in 0..1000 {
+        let port = low + (random_u64() % u64::from(high - low)) as u16;
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free loopback port");
+    listener.local_addr().expect("a local address").port()
+}
+
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
+    hasher.finish()
 }
 
 fn storage_url(storage: Storage, dir: &Path) -> String {

@@ -163,8 +163,7 @@ pub fn header<'a>(record: &'a Record, key: &str) -> Option<&'a [u8]> {
 /// A loopback address with a port that was free a moment ago, for a server the test starts
 /// in another task (or process) and cannot ask for its port.
 pub fn free_local_addr() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("a local address")
+    std::net::SocketAddr::from(([127, 0, 0, 1], omnifold_testkit::free_loopback_port()))
 }
 
 /// A coordinator running in this process until [`RunningCoordinator::stop`].
