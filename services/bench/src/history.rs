@@ -89,6 +89,15 @@ pub struct HistoryReport {
     pub cache_skus: usize,
     pub rss_before_mb: f64,
     pub rss_after_mb: f64,
+    /// The process's peak resident set until the end of the folding (the generated events
+    /// are held from before it starts; without `--skip-pure` the pure fold's pass peaks too).
+    pub rss_peak_mb: f64,
+    /// What the allocations made since the store opened hold after folding: the engine, the
+    /// store's caches and memtables (counted by the bench's allocator).
+    pub heap_after_mb: f64,
+    /// What dropping the engine freed: its cached states and recent ids, really held, against
+    /// `cache_bytes`, the engine's estimate.
+    pub engine_heap_mb: f64,
     pub restart_open_ms: f64,
     pub restart_first_batch_ms: f64,
 }
@@ -105,6 +114,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     if args.pure_only {
         return Ok(None);
     }
+    crate::heap::start_counting();
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let options = EngineOptions { state_cache_bytes: args.state_cache_mb << 20, ..EngineOptions::default() };
@@ -133,7 +143,10 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let engine = pipeline.engine_stats();
     let (cache_bytes, cache_skus) = (engine.cached_bytes, engine.cached_skus);
     let rss_after_mb = rss_mb();
+    let rss_peak_mb = status_kb(None, "VmHWM").unwrap_or(0) as f64 / 1024.0;
+    let heap_after_mb = mib(crate::heap::held_bytes());
     drop(pipeline);
+    let engine_heap_mb = heap_after_mb - mib(crate::heap::held_bytes());
     let (live_entries, live_bytes) = store.live_size()?;
     store.flush()?;
     let store_bytes = dir_size(dir.path());
@@ -171,6 +184,9 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         cache_skus,
         rss_before_mb,
         rss_after_mb,
+        rss_peak_mb,
+        heap_after_mb,
+        engine_heap_mb,
         restart_open_ms,
         restart_first_batch_ms,
     };
@@ -179,6 +195,10 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     std::fs::write(args.report.join("history.svg"), svg(&report))?;
     std::fs::write(args.report.join("history.md"), markdown(&report))?;
     Ok(Some(report))
+}
+
+fn mib(bytes: isize) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
 }
 
 /// The pure fold's rate per tenth of the log, one core, state held whole in memory.
@@ -226,8 +246,8 @@ pub fn markdown(r: &HistoryReport) -> String {
         out,
         "\nLast tenth / first tenth: **{:.2}**. Store on disk {:.1} MB for {:.1} MB of live keys and values \
          ({} entries): **{:.2}x**. Engine cache at the end: {:.1} MB estimated over {} SKUs; process RSS \
-         {:.0} MB before folding (the generated events) and {:.0} MB after. Restart: store open {:.1} ms, \
-         first batch {:.1} ms.",
+         {:.0} MB before folding (the generated events) and {:.0} MB after, {:.0} MB at its peak; heap grown by {:.0} MiB, of which \
+         dropping the engine freed {:.0} MiB. Restart: store open {:.1} ms, first batch {:.1} ms.",
         r.last_over_first,
         r.store_bytes as f64 / 1e6,
         r.live_bytes as f64 / 1e6,
@@ -237,6 +257,9 @@ pub fn markdown(r: &HistoryReport) -> String {
         r.cache_skus,
         r.rss_before_mb,
         r.rss_after_mb,
+        r.rss_peak_mb,
+        r.heap_after_mb,
+        r.engine_heap_mb,
         r.restart_open_ms,
         r.restart_first_batch_ms
     );

@@ -24,6 +24,7 @@ use prost::Message as _;
 pub mod catchup;
 pub mod child;
 pub mod e2e;
+pub mod heap;
 pub mod history;
 pub mod kafka;
 pub mod procfs;

@@ -12,9 +12,11 @@ use omnifold_bench::history::{self, HistoryArgs};
 use omnifold_bench::scaleout::{self, ScaleOutArgs};
 
 /// The fold allocates many small, short-lived values; mimalloc serves them with less work
-/// than the system allocator (measured in the README's "Performance" section).
+/// than the system allocator (measured in the README's "Performance" section). Counted, so
+/// that `history` can tell the heap the state engine really holds.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: omnifold_bench::heap::Counting<mimalloc::MiMalloc> =
+    omnifold_bench::heap::Counting(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

@@ -58,8 +58,11 @@ impl Default for EngineOptions {
 }
 
 /// A cached SKU state: its estimated size, and the tick of its last use.
+///
+/// The state is boxed: the cache's table keeps the room of the most entries it ever held,
+/// and a state inline would make each empty slot cost its full size.
 struct Entry {
-    state: SkuState,
+    state: Box<SkuState>,
     bytes: usize,
     used: u64,
 }
@@ -136,7 +139,7 @@ impl Engine {
             None => {
                 self.stats.loads += 1;
                 let state = load(&self.store, partition, sku)?;
-                self.cache.entry(id.clone()).or_insert(Entry { state, bytes: 0, used: 0 })
+                self.cache.entry(id.clone()).or_insert(Entry { state: Box::new(state), bytes: 0, used: 0 })
             }
         };
         entry.used = self.tick;
@@ -203,6 +206,11 @@ impl Engine {
             let entry = self.cache.remove(&id).expect("listed from the cache");
             self.cached_bytes -= entry.bytes;
             evicted += 1;
+        }
+        // the table keeps the room of the most SKUs it ever held; states estimated small at
+        // first (new SKUs) can make that many more than it holds at steady state
+        if self.cache.capacity() > 2 * self.cache.len() {
+            self.cache.shrink_to_fit();
         }
         self.stats.evictions += evicted;
         metrics::counter!("omnifold_state_evictions_total").increment(evicted);

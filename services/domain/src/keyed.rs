@@ -82,13 +82,16 @@ impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
         self.changed.clear();
     }
 
-    /// Drops every written record from the working set; they stay in the store.
+    /// Drops every written record from the working set; they stay in the store. The table's
+    /// room goes too: a cleared hash map keeps its capacity, so a SKU that once loaded many
+    /// lines would hold their room for as long as it stays cached.
     pub fn unload_written(&mut self) {
         if self.changed.is_empty() {
-            self.loaded.clear();
+            self.loaded = FxHashMap::default();
         } else {
             let changed = &self.changed;
             self.loaded.retain(|key, _| changed.contains(key));
+            self.loaded.shrink_to_fit();
         }
     }
 
@@ -121,6 +124,23 @@ mod tests {
         assert!(records.take_changed().is_empty(), "written once");
         records.provide(2, "stale");
         assert_eq!(records.get(&2), Some(&"newer"), "the working set is newer than the store");
+    }
+
+    #[test]
+    fn unloading_gives_back_the_room_of_the_records_it_drops() {
+        let mut records: Records<u32, u32> = Records::default();
+        for key in 0..1_000 {
+            records.insert(key, key);
+        }
+        records.take_changed();
+        records.unload_written();
+        assert_eq!(records.loaded.capacity(), 0, "a cached state keeps no room for lines it wrote");
+        for key in 0..1_000 {
+            records.provide(key, key);
+        }
+        records.insert(7, 0);
+        records.unload_written();
+        assert!(records.loaded.capacity() < 16, "room for the one unwritten record");
     }
 
     #[test]
