@@ -8,16 +8,19 @@ use omnifold_proto::{Body, Event, Money};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use compact_str::CompactString;
+
 use crate::contract::Rules;
 use crate::money::{Amount, MoneyError, parse_decimal};
 use crate::report::week::WEEK_MS;
 
-/// Identity of an order line: (channel, order_id, line_id).
+/// Identity of an order line: (channel, order_id, line_id). A fold held in memory keeps one
+/// per line it ever saw; ids up to 24 bytes are held inline, without an allocation.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct LineKey {
-    pub channel: String,
-    pub order_id: String,
-    pub line_id: String,
+    pub channel: CompactString,
+    pub order_id: CompactString,
+    pub line_id: CompactString,
 }
 
 impl fmt::Display for LineKey {
@@ -297,9 +300,9 @@ impl Checker<'_> {
 
     fn line(&self, order_id: &str, line_id: &str) -> Result<LineKey, Rejection> {
         Ok(LineKey {
-            channel: self.channel.to_string(),
-            order_id: required("order_id", order_id)?.to_string(),
-            line_id: required("line_id", line_id)?.to_string(),
+            channel: self.channel.into(),
+            order_id: required("order_id", order_id)?.into(),
+            line_id: required("line_id", line_id)?.into(),
         })
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use compact_str::CompactString;
 use omnifold_proto::{
     Alert, ChannelAvailability, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction,
     RoutingDecision,
@@ -143,7 +144,7 @@ impl SkuState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
     pub skus: FxHashMap<String, SkuState>,
-    pub seen: FxHashSet<String>,
+    pub seen: FxHashSet<CompactString>,
 }
 
 /// One record the fold asks to publish.
@@ -189,7 +190,7 @@ impl Fold {
 
     /// Applies one event to a partition's state held whole in memory.
     pub fn apply(&self, state: &mut PartitionState, event: &Event) -> Outcome {
-        if state.seen.contains(&event.event_id) {
+        if state.seen.contains(event.event_id.as_str()) {
             return Outcome::Duplicate;
         }
         let fact = match self.check(event) {
@@ -199,7 +200,7 @@ impl Fold {
         let Some(sku) = fact.sku().map(str::to_string) else {
             return match self.apply_channel_fact(event, &fact) {
                 Ok(outputs) => {
-                    state.seen.insert(event.event_id.clone());
+                    state.seen.insert(event.event_id.as_str().into());
                     Outcome::Applied { sku: None, outputs }
                 }
                 Err(rejection) => Outcome::Rejected(rejection),
@@ -211,7 +212,7 @@ impl Fold {
         sku_state.forget_changes();
         match result {
             Ok(outputs) => {
-                state.seen.insert(event.event_id.clone());
+                state.seen.insert(event.event_id.as_str().into());
                 Outcome::Applied { sku: Some(sku), outputs }
             }
             Err(rejection) => {

@@ -97,8 +97,8 @@ pub fn shipment(rules: &Rules, cause: Cause<'_>, shipment: Shipment<'_>) -> Ledg
     let before = after - units;
     let terms = &line.terms;
     LedgerEntry {
-        order_id: shipped.line.order_id.clone(),
-        line_id: shipped.line.line_id.clone(),
+        order_id: shipped.line.order_id.to_string(),
+        line_id: shipped.line.line_id.to_string(),
         units,
         gross_revenue: text(terms.unit_price * Decimal::from(units)),
         discount: text(prorate(terms.discount, before, after, line.placed)),
@@ -120,8 +120,8 @@ pub fn returned(
     let refund = reporting(rules, "refund", &returned.refund)?;
     let restocked = if returned.restock_at.is_some() { returned.quantity } else { 0 };
     Ok(LedgerEntry {
-        order_id: returned.line.order_id.clone(),
-        line_id: returned.line.line_id.clone(),
+        order_id: returned.line.order_id.to_string(),
+        line_id: returned.line.line_id.to_string(),
         units: returned.quantity,
         refund: text(refund),
         restocked_units: restocked,

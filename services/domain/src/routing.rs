@@ -42,9 +42,9 @@ pub fn advise(rules: &Rules, stock: &Stock, channel: &str, quantity: i64) -> Opt
 /// The record of an advice, at placement.
 pub fn advised(placed: &Placed, advice: Advice, cause: Cause) -> RoutingDecision {
     RoutingDecision {
-        channel: placed.line.channel.clone(),
-        order_id: placed.line.order_id.clone(),
-        line_id: placed.line.line_id.clone(),
+        channel: placed.line.channel.to_string(),
+        order_id: placed.line.order_id.to_string(),
+        line_id: placed.line.line_id.to_string(),
         sku: placed.sku.clone(),
         quantity: placed.quantity,
         location: advice.location,
@@ -70,9 +70,9 @@ pub fn shipped_elsewhere(
         return None;
     }
     Some(RoutingDecision {
-        channel: key.channel.clone(),
-        order_id: key.order_id.clone(),
-        line_id: key.line_id.clone(),
+        channel: key.channel.to_string(),
+        order_id: key.order_id.to_string(),
+        line_id: key.line_id.to_string(),
         sku: sku.to_string(),
         quantity: line.placed,
         location: advised.to_string(),

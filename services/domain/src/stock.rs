@@ -110,7 +110,7 @@ impl Stock {
         }
         let pool = match &placed.location {
             Some(location) => {
-                let own = Pool::Dedicated(placed.line.channel.clone());
+                let own = Pool::Dedicated(placed.line.channel.to_string());
                 if own.holds(rules, location) { own } else { Pool::Shared }
             }
             None => Pool::Shared,

@@ -187,7 +187,7 @@ pub fn allocation_breach(placed: &Placed, last_published: i64) -> Option<Conditi
         kind: AlertKind::AllocationBreach,
         subject: format!("line={line}"),
         severity: Severity::Warning,
-        channels: vec![line.channel.clone()],
+        channels: vec![line.channel.to_string()],
         location: placed.location.clone().unwrap_or_default(),
         pool: String::new(),
         subject_details: Vec::new(),
@@ -198,8 +198,8 @@ pub fn allocation_breach(placed: &Placed, last_published: i64) -> Option<Conditi
         details: vec![
             ("quantity".into(), placed.quantity.to_string()),
             ("published_available".into(), last_published.to_string()),
-            ("order_id".into(), line.order_id.clone()),
-            ("line_id".into(), line.line_id.clone()),
+            ("order_id".into(), line.order_id.to_string()),
+            ("line_id".into(), line.line_id.to_string()),
         ],
         recommended_action: format!(
             "check that {} reads omnifold's availability before selling",

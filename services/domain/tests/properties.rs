@@ -406,7 +406,7 @@ proptest! {
             let before = state.clone();
             match fold.apply(&mut state, event) {
                 Outcome::Rejected(_) | Outcome::Duplicate => prop_assert_eq!(&before, &state),
-                Outcome::Applied { .. } => prop_assert!(state.seen.contains(&event.event_id)),
+                Outcome::Applied { .. } => prop_assert!(state.seen.contains(event.event_id.as_str())),
             }
         }
     }

@@ -364,11 +364,11 @@ impl<'a> Replay<'a> {
         for line in open {
             let event = Event {
                 event_id: format!("what-if/retire/{}/{}/{}", line.channel, line.order_id, line.line_id),
-                channel: line.channel.clone(),
+                channel: line.channel.to_string(),
                 occurred_at_ms: at_ms,
                 body: Some(Body::OrderLineCancelled(OrderLineCancelled {
-                    order_id: line.order_id.clone(),
-                    line_id: line.line_id.clone(),
+                    order_id: line.order_id.to_string(),
+                    line_id: line.line_id.to_string(),
                     sku: sku.to_string(),
                 })),
             };
@@ -383,9 +383,9 @@ impl<'a> Replay<'a> {
             (self.scenario.cut.as_ref().expect("a cut"), self.scenario.shift.as_ref().expect("a shift"));
         let to = shift.to.as_str();
         let key = |order_id: &str, line_id: &str| LineKey {
-            channel: event.channel.clone(),
-            order_id: order_id.to_string(),
-            line_id: line_id.to_string(),
+            channel: event.channel.as_str().into(),
+            order_id: order_id.into(),
+            line_id: line_id.into(),
         };
         let synthetic = match &event.body {
             Some(Body::OrderLinePlaced(placed)) => {
