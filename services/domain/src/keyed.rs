@@ -19,7 +19,9 @@ use rustc_hash::FxHashMap;
 /// each level. Nothing reads them in order; the changed keys are written in key order.
 #[derive(Debug, Clone)]
 pub struct Records<K: Ord + Hash, V> {
-    loaded: FxHashMap<K, V>,
+    /// Boxed: a fold held in memory keeps a table of every line, whose empty slots cost a
+    /// slot's size each, and whose growth moves every slot.
+    loaded: FxHashMap<K, Box<V>>,
     changed: BTreeSet<K>,
 }
 
@@ -40,7 +42,7 @@ impl<K: Ord + Hash, V: Eq> Eq for Records<K, V> {}
 
 impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
     pub fn get(&self, key: &K) -> Option<&V> {
-        self.loaded.get(key)
+        self.loaded.get(key).map(|value| &**value)
     }
 
     pub fn contains(&self, key: &K) -> bool {
@@ -53,26 +55,26 @@ impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
         if !self.changed.contains(key) {
             self.changed.insert(key.clone());
         }
-        Some(value)
+        Some(&mut **value)
     }
 
     /// A new or replaced record: it will be written.
     pub fn insert(&mut self, key: K, value: V) {
         self.changed.insert(key.clone());
-        self.loaded.insert(key, value);
+        self.loaded.insert(key, Box::new(value));
     }
 
     /// A record as the store holds it; loading changes nothing to write. A record already in
     /// the working set is newer than the store's and is kept.
     pub fn provide(&mut self, key: K, value: V) {
-        self.loaded.entry(key).or_insert(value);
+        self.loaded.entry(key).or_insert_with(|| Box::new(value));
     }
 
     /// The records changed since the last call, in key order, to be written.
     pub fn take_changed(&mut self) -> Vec<(K, V)> {
         std::mem::take(&mut self.changed)
             .into_iter()
-            .filter_map(|key| self.loaded.get(&key).cloned().map(|value| (key, value)))
+            .filter_map(|key| self.loaded.get(&key).map(|value| (key, V::clone(value))))
             .collect()
     }
 
@@ -105,7 +107,7 @@ impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
 
     /// The records, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.loaded.iter()
+        self.loaded.iter().map(|(key, value)| (key, &**value))
     }
 }
 
