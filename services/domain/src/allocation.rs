@@ -5,19 +5,19 @@ use rust_decimal::Decimal;
 
 use crate::contract::{Channel, Rules, ScarcityMode};
 use crate::demand::Span;
-use crate::stock::{Pool, Stock};
+use crate::stock::{Pool, PoolRef, Stock};
 
 /// The number one channel may sell now, and how it was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Availability {
-    pub channel: String,
+pub struct Availability<'r> {
+    pub channel: &'r str,
     pub available: i64,
     pub mode: AllocationMode,
     pub rule: AllocationRule,
 }
 
 /// Every channel's availability for the SKU, in (priority, id) order.
-pub fn allocate(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Availability> {
+pub fn allocate<'r>(rules: &'r Rules, stock: &mut Stock, now: i64) -> Vec<Availability<'r>> {
     let allocation = &rules.contract.allocation;
     let shared_sellable = (stock.atp(rules, &Pool::Shared) - allocation.safety_stock).max(0);
     let sellers: Vec<&Channel> = rules.shared_sellers().collect();
@@ -41,9 +41,9 @@ pub fn allocate(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Availability>
     rules
         .channels_in_order()
         .map(|channel| {
-            let dedicated = stock.atp(rules, &Pool::Dedicated(channel.id.clone())).max(0);
+            let dedicated = stock.atp_of(rules, PoolRef::Dedicated(&channel.id)).max(0);
             let share = sellers.iter().position(|s| s.id == channel.id).map_or(0, |i| shares[i]);
-            Availability { channel: channel.id.clone(), available: dedicated + share, mode, rule }
+            Availability { channel: &channel.id, available: dedicated + share, mode, rule }
         })
         .collect()
 }

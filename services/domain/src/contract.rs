@@ -319,7 +319,7 @@ impl Contract {
     }
 
     /// Converts an amount to the reporting currency.
-    pub fn to_reporting(&self, amount: Amount) -> Result<Decimal, MoneyError> {
+    pub fn to_reporting(&self, amount: &Amount) -> Result<Decimal, MoneyError> {
         if amount.currency == self.reporting_currency {
             return Ok(amount.value);
         }

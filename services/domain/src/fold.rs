@@ -415,14 +415,14 @@ impl Step<'_> {
 
     fn publish_availability(&mut self, now: i64) {
         for decision in allocate(self.rules, &mut self.state.stock, now) {
-            let last = self.state.published.get(&decision.channel).copied().unwrap_or(0);
+            let last = self.state.published.get(decision.channel).copied().unwrap_or(0);
             if decision.available == last {
                 continue;
             }
-            self.state.published.insert(decision.channel.clone(), decision.available);
+            self.state.published.insert(decision.channel.to_string(), decision.available);
             self.outputs.push(Output::Availability(ChannelAvailability {
                 sku: self.cause.sku.to_string(),
-                channel: decision.channel,
+                channel: decision.channel.to_string(),
                 available: decision.available,
                 mode: decision.mode as i32,
                 rule: decision.rule as i32,
@@ -476,8 +476,7 @@ impl Step<'_> {
 
     fn check_jump(&mut self, channel: &str, previous: &crate::money::Amount, price: &crate::money::Amount) {
         let contract = &self.rules.contract;
-        let (Ok(previous), Ok(price)) =
-            (contract.to_reporting(previous.clone()), contract.to_reporting(price.clone()))
+        let (Ok(previous), Ok(price)) = (contract.to_reporting(previous), contract.to_reporting(price))
         else {
             return;
         };

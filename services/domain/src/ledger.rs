@@ -29,8 +29,7 @@ pub struct Terms {
 /// In reporting currency, at most [`crate::report::partial::SCALE`] places, so that sums stay
 /// exact. The reporter's own valuation uses the same two functions.
 pub(crate) fn reporting(rules: &Rules, field: &'static str, amount: &Amount) -> Result<Decimal, Rejection> {
-    let value =
-        rules.contract.to_reporting(amount.clone()).map_err(|source| Rejection::Money { field, source })?;
+    let value = rules.contract.to_reporting(amount).map_err(|source| Rejection::Money { field, source })?;
     Ok(round(value))
 }
 

@@ -203,7 +203,7 @@ pub fn spread_exceeded(rules: &Rules, min: Decimal, max: Decimal) -> bool {
 /// An amount in the reporting currency. `None` only when the contract lost the currency's
 /// rate after the amount was accepted; such an amount is left out rather than guessed.
 pub fn reporting(rules: &Rules, amount: &Amount) -> Option<Decimal> {
-    rules.contract.to_reporting(amount.clone()).ok()
+    rules.contract.to_reporting(amount).ok()
 }
 
 /// The SKU's minimum advertised price, as configured.

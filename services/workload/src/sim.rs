@@ -528,7 +528,7 @@ impl<'a, F: FnMut(Event)> Sim<'a, F> {
             let name = sku_name(rank, n);
             let map = self.rules.contract.pricing.map.get(&name).and_then(|m| {
                 let amount = omnifold_domain::money::Amount { value: m.amount, currency: m.currency.clone() };
-                self.rules.contract.to_reporting(amount).ok()
+                self.rules.contract.to_reporting(&amount).ok()
             });
             self.skus.push(Sku {
                 name,
