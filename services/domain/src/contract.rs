@@ -347,6 +347,9 @@ pub struct Rules {
     /// Each pool's name and demand series, made once: the fold reads them on every event.
     shared_pool: PoolNames,
     dedicated_pools: FxHashMap<String, PoolNames>,
+    /// The shared pool, then each channel's dedicated pool that has a location, in channel
+    /// order.
+    stocked_pools: Vec<Pool>,
 }
 
 /// A pool's contract name (`shared`, `dedicated:<channel>`) and the key of its placements
@@ -362,6 +365,13 @@ impl PoolNames {
         let name = pool.name();
         PoolNames { series: crate::demand::pool_series(&name), name }
     }
+}
+
+fn stocked_pools(contract: &Contract, order: &[usize]) -> Vec<Pool> {
+    let dedicated = order.iter().map(|&i| &contract.channels[i].id).filter(|channel| {
+        contract.locations.iter().any(|l| l.dedicated_to.as_deref() == Some(channel.as_str()))
+    });
+    std::iter::once(Pool::Shared).chain(dedicated.map(|channel| Pool::Dedicated(channel.clone()))).collect()
 }
 
 impl Rules {
@@ -380,7 +390,14 @@ impl Rules {
             .iter()
             .map(|c| (c.id.clone(), PoolNames::of(&Pool::Dedicated(c.id.clone()))))
             .collect();
-        Rules { contract, order, channel_index, location_index, shared_pool, dedicated_pools }
+        let stocked_pools = stocked_pools(&contract, &order);
+        Rules { contract, order, channel_index, location_index, shared_pool, dedicated_pools, stocked_pools }
+    }
+
+    /// The pools that can hold stock: the shared pool and every channel's dedicated pool that
+    /// has a location, channels in (priority, id) order.
+    pub fn stocked_pools(&self) -> &[Pool] {
+        &self.stocked_pools
     }
 
     fn pool_names(&self, pool: &Pool) -> Option<&PoolNames> {

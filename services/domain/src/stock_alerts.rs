@@ -30,7 +30,8 @@ pub fn holding(rules: &Rules, stock: &mut Stock, now: i64, open: &Open) -> Vec<H
 
 /// The numbers of every stock subject that can resolve, whether or not its condition holds.
 pub fn readings(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Reading> {
-    let mut readings: Vec<Reading> = pools(rules)
+    let mut readings: Vec<Reading> = rules
+        .stocked_pools()
         .iter()
         .map(|pool| Reading {
             key: alerts::key(AlertKind::Oversell, &pool_subject(pool)),
@@ -49,35 +50,23 @@ pub fn readings(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Reading> {
     readings
 }
 
-/// The pools that can hold stock: the shared pool and every channel's dedicated pool.
-fn pools(rules: &Rules) -> Vec<Pool> {
-    let mut pools = vec![Pool::Shared];
-    for channel in rules.channels_in_order() {
-        let dedicated = Pool::Dedicated(channel.id.clone());
-        if rules.contract.locations.iter().any(|l| l.dedicated_to.as_deref() == Some(&channel.id)) {
-            pools.push(dedicated);
-        }
-    }
-    pools
-}
-
 fn oversells(rules: &Rules, stock: &Stock, open: &Open) -> Vec<Holding> {
     let mut conditions = Vec::new();
-    for pool in pools(rules) {
-        let atp = stock.atp(rules, &pool);
+    for pool in rules.stocked_pools() {
+        let atp = stock.atp(rules, pool);
         if atp >= 0 {
             continue;
         }
-        conditions.push(alerts::hold(open, AlertKind::Oversell, pool_subject(&pool), |subject| Condition {
+        conditions.push(alerts::hold(open, AlertKind::Oversell, pool_subject(pool), |subject| Condition {
             kind: AlertKind::Oversell,
             subject,
             severity: Severity::Critical,
-            channels: pool_channels(rules, &pool),
+            channels: pool_channels(rules, pool),
             location: String::new(),
             pool: pool.name(),
             summary: format!("the {} pool is oversold by {} units", pool.name(), -atp),
             subject_details: Vec::new(),
-            details: pool_details(atp, reserved(stock, &pool)),
+            details: pool_details(atp, reserved(stock, pool)),
             recommended_action: "replenish or transfer stock into the pool, or cancel open orders".into(),
         }));
     }
