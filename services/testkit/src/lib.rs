@@ -294,10 +294,6 @@ fn client_config(bootstrap: &str) -> ClientConfig {
     config
 }
 
-fn free_port() -> Result<u16> {
-    Ok(free_loopback_port())
-}
-
 /// A loopback port nothing listens on, for a server a test starts.
 ///
 /// It is drawn below the kernel's ephemeral range (`ip_local_port_range`), because a port the
@@ -352,7 +348,7 @@ impl From<StartError> for anyhow::Error {
 }
 
 async fn spawn_ready(binary: &Path, dir: &Path, storage: Storage) -> Result<(Child, u16), StartError> {
-    let port = free_port().map_err(StartError::Other)?;
+    let port = free_loopback_port();
     let log = dir.join("broker.log");
     let mut child = spawn(binary, dir, storage, port, &log).map_err(StartError::Other)?;
     match wait_ready(&mut child, port, &log).await {
