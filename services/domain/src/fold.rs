@@ -55,6 +55,9 @@ pub struct SkuState {
     /// pool whose suggestion went back to none has no entry. One entry per pool.
     #[serde(default)]
     pub suggested: BTreeMap<String, Suggested>,
+    /// Where the price conditions are known not to have changed (a memo, never stored).
+    #[serde(skip)]
+    pub prices_steady: price_alerts::Steady,
 }
 
 /// A keyed record an event may read, which its runner must provide first.
@@ -370,6 +373,9 @@ impl Step<'_> {
             }
             Fact::ChannelCost { .. } => unreachable!("channel-level facts have no sku"),
         }
+        if touches_prices(fact) {
+            self.state.prices_steady.clear();
+        }
         Ok(())
     }
 
@@ -383,14 +389,17 @@ impl Step<'_> {
         let now = self.cause.at_ms;
         self.state.latest_ms = self.state.latest_ms.max(now);
         self.state.stock.demand.prune(self.state.latest_ms);
-        self.state.prices.let_go(self.state.latest_ms);
+        if self.state.prices.let_go(self.state.latest_ms) {
+            self.state.prices_steady.clear();
+        }
         let early = std::mem::take(&mut self.outputs);
         self.publish_availability(now);
         self.publish_replenishment(now);
         let (rules, sku) = (self.rules, self.cause.sku);
         let (stock, prices, open) = (&mut self.state.stock, &self.state.prices, &self.state.alerts);
         let mut holding = stock_alerts::holding(rules, stock, now, open);
-        holding.extend(price_alerts::holding(rules, sku, prices, now, open));
+        let steady = &mut self.state.prices_steady;
+        holding.extend(price_alerts::holding_unless_steady(rules, sku, prices, now, open, steady));
         let read = || {
             let mut readings = stock_alerts::readings(rules, stock, now);
             readings.extend(price_alerts::readings(rules, sku, prices, now));
@@ -483,6 +492,25 @@ impl Step<'_> {
         if let Some(jump) = escalation::price_jump(self.rules, channel, previous, price, self.cause) {
             self.outputs.push(Output::Escalation(jump));
         }
+    }
+}
+
+/// Whether the fact changes what a price rule reads: the listed prices, the cost, the
+/// promotions or the competitors' prices. Every kind is named, so a new one must be decided.
+fn touches_prices(fact: &Fact) -> bool {
+    match fact {
+        Fact::PriceSet { .. }
+        | Fact::CostSet { .. }
+        | Fact::PromotionScheduled(_)
+        | Fact::PromotionCancelled { .. }
+        | Fact::CompetitorObserved { .. } => true,
+        Fact::Placed(_)
+        | Fact::Cancelled { .. }
+        | Fact::Shipped(_)
+        | Fact::Returned(_)
+        | Fact::Adjusted { .. }
+        | Fact::Counted { .. }
+        | Fact::ChannelCost { .. } => false,
     }
 }
 

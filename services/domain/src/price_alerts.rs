@@ -11,6 +11,58 @@ use crate::contract::Rules;
 use crate::money::Amount;
 use crate::pricing::{self, Listing, PriceBook, Set};
 
+/// The span of the SKU's clock in which the price conditions that hold are known to be the
+/// open price alerts: set by a full evaluation ([`holding_unless_steady`]), cleared by any
+/// change of the price book. Most events of a SKU move stock, not prices, so this spares them
+/// the price rules. A memo: never stored and not part of the state's identity; a state
+/// without it (loaded, or cleared) only evaluates again and finds the same.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Steady(Option<(i64, i64)>);
+
+impl Steady {
+    fn covers(self, now: i64) -> bool {
+        self.0.is_some_and(|(from, until)| from <= now && now < until)
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl PartialEq for Steady {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Steady {}
+
+/// [`holding`], unless nothing a price rule reads can have changed since the last full
+/// evaluation: then, since that evaluation raised every condition that held and resolved
+/// every other, the open price alerts are exactly what holds.
+pub fn holding_unless_steady(
+    rules: &Rules,
+    sku: &str,
+    book: &PriceBook,
+    now: i64,
+    open: &Open,
+    steady: &mut Steady,
+) -> Vec<Holding> {
+    if steady.covers(now) {
+        let open_prices = open.iter().filter(|(_, alert)| is_price_kind(alert.kind));
+        return open_prices.map(|(key, _)| Holding { key: key.clone(), condition: None }).collect();
+    }
+    *steady = Steady(Some(book.steady_span(now)));
+    holding(rules, sku, book, now, open)
+}
+
+fn is_price_kind(kind: i32) -> bool {
+    use AlertKind::*;
+    let price_kinds =
+        [PriceBelowFloor, MapViolation, ChannelPriceSpread, PromotionCollision, CompetitorUndercut];
+    price_kinds.iter().any(|&price| price as i32 == kind)
+}
+
 /// Every price condition that holds for the SKU now, grouped by kind; those with an alert in
 /// `open` by key only.
 pub fn holding(rules: &Rules, sku: &str, book: &PriceBook, now: i64, open: &Open) -> Vec<Holding> {

@@ -110,9 +110,22 @@ impl PriceBook {
     /// Forgets the promotions that ended one window (28 days) before `latest`: no event up
     /// to 28 days late can see them running, and [`first_collision`] only reads promotions
     /// that end after now. Their ids stay in `scheduled`.
-    pub fn let_go(&mut self, latest: i64) {
+    /// Returns whether any was let go.
+    pub fn let_go(&mut self, latest: i64) -> bool {
         let horizon = latest.saturating_sub(WINDOW_MS);
+        let before = self.promotions.len();
         self.promotions.retain(|_, promotion| promotion.ends_at_ms > horizon);
+        self.promotions.len() != before
+    }
+
+    /// The span around `now`, [from, until), in which no promotion starts or ends: while the
+    /// book is unchanged, every price rule reads the same running promotions, the same live
+    /// ones and the same collisions at any instant of it.
+    pub fn steady_span(&self, now: i64) -> (i64, i64) {
+        let bounds = self.promotions.values().flat_map(|p| [p.starts_at_ms, p.ends_at_ms]);
+        bounds.fold((i64::MIN, i64::MAX), |(from, until), bound| {
+            if bound <= now { (from.max(bound), until) } else { (from, until.min(bound)) }
+        })
     }
 
     pub fn observe(&mut self, channel: &str, competitor: &str, price: Set<Amount>) {
