@@ -148,14 +148,18 @@ impl<'r> Plan<'r> {
 /// dedicated FBA pools in (priority, id) order of their channels.
 pub fn suggestions<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str) -> Vec<Plan<'r>> {
     let mut plans = Vec::new();
+    if rules.contract.replenishment.is_none() && rules.contract.transfers.is_none() {
+        return plans;
+    }
+    let shared = SharedPool::read(rules, stock, now);
     if rules.contract.replenishment.is_some()
-        && let Some(plan) = reorder(rules, stock, now, sku)
+        && let Some(plan) = reorder(rules, &shared, sku)
     {
         plans.push(plan);
     }
     if rules.contract.transfers.is_some() {
         for channel in rules.channels_in_order() {
-            if let Some(plan) = transfer(rules, stock, &channel.id, now) {
+            if let Some(plan) = transfer(rules, stock, &shared, &channel.id, now) {
                 plans.push(plan);
             }
         }
@@ -163,9 +167,26 @@ pub fn suggestions<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str)
     plans
 }
 
-/// ceil(n / d) for d > 0.
+/// What every suggestion reads of the shared pool, read once per event.
+struct SharedPool {
+    /// Units placed on lines reserving in it in the trailing 28 days.
+    units_28d: i64,
+    atp: i64,
+}
+
+impl SharedPool {
+    fn read(rules: &Rules, stock: &mut Stock, now: i64) -> Self {
+        let pool = Pool::Shared;
+        let units_28d = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
+        SharedPool { units_28d, atp: stock.atp(rules, &pool) }
+    }
+}
+
+/// ceil(n / d) for d > 0, exactly: on the decimal's integer mantissa, so that no rounding
+/// of a division can land a quotient just past a whole number back on it.
 fn ceil_div(n: Decimal, d: i64) -> i64 {
-    let q = (n / Decimal::from(d)).ceil();
+    let denominator = i128::from(d) * 10i128.pow(n.scale());
+    let q = -(-n.mantissa()).div_euclid(denominator);
     i64::try_from(q).unwrap_or(i64::MAX)
 }
 
@@ -189,12 +210,11 @@ fn receiving_location(rules: &Rules) -> Option<&str> {
 
 /// Reorder when ATP + inbound < v x (L + R); order ceil(v x (L + T) - (ATP + inbound)),
 /// rounded up to the case pack.
-fn reorder<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str) -> Option<Plan<'r>> {
+fn reorder<'r>(rules: &'r Rules, shared: &SharedPool, sku: &str) -> Option<Plan<'r>> {
     let config = rules.contract.replenishment.as_ref()?;
     let location = receiving_location(rules)?;
     let pool = Pool::Shared;
-    let units = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
-    let atp = stock.atp(rules, &pool);
+    let (units, atp) = (shared.units_28d, shared.atp);
     let inbound = 0;
     let lead = config.location_lead_time_days.get(location).copied().unwrap_or(config.lead_time_days);
     let (review, target) = (config.review_period_days, config.target_cover_days);
@@ -241,14 +261,19 @@ fn richest_shared<'r>(rules: &'r Rules, stock: &Stock) -> Option<&'r str> {
 
 /// Move min(needed, spare) when the FBA pool's cover is below `fba_target_cover_days` and it
 /// comes to at least `min_transfer_units`.
-fn transfer<'r>(rules: &'r Rules, stock: &mut Stock, channel: &str, now: i64) -> Option<Plan<'r>> {
+fn transfer<'r>(
+    rules: &'r Rules,
+    stock: &mut Stock,
+    shared: &SharedPool,
+    channel: &str,
+    now: i64,
+) -> Option<Plan<'r>> {
     let config = rules.contract.transfers.as_ref()?;
     let fba = fba_location(rules, channel)?;
     let pool = Pool::Dedicated(channel.to_string());
     let units = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
     let atp = stock.atp(rules, &pool);
-    let shared_units = stock.demand.pool_units(&rules.pool_series(&Pool::Shared), now, Span::Month);
-    let shared_atp = stock.atp(rules, &Pool::Shared);
+    let (shared_units, shared_atp) = (shared.units_28d, shared.atp);
     let shared_cover = match &rules.contract.replenishment {
         Some(replenishment) => replenishment.target_cover_days,
         None => rules.contract.allocation.reorder_cover_days,
@@ -276,4 +301,23 @@ fn transfer<'r>(rules: &'r Rules, stock: &mut Stock, channel: &str, now: i64) ->
         }
     }
     Some(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn ceil_div_is_exact_on_both_sides_of_zero() {
+        assert_eq!(ceil_div(dec!(56), 28), 2);
+        assert_eq!(ceil_div(dec!(56.5), 28), 3);
+        assert_eq!(ceil_div(dec!(0.001), 28), 1);
+        assert_eq!(ceil_div(dec!(0), 28), 0);
+        assert_eq!(ceil_div(dec!(-27.9), 28), 0);
+        assert_eq!(ceil_div(dec!(-56.5), 28), -2);
+        // just past 28: a division rounded to 28 digits would land on 1
+        assert_eq!(ceil_div(dec!(28.000000000000000000000000001), 28), 2);
+        assert_eq!((dec!(28.000000000000000000000000001) / dec!(28)).ceil(), dec!(1));
+    }
 }
