@@ -1,0 +1,21 @@
+//! The counting allocator counts what is held across threads: a block allocated on one
+//! thread and freed on another leaves the sum where it was.
+
+use omnifold_bench::heap::{Counting, held_bytes, start_counting};
+
+#[global_allocator]
+static ALLOCATOR: Counting<std::alloc::System> = Counting(std::alloc::System);
+
+#[test]
+fn counts_blocks_held_whatever_thread_frees_them() {
+    start_counting();
+    let before = held_bytes();
+    let blocks: Vec<Vec<u8>> = std::thread::spawn(|| (0..8).map(|_| vec![1u8; 1 << 20]).collect())
+        .join()
+        .expect("the allocating thread");
+    let held = held_bytes() - before;
+    assert!(held >= 8 << 20, "8 MiB held, counted {held}");
+    drop(blocks);
+    let after = held_bytes() - before;
+    assert!(after < 1 << 20, "the blocks freed on another thread are uncounted, {after} left");
+}
