@@ -42,6 +42,10 @@ pub struct Demand {
     /// Segments whose placements changed since the last write.
     #[serde(skip)]
     changed_segments: BTreeSet<i64>,
+    /// No placement held is at or before this (`None`: unknown), so that [`Demand::prune`]
+    /// at most events looks at no series. A memo, not part of the identity.
+    #[serde(skip)]
+    held_after: Option<i64>,
 }
 
 impl PartialEq for Demand {
@@ -234,6 +238,7 @@ impl Demand {
         series.month.add(at_ms, units, WINDOW_MS);
         series.hour.add(at_ms, units, HOUR_MS);
         self.changed_segments.insert(segment_of(at_ms));
+        self.held_after = self.held_after.map(|after| after.min(at_ms.saturating_sub(1)));
     }
 
     /// Units `channel` placed in the span ending at `now`.
@@ -270,6 +275,16 @@ impl Demand {
     /// in the last 28 days is already past it, and a SKU with nothing to let go pays nothing.
     pub fn prune(&mut self, latest: i64) {
         let horizon = latest.saturating_sub(KEEP_MS);
+        if self.held_after.is_some_and(|after| after >= horizon) {
+            return;
+        }
+        let oldest = self.series.values().filter_map(|series| series.points.first_key_value());
+        let oldest = oldest.map(|(at, _)| *at).min();
+        if oldest.is_none_or(|oldest| oldest > horizon) {
+            self.held_after = Some(oldest.map_or(i64::MAX, |oldest| oldest - 1));
+            return;
+        }
+        self.held_after = None;
         for series in self.series.values_mut() {
             let Some((&oldest, _)) = series.points.first_key_value() else { continue };
             if oldest > horizon {
@@ -318,6 +333,7 @@ impl Demand {
     /// the horizon of `latest` are skipped, as [`Demand::prune`] would have let them go.
     pub fn restore_segment(&mut self, points: Vec<Point>, latest: i64) {
         let horizon = latest.saturating_sub(KEEP_MS);
+        self.held_after = None;
         for point in points.into_iter().filter(|p| p.at_ms > horizon) {
             let series = self.series.entry(point.channel).or_default();
             *series.points.entry(point.at_ms).or_default() += point.units;
@@ -426,6 +442,9 @@ mod tests {
                     Op::Advance { ms } => {
                         latest += ms;
                         demand.prune(latest);
+                        let horizon = latest - KEEP_MS;
+                        let oldest = demand.series.values().filter_map(|s| s.points.keys().next()).min();
+                        prop_assert!(oldest.is_none_or(|at| *at > horizon), "a placement past the horizon is held");
                     }
                     Op::Reload => demand = reload(&mut demand, latest),
                 }
