@@ -697,10 +697,18 @@ const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// 48 + 2 x 32 MiB keeps a 256 MiB budget within 400 MB over 100,000 SKUs (the README).
 const CACHE_BYTES: u64 = 48 * 1024 * 1024;
 
+/// The journal is not compressed: fjall would compress every value above 4 KiB (a batch's
+/// outbox record) on the committing thread, the fold loop's. Entries carry their compression,
+/// so a journal written compressed still replays.
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match Database::builder(path).cache_size(CACHE_BYTES).max_journaling_size(JOURNAL_BYTES).open() {
+        match Database::builder(path)
+            .cache_size(CACHE_BYTES)
+            .max_journaling_size(JOURNAL_BYTES)
+            .journal_compression(fjall::CompressionType::None)
+            .open()
+        {
             Err(fjall::Error::Locked) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
