@@ -350,6 +350,35 @@ pub struct Rules {
     /// The shared pool, then each channel's dedicated pool that has a location, in channel
     /// order.
     stocked_pools: Vec<Pool>,
+    /// The dedicated pools a transfer can fill, in channel order (see [`TransferPool`]).
+    transfer_pools: Vec<TransferPool>,
+}
+
+/// A channel's dedicated pool with an FBA location: what its transfer suggestion (CONTRACT.md
+/// section 10) names and reads, made once since every event of a SKU asks.
+#[derive(Debug, Clone)]
+pub struct TransferPool {
+    pub pool: Pool,
+    /// The channel's first `fba` location in contract order, where transfers land.
+    pub fba_location: String,
+    /// The pool's contract name and demand series.
+    pub name: String,
+    pub series: String,
+}
+
+fn transfer_pools(contract: &Contract, order: &[usize]) -> Vec<TransferPool> {
+    order
+        .iter()
+        .map(|&i| &contract.channels[i].id)
+        .filter_map(|channel| {
+            let fba = contract.locations.iter().find(|l| {
+                l.kind == LocationKind::Fba && l.dedicated_to.as_deref() == Some(channel.as_str())
+            })?;
+            let pool = Pool::Dedicated(channel.clone());
+            let names = PoolNames::of(&pool);
+            Some(TransferPool { pool, fba_location: fba.id.clone(), name: names.name, series: names.series })
+        })
+        .collect()
 }
 
 /// A pool's contract name (`shared`, `dedicated:<channel>`) and the key of its placements
@@ -391,7 +420,22 @@ impl Rules {
             .map(|c| (c.id.clone(), PoolNames::of(&Pool::Dedicated(c.id.clone()))))
             .collect();
         let stocked_pools = stocked_pools(&contract, &order);
-        Rules { contract, order, channel_index, location_index, shared_pool, dedicated_pools, stocked_pools }
+        let transfer_pools = transfer_pools(&contract, &order);
+        Rules {
+            contract,
+            order,
+            channel_index,
+            location_index,
+            shared_pool,
+            dedicated_pools,
+            stocked_pools,
+            transfer_pools,
+        }
+    }
+
+    /// The dedicated pools with an FBA location, channels in (priority, id) order.
+    pub fn transfer_pools(&self) -> &[TransferPool] {
+        &self.transfer_pools
     }
 
     /// The pools that can hold stock: the shared pool and every channel's dedicated pool that

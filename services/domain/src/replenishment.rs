@@ -5,12 +5,14 @@
 //! Every test is made without division (velocity = U / 28 is multiplied out), so the
 //! thresholds are exact; the velocity and cover the records show are rounded for reading.
 
+use std::borrow::Cow;
+
 use omnifold_proto::{Replenishment, ReplenishmentAction};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::Cause;
-use crate::contract::{LocationKind, Rules};
+use crate::contract::{Rules, TransferPool};
 use crate::demand::Span;
 use crate::stock::{Pool, Stock};
 
@@ -46,8 +48,7 @@ impl Suggested {
 /// ([`Plan::record`]), so the per-event path formats no text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan<'r> {
-    pub pool: Pool,
-    pub pool_name: std::borrow::Cow<'r, str>,
+    pub pool_name: Cow<'r, str>,
     pub action: ReplenishmentAction,
     pub units: i64,
     pub location: &'r str,
@@ -67,10 +68,9 @@ enum Terms {
 
 impl<'r> Plan<'r> {
     /// Nothing to do for the pool, with the numbers behind that.
-    fn none(rules: &'r Rules, pool: Pool, atp: i64, units_28d: i64, terms: Terms) -> Self {
+    fn none(pool_name: Cow<'r, str>, atp: i64, units_28d: i64, terms: Terms) -> Self {
         Plan {
-            pool_name: rules.pool_name(&pool),
-            pool,
+            pool_name,
             action: ReplenishmentAction::None,
             units: 0,
             location: "",
@@ -158,8 +158,8 @@ pub fn suggestions<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str)
         plans.push(plan);
     }
     if rules.contract.transfers.is_some() {
-        for channel in rules.channels_in_order() {
-            if let Some(plan) = transfer(rules, stock, &shared, &channel.id, now) {
+        for dedicated in rules.transfer_pools() {
+            if let Some(plan) = transfer(rules, stock, &shared, dedicated, now) {
                 plans.push(plan);
             }
         }
@@ -213,7 +213,6 @@ fn receiving_location(rules: &Rules) -> Option<&str> {
 fn reorder<'r>(rules: &'r Rules, shared: &SharedPool, sku: &str) -> Option<Plan<'r>> {
     let config = rules.contract.replenishment.as_ref()?;
     let location = receiving_location(rules)?;
-    let pool = Pool::Shared;
     let (units, atp) = (shared.units_28d, shared.atp);
     let inbound = 0;
     let lead = config.location_lead_time_days.get(location).copied().unwrap_or(config.lead_time_days);
@@ -222,7 +221,7 @@ fn reorder<'r>(rules: &'r Rules, shared: &SharedPool, sku: &str) -> Option<Plan<
     let position = Decimal::from(atp + inbound);
     let days = Decimal::from(WINDOW_DAYS);
     let terms = Terms::Reorder { lead, review, target, pack };
-    let mut plan = Plan::none(rules, pool, atp, units, terms);
+    let mut plan = Plan::none(rules.pool_name(&Pool::Shared), atp, units, terms);
     // 28 x (ATP + inbound) < U x (L + R) is ATP + inbound < v x (L + R) without division
     if position * days < Decimal::from(units) * (lead + review) {
         let needed = ceil_div(Decimal::from(units) * (lead + target) - position * days, WINDOW_DAYS);
@@ -234,16 +233,6 @@ fn reorder<'r>(rules: &'r Rules, shared: &SharedPool, sku: &str) -> Option<Plan<
         }
     }
     Some(plan)
-}
-
-/// The FBA location dedicated to a channel: its first `fba` location in contract order.
-fn fba_location<'a>(rules: &'a Rules, channel: &str) -> Option<&'a str> {
-    rules
-        .contract
-        .locations
-        .iter()
-        .find(|l| l.kind == LocationKind::Fba && l.dedicated_to.as_deref() == Some(channel))
-        .map(|l| l.id.as_str())
 }
 
 /// The shared location with the most on-hand, ties to the earlier in the contract.
@@ -265,14 +254,13 @@ fn transfer<'r>(
     rules: &'r Rules,
     stock: &mut Stock,
     shared: &SharedPool,
-    channel: &str,
+    dedicated: &'r TransferPool,
     now: i64,
 ) -> Option<Plan<'r>> {
     let config = rules.contract.transfers.as_ref()?;
-    let fba = fba_location(rules, channel)?;
-    let pool = Pool::Dedicated(channel.to_string());
-    let units = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
-    let atp = stock.atp(rules, &pool);
+    let fba = dedicated.fba_location.as_str();
+    let units = stock.demand.pool_units(&dedicated.series, now, Span::Month);
+    let atp = stock.atp(rules, &dedicated.pool);
     let (shared_units, shared_atp) = (shared.units_28d, shared.atp);
     let shared_cover = match &rules.contract.replenishment {
         Some(replenishment) => replenishment.target_cover_days,
@@ -284,7 +272,7 @@ fn transfer<'r>(
     let days = Decimal::from(WINDOW_DAYS);
     let min_transfer_units = config.min_transfer_units;
     let terms = Terms::Transfer { target, shared_atp, shared_target, spare, min_transfer_units };
-    let mut plan = Plan::none(rules, pool, atp, units, terms);
+    let mut plan = Plan::none(Cow::Borrowed(&dedicated.name), atp, units, terms);
     // cover < target, i.e. 28 x ATP < U x F; no cover figure (U = 0) raises nothing
     if units > 0 && Decimal::from(atp) * days < Decimal::from(units) * target {
         let needed = ceil_div(Decimal::from(units) * target - Decimal::from(atp) * days, WINDOW_DAYS);
