@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, EngineOptions};
 use crate::group::{self, GroupContext, GroupSpec, SharedOwnership};
 use crate::http::{HttpServer, PriceSource};
+use crate::pacing::Pacing;
 use crate::persister::Persister;
 use crate::progress::{Mark, Marks, marker};
 use omnifold_runtime::changelog;
@@ -54,8 +55,11 @@ pub struct CoordinatorOptions {
     pub contract: PathBuf,
     /// The store directory.
     pub store: PathBuf,
+    /// Most events folded into one atomic store commit.
     #[serde(default = "default_batch_events")]
     pub batch_max_events: usize,
+    /// How long a batch gathers events while the loop keeps up with the feed; while it is
+    /// behind, up to [`crate::pacing::CATCH_UP_FACTOR`] times this.
     #[serde(default = "default_batch_ms")]
     pub batch_max_ms: u64,
     /// Stop once every input partition is consumed to its end (for replays and benchmarks).
@@ -216,6 +220,7 @@ impl Coordinator {
             outbox: outbox.signals(),
             health,
             changelog_due: Instant::now(),
+            pacing: Pacing::new(self.options.batch_max_ms),
         };
         let worker = tokio::task::spawn_blocking(move || fold_loop.run());
         let result = outbox.supervise(worker, &stop, shutdown.as_mut()).await;
@@ -288,6 +293,8 @@ struct FoldLoop {
     health: Arc<BrokerHealth>,
     /// When the changelog is sent next.
     changelog_due: Instant,
+    /// How long the next batch may gather events.
+    pacing: Pacing,
 }
 
 /// The state of one batch being folded.
@@ -367,13 +374,20 @@ impl FoldLoop {
     }
 
     fn wait_for_sender(&self) {
+        let started = Instant::now();
+        let mut waited = false;
         while self.outbox.pending() > MAX_PENDING_OUTPUTS && !self.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(5));
+            waited = true;
+        }
+        if waited {
+            tracing::debug!(waited_ms = started.elapsed().as_millis() as u64, "waited for the sender");
         }
     }
 
-    /// Polls up to `batch_max_events` events within `batch_max_ms` and folds them. `at_end`
-    /// tracks the partitions whose end was reached and nothing arrived since.
+    /// Polls up to `batch_max_events` events within the pacing's budget (`batch_max_ms`, more
+    /// while behind the feed) and folds them. `at_end` tracks the partitions whose end was
+    /// reached and nothing arrived since.
     fn fold_batch(
         &mut self,
         consumer: &EventsConsumer,
@@ -385,10 +399,15 @@ impl FoldLoop {
             marks: Marks::new(),
             events: 0,
         };
-        let deadline = Instant::now() + Duration::from_millis(self.options.batch_max_ms);
+        let started = Instant::now();
+        let deadline = started + self.pacing.budget();
         let mut timeout = POLL_TIMEOUT;
+        let mut waited = Duration::ZERO;
         while batch.events < self.options.batch_max_events {
-            match consumer.poll(timeout) {
+            let polled = Instant::now();
+            let message = consumer.poll(timeout);
+            waited += polled.elapsed();
+            match message {
                 None => break,
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(partition))) => {
                     at_end.insert(partition);
@@ -420,6 +439,7 @@ impl FoldLoop {
         }
         // a revocation served by the last poll (one that returned nothing) also drops the batch
         self.take_revoked(consumer, &mut batch, at_end, None)?;
+        self.pacing.after_batch(waited, started.elapsed());
         Ok(batch)
     }
 
