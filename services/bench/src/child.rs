@@ -135,8 +135,11 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         engine: omnifold_coordinator::engine::EngineOptions::default(),
         broker_outage_max: None,
         // static membership, as deploy/ runs it: a restarted process takes its partitions
-        // back at once instead of waiting out the killed one's session
-        group_instance_id: Some("bench-coordinator".to_string()),
+        // back at once instead of waiting out the killed one's session. One id per topic
+        // prefix: a static member that rejoins is handed its last assignment, so a
+        // coordinator of the latency runs under the rebuild's id was given the rebuild's
+        // partitions and never read its own topic
+        group_instance_id: Some(format!("bench-coordinator-{}", args.topic_prefix)),
         session_timeout_ms: 10_000,
         changelog: !args.no_changelog,
         changelog_interval_ms: 1_000,
