@@ -317,6 +317,17 @@ fn record_prefix(sku: &str, kind: u8) -> Vec<u8> {
     key
 }
 
+/// Whether a store key (`k/` + input partition + record key) is an order line's. Lines are
+/// what the changelog packs many to a record: they accumulate with history and each is
+/// written a few times (placed, shipped, returned), never removed.
+pub fn is_line_record(store_key: &[u8]) -> bool {
+    let Some(record) = store_key.strip_prefix(b"k/").and_then(|rest| rest.get(4..)) else {
+        return false;
+    };
+    let Some((len, rest)) = record.split_first_chunk::<2>() else { return false };
+    rest.get(usize::from(u16::from_be_bytes(*len))) == Some(&LINE)
+}
+
 fn line_key(sku: &str, line: &LineKey) -> Vec<u8> {
     let mut key = record_prefix(sku, LINE);
     key.extend_from_slice(&encode(line));
@@ -455,6 +466,19 @@ mod tests {
         assert!(evictions > 100, "the budget is far below the working set: {evictions} evictions");
         assert_eq!(outputs, pure(&events));
         assert!(peak <= budget, "the cache stayed within its budget after commits: {peak}");
+    }
+
+    #[test]
+    fn line_records_are_told_from_the_other_records_and_stored_keys() {
+        let line = LineKey { channel: "shopify".into(), order_id: "o-1".into(), line_id: "1".into() };
+        let in_store = |record: Vec<u8>| [&b"k/"[..], &7i32.to_be_bytes(), &record].concat();
+        assert!(is_line_record(&in_store(line_key("sku-l", &line))));
+        assert!(!is_line_record(&in_store(segment_key("sku-l", 12))));
+        assert!(!is_line_record(&in_store(promotion_key("sku-l", &("shopify".into(), "p".into())))));
+        // a SKU whose name holds the kind byte is read by its length, not by a search
+        assert!(!is_line_record(&in_store(segment_key("l", 3))));
+        assert!(!is_line_record(b"s/\0\0\0\x07sku-l"));
+        assert!(!is_line_record(b"k/\0\0"));
     }
 
     #[test]

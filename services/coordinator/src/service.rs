@@ -693,6 +693,7 @@ impl FoldLoop {
             partition,
             next_offset: next,
             writer: self.store.writer_id(),
+            packs: crate::engine::is_line_record,
         }
     }
 

@@ -35,6 +35,10 @@ const SEEN_PREFIX: &[u8] = b"e/";
 const PACKED_IDS_PREFIX: &[u8] = b"E/";
 /// Seen ids per packed changelog record.
 const IDS_PER_RECORD: usize = 10_000;
+/// The changelog's prefix of packed entries (keys [`Batch::packs`] selects), and how many bytes
+/// of them one record holds at most.
+const PACKED_ENTRIES_PREFIX: &[u8] = b"P/";
+const PACK_BYTES: usize = 256 * 1024;
 /// Chunks read and not yet written to the store while restoring.
 const WRITES_IN_FLIGHT: usize = 4;
 /// Entries written to the store at a time while restoring.
@@ -62,12 +66,19 @@ pub struct Batch<'a> {
     pub topic: &'a str,
     pub partition: i32,
     pub next_offset: i64,
-    /// The writing store's id: a packed id record's key is unique per writer and batch.
+    /// The writing store's id: a packed record's key is unique per writer and batch.
     pub writer: &'a str,
+    /// Which store keys are sent packed, many to a record, rather than one record each: keys
+    /// that accumulate with history and are written a few times each (order lines). Packs are
+    /// never compacted away, so every version of such a key sent stays in the changelog; a
+    /// reader applies them in order, so the last one stands. For a key rewritten all the time
+    /// (a SKU's core) that would grow the changelog with every sending, so those go one each.
+    pub packs: fn(&[u8]) -> bool,
 }
 
 /// The changelog records of one batch's writes of a partition. The seen ids, written once and
-/// never changed, are packed [`IDS_PER_RECORD`] to a record; the offset record goes last.
+/// never changed, are packed [`IDS_PER_RECORD`] to a record, and the keys [`Batch::packs`]
+/// selects up to [`PACK_BYTES`] to a record; the offset record goes last.
 pub fn records<'a>(
     batch: &Batch<'_>,
     writes: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
@@ -75,14 +86,17 @@ pub fn records<'a>(
     let offset_key = offset_key(batch.partition);
     let mut records = Vec::new();
     let mut ids = Vec::new();
+    let mut packed = Vec::new();
     for (key, value) in writes {
         match (key.strip_prefix(SEEN_PREFIX), value) {
             _ if key == offset_key.as_slice() => {}
             (Some(id), Some(_)) => ids.push(&id[4..]),
+            _ if (batch.packs)(key) => packed.push((key, value)),
             _ => records.push(record(batch, key, value)),
         }
     }
     records.extend(id_records(batch, b'b', &ids));
+    records.extend(entry_records(batch, b'b', &packed));
     records.push(record(batch, &offset_key, Some(&batch.next_offset.to_be_bytes())));
     records
 }
@@ -106,6 +120,7 @@ pub fn dump_part(
         records.push(record(batch, &offset_key, None));
     }
     let mut ids = Vec::new();
+    let mut packed = Vec::new();
     let mut last: Option<Vec<u8>> = None;
     let mut more = false;
     for (taken, entry) in store.partition_entries_after(batch.partition, after).enumerate() {
@@ -117,12 +132,15 @@ pub fn dump_part(
         match key.strip_prefix(SEEN_PREFIX) {
             _ if *key == *offset_key => {}
             Some(id) => ids.push(id[4..].to_vec()),
+            None if (batch.packs)(&key) => packed.push((key.clone(), value)),
             None => records.push(record(batch, &key, Some(&value))),
         }
         last = Some(key.to_vec());
     }
     let ids: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
     records.extend(id_records(batch, b'd', &ids));
+    let packed: Vec<(&[u8], Option<&[u8]>)> = packed.iter().map(|(k, v)| (&k[..], Some(&v[..]))).collect();
+    records.extend(entry_records(batch, b'd', &packed));
     Ok((records, last.filter(|_| more)))
 }
 
@@ -145,12 +163,56 @@ fn id_records(batch: &Batch<'_>, kind: u8, ids: &[&[u8]]) -> Vec<OutboxRecord> {
         .collect()
 }
 
-/// The store entries a changelog record stands for: itself, or the seen ids it packs.
+/// Store entries packed into records keyed `P/` + partition + next offset + kind + writer id
+/// + `/` + the pack's first key, for the same reason as [`id_records`]: no two packs of any
+/// writer share a key, so compaction keeps every one. A pack holds each entry's key, then its
+/// value after a byte 1, or a byte 0 alone for a removed key.
+fn entry_records(batch: &Batch<'_>, kind: u8, entries: &[(&[u8], Option<&[u8]>)]) -> Vec<OutboxRecord> {
+    let mut records = Vec::new();
+    let mut rest = entries;
+    while let Some(((first, _), _)) = rest.split_first() {
+        let mut bytes = 0;
+        let taken = rest
+            .iter()
+            .take_while(|(key, value)| {
+                let fits = bytes < PACK_BYTES;
+                bytes += 10 + key.len() + value.map_or(0, <[u8]>::len);
+                fits
+            })
+            .count();
+        let (pack, tail) = rest.split_at(taken);
+        let mut key = PACKED_ENTRIES_PREFIX.to_vec();
+        key.extend_from_slice(&batch.partition.to_be_bytes());
+        key.extend_from_slice(&batch.next_offset.to_be_bytes());
+        key.push(kind);
+        key.extend_from_slice(batch.writer.as_bytes());
+        key.push(b'/');
+        key.extend_from_slice(first);
+        let values: Vec<Vec<u8>> = pack.iter().map(|(_, value)| tagged(*value)).collect();
+        let items = pack.iter().zip(&values).flat_map(|((key, _), value)| [*key, value.as_slice()]);
+        records.push(record(batch, &key, Some(&self::pack(items))));
+        rest = tail;
+    }
+    records
+}
+
+fn tagged(value: Option<&[u8]>) -> Vec<u8> {
+    match value {
+        None => vec![0],
+        Some(value) => [&[1][..], value].concat(),
+    }
+}
+
+/// The store entries a changelog record stands for: itself, or the seen ids or entries it
+/// packs.
 pub fn entries(partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<Vec<Entry>, ChangelogError> {
+    let corrupt = || ChangelogError::Corrupt { partition, key: String::from_utf8_lossy(key).into_owned() };
+    if key.starts_with(PACKED_ENTRIES_PREFIX) {
+        return unpack_entries(value).ok_or_else(corrupt);
+    }
     if !key.starts_with(PACKED_IDS_PREFIX) {
         return Ok(vec![(key.to_vec(), value.map(<[u8]>::to_vec))]);
     }
-    let corrupt = || ChangelogError::Corrupt { partition, key: String::from_utf8_lossy(key).into_owned() };
     let ids = value.and_then(unpack).ok_or_else(corrupt)?;
     Ok(ids
         .into_iter()
@@ -161,6 +223,22 @@ pub fn entries(partition: i32, key: &[u8], value: Option<&[u8]>) -> Result<Vec<E
             (seen, Some(Vec::new()))
         })
         .collect())
+}
+
+/// The entries [`entry_records`] packed; `None` when they do not parse.
+fn unpack_entries(value: Option<&[u8]>) -> Option<Vec<Entry>> {
+    let items = unpack(value?)?;
+    if items.len() % 2 != 0 {
+        return None;
+    }
+    items
+        .chunks(2)
+        .map(|pair| match pair[1].split_first()? {
+            (0, []) => Some((pair[0].to_vec(), None)),
+            (1, value) => Some((pair[0].to_vec(), Some(value.to_vec()))),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Byte strings, each after its length (4 bytes BE).
@@ -457,8 +535,13 @@ mod tests {
         tally
     }
 
+    /// Keyed records under `k/<partition>L` are packed.
+    fn lines(key: &[u8]) -> bool {
+        key.starts_with(b"k/") && key.get(6) == Some(&b'L')
+    }
+
     fn at(partition: i32, next_offset: i64) -> Batch<'static> {
-        Batch { topic: "cl", partition, next_offset, writer: "w1" }
+        Batch { topic: "cl", partition, next_offset, writer: "w1", packs: lines }
     }
 
     fn batch(partition: i32, next: i64, keys: &[&[u8]]) -> Vec<OutboxRecord> {
@@ -492,6 +575,54 @@ mod tests {
             entries(2, &records[0].key, Some(b"1")).unwrap(),
             vec![(records[0].key.clone(), Some(b"1".to_vec()))]
         );
+    }
+
+    #[test]
+    fn selected_keys_are_packed_with_their_removals_and_unpack_in_order() {
+        let writes: Vec<(&[u8], Option<&[u8]>)> = vec![
+            (b"k/\0\0\0\x02La", Some(b"1")),
+            (b"k/\0\0\0\x02Lb", None),
+            (b"k/\0\0\0\x02Lc", Some(b"")),
+            (b"k/\0\0\0\x02h", Some(b"2")),
+        ];
+        let records = records(&at(2, 40), writes.clone().into_iter());
+        assert_eq!(records.len(), 3, "the unpacked record, one pack of three lines, the offset");
+        assert_eq!(records[0].key, b"k/\0\0\0\x02h");
+        assert!(records[1].key.starts_with(b"P/\0\0\0\x02"));
+        assert_eq!(through_of(&records[1].headers), Some(40));
+        let unpacked = entries(2, &records[1].key, Some(&records[1].value)).unwrap();
+        let want: Vec<Entry> =
+            writes[..3].iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+        assert_eq!(unpacked, want);
+    }
+
+    #[test]
+    fn packs_are_bounded_in_bytes_and_keyed_apart() {
+        let keys: Vec<Vec<u8>> = (0..3_000u32).map(|n| [&b"k/\0\0\0\x01L"[..], &n.to_be_bytes()].concat()).collect();
+        let value = vec![7u8; 200];
+        let writes = keys.iter().map(|k| (k.as_slice(), Some(value.as_slice())));
+        let records = records(&at(1, 9), writes);
+        let packs = &records[..records.len() - 1];
+        assert!(packs.len() > 1, "600 KB of entries in more than one pack");
+        assert!(packs.iter().all(|r| r.value.len() < PACK_BYTES + 300));
+        let distinct: BTreeSet<&Vec<u8>> = packs.iter().map(|r| &r.key).collect();
+        assert_eq!(distinct.len(), packs.len());
+        let unpacked: Vec<Vec<u8>> = packs
+            .iter()
+            .flat_map(|r| entries(1, &r.key, Some(&r.value)).unwrap())
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(unpacked, keys);
+    }
+
+    #[test]
+    fn packed_entries_that_do_not_parse_are_an_error_naming_the_key() {
+        let key = b"P/\0\0\0\x01rest";
+        let odd = pack([&b"k/\0\0\0\x01La"[..]].into_iter());
+        let bad_tag = pack([&b"k/\0\0\0\x01La"[..], &[2, 1][..]].into_iter());
+        for value in [Some(&odd[..]), Some(&bad_tag[..]), None] {
+            assert!(matches!(entries(1, key, value), Err(ChangelogError::Corrupt { partition: 1, .. })));
+        }
     }
 
     #[test]
@@ -530,7 +661,7 @@ mod tests {
     #[test]
     fn a_dump_under_way_has_no_state_to_restore_until_its_offset_record() {
         let mut log = batch(1, 100, &[b"s/\0\0\0\x01x"]);
-        let tombstone = Batch { topic: "cl", partition: 1, next_offset: 60, writer: "w2" };
+        let tombstone = Batch { topic: "cl", partition: 1, next_offset: 60, writer: "w2", packs: lines };
         log.push(record(&tombstone, b"o/\0\0\0\x01", None));
         log.extend(batch(1, 60, &[b"s/\0\0\0\x01x"]).into_iter().filter(|r| !r.key.starts_with(b"o/")));
         assert_eq!(
