@@ -228,3 +228,67 @@ async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts()
     assert!(parts > 2 * EVENTS_PARTITIONS as usize, "the whole states went out in parts: {parts}");
     assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
 }
+
+/// A member taking partitions reads each ledger partition's last progress marker back from its
+/// end, in growing windows: the marker is found however far from the end it is (the records
+/// after it being outputs whose marker never came, say), and a partition with none is read
+/// whole and has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_marker_of_a_ledger_partition_is_found_however_far_back_it_lies() {
+    use omnifold_proto::{LedgerEntry, LedgerKind};
+    use prost::Message;
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let broker = Broker::start().await.expect("broker starts");
+    let ledger = "markers.ledger";
+    broker.create_topic(ledger, 4, false).await.expect("topic created");
+    // per partition: the marker's offset (if it has one) and how many records follow it
+    let layouts: [(i32, Option<i64>, usize); 4] =
+        [(0, Some(10), 0), (1, Some(11), 1_500), (2, Some(12), 25_000), (3, None, 2_000)];
+    let producer: BaseProducer = broker.client_config().create().expect("producer");
+    let shipment =
+        LedgerEntry { kind: LedgerKind::Shipment as i32, ..LedgerEntry::default() }.encode_to_vec();
+    for (partition, marker, after) in layouts {
+        let mut records: Vec<(Vec<u8>, Option<OwnedHeaders>)> = vec![(shipment.clone(), None); 3];
+        if let Some(through) = marker {
+            let entry = LedgerEntry {
+                kind: LedgerKind::Progress as i32,
+                event_offset: through,
+                ..LedgerEntry::default()
+            };
+            let stamp =
+                OwnedHeaders::new().insert(Header { key: "omnifold-outbox", value: Some("w-test:7") });
+            records.push((entry.encode_to_vec(), Some(stamp)));
+        }
+        records.extend(std::iter::repeat_n((shipment.clone(), None), after));
+        for (value, headers) in records {
+            let mut record =
+                BaseRecord::<[u8], [u8]>::to(ledger).partition(partition).key(b"k").payload(&value);
+            if let Some(headers) = headers {
+                record = record.headers(headers);
+            }
+            // a full queue gives the record back: wait for deliveries and send it again
+            while let Err((error, back)) = producer.send(record) {
+                assert!(matches!(
+                    error.rdkafka_error_code(),
+                    Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                ));
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("every record delivered");
+
+    let kafka = kafka(&broker);
+    let found = tokio::task::spawn_blocking(move || {
+        omnifold_coordinator::group::last_markers(&kafka, ledger, &[0, 1, 2, 3])
+    })
+    .await
+    .unwrap()
+    .expect("markers read");
+    let through: Vec<(i32, i64, &str)> =
+        found.iter().map(|(p, m)| (*p, m.through, m.writer.as_str())).collect();
+    assert_eq!(through, vec![(0, 10, "w-test"), (1, 11, "w-test"), (2, 12, "w-test")]);
+}

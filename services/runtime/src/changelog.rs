@@ -163,10 +163,10 @@ fn id_records(batch: &Batch<'_>, kind: u8, ids: &[&[u8]]) -> Vec<OutboxRecord> {
         .collect()
 }
 
-/// Store entries packed into records keyed `P/` + partition + next offset + kind + writer id
-/// + `/` + the pack's first key, for the same reason as [`id_records`]: no two packs of any
-/// writer share a key, so compaction keeps every one. A pack holds each entry's key, then its
-/// value after a byte 1, or a byte 0 alone for a removed key.
+/// Store entries packed into records keyed like [`id_records`]' packs, under `P/` and with the
+/// pack's first key in place of its first id: no two packs of any writer share a key, so
+/// compaction keeps every one. A pack holds each entry's key, then its value after a byte 1,
+/// or a byte 0 alone for a removed key.
 fn entry_records(batch: &Batch<'_>, kind: u8, entries: &[(&[u8], Option<&[u8]>)]) -> Vec<OutboxRecord> {
     let mut records = Vec::new();
     let mut rest = entries;
@@ -591,14 +591,14 @@ mod tests {
         assert!(records[1].key.starts_with(b"P/\0\0\0\x02"));
         assert_eq!(through_of(&records[1].headers), Some(40));
         let unpacked = entries(2, &records[1].key, Some(&records[1].value)).unwrap();
-        let want: Vec<Entry> =
-            writes[..3].iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
+        let want: Vec<Entry> = writes[..3].iter().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))).collect();
         assert_eq!(unpacked, want);
     }
 
     #[test]
     fn packs_are_bounded_in_bytes_and_keyed_apart() {
-        let keys: Vec<Vec<u8>> = (0..3_000u32).map(|n| [&b"k/\0\0\0\x01L"[..], &n.to_be_bytes()].concat()).collect();
+        let keys: Vec<Vec<u8>> =
+            (0..3_000u32).map(|n| [&b"k/\0\0\0\x01L"[..], &n.to_be_bytes()].concat()).collect();
         let value = vec![7u8; 200];
         let writes = keys.iter().map(|k| (k.as_slice(), Some(value.as_slice())));
         let records = records(&at(1, 9), writes);
