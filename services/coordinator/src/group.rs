@@ -145,6 +145,7 @@ impl GroupContext {
     /// changelog what it can, and positions each partition at this instance's stored offset.
     fn assign(&self, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let started = std::time::Instant::now();
         let restores = {
             let stored = self.store.offsets().unwrap_or_default();
             let next = |partition: i32| stored.get(&partition).copied().unwrap_or(0);
@@ -156,6 +157,10 @@ impl GroupContext {
                 }
             }
         };
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read how far the assigned partitions' last owners published"
+        );
         self.restore_from_changelog(&restores);
         let stored = self.store.offsets().unwrap_or_default();
         let next = |partition: i32| stored.get(&partition).copied().unwrap_or(0);
@@ -334,6 +339,7 @@ pub fn subscribed(spec: GroupSpec<'_>) -> Result<BaseConsumer<GroupContext>, Kaf
         .set("statistics.interval.ms", spec.stats_interval_ms.to_string())
         .create_with_context(context)?;
     consumer.subscribe(&[spec.topics.events.as_str()])?;
+    tracing::debug!(group = spec.group_id, "subscribed to the events topic");
     Ok(consumer)
 }
 

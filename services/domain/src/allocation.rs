@@ -5,7 +5,7 @@ use rust_decimal::Decimal;
 
 use crate::contract::{Channel, Rules, ScarcityMode};
 use crate::demand::Span;
-use crate::stock::{Pool, PoolRef, Stock};
+use crate::stock::{Atps, Stock};
 
 /// The number one channel may sell now, and how it was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,9 +17,9 @@ pub struct Availability<'r> {
 }
 
 /// Every channel's availability for the SKU, in (priority, id) order.
-pub fn allocate<'r>(rules: &'r Rules, stock: &mut Stock, now: i64) -> Vec<Availability<'r>> {
+pub fn allocate<'r>(rules: &'r Rules, stock: &mut Stock, atps: &Atps, now: i64) -> Vec<Availability<'r>> {
     let allocation = &rules.contract.allocation;
-    let shared_sellable = (stock.atp(rules, &Pool::Shared) - allocation.safety_stock).max(0);
+    let shared_sellable = (atps.shared() - allocation.safety_stock).max(0);
     let sellers: Vec<&Channel> = rules.shared_sellers().collect();
     let (mode, rule, shares) = if shared_sellable >= allocation.scarcity_threshold {
         (AllocationMode::Normal, AllocationRule::MaxShare, normal_shares(&sellers, shared_sellable))
@@ -39,9 +39,9 @@ pub fn allocate<'r>(rules: &'r Rules, stock: &mut Stock, now: i64) -> Vec<Availa
         }
     };
     rules
-        .channels_in_order()
-        .map(|channel| {
-            let dedicated = stock.atp_of(rules, PoolRef::Dedicated(&channel.id)).max(0);
+        .indexed_channels_in_order()
+        .map(|(index, channel)| {
+            let dedicated = atps.dedicated(index).max(0);
             let share = sellers.iter().position(|s| s.id == channel.id).map_or(0, |i| shares[i]);
             Availability { channel: &channel.id, available: dedicated + share, mode, rule }
         })

@@ -344,6 +344,9 @@ pub struct Rules {
     order: Vec<usize>,
     channel_index: FxHashMap<String, usize>,
     location_index: FxHashMap<String, usize>,
+    /// Each location's dedicated channel, as an index into `contract.channels`, in location
+    /// order.
+    location_owner: Vec<Option<usize>>,
     /// Each pool's name and demand series, made once: the fold reads them on every event.
     shared_pool: PoolNames,
     dedicated_pools: FxHashMap<String, PoolNames>,
@@ -413,6 +416,13 @@ impl Rules {
         });
         let channel_index = contract.channels.iter().enumerate().map(|(i, c)| (c.id.clone(), i)).collect();
         let location_index = contract.locations.iter().enumerate().map(|(i, l)| (l.id.clone(), i)).collect();
+        let location_owner = contract
+            .locations
+            .iter()
+            .map(|l| {
+                l.dedicated_to.as_ref().and_then(|c| contract.channels.iter().position(|ch| ch.id == *c))
+            })
+            .collect();
         let shared_pool = PoolNames::of(&Pool::Shared);
         let dedicated_pools = contract
             .channels
@@ -426,6 +436,7 @@ impl Rules {
             order,
             channel_index,
             location_index,
+            location_owner,
             shared_pool,
             dedicated_pools,
             stocked_pools,
@@ -488,6 +499,22 @@ impl Rules {
 
     pub fn location(&self, id: &str) -> Option<&Location> {
         self.location_index.get(id).map(|&i| &self.contract.locations[i])
+    }
+
+    /// The channel a location is dedicated to, as an index into `contract.channels`; `None`
+    /// for a shared location and for one the contract does not name.
+    pub fn location_owner(&self, location: &str) -> Option<usize> {
+        self.location_index.get(location).and_then(|&i| self.location_owner[i])
+    }
+
+    /// The index into `contract.channels` of the channel with this id.
+    pub fn channel_index(&self, id: &str) -> Option<usize> {
+        self.channel_index.get(id).copied()
+    }
+
+    /// Every channel in (priority, id) order, with its index into `contract.channels`.
+    pub fn indexed_channels_in_order(&self) -> impl Iterator<Item = (usize, &Channel)> + '_ {
+        self.order.iter().map(|&i| (i, &self.contract.channels[i]))
     }
 
     /// Every channel in (priority, id) order.

@@ -26,7 +26,7 @@ use crate::price_alerts;
 use crate::pricing::{PriceBook, PromotionKey, Set};
 use crate::replenishment::{self, Suggested};
 use crate::routing;
-use crate::stock::{Line, Stock};
+use crate::stock::{Atps, Line, Stock};
 use crate::stock_alerts;
 
 /// Everything the coordinator knows of one SKU.
@@ -393,15 +393,17 @@ impl Step<'_> {
             self.state.prices_steady.clear();
         }
         let early = std::mem::take(&mut self.outputs);
-        self.publish_availability(now);
-        self.publish_replenishment(now);
+        // evaluation reads stock and never changes it, so every pool's ATP is read once
+        let atps = self.state.stock.atps(self.rules);
+        self.publish_availability(&atps, now);
+        self.publish_replenishment(&atps, now);
         let (rules, sku) = (self.rules, self.cause.sku);
         let (stock, prices, open) = (&mut self.state.stock, &self.state.prices, &self.state.alerts);
-        let mut holding = stock_alerts::holding(rules, stock, now, open);
+        let mut holding = stock_alerts::holding(rules, stock, &atps, now, open);
         let steady = &mut self.state.prices_steady;
         holding.extend(price_alerts::holding_unless_steady(rules, sku, prices, now, open, steady));
         let read = || {
-            let mut readings = stock_alerts::readings(rules, stock, now);
+            let mut readings = stock_alerts::readings(rules, stock, &atps, now);
             readings.extend(price_alerts::readings(rules, sku, prices, now));
             readings
         };
@@ -422,8 +424,8 @@ impl Step<'_> {
         self.outputs.extend(escalations);
     }
 
-    fn publish_availability(&mut self, now: i64) {
-        for decision in allocate(self.rules, &mut self.state.stock, now) {
+    fn publish_availability(&mut self, atps: &Atps, now: i64) {
+        for decision in allocate(self.rules, &mut self.state.stock, atps, now) {
             let last = self.state.published.get(decision.channel).copied().unwrap_or(0);
             if decision.available == last {
                 continue;
@@ -443,8 +445,8 @@ impl Step<'_> {
 
     /// A pool's suggestion is published when it differs from the last one published; a
     /// suggestion of none only to clear one.
-    fn publish_replenishment(&mut self, now: i64) {
-        for plan in replenishment::suggestions(self.rules, &mut self.state.stock, now, self.cause.sku) {
+    fn publish_replenishment(&mut self, atps: &Atps, now: i64) {
+        for plan in replenishment::suggestions(self.rules, &mut self.state.stock, atps, now, self.cause.sku) {
             let last = self.state.suggested.get(plan.pool_name.as_ref());
             if plan.repeats(last) {
                 continue;

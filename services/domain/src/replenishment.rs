@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::Cause;
 use crate::contract::{Rules, TransferPool};
 use crate::demand::Span;
-use crate::stock::{Pool, Stock};
+use crate::stock::{Atps, Pool, Stock};
 
 const WINDOW_DAYS: i64 = 28;
 
@@ -146,12 +146,18 @@ impl<'r> Plan<'r> {
 
 /// The suggestion of every pool the contract asks about, in order: the shared pool, then the
 /// dedicated FBA pools in (priority, id) order of their channels.
-pub fn suggestions<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str) -> Vec<Plan<'r>> {
+pub fn suggestions<'r>(
+    rules: &'r Rules,
+    stock: &mut Stock,
+    atps: &Atps,
+    now: i64,
+    sku: &str,
+) -> Vec<Plan<'r>> {
     let mut plans = Vec::new();
     if rules.contract.replenishment.is_none() && rules.contract.transfers.is_none() {
         return plans;
     }
-    let shared = SharedPool::read(rules, stock, now);
+    let shared = SharedPool::read(rules, stock, atps, now);
     if rules.contract.replenishment.is_some()
         && let Some(plan) = reorder(rules, &shared, sku)
     {
@@ -159,7 +165,7 @@ pub fn suggestions<'r>(rules: &'r Rules, stock: &mut Stock, now: i64, sku: &str)
     }
     if rules.contract.transfers.is_some() {
         for dedicated in rules.transfer_pools() {
-            if let Some(plan) = transfer(rules, stock, &shared, dedicated, now) {
+            if let Some(plan) = transfer(rules, stock, atps, &shared, dedicated, now) {
                 plans.push(plan);
             }
         }
@@ -175,10 +181,10 @@ struct SharedPool {
 }
 
 impl SharedPool {
-    fn read(rules: &Rules, stock: &mut Stock, now: i64) -> Self {
+    fn read(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64) -> Self {
         let pool = Pool::Shared;
         let units_28d = stock.demand.pool_units(&rules.pool_series(&pool), now, Span::Month);
-        SharedPool { units_28d, atp: stock.atp(rules, &pool) }
+        SharedPool { units_28d, atp: atps.shared() }
     }
 }
 
@@ -253,6 +259,7 @@ fn richest_shared<'r>(rules: &'r Rules, stock: &Stock) -> Option<&'r str> {
 fn transfer<'r>(
     rules: &'r Rules,
     stock: &mut Stock,
+    atps: &Atps,
     shared: &SharedPool,
     dedicated: &'r TransferPool,
     now: i64,
@@ -260,7 +267,7 @@ fn transfer<'r>(
     let config = rules.contract.transfers.as_ref()?;
     let fba = dedicated.fba_location.as_str();
     let units = stock.demand.pool_units(&dedicated.series, now, Span::Month);
-    let atp = stock.atp(rules, &dedicated.pool);
+    let atp = atps.of(rules, &dedicated.pool);
     let (shared_units, shared_atp) = (shared.units_28d, shared.atp);
     let shared_cover = match &rules.contract.replenishment {
         Some(replenishment) => replenishment.target_cover_days,

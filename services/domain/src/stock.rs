@@ -261,6 +261,28 @@ impl Stock {
         }
     }
 
+    /// Every pool's ATP, from one pass over the locations.
+    pub fn atps(&self, rules: &Rules) -> Atps {
+        let mut atps =
+            Atps { shared: 0, dedicated: vec![0; rules.contract.channels.len()], foreign: Vec::new() };
+        for (location, units) in &self.on_hand {
+            match rules.location_owner(location) {
+                Some(channel) => atps.dedicated[channel] += units,
+                None => atps.shared += units,
+            }
+        }
+        for (pool, units) in &self.reserved {
+            match pool {
+                Pool::Shared => atps.shared -= units,
+                Pool::Dedicated(channel) => match rules.channel_index(channel) {
+                    Some(index) => atps.dedicated[index] -= units,
+                    None => atps.foreign.push((channel.clone(), -units)),
+                },
+            }
+        }
+        atps
+    }
+
     /// ATP(pool): on-hand over the pool's locations minus its open reservations.
     pub fn atp(&self, rules: &Rules, pool: &Pool) -> i64 {
         self.atp_of(rules, pool.as_ref())
@@ -278,5 +300,40 @@ impl Stock {
         let reserved =
             self.reserved.iter().find(|(held, _)| held.as_ref() == pool).map_or(0, |(_, units)| *units);
         on_hand - reserved
+    }
+}
+
+/// Every pool's ATP at one moment ([`Stock::atps`]). An event's evaluation asks for pools'
+/// ATP a dozen times (allocation, stock conditions, replenishment), and [`Stock::atp`] looks
+/// every location up in the contract each time: about a tenth of the fold's time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Atps {
+    shared: i64,
+    /// Each channel's dedicated pool, by index into the contract's channels.
+    dedicated: Vec<i64>,
+    /// Reservations in the dedicated pool of a channel the contract no longer names (a line
+    /// placed under an earlier contract): no location is dedicated to it.
+    foreign: Vec<(String, i64)>,
+}
+
+impl Atps {
+    pub fn shared(&self) -> i64 {
+        self.shared
+    }
+
+    /// The ATP of the dedicated pool of the channel at this index of the contract's channels.
+    pub fn dedicated(&self, channel: usize) -> i64 {
+        self.dedicated[channel]
+    }
+
+    /// [`Stock::atp`], as of when these were computed.
+    pub fn of(&self, rules: &Rules, pool: &Pool) -> i64 {
+        match pool {
+            Pool::Shared => self.shared,
+            Pool::Dedicated(channel) => match rules.channel_index(channel) {
+                Some(index) => self.dedicated[index],
+                None => self.foreign.iter().find(|(c, _)| c == channel).map_or(0, |(_, atp)| *atp),
+            },
+        }
     }
 }

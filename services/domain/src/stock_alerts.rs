@@ -8,7 +8,7 @@ use crate::alerts::{self, Condition, Holding, Open, Reading};
 use crate::contract::Rules;
 use crate::demand::Span;
 use crate::fact::Placed;
-use crate::stock::{Pool, Stock};
+use crate::stock::{Atps, Pool, Stock};
 
 /// The channels a stock alert on `pool` names: the dedicated channel, or every shared seller.
 pub fn pool_channels(rules: &Rules, pool: &Pool) -> Vec<String> {
@@ -20,22 +20,22 @@ pub fn pool_channels(rules: &Rules, pool: &Pool) -> Vec<String> {
 
 /// Every stock condition that holds for the SKU now; those with an alert in `open` by key
 /// only.
-pub fn holding(rules: &Rules, stock: &mut Stock, now: i64, open: &Open) -> Vec<Holding> {
+pub fn holding(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64, open: &Open) -> Vec<Holding> {
     let mut conditions = Vec::new();
-    conditions.extend(oversells(rules, stock, open));
+    conditions.extend(oversells(rules, stock, atps, open));
     conditions.extend(negative_stock(rules, stock, open));
-    conditions.extend(low_cover(rules, stock, now, open));
+    conditions.extend(low_cover(rules, stock, atps, now, open));
     conditions
 }
 
 /// The numbers of every stock subject that can resolve, whether or not its condition holds.
-pub fn readings(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Reading> {
+pub fn readings(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64) -> Vec<Reading> {
     let mut readings: Vec<Reading> = rules
         .stocked_pools()
         .iter()
         .map(|pool| Reading {
             key: alerts::key(AlertKind::Oversell, &pool_subject(pool)),
-            details: pool_details(stock.atp(rules, pool), reserved(stock, pool)),
+            details: pool_details(atps.of(rules, pool), reserved(stock, pool)),
         })
         .collect();
     readings.extend(stock.on_hand.iter().map(|(location, units)| Reading {
@@ -45,15 +45,15 @@ pub fn readings(rules: &Rules, stock: &mut Stock, now: i64) -> Vec<Reading> {
     let placed = stock.demand.total(now, Span::Month);
     readings.push(Reading {
         key: alerts::key(AlertKind::LowCover, ""),
-        details: cover_details(rules, stock.atp(rules, &Pool::Shared), placed),
+        details: cover_details(rules, atps.shared(), placed),
     });
     readings
 }
 
-fn oversells(rules: &Rules, stock: &Stock, open: &Open) -> Vec<Holding> {
+fn oversells(rules: &Rules, stock: &Stock, atps: &Atps, open: &Open) -> Vec<Holding> {
     let mut conditions = Vec::new();
     for pool in rules.stocked_pools() {
-        let atp = stock.atp(rules, pool);
+        let atp = atps.of(rules, pool);
         if atp >= 0 {
             continue;
         }
@@ -123,12 +123,12 @@ fn location_details(on_hand: i64) -> Vec<(String, String)> {
 }
 
 /// ATP(shared) x 28 / units placed in 28 days < reorder_cover_days, compared without division.
-fn low_cover(rules: &Rules, stock: &mut Stock, now: i64, open: &Open) -> Option<Holding> {
+fn low_cover(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64, open: &Open) -> Option<Holding> {
     let placed = stock.demand.total(now, Span::Month);
     if placed <= 0 {
         return None;
     }
-    let atp = stock.atp(rules, &Pool::Shared);
+    let atp = atps.shared();
     let cover_days = rules.contract.allocation.reorder_cover_days;
     if Decimal::from(atp) * Decimal::from(28) >= cover_days * Decimal::from(placed) {
         return None;

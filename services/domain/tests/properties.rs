@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use omnifold_domain::demand::Point;
 use omnifold_domain::fact::LineKey;
 use omnifold_domain::pricing::PromotionKey;
+use omnifold_domain::stock::Pool;
 use omnifold_domain::{Contract, Fold, Outcome, Output, PartitionState, RecordKey, Rules, SkuState};
 use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Event, ReplenishmentAction, RoutingState};
@@ -373,6 +374,29 @@ proptest! {
         let (second_outcomes, second_state) = run_straight(&fold, &events);
         prop_assert_eq!(first_outcomes, second_outcomes);
         prop_assert_eq!(first_state, second_state);
+    }
+
+    #[test]
+    fn every_pools_atp_read_at_once_equals_it_read_alone(planning in any::<bool>(), events in events()) {
+        let fold = fold(planning);
+        let rules = fold.rules();
+        let mut state = PartitionState::default();
+        for event in &events {
+            fold.apply(&mut state, event);
+            for sku in state.skus.values() {
+                // and a line reserving for a channel an earlier contract named
+                let mut stock = sku.stock.clone();
+                stock.reserved.insert(Pool::Dedicated("gone".into()), 3);
+                let atps = stock.atps(rules);
+                let mut pools: Vec<Pool> = rules.stocked_pools().to_vec();
+                pools.extend(rules.contract.channels.iter().map(|c| Pool::Dedicated(c.id.clone())));
+                pools.extend(stock.reserved.keys().cloned());
+                pools.push(Pool::Dedicated("a channel no contract names".into()));
+                for pool in &pools {
+                    prop_assert_eq!(atps.of(rules, pool), stock.atp(rules, pool), "{:?}", pool);
+                }
+            }
+        }
     }
 
     #[test]

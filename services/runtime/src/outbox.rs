@@ -274,7 +274,12 @@ impl OutboxSender {
             return Ok(tails);
         }
         let (store, kafka, partitions) = (self.store.clone(), self.kafka.clone(), self.partitions.clone());
+        let started = std::time::Instant::now();
         let floors = tokio::task::spawn_blocking(move || seed_tails(&store, &kafka, &partitions)).await??;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read the output partitions' tails"
+        );
         let mut guard = self.tails.lock().expect("tails lock");
         let mut tails = guard.take().map(|(_, tails)| tails).unwrap_or_default();
         for (target, floor) in floors {

@@ -435,7 +435,8 @@ impl<'a, F: FnMut(Event)> Sim<'a, F> {
             mirror.reserved.insert(Pool::Dedicated(c.id.clone()), *units);
         }
         mirror.demand.prune(at);
-        let available = allocate(self.rules, mirror, at)
+        let atps = mirror.atps(self.rules);
+        let available = allocate(self.rules, mirror, &atps, at)
             .into_iter()
             .find(|a| a.channel == self.chans[chan].id)
             .map_or(0, |a| a.available);
