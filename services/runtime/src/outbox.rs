@@ -125,7 +125,33 @@ impl OutboxSender {
     /// Recovers (see [`OutboxSender::recover`]) and sends what is pending, waiting out a
     /// broker outage (a caller that must not wait forever selects it against its shutdown).
     pub async fn start(&mut self) -> Result<usize, OutboxError> {
+        self.learn_topics().await;
         self.ride_out(&AtomicBool::new(false), true).await
+    }
+
+    /// Asks the broker about every topic the outbox writes, through its producer. librdkafka
+    /// looks a topic it has not seen up on a timer of about a second, so a new producer's first
+    /// record otherwise waits some 800 ms here (confluentinc/librdkafka#3202, #5032): at every
+    /// start, ahead of the records a killed process left to send. Failing is harmless; the
+    /// send that follows asks again.
+    async fn learn_topics(&self) {
+        let producer = self.producer.clone();
+        let topics: Vec<String> = self.partitions.keys().cloned().collect();
+        let started = std::time::Instant::now();
+        let asked = tokio::task::spawn_blocking(move || {
+            for topic in topics {
+                if let Err(error) = producer.client().fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+                    tracing::debug!(topic, %error, "the outbox producer could not learn a topic");
+                }
+            }
+        })
+        .await;
+        if asked.is_ok() {
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "the outbox producer learned its topics"
+            );
+        }
     }
 
     /// Sends every pending record, waiting out broker outages: after a failed delivery it
@@ -155,6 +181,7 @@ impl OutboxSender {
                     }
                     tokio::time::sleep(backoff.next_pause()).await;
                     self.replace_producer()?;
+                    self.learn_topics().await;
                     recover_first = true;
                 }
                 Err(error) => return Err(error),
