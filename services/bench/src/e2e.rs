@@ -557,7 +557,8 @@ fn targets(
     let caught_up = |r: &Restart| r.first_caught_up_s.unwrap_or(r.seconds);
     targets.push(Target {
         what: format!("restart with {} events in the store, to caught up", thousands(total as f64)),
-        target: "<= 2 s".into(),
+        // the state engine's target (the benchmark issue asked for 2 s)
+        target: "<= 1 s".into(),
         measured: format!(
             "{:.2} s after a stop, {:.2} s after SIGKILL (`run` returned after {:.2} s and {:.2} s)",
             caught_up(restart_stop),
@@ -565,7 +566,7 @@ fn targets(
             restart_stop.seconds,
             restart_kill.seconds
         ),
-        met: Some(caught_up(restart_stop).max(caught_up(restart_kill)) <= 2.0),
+        met: Some(caught_up(restart_stop).max(caught_up(restart_kill)) <= 1.0),
     });
     targets.push(Target {
         what: format!("rebuild of {} events from an empty store (= c)", thousands(total as f64)),
