@@ -151,16 +151,22 @@ pub fn dump_part(
 fn id_records(batch: &Batch<'_>, kind: u8, ids: &[&[u8]]) -> Vec<OutboxRecord> {
     ids.chunks(IDS_PER_RECORD)
         .map(|ids| {
-            let mut key = PACKED_IDS_PREFIX.to_vec();
-            key.extend_from_slice(&batch.partition.to_be_bytes());
-            key.extend_from_slice(&batch.next_offset.to_be_bytes());
-            key.push(kind);
-            key.extend_from_slice(batch.writer.as_bytes());
-            key.push(b'/');
-            key.extend_from_slice(ids[0]);
+            let key = pack_key(PACKED_IDS_PREFIX, batch, kind, ids[0]);
             record(batch, &key, Some(&pack(ids.iter().copied())))
         })
         .collect()
+}
+
+/// A pack's key: its prefix, then partition + next offset + kind + writer id + `/` + `first`.
+fn pack_key(prefix: &[u8], batch: &Batch<'_>, kind: u8, first: &[u8]) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&batch.partition.to_be_bytes());
+    key.extend_from_slice(&batch.next_offset.to_be_bytes());
+    key.push(kind);
+    key.extend_from_slice(batch.writer.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(first);
+    key
 }
 
 /// Store entries packed into records keyed like [`id_records`]' packs, under `P/` and with the
@@ -181,13 +187,7 @@ fn entry_records(batch: &Batch<'_>, kind: u8, entries: &[(&[u8], Option<&[u8]>)]
             })
             .count();
         let (pack, tail) = rest.split_at(taken);
-        let mut key = PACKED_ENTRIES_PREFIX.to_vec();
-        key.extend_from_slice(&batch.partition.to_be_bytes());
-        key.extend_from_slice(&batch.next_offset.to_be_bytes());
-        key.push(kind);
-        key.extend_from_slice(batch.writer.as_bytes());
-        key.push(b'/');
-        key.extend_from_slice(first);
+        let key = pack_key(PACKED_ENTRIES_PREFIX, batch, kind, first);
         let values: Vec<Vec<u8>> = pack.iter().map(|(_, value)| tagged(*value)).collect();
         let items = pack.iter().zip(&values).flat_map(|((key, _), value)| [*key, value.as_slice()]);
         records.push(record(batch, &key, Some(&self::pack(items))));
