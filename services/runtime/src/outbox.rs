@@ -228,16 +228,9 @@ impl OutboxSender {
     pub async fn send_pending(&self) -> Result<usize, OutboxError> {
         let mut sent = 0;
         loop {
-            let mut pending = self.next_pending().await?;
+            let pending = self.next_pending().await?;
             if pending.is_empty() {
                 return Ok(sent);
-            }
-            let superseded = superseded_barriers(&pending, |record| self.partition_of(record))?;
-            if !superseded.is_empty() {
-                // confirmed before anything after them is sent: a crash in between leaves the
-                // later barriers to be sent, never a stale one to land after them
-                pending.retain(|(seq, _)| !superseded.contains(seq));
-                self.confirm(superseded.into_iter().collect(), BTreeMap::new()).await?;
             }
             for wave in waves(&pending) {
                 sent += if is_barrier(&wave[0].1) {
@@ -419,27 +412,6 @@ impl OutboxSender {
 }
 
 /// Consecutive records alike: runs of barriers and runs of other records, in order.
-/// The barriers of `pending` that a later barrier to the same partition supersedes. A
-/// barrier (a progress marker) says how far its writer had published and where what it
-/// delivers next will land; the later one says as much, further on. Each barrier waits for
-/// everything before it and holds back everything after it, two round trips per fold batch,
-/// so a sender behind by many batches fell further behind (the fold loop waited for it for up
-/// to two seconds at 5,000 events/s). Without the superseded ones, the records between them
-/// go out in one wave, as if their batches had been one.
-fn superseded_barriers(
-    pending: &[(u64, OutboxRecord)],
-    partition_of: impl Fn(&OutboxRecord) -> Result<i32, OutboxError>,
-) -> Result<BTreeSet<u64>, OutboxError> {
-    let mut last: BTreeMap<(&str, i32), u64> = BTreeMap::new();
-    let mut superseded = BTreeSet::new();
-    for (seq, record) in pending.iter().filter(|(_, record)| is_barrier(record)) {
-        if let Some(earlier) = last.insert((record.topic.as_str(), partition_of(record)?), *seq) {
-            superseded.insert(earlier);
-        }
-    }
-    Ok(superseded)
-}
-
 fn waves(pending: &[(u64, OutboxRecord)]) -> Vec<&[(u64, OutboxRecord)]> {
     let mut waves = Vec::new();
     let mut start = 0;
@@ -714,50 +686,5 @@ impl OutboxLoop {
             Some(task) => task.await?,
             None => Ok(()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(topic: &str, partition: i32, barrier: bool) -> OutboxRecord {
-        let headers = if barrier { vec![(BARRIER_HEADER.to_string(), Vec::new())] } else { Vec::new() };
-        OutboxRecord {
-            topic: topic.into(),
-            key: Vec::new(),
-            value: Vec::new(),
-            headers,
-            partition: Some(partition),
-        }
-    }
-
-    #[test]
-    fn a_later_barrier_to_the_same_partition_supersedes_an_earlier_one_and_the_waves_merge() {
-        let pending = vec![
-            (1, record("alerts", 0, false)),
-            (2, record("ledger", 0, true)),
-            (3, record("ledger", 1, true)),
-            (4, record("alerts", 1, false)),
-            (5, record("ledger", 0, true)),
-            (6, record("ledger", 1, true)),
-            (7, record("alerts", 0, false)),
-            (8, record("ledger", 0, true)),
-        ];
-        let superseded = superseded_barriers(&pending, |r| Ok(r.partition.unwrap())).unwrap();
-        assert_eq!(superseded, BTreeSet::from([2, 3, 5]));
-        let kept: Vec<(u64, OutboxRecord)> =
-            pending.into_iter().filter(|(seq, _)| !superseded.contains(seq)).collect();
-        let waves: Vec<Vec<u64>> =
-            waves(&kept).iter().map(|w| w.iter().map(|(seq, _)| *seq).collect()).collect();
-        // partition 1's last barrier still holds back what follows it
-        assert_eq!(waves, vec![vec![1, 4], vec![6], vec![7], vec![8]]);
-    }
-
-    #[test]
-    fn a_barrier_to_a_topic_the_outbox_does_not_know_is_an_error() {
-        let pending = vec![(1, record("nowhere", 0, true))];
-        let unknown = |r: &OutboxRecord| Err(OutboxError::UnknownTopic(r.topic.clone()));
-        assert!(matches!(superseded_barriers(&pending, unknown), Err(OutboxError::UnknownTopic(_))));
     }
 }
