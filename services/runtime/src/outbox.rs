@@ -41,6 +41,9 @@ const SEND_BATCH: usize = 20_000;
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 const RECOVERY_POLL: Duration = Duration::from_millis(200);
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
+/// How long the producer waits to learn a topic at start (a few milliseconds when the broker
+/// is there).
+const LEARN_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -133,15 +136,17 @@ impl OutboxSender {
     /// looks a topic it has not seen up on a timer of about a second, so a new producer's first
     /// record otherwise waits some 800 ms here (confluentinc/librdkafka#3202, #5032): at every
     /// start, ahead of the records a killed process left to send. Failing is harmless; the
-    /// send that follows asks again.
+    /// send that follows asks again. The first failure ends it: the broker is away, and the
+    /// outage is for the sending that follows to wait out, with its health reports.
     async fn learn_topics(&self) {
         let producer = self.producer.clone();
         let topics: Vec<String> = self.partitions.keys().cloned().collect();
         let started = std::time::Instant::now();
         let asked = tokio::task::spawn_blocking(move || {
             for topic in topics {
-                if let Err(error) = producer.client().fetch_metadata(Some(&topic), Duration::from_secs(5)) {
+                if let Err(error) = producer.client().fetch_metadata(Some(&topic), LEARN_TIMEOUT) {
                     tracing::debug!(topic, %error, "the outbox producer could not learn a topic");
+                    break;
                 }
             }
         })
