@@ -519,7 +519,7 @@ impl Rules {
 
     /// Every channel in (priority, id) order.
     pub fn channels_in_order(&self) -> impl Iterator<Item = &Channel> + '_ {
-        self.order.iter().map(|&i| &self.contract.channels[i])
+        self.indexed_channels_in_order().map(|(_, channel)| channel)
     }
 
     /// The channels that sell from the shared pool, in (priority, id) order.

@@ -32,15 +32,12 @@ impl Pool {
         }
     }
 
-    /// Whether `location` belongs to this pool; allocation-free, for the hot path.
+    /// Whether `location` belongs to this pool.
     pub fn holds(&self, rules: &Rules, location: &str) -> bool {
-        self.as_ref().holds(rules, location)
-    }
-
-    pub fn as_ref(&self) -> PoolRef<'_> {
+        let dedicated_to = rules.location(location).and_then(|l| l.dedicated_to.as_deref());
         match self {
-            Pool::Shared => PoolRef::Shared,
-            Pool::Dedicated(channel) => PoolRef::Dedicated(channel),
+            Pool::Shared => dedicated_to.is_none(),
+            Pool::Dedicated(channel) => dedicated_to == Some(channel.as_str()),
         }
     }
 
@@ -49,25 +46,6 @@ impl Pool {
         match self {
             Pool::Shared => "shared".to_string(),
             Pool::Dedicated(channel) => format!("dedicated:{channel}"),
-        }
-    }
-}
-
-/// A pool named without an allocation: allocation asks for every channel's dedicated pool at
-/// every event of a SKU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PoolRef<'a> {
-    Shared,
-    Dedicated(&'a str),
-}
-
-impl PoolRef<'_> {
-    /// Whether `location` belongs to this pool.
-    pub fn holds(self, rules: &Rules, location: &str) -> bool {
-        let dedicated_to = rules.location(location).and_then(|l| l.dedicated_to.as_deref());
-        match self {
-            PoolRef::Shared => dedicated_to.is_none(),
-            PoolRef::Dedicated(channel) => dedicated_to == Some(channel),
         }
     }
 }
@@ -283,23 +261,17 @@ impl Stock {
         atps
     }
 
-    /// ATP(pool): on-hand over the pool's locations minus its open reservations.
+    /// ATP(pool): on-hand over the pool's locations minus its open reservations, as the
+    /// contract defines it, one pool at a time. The fold reads [`Stock::atps`]; this is the
+    /// definition the property tests hold that against.
     pub fn atp(&self, rules: &Rules, pool: &Pool) -> i64 {
-        self.atp_of(rules, pool.as_ref())
-    }
-
-    /// [`Stock::atp`] of a pool named by reference. The reservations are a few pools, so
-    /// they are scanned rather than looked up by an owned key.
-    pub fn atp_of(&self, rules: &Rules, pool: PoolRef<'_>) -> i64 {
         let on_hand: i64 = self
             .on_hand
             .iter()
             .filter(|(location, _)| pool.holds(rules, location))
             .map(|(_, units)| units)
             .sum();
-        let reserved =
-            self.reserved.iter().find(|(held, _)| held.as_ref() == pool).map_or(0, |(_, units)| *units);
-        on_hand - reserved
+        on_hand - self.reserved.get(pool).copied().unwrap_or(0)
     }
 }
 
