@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -31,8 +31,12 @@ use omnifold_reporter::table::render_table;
 use omnifold_reporter::view::WeekView;
 use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
 use omnifold_runtime::deadletter::SOURCE_HEADER;
+use omnifold_coordinator::progress::merge_markers;
+use omnifold_domain::report::Span;
+use omnifold_proto::{LedgerEntry, LedgerKind};
+use omnifold_runtime::origin::BARRIER_HEADER;
 use omnifold_runtime::outbox::OUTBOX_HEADER;
-use omnifold_runtime::{TopicOptions, load_contract};
+use omnifold_runtime::{BrokerHealth, OutboxRecord, OutboxSender, Store, TopicOptions, load_contract};
 use omnifold_testkit::{Broker, Record};
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -419,6 +423,89 @@ fn assert_each_revision_once(snapshots: &[ContributionSnapshot]) {
         let want: Vec<u32> = (1..=revisions.len() as u32).collect();
         assert_eq!(revisions, want, "{week}/{channel}: revisions are 1, 2, ... with no gap");
     }
+}
+
+/// The ledger record the coordinator writes for `entry` to ledger partition 0: a progress
+/// marker is a barrier (see `omnifold_coordinator::progress::marker`).
+fn ledger_record(topic: &str, entry: &LedgerEntry) -> OutboxRecord {
+    let barrier = entry.kind == LedgerKind::Progress as i32;
+    OutboxRecord {
+        topic: topic.to_string(),
+        key: entry.entry_id.clone().into_bytes(),
+        value: entry.encode_to_vec(),
+        headers: if barrier { vec![(BARRIER_HEADER.to_string(), Vec::new())] } else { Vec::new() },
+        partition: Some(0),
+    }
+}
+
+/// The snapshots a reporter makes of one ledger partition's entries, and the span of
+/// accepted times it learned from them.
+fn report_of(rules: &omnifold_domain::Rules, entries: &[LedgerEntry]) -> (Span, BTreeMap<String, ContributionSnapshot>) {
+    let (mut ledger, mut merger, mut cells) = (PartitionLedger::default(), Merger::default(), BTreeSet::new());
+    for entry in entries {
+        if let Applied::Folded { cells: changed } = ledger.apply(rules, entry).expect("entries read") {
+            cells.extend(changed);
+        }
+    }
+    merger.apply_all(rules, &[ledger.record(0, 1, &cells)], &[], &mut HashSet::new());
+    (ledger.span, merger.emitted.values().map(|s| (s.key(), s.to_proto())).collect())
+}
+
+fn is_marker(entry: &LedgerEntry) -> bool {
+    entry.kind == LedgerKind::Progress as i32
+}
+
+/// A coordinator's sender far behind its fold: every event's batch, one progress marker each,
+/// waits in the outbox when the sender starts (as after a crash, or a fold that outran the
+/// broker). The sender merges the partition's markers into one, and the reporter still learns
+/// every accepted time from it: both weeks close with the figures of the ledger as written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sender_far_behind_merges_the_markers_and_every_week_still_closes() {
+    let broker = Broker::start().await.expect("broker starts");
+    let topics = create_topics(&broker, "omnifold.").await;
+    let (first_half, second_half) = week_events();
+    let rules = load_contract(&contract_path()).expect("contract");
+    let (fold, mut state) = (Fold::new(rules.clone()), PartitionState::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).expect("store opens");
+    let mut written = Vec::new();
+    for (offset, line) in first_half.iter().chain(&second_half).enumerate() {
+        let event = event_from_json(line).expect("event json");
+        let (_, entries) = written_for(&fold, &mut state, &event, (0, offset as i64));
+        let mut commit = store.begin().expect("commit begins");
+        for entry in &entries {
+            commit.push_output(&ledger_record(&topics.contract.ledger, entry));
+        }
+        store.commit(commit).expect("commit");
+        written.extend(entries);
+    }
+
+    let partitions = HashMap::from([(topics.contract.ledger.clone(), 3)]);
+    let mut sender = OutboxSender::new(store, &kafka(&broker), partitions, BrokerHealth::new(None))
+        .expect("sender builds")
+        .merging_barriers(merge_markers);
+    sender.start().await.expect("the outbox is sent");
+    let delivered: Vec<LedgerEntry> = read_to_end(&broker, &topics.contract.ledger)
+        .await
+        .iter()
+        .map(|record| LedgerEntry::decode(record.value.as_deref().unwrap_or_default()).expect("ledger entry"))
+        .collect();
+
+    let events = first_half.len() + second_half.len();
+    assert_eq!(written.iter().filter(|e| is_marker(e)).count(), events);
+    let markers: Vec<&LedgerEntry> = delivered.iter().filter(|e| is_marker(e)).collect();
+    assert_eq!(markers.len(), 1, "one marker for the partition, the last, merged from all");
+    assert_eq!(markers[0].event_offset, events as i64 - 1, "it is the last position");
+    assert!(is_marker(delivered.last().unwrap()), "after every entry it covers");
+    let money = |entries: &[LedgerEntry]| entries.iter().filter(|e| !is_marker(e)).cloned().collect::<Vec<_>>();
+    assert_eq!(money(&delivered), money(&written), "every money entry, once, in order");
+
+    let (want_span, want) = report_of(&rules, &written);
+    let (span, got) = report_of(&rules, &delivered);
+    assert_eq!(span, want_span, "the merged marker spans every accepted time");
+    let weeks: BTreeSet<&str> = got.values().map(|s| s.week.as_str()).collect();
+    assert_eq!(weeks, BTreeSet::from(["2026-W46", "2026-W47"]), "both weeks close");
+    assert_eq!(got, want);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use omnifold_domain::ledger::progress;
 use omnifold_runtime::origin::BARRIER_HEADER;
+use omnifold_proto::{LedgerEntry, LedgerKind};
 use omnifold_runtime::{OutboxRecord, Topics};
 use prost::Message as _;
 
@@ -62,10 +63,47 @@ pub fn marker(topics: &Topics, currency: &str, partition: i32, mark: Mark, at_en
     }
 }
 
+/// Folds an earlier marker into a later one to the same ledger partition, for a sender that
+/// is behind (`OutboxSender::merging_barriers`): the later position, end flag and id, with the
+/// union of both markers' accepted times, which the reporter reads to close weeks. A replay
+/// in other batches writes other markers, so positions are all a reader may rely on, and
+/// the union of times is what it must not lose. `None` (both are sent) for records that are
+/// not two markers of one events partition.
+pub fn merge_markers(earlier: &OutboxRecord, later: &OutboxRecord) -> Option<OutboxRecord> {
+    let (first, second) = (marker_entry(earlier)?, marker_entry(later)?);
+    if first.event_partition != second.event_partition {
+        return None;
+    }
+    let accepted = union(accepted_span(&first), accepted_span(&second));
+    let merged = LedgerEntry {
+        earliest_at_ms: accepted.map_or(0, |(earliest, _)| earliest),
+        occurred_at_ms: accepted.map_or(0, |(_, latest)| latest),
+        ..second
+    };
+    Some(OutboxRecord { value: merged.encode_to_vec(), ..later.clone() })
+}
+
+fn marker_entry(record: &OutboxRecord) -> Option<LedgerEntry> {
+    let entry = LedgerEntry::decode(record.value.as_slice()).ok()?;
+    (entry.kind == LedgerKind::Progress as i32).then_some(entry)
+}
+
+/// The accepted times a marker spans; a marker of no accepted event says 0 (accepted event
+/// times are > 0).
+fn accepted_span(entry: &LedgerEntry) -> Option<(i64, i64)> {
+    (entry.occurred_at_ms > 0).then_some((entry.earliest_at_ms, entry.occurred_at_ms))
+}
+
+fn union(a: Option<(i64, i64)>, b: Option<(i64, i64)>) -> Option<(i64, i64)> {
+    match (a, b) {
+        (Some((a0, a1)), Some((b0, b1))) => Some((a0.min(b0), a1.max(b1))),
+        (one, None) | (None, one) => one,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use omnifold_proto::{LedgerEntry, LedgerKind};
 
     #[test]
     fn a_mark_spans_the_accepted_times_and_ends_at_the_last_read() {
@@ -84,5 +122,50 @@ mod tests {
             (LedgerKind::Progress as i32, 20, 70, 3, 0)
         );
         assert_eq!(entry.entry_id, "progress/2/3");
+    }
+
+    fn entry_of(record: &OutboxRecord) -> LedgerEntry {
+        LedgerEntry::decode(record.value.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn a_merged_marker_is_the_later_position_with_the_union_of_accepted_times() {
+        let topics = Topics::new("t.");
+        let mark = |last_offset, accepted| Mark { last_offset, accepted };
+        let earlier = marker(&topics, "EUR", 1, mark(10, Some((500, 900))), false);
+        let idle = marker(&topics, "EUR", 1, mark(12, None), false);
+        let later = marker(&topics, "EUR", 1, mark(20, Some((300, 700))), true);
+
+        let merged = merge_markers(&merge_markers(&earlier, &idle).unwrap(), &later).unwrap();
+        let entry = entry_of(&merged);
+        assert_eq!(
+            (entry.entry_id.as_str(), entry.event_offset, entry.events_behind),
+            ("progress/1/20", 20, 0),
+            "the later position, end flag and id"
+        );
+        assert_eq!((entry.earliest_at_ms, entry.occurred_at_ms), (300, 900), "the union of times");
+        assert_eq!((merged.topic.as_str(), merged.partition, &merged.headers), (
+            later.topic.as_str(),
+            later.partition,
+            &later.headers
+        ));
+
+        let quiet = merge_markers(&idle, &marker(&topics, "EUR", 1, mark(13, None), false)).unwrap();
+        assert_eq!((entry_of(&quiet).earliest_at_ms, entry_of(&quiet).occurred_at_ms), (0, 0), "nothing accepted");
+        let after_idle = merge_markers(&earlier, &idle).unwrap();
+        assert_eq!((entry_of(&after_idle).earliest_at_ms, entry_of(&after_idle).occurred_at_ms), (500, 900));
+    }
+
+    #[test]
+    fn records_that_are_not_two_markers_of_one_partition_are_not_merged() {
+        let topics = Topics::new("t.");
+        let one = marker(&topics, "EUR", 1, Mark::at(3), false);
+        let other = marker(&topics, "EUR", 2, Mark::at(4), false);
+        assert!(merge_markers(&one, &other).is_none());
+        let money = LedgerEntry { kind: LedgerKind::Shipment as i32, ..LedgerEntry::default() };
+        let shipment = OutboxRecord { value: money.encode_to_vec(), ..one.clone() };
+        assert!(merge_markers(&shipment, &one).is_none());
+        let garbage = OutboxRecord { value: vec![0xff, 0xff], ..one.clone() };
+        assert!(merge_markers(&one, &garbage).is_none());
     }
 }

@@ -38,7 +38,7 @@ use crate::group::{self, GroupContext, GroupSpec, SharedOwnership};
 use crate::http::{HttpServer, PriceSource};
 use crate::pacing::Pacing;
 use crate::persister::Persister;
-use crate::progress::{Mark, Marks, marker};
+use crate::progress::{self, Mark, Marks, marker};
 use omnifold_runtime::changelog;
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 
@@ -197,7 +197,8 @@ impl Coordinator {
         })
         .await??;
         let mut sender =
-            OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?;
+            OutboxSender::new(store.clone(), &self.options.kafka, partitions.clone(), health.clone())?
+                .merging_barriers(progress::merge_markers);
         tokio::select! {
             started = sender.start() => { started?; }
             _ = &mut shutdown => return Ok(()),

@@ -101,7 +101,14 @@ pub struct OutboxSender {
     /// Whether the store may hold records older than the hand-off's: after a start and after
     /// a failed delivery, until a read of the store comes back empty.
     from_store: AtomicBool,
+    /// How a barrier absorbs an earlier one to the same partition (see
+    /// [`OutboxSender::merging_barriers`]); without it every barrier is sent.
+    merge_barriers: Option<MergeBarriers>,
 }
+
+/// Folds an `earlier` barrier into a `later` one to the same topic partition: the record to
+/// send in the later one's place, saying all the earlier one said, or `None` to send both.
+pub type MergeBarriers = fn(earlier: &OutboxRecord, later: &OutboxRecord) -> Option<OutboxRecord>;
 
 impl OutboxSender {
     /// `partitions` is the partition count of every topic the outbox may hold records for.
@@ -122,7 +129,19 @@ impl OutboxSender {
             tails,
             handoff: None,
             from_store: AtomicBool::new(true),
+            merge_barriers: None,
         })
+    }
+
+    /// Sends one barrier where several to the same partition wait in one sending, merged
+    /// by `merge`. Each barrier waits for everything before it and holds back everything
+    /// after it, two round trips; a sender behind by many batches of one barrier each fell
+    /// further behind (its committing loop waited for it for up to two seconds at 5,000
+    /// events/s). Merged, the records between go out in one wave, as if their batches had
+    /// been one.
+    pub fn merging_barriers(mut self, merge: MergeBarriers) -> Self {
+        self.merge_barriers = Some(merge);
+        self
     }
 
     /// Recovers (see [`OutboxSender::recover`]) and sends what is pending, waiting out a
@@ -233,9 +252,12 @@ impl OutboxSender {
     pub async fn send_pending(&self) -> Result<usize, OutboxError> {
         let mut sent = 0;
         loop {
-            let pending = self.next_pending().await?;
+            let mut pending = self.next_pending().await?;
             if pending.is_empty() {
                 return Ok(sent);
+            }
+            if let Some(merge) = self.merge_barriers {
+                self.merge_superseded(&mut pending, merge).await?;
             }
             for wave in waves(&pending) {
                 sent += if is_barrier(&wave[0].1) {
@@ -245,6 +267,30 @@ impl OutboxSender {
                 };
             }
         }
+    }
+
+    /// Merges every barrier of `pending` into the last one to its partition, stored in its
+    /// place before any of it is sent.
+    async fn merge_superseded(
+        &self,
+        pending: &mut Vec<(u64, OutboxRecord)>,
+        merge: MergeBarriers,
+    ) -> Result<(), OutboxError> {
+        let superseded = superseded_barriers(pending, merge, |record| self.partition_of(record))?;
+        if superseded.dropped.is_empty() {
+            return Ok(());
+        }
+        let dropped: BTreeSet<u64> = superseded.dropped.iter().copied().collect();
+        pending.retain(|(seq, _)| !dropped.contains(seq));
+        for (seq, record) in pending.iter_mut() {
+            if let Some(merged) = superseded.rewritten.get(seq) {
+                *record = merged.clone();
+            }
+        }
+        tracing::debug!(dropped = dropped.len(), kept = superseded.rewritten.len(), "merged barriers");
+        let store = self.store.clone();
+        Ok(tokio::task::spawn_blocking(move || store.supersede(&superseded.dropped, &superseded.rewritten))
+            .await??)
     }
 
     /// The next records to send, oldest first: from the store while it may hold older records
@@ -414,6 +460,39 @@ impl OutboxSender {
             None => Ok(partition_for(&record.key, *partitions)),
         }
     }
+}
+
+/// What merging barriers makes of a sending: the barriers merged into later ones, and the
+/// later ones as merged.
+#[derive(Debug, Default, PartialEq)]
+struct Superseded {
+    dropped: Vec<u64>,
+    rewritten: BTreeMap<u64, OutboxRecord>,
+}
+
+/// Merges each barrier of `pending` into the next one to the same topic partition, where
+/// `merge` can: the barrier a chain of merges ends in says what all of them said.
+fn superseded_barriers(
+    pending: &[(u64, OutboxRecord)],
+    merge: MergeBarriers,
+    partition_of: impl Fn(&OutboxRecord) -> Result<i32, OutboxError>,
+) -> Result<Superseded, OutboxError> {
+    let mut last: BTreeMap<(&str, i32), (u64, OutboxRecord)> = BTreeMap::new();
+    let mut superseded = Superseded::default();
+    for (seq, record) in pending.iter().filter(|(_, record)| is_barrier(record)) {
+        let target = (record.topic.as_str(), partition_of(record)?);
+        let mut kept = (*seq, record.clone());
+        if let Some((earlier_seq, earlier)) = last.get(&target)
+            && let Some(merged) = merge(earlier, record)
+        {
+            superseded.dropped.push(*earlier_seq);
+            superseded.rewritten.remove(earlier_seq);
+            superseded.rewritten.insert(*seq, merged.clone());
+            kept.1 = merged;
+        }
+        last.insert(target, kept);
+    }
+    Ok(superseded)
 }
 
 /// Consecutive records alike: runs of barriers and runs of other records, in order.
@@ -691,5 +770,62 @@ impl OutboxLoop {
             Some(task) => task.await?,
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(topic: &str, partition: i32, barrier: bool, value: &[u8]) -> OutboxRecord {
+        let headers = if barrier { vec![(BARRIER_HEADER.to_string(), Vec::new())] } else { Vec::new() };
+        OutboxRecord { topic: topic.into(), key: Vec::new(), value: value.to_vec(), headers, partition: Some(partition) }
+    }
+
+    /// Concatenates the values: the merged barrier says all the earlier ones said, in order.
+    fn concatenate(earlier: &OutboxRecord, later: &OutboxRecord) -> Option<OutboxRecord> {
+        Some(OutboxRecord { value: [earlier.value.as_slice(), &later.value].concat(), ..later.clone() })
+    }
+
+    fn partition(record: &OutboxRecord) -> Result<i32, OutboxError> {
+        Ok(record.partition.expect("test records name their partition"))
+    }
+
+    #[test]
+    fn each_barrier_is_merged_into_the_last_to_its_partition_and_the_waves_join() {
+        let pending = vec![
+            (1, record("alerts", 0, false, b"")),
+            (2, record("ledger", 0, true, b"a")),
+            (3, record("ledger", 1, true, b"x")),
+            (4, record("alerts", 1, false, b"")),
+            (5, record("ledger", 0, true, b"b")),
+            (6, record("ledger", 1, true, b"y")),
+            (7, record("alerts", 0, false, b"")),
+            (8, record("ledger", 0, true, b"c")),
+        ];
+        let superseded = superseded_barriers(&pending, concatenate, partition).unwrap();
+        assert_eq!(superseded.dropped, vec![2, 3, 5]);
+        let rewritten: Vec<(u64, &[u8])> =
+            superseded.rewritten.iter().map(|(seq, r)| (*seq, r.value.as_slice())).collect();
+        assert_eq!(rewritten, vec![(6, b"xy".as_slice()), (8, b"abc".as_slice())]);
+        let kept: Vec<(u64, OutboxRecord)> =
+            pending.into_iter().filter(|(seq, _)| !superseded.dropped.contains(seq)).collect();
+        let waves: Vec<Vec<u64>> = waves(&kept).iter().map(|w| w.iter().map(|(seq, _)| *seq).collect()).collect();
+        // partition 1's last barrier still holds back what follows it
+        assert_eq!(waves, vec![vec![1, 4], vec![6], vec![7], vec![8]]);
+    }
+
+    #[test]
+    fn barriers_the_merge_declines_are_all_sent() {
+        let pending = vec![(1, record("ledger", 0, true, b"a")), (2, record("ledger", 0, true, b"b"))];
+        let superseded = superseded_barriers(&pending, |_, _| None, partition).unwrap();
+        assert_eq!(superseded, Superseded::default());
+    }
+
+    #[test]
+    fn a_barrier_to_a_topic_the_outbox_does_not_know_is_an_error() {
+        let pending = vec![(1, record("nowhere", 0, true, b""))];
+        let unknown = |r: &OutboxRecord| Err(OutboxError::UnknownTopic(r.topic.clone()));
+        assert!(matches!(superseded_barriers(&pending, concatenate, unknown), Err(OutboxError::UnknownTopic(_))));
     }
 }

@@ -334,11 +334,46 @@ impl Store {
     /// removed; one confirmed in part is written again with the rest).
     pub fn confirm_sent(&self, seqs: &[u64], tails: &BTreeMap<(String, i32), i64>) -> Result<(), StoreError> {
         let mut batch = WriteBatch::with_capacity(self.db.clone(), tails.len() + 1);
+        self.forget_outbox(&mut batch, seqs, &BTreeMap::new())?;
+        for ((topic, partition), offset) in tails {
+            batch.insert(&self.tree, tail_key(topic, *partition), offset.to_be_bytes());
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Forgets the pending records `dropped` unsent and stores `rewritten` in place of the
+    /// records of the same sequence numbers, in one batch, fsynced: what is sent after it
+    /// is the rewritten record, and a crash, even of the OS, never brings a dropped one back
+    /// to land after it.
+    pub fn supersede(&self, dropped: &[u64], rewritten: &BTreeMap<u64, OutboxRecord>) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::with_capacity(self.db.clone(), dropped.len() + rewritten.len())
+            .durability(Some(PersistMode::SyncAll));
+        self.forget_outbox(&mut batch, dropped, rewritten)?;
+        batch.commit()?;
+        Ok(())
+    }
+
+    /// Adds to `batch` the removal of the outbox records `seqs` and the rewriting of the
+    /// records in `rewritten`, each in the stored outbox batch that holds it.
+    fn forget_outbox(
+        &self,
+        batch: &mut WriteBatch,
+        seqs: &[u64],
+        rewritten: &BTreeMap<u64, OutboxRecord>,
+    ) -> Result<(), StoreError> {
         let mut unconfirmed = self.unconfirmed.lock().expect("outbox index lock");
         let mut touched = BTreeSet::new();
         for seq in seqs {
             if let Some((key, left)) = unconfirmed.range_mut(..=*seq).next_back()
                 && left.seqs.remove(seq)
+            {
+                touched.insert(*key);
+            }
+        }
+        for seq in rewritten.keys() {
+            if let Some((key, left)) = unconfirmed.range(..=*seq).next_back()
+                && left.seqs.contains(seq)
             {
                 touched.insert(*key);
             }
@@ -357,16 +392,16 @@ impl Store {
                 let mut stored: Vec<(u64, OutboxRecord)> = postcard::from_bytes(&value)
                     .map_err(|source| StoreError::Decode { what: "outbox batch", source })?;
                 stored.retain(|(seq, _)| left.seqs.contains(seq));
+                for (seq, record) in &mut stored {
+                    if let Some(new) = rewritten.get(seq) {
+                        *record = new.clone();
+                    }
+                }
                 let value = postcard::to_allocvec(&stored).expect("outbox records serialize");
                 batch.insert(&self.tree, outbox_key(key), value);
                 left.rewritten = true;
             }
         }
-        drop(unconfirmed);
-        for ((topic, partition), offset) in tails {
-            batch.insert(&self.tree, tail_key(topic, *partition), offset.to_be_bytes());
-        }
-        batch.commit()?;
         Ok(())
     }
 
@@ -945,6 +980,29 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.pending(10).unwrap(), vec![], "a batch confirmed whole stays gone");
+    }
+
+    #[test]
+    fn superseded_records_are_dropped_and_rewritten_ones_replaced_across_batches_and_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for batch in [0..3, 3..6] {
+            let mut commit = store.begin().unwrap();
+            for n in batch {
+                commit.push_output(&record(n));
+            }
+            store.commit(commit).unwrap();
+        }
+        // the last record of the first batch merged into the last of the second
+        store.supersede(&[2], &BTreeMap::from([(5, record(9))])).unwrap();
+        let want = vec![(0, record(0)), (1, record(1)), (3, record(3)), (4, record(4)), (5, record(9))];
+        assert_eq!(store.pending(10).unwrap(), want);
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.pending(10).unwrap(), want, "superseding is stored, not only indexed");
+        assert_eq!(store.pending_count(), 5);
+        store.confirm_sent(&[0, 1, 3, 4, 5], &BTreeMap::new()).unwrap();
+        assert_eq!(store.pending(10).unwrap(), vec![]);
     }
 
     #[test]
