@@ -96,6 +96,9 @@ pub struct OutboxSender {
     /// to just below the partition's end, and when (see `crate::origin`); `None` before a
     /// barrier first needed them.
     tails: std::sync::Mutex<Option<(Instant, Tails)>>,
+    /// Reads the partitions' watermarks for the tails; made at the first refresh and kept, so
+    /// a refresh every few seconds is a request, not a new client and its connections.
+    watermarks: Arc<std::sync::OnceLock<BaseConsumer>>,
     /// Records the committing loop hands over in memory (see [`OutboxLoop::spawn_handing_off`]).
     handoff: Option<Arc<Handoff>>,
     /// Whether the store may hold records older than the hand-off's: after a start and after
@@ -127,6 +130,7 @@ impl OutboxSender {
             partitions,
             health,
             tails,
+            watermarks: Arc::new(std::sync::OnceLock::new()),
             handoff: None,
             from_store: AtomicBool::new(true),
             merge_barriers: None,
@@ -352,8 +356,19 @@ impl OutboxSender {
             return Ok(tails);
         }
         let (store, kafka, partitions) = (self.store.clone(), self.kafka.clone(), self.partitions.clone());
+        let watermarks = self.watermarks.clone();
         let started = std::time::Instant::now();
-        let floors = tokio::task::spawn_blocking(move || seed_tails(&store, &kafka, &partitions)).await??;
+        let floors = tokio::task::spawn_blocking(move || {
+            let consumer = match watermarks.get() {
+                Some(consumer) => consumer,
+                None => {
+                    let consumer: BaseConsumer = kafka.client_config().create().map_err(KafkaError::from)?;
+                    watermarks.get_or_init(|| consumer)
+                }
+            };
+            seed_tails(&store, consumer, &partitions)
+        })
+        .await??;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "read the output partitions' tails"
@@ -520,10 +535,9 @@ const TAILS_REFRESH: Duration = Duration::from_secs(5);
 
 fn seed_tails(
     store: &Store,
-    kafka: &KafkaOptions,
+    consumer: &BaseConsumer,
     partitions: &HashMap<String, i32>,
 ) -> Result<BTreeMap<(String, i32), i64>, OutboxError> {
-    let consumer: BaseConsumer = kafka.client_config().create().map_err(KafkaError::from)?;
     let mut tails = BTreeMap::new();
     for (topic, count) in partitions {
         for partition in 0..*count {
