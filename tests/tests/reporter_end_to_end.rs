@@ -18,12 +18,15 @@ use std::time::Duration;
 use common::chromium::{artifacts_dir, chromium, find_chromium};
 use common::{RunningCoordinator, contract_path, kafka, publish_records, read_to_end, spawn_coordinator};
 use omnifold_coordinator::engine::EngineOptions;
+use omnifold_coordinator::progress::merge_markers;
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_domain::ledger::written_for;
+use omnifold_domain::report::Span;
 use omnifold_domain::report::{AlertLedger, Applied, Merger, PartitionLedger};
 use omnifold_domain::{Fold, Output, PartitionState};
 use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Alert, AlertKind, AlertState, ContributionSnapshot, Decision, Event, Severity};
+use omnifold_proto::{LedgerEntry, LedgerKind};
 use omnifold_reporter::json::{SNAPSHOT_SCHEMA, SnapshotJson};
 use omnifold_reporter::page::render_page;
 use omnifold_reporter::readback::latest_snapshots;
@@ -31,9 +34,6 @@ use omnifold_reporter::table::render_table;
 use omnifold_reporter::view::WeekView;
 use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
 use omnifold_runtime::deadletter::SOURCE_HEADER;
-use omnifold_coordinator::progress::merge_markers;
-use omnifold_domain::report::Span;
-use omnifold_proto::{LedgerEntry, LedgerKind};
 use omnifold_runtime::origin::BARRIER_HEADER;
 use omnifold_runtime::outbox::OUTBOX_HEADER;
 use omnifold_runtime::{BrokerHealth, OutboxRecord, OutboxSender, Store, TopicOptions, load_contract};
@@ -440,8 +440,12 @@ fn ledger_record(topic: &str, entry: &LedgerEntry) -> OutboxRecord {
 
 /// The snapshots a reporter makes of one ledger partition's entries, and the span of
 /// accepted times it learned from them.
-fn report_of(rules: &omnifold_domain::Rules, entries: &[LedgerEntry]) -> (Span, BTreeMap<String, ContributionSnapshot>) {
-    let (mut ledger, mut merger, mut cells) = (PartitionLedger::default(), Merger::default(), BTreeSet::new());
+fn report_of(
+    rules: &omnifold_domain::Rules,
+    entries: &[LedgerEntry],
+) -> (Span, BTreeMap<String, ContributionSnapshot>) {
+    let (mut ledger, mut merger, mut cells) =
+        (PartitionLedger::default(), Merger::default(), BTreeSet::new());
     for entry in entries {
         if let Applied::Folded { cells: changed } = ledger.apply(rules, entry).expect("entries read") {
             cells.extend(changed);
@@ -497,7 +501,8 @@ async fn a_sender_far_behind_merges_the_markers_and_every_week_still_closes() {
     assert_eq!(markers.len(), 1, "one marker for the partition, the last, merged from all");
     assert_eq!(markers[0].event_offset, events as i64 - 1, "it is the last position");
     assert!(is_marker(delivered.last().unwrap()), "after every entry it covers");
-    let money = |entries: &[LedgerEntry]| entries.iter().filter(|e| !is_marker(e)).cloned().collect::<Vec<_>>();
+    let money =
+        |entries: &[LedgerEntry]| entries.iter().filter(|e| !is_marker(e)).cloned().collect::<Vec<_>>();
     assert_eq!(money(&delivered), money(&written), "every money entry, once, in order");
 
     let (want_span, want) = report_of(&rules, &written);

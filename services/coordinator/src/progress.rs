@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use omnifold_domain::ledger::progress;
-use omnifold_runtime::origin::BARRIER_HEADER;
 use omnifold_proto::{LedgerEntry, LedgerKind};
+use omnifold_runtime::origin::BARRIER_HEADER;
 use omnifold_runtime::{OutboxRecord, Topics};
 use prost::Message as _;
 
@@ -144,14 +144,17 @@ mod tests {
             "the later position, end flag and id"
         );
         assert_eq!((entry.earliest_at_ms, entry.occurred_at_ms), (300, 900), "the union of times");
-        assert_eq!((merged.topic.as_str(), merged.partition, &merged.headers), (
-            later.topic.as_str(),
-            later.partition,
-            &later.headers
-        ));
+        assert_eq!(
+            (merged.topic.as_str(), merged.partition, &merged.headers),
+            (later.topic.as_str(), later.partition, &later.headers)
+        );
 
         let quiet = merge_markers(&idle, &marker(&topics, "EUR", 1, mark(13, None), false)).unwrap();
-        assert_eq!((entry_of(&quiet).earliest_at_ms, entry_of(&quiet).occurred_at_ms), (0, 0), "nothing accepted");
+        assert_eq!(
+            (entry_of(&quiet).earliest_at_ms, entry_of(&quiet).occurred_at_ms),
+            (0, 0),
+            "nothing accepted"
+        );
         let after_idle = merge_markers(&earlier, &idle).unwrap();
         assert_eq!((entry_of(&after_idle).earliest_at_ms, entry_of(&after_idle).occurred_at_ms), (500, 900));
     }

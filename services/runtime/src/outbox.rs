@@ -793,7 +793,13 @@ mod tests {
 
     fn record(topic: &str, partition: i32, barrier: bool, value: &[u8]) -> OutboxRecord {
         let headers = if barrier { vec![(BARRIER_HEADER.to_string(), Vec::new())] } else { Vec::new() };
-        OutboxRecord { topic: topic.into(), key: Vec::new(), value: value.to_vec(), headers, partition: Some(partition) }
+        OutboxRecord {
+            topic: topic.into(),
+            key: Vec::new(),
+            value: value.to_vec(),
+            headers,
+            partition: Some(partition),
+        }
     }
 
     /// Concatenates the values: the merged barrier says all the earlier ones said, in order.
@@ -824,7 +830,8 @@ mod tests {
         assert_eq!(rewritten, vec![(6, b"xy".as_slice()), (8, b"abc".as_slice())]);
         let kept: Vec<(u64, OutboxRecord)> =
             pending.into_iter().filter(|(seq, _)| !superseded.dropped.contains(seq)).collect();
-        let waves: Vec<Vec<u64>> = waves(&kept).iter().map(|w| w.iter().map(|(seq, _)| *seq).collect()).collect();
+        let waves: Vec<Vec<u64>> =
+            waves(&kept).iter().map(|w| w.iter().map(|(seq, _)| *seq).collect()).collect();
         // partition 1's last barrier still holds back what follows it
         assert_eq!(waves, vec![vec![1, 4], vec![6], vec![7], vec![8]]);
     }
@@ -840,6 +847,9 @@ mod tests {
     fn a_barrier_to_a_topic_the_outbox_does_not_know_is_an_error() {
         let pending = vec![(1, record("nowhere", 0, true, b""))];
         let unknown = |r: &OutboxRecord| Err(OutboxError::UnknownTopic(r.topic.clone()));
-        assert!(matches!(superseded_barriers(&pending, concatenate, unknown), Err(OutboxError::UnknownTopic(_))));
+        assert!(matches!(
+            superseded_barriers(&pending, concatenate, unknown),
+            Err(OutboxError::UnknownTopic(_))
+        ));
     }
 }

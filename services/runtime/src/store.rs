@@ -346,7 +346,11 @@ impl Store {
     /// records of the same sequence numbers, in one batch, fsynced: what is sent after it
     /// is the rewritten record, and a crash, even of the OS, never brings a dropped one back
     /// to land after it.
-    pub fn supersede(&self, dropped: &[u64], rewritten: &BTreeMap<u64, OutboxRecord>) -> Result<(), StoreError> {
+    pub fn supersede(
+        &self,
+        dropped: &[u64],
+        rewritten: &BTreeMap<u64, OutboxRecord>,
+    ) -> Result<(), StoreError> {
         let mut batch = WriteBatch::with_capacity(self.db.clone(), dropped.len() + rewritten.len())
             .durability(Some(PersistMode::SyncAll));
         self.forget_outbox(&mut batch, dropped, rewritten)?;
