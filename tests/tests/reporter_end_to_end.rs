@@ -18,12 +18,13 @@ use std::time::Duration;
 use common::chromium::{artifacts_dir, chromium, find_chromium};
 use common::{RunningCoordinator, contract_path, kafka, publish_records, read_to_end, spawn_coordinator};
 use omnifold_coordinator::engine::EngineOptions;
-use omnifold_coordinator::progress::merge_markers;
+use omnifold_coordinator::progress::{Mark, marker, merge_markers};
+use omnifold_coordinator::service::{Position, output_records};
 use omnifold_coordinator::{Coordinator, CoordinatorOptions};
 use omnifold_domain::ledger::written_for;
 use omnifold_domain::report::Span;
 use omnifold_domain::report::{AlertLedger, Applied, Merger, PartitionLedger};
-use omnifold_domain::{Fold, Output, PartitionState};
+use omnifold_domain::{Fold, Outcome, Output, PartitionState};
 use omnifold_proto::json::event_from_json;
 use omnifold_proto::{Alert, AlertKind, AlertState, ContributionSnapshot, Decision, Event, Severity};
 use omnifold_proto::{LedgerEntry, LedgerKind};
@@ -34,9 +35,8 @@ use omnifold_reporter::table::render_table;
 use omnifold_reporter::view::WeekView;
 use omnifold_reporter::{ReportTopics, Reporter, ReporterOptions};
 use omnifold_runtime::deadletter::SOURCE_HEADER;
-use omnifold_runtime::origin::BARRIER_HEADER;
 use omnifold_runtime::outbox::OUTBOX_HEADER;
-use omnifold_runtime::{BrokerHealth, OutboxRecord, OutboxSender, Store, TopicOptions, load_contract};
+use omnifold_runtime::{BrokerHealth, OutboxSender, Store, TopicOptions, load_contract};
 use omnifold_testkit::{Broker, Record};
 use prost::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -390,7 +390,7 @@ fn reference(lines: &[String], alerts: &[Alert]) -> BTreeMap<String, Contributio
     for (offset, l) in lines.iter().enumerate() {
         let (outcome, entries) =
             written_for(&fold, &mut state, &event_from_json(l).unwrap(), (0, offset as i64));
-        if let omnifold_domain::Outcome::Applied { outputs, .. } = outcome {
+        if let Outcome::Applied { outputs, .. } = outcome {
             raised.extend(outputs.into_iter().filter_map(|o| match o {
                 Output::Alert(alert) => Some(alert),
                 _ => None,
@@ -422,19 +422,6 @@ fn assert_each_revision_once(snapshots: &[ContributionSnapshot]) {
             seen.iter().filter(|(w, c, _)| *w == week && *c == channel).map(|(_, _, r)| *r).collect();
         let want: Vec<u32> = (1..=revisions.len() as u32).collect();
         assert_eq!(revisions, want, "{week}/{channel}: revisions are 1, 2, ... with no gap");
-    }
-}
-
-/// The ledger record the coordinator writes for `entry` to ledger partition 0: a progress
-/// marker is a barrier (see `omnifold_coordinator::progress::marker`).
-fn ledger_record(topic: &str, entry: &LedgerEntry) -> OutboxRecord {
-    let barrier = entry.kind == LedgerKind::Progress as i32;
-    OutboxRecord {
-        topic: topic.to_string(),
-        key: entry.entry_id.clone().into_bytes(),
-        value: entry.encode_to_vec(),
-        headers: if barrier { vec![(BARRIER_HEADER.to_string(), Vec::new())] } else { Vec::new() },
-        partition: Some(0),
     }
 }
 
@@ -472,16 +459,27 @@ async fn a_sender_far_behind_merges_the_markers_and_every_week_still_closes() {
     let (fold, mut state) = (Fold::new(rules.clone()), PartitionState::default());
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).expect("store opens");
+    let currency = rules.contract.reporting_currency.clone();
     let mut written = Vec::new();
     for (offset, line) in first_half.iter().chain(&second_half).enumerate() {
+        // what the coordinator's fold loop writes for a batch of this one event
         let event = event_from_json(line).expect("event json");
-        let (_, entries) = written_for(&fold, &mut state, &event, (0, offset as i64));
+        let mut mark = Mark::at(offset as i64);
+        let mut records = Vec::new();
+        if let Outcome::Applied { outputs, .. } = fold.apply(&mut state, &event) {
+            mark.accepted(event.occurred_at_ms);
+            let position = Position { partition: 0, offset: offset as i64 };
+            for output in outputs.into_iter().filter(|o| matches!(o, Output::Ledger(_))) {
+                records.extend(output_records(&topics.contract, output, position));
+            }
+        }
+        records.push(marker(&topics.contract, &currency, 0, mark, false));
         let mut commit = store.begin().expect("commit begins");
-        for entry in &entries {
-            commit.push_output(&ledger_record(&topics.contract.ledger, entry));
+        for record in records.iter().filter(|r| r.topic == topics.contract.ledger) {
+            commit.push_output(record);
+            written.push(LedgerEntry::decode(record.value.as_slice()).expect("ledger entry"));
         }
         store.commit(commit).expect("commit");
-        written.extend(entries);
     }
 
     let partitions = HashMap::from([(topics.contract.ledger.clone(), 3)]);
