@@ -743,6 +743,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
         match Database::builder(path)
+            .worker_threads(worker_threads())
             .cache_size(CACHE_BYTES)
             .max_journaling_size(JOURNAL_BYTES)
             .journal_compression(fjall::CompressionType::None)
@@ -754,6 +755,19 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             opened => return Ok(opened?),
         }
     }
+}
+
+/// fjall's background workers: one per core up to four (its default), but at least three.
+///
+/// Worker 0 only flushes while others exist: it hands each compaction request back to the
+/// queue and takes it again at once, spinning, until another worker is free. With two
+/// workers (two cores) that spin lasted as long as every compaction, a tenth of a
+/// coordinator's CPU; with a third, an idle compactor takes the request. One worker has no
+/// spin but can deadlock under a heavy write load in fjall 3.1.13 (its rotation sends a
+/// blocking `Flush` into the bounded queue only it reads, fjall-rs/fjall#323).
+fn worker_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    cores.clamp(3, 4)
 }
 
 /// The active memtable's size before it is sealed and flushed (fjall's default is 64 MiB).
