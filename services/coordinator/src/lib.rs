@@ -10,6 +10,7 @@ pub mod persister;
 pub mod progress;
 pub mod service;
 pub mod status;
+pub mod unsent;
 pub mod watch;
 
 pub use service::{Coordinator, CoordinatorError, CoordinatorOptions, Position, output_records};

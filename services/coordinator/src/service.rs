@@ -39,6 +39,7 @@ use crate::http::{HttpServer, PriceSource};
 use crate::pacing::Pacing;
 use crate::persister::Persister;
 use crate::progress::{self, Mark, Marks, marker};
+use crate::unsent::Unsent;
 use omnifold_runtime::changelog;
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 
@@ -221,6 +222,7 @@ impl Coordinator {
             outbox: outbox.signals(),
             health,
             changelog_due: Instant::now(),
+            unsent: Unsent::default(),
             pacing: Pacing::new(self.options.batch_max_ms),
         };
         let worker = tokio::task::spawn_blocking(move || fold_loop.run());
@@ -294,6 +296,8 @@ struct FoldLoop {
     health: Arc<BrokerHealth>,
     /// When the changelog is sent next.
     changelog_due: Instant,
+    /// The values written since each partition's changelog was last sent.
+    unsent: Unsent,
     /// How long the next batch may gather events.
     pacing: Pacing,
 }
@@ -462,6 +466,7 @@ impl FoldLoop {
         self.engine.discard();
         for partition in &revoked {
             self.engine.forget_partition(*partition);
+            self.unsent.forget(*partition);
             at_end.remove(partition);
             self.reported_at_end.remove(partition);
         }
@@ -616,10 +621,7 @@ impl FoldLoop {
     ) -> Result<(), CoordinatorError> {
         if Instant::now() < self.changelog_due {
             for (partition, next) in next_offsets {
-                let packed = changelog::pack(written_keys(commit, *partition));
-                if !packed.is_empty() {
-                    commit.put_changelog_keys(*partition, *next, packed);
-                }
+                self.note_written(commit, *partition, *next);
             }
             return Ok(());
         }
@@ -640,13 +642,31 @@ impl FoldLoop {
                 continue;
             };
             let noted = pending.remove(&partition).unwrap_or_default();
-            if self.store.is_changelogged(partition)? {
+            let sent = if self.store.is_changelogged(partition)? {
                 self.send_changelog(commit, partition, next, &noted)?;
+                true
             } else {
-                self.send_whole_state(commit, partition, next, &noted)?;
+                self.send_whole_state(commit, partition, next, &noted)?
+            };
+            if sent {
+                self.unsent.forget(partition);
+            } else {
+                self.note_written(commit, partition, next);
             }
         }
         Ok(())
+    }
+
+    /// Notes the keys of a partition the batch writes, to be sent with the next sending, and
+    /// keeps their values in memory for it.
+    fn note_written(&mut self, commit: &mut omnifold_runtime::Commit, partition: i32, next: i64) {
+        let packed = changelog::pack(written_keys(commit, partition));
+        if packed.is_empty() {
+            return;
+        }
+        let writes = commit.partition_writes(partition).filter(|(key, _)| !key.starts_with(b"o/"));
+        self.unsent.keep(partition, writes);
+        commit.put_changelog_keys(partition, next, packed);
     }
 
     /// A state the changelog does not hold whole (built by a replay, by a store that ran
@@ -654,14 +674,14 @@ impl FoldLoop {
     /// most `changelog_dump_records` entries per sending, before anything else of it: no offset
     /// record goes out meanwhile, so a reader takes it for incomplete. Keys written meanwhile
     /// stay noted; once the last part is out they are sent with their values then, and the
-    /// offset.
+    /// offset. True once the changelog was sent (the last part was out).
     fn send_whole_state(
         &self,
         commit: &mut omnifold_runtime::Commit,
         partition: i32,
         next: i64,
         noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<bool, CoordinatorError> {
         let batch = self.changelog_batch(partition, next);
         let after = self.store.dump_cursor(partition)?;
         let limit = self.options.changelog_dump_records.max(1);
@@ -677,14 +697,11 @@ impl FoldLoop {
         }
         commit.put_dump_cursor(partition, last.as_deref());
         if last.is_some() {
-            let written = changelog::pack(written_keys(commit, partition));
-            if !written.is_empty() {
-                commit.put_changelog_keys(partition, next, written);
-            }
-            return Ok(());
+            return Ok(false);
         }
         commit.set_changelogged(partition);
-        self.send_changelog(commit, partition, next, noted)
+        self.send_changelog(commit, partition, next, noted)?;
+        Ok(true)
     }
 
     /// Where a sending of a partition's changelog goes, and the offset it stands at.
@@ -736,7 +753,7 @@ impl FoldLoop {
         }
         let mut entries = Vec::with_capacity(keys.len());
         for key in keys {
-            let value = match commit.write_of(&key) {
+            let value = match commit.write_of(&key).or_else(|| self.unsent.value(partition, &key)) {
                 Some(written) => written.map(<[u8]>::to_vec),
                 None => self.store.entry(&key)?.map(|value| value.to_vec()),
             };
