@@ -78,7 +78,7 @@ mod tests {
     fn writes(
         pairs: &[(&'static [u8], Option<&'static [u8]>)],
     ) -> impl Iterator<Item = (&'static [u8], Option<&'static [u8]>)> {
-        pairs.to_vec().into_iter()
+        pairs.iter().copied()
     }
 
     #[test]
