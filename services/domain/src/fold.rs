@@ -150,6 +150,20 @@ pub struct PartitionState {
     pub seen: FxHashSet<CompactString>,
 }
 
+impl PartitionState {
+    /// Lets go of a settled order line (nothing open: shipped or cancelled in full) that no
+    /// later event names, as a replay that read the whole history knows. The fold reads a line
+    /// only for an event naming it, so no output changes; a what-if retirement also looks
+    /// for the lines still open, which are kept. The state then holds the open lines instead
+    /// of every line ever placed.
+    pub fn let_go_settled_line(&mut self, sku: &str, line: &LineKey) {
+        let Some(state) = self.skus.get_mut(sku) else { return };
+        if state.stock.lines.get(line).is_some_and(|line| line.open() == 0) {
+            state.stock.lines.let_go(line);
+        }
+    }
+}
+
 /// One record the fold asks to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -196,31 +210,38 @@ impl Fold {
         if state.seen.contains(event.event_id.as_str()) {
             return Outcome::Duplicate;
         }
+        let outcome = self.apply_unrepeated(state, event);
+        if matches!(outcome, Outcome::Applied { .. }) {
+            state.seen.insert(event.event_id.as_str().into());
+        }
+        outcome
+    }
+
+    /// [`Fold::apply`] for an event whose id no other event of its partition carries (a
+    /// replay that read the whole history knows): it cannot be a duplicate, and its id need
+    /// not be remembered, so neither is looked up nor kept.
+    pub fn apply_unrepeated(&self, state: &mut PartitionState, event: &Event) -> Outcome {
         let fact = match self.check(event) {
             Ok(fact) => fact,
             Err(rejection) => return Outcome::Rejected(rejection),
         };
-        let Some(sku) = fact.sku().map(str::to_string) else {
+        let Some(sku) = fact.sku() else {
             return match self.apply_channel_fact(event, &fact) {
-                Ok(outputs) => {
-                    state.seen.insert(event.event_id.as_str().into());
-                    Outcome::Applied { sku: None, outputs }
-                }
+                Ok(outputs) => Outcome::Applied { sku: None, outputs },
                 Err(rejection) => Outcome::Rejected(rejection),
             };
         };
-        let existed = state.skus.contains_key(&sku);
-        let sku_state = state.skus.entry(sku.clone()).or_default();
+        let (sku_state, existed) = match state.skus.get_mut(sku) {
+            Some(sku_state) => (sku_state, true),
+            None => (state.skus.entry(sku.to_string()).or_default(), false),
+        };
         let result = self.apply_fact(sku_state, event, &fact);
         sku_state.forget_changes();
         match result {
-            Ok(outputs) => {
-                state.seen.insert(event.event_id.as_str().into());
-                Outcome::Applied { sku: Some(sku), outputs }
-            }
+            Ok(outputs) => Outcome::Applied { sku: Some(sku.to_string()), outputs },
             Err(rejection) => {
                 if !existed {
-                    state.skus.remove(&sku);
+                    state.skus.remove(sku);
                 }
                 Outcome::Rejected(rejection)
             }

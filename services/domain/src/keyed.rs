@@ -97,6 +97,13 @@ impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
         }
     }
 
+    /// Drops a record from memory without writing anything: for a working set never written
+    /// (a fold held whole in memory) whose record no later event reads.
+    pub fn let_go(&mut self, key: &K) {
+        self.loaded.remove(key);
+        self.changed.remove(key);
+    }
+
     pub fn len(&self) -> usize {
         self.loaded.len()
     }

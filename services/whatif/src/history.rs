@@ -159,7 +159,7 @@ impl History {
         Ok(history)
     }
 
-    fn push(&mut self, event: Event, partition: Option<i32>) {
+    pub(crate) fn push(&mut self, event: Event, partition: Option<i32>) {
         let partition = partition
             .unwrap_or_else(|| partition_for(event.partition_key().as_bytes(), self.partition_count));
         event.encode(&mut self.encoded).expect("a vec takes any length");

@@ -10,6 +10,7 @@
 
 pub mod answer;
 pub mod bench;
+pub mod foresight;
 pub mod history;
 pub mod page;
 pub mod replay;
@@ -20,6 +21,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 pub use answer::{Answer, answer};
+pub use foresight::Foresight;
 pub use history::History;
 pub use replay::{Channels, Counter, Run, replay};
 pub use scenario::{Override, Scenario, ScenarioError};
@@ -31,7 +33,11 @@ pub const ANSWER_SCHEMA: &str = include_str!("../../../schemas/what-if.schema.js
 /// progress (events per second over every scenario, and the time left) on stderr every
 /// `progress` when given. Runs come back in the order of `scenarios`.
 pub fn run_all(history: &History, scenarios: &[Scenario], progress: Option<Duration>) -> Vec<Run> {
-    let skus = history.sku_index();
+    // two passes over the whole history, side by side
+    let (skus, foresight) = std::thread::scope(|scope| {
+        let foresight = scope.spawn(|| Foresight::of(history));
+        (history.sku_index(), foresight.join().expect("the foresight pass panicked"))
+    });
     let channels = Channels::of(scenarios);
     let counters: Vec<Counter> = scenarios.iter().map(|_| Counter::default()).collect();
     let total = (history.len() * scenarios.len()) as u64;
@@ -41,8 +47,8 @@ pub fn run_all(history: &History, scenarios: &[Scenario], progress: Option<Durat
             .iter()
             .zip(&counters)
             .map(|(scenario, counter)| {
-                let (skus, channels) = (&skus, &channels);
-                scope.spawn(move || replay(history, skus, channels, scenario, counter))
+                let (foresight, skus, channels) = (&foresight, &skus, &channels);
+                scope.spawn(move || replay(history, foresight, skus, channels, scenario, counter))
             })
             .collect();
         if let Some(every) = progress {

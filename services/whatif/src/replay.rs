@@ -40,6 +40,7 @@ use omnifold_proto::{
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use crate::foresight::{Foresight, line_of};
 use crate::history::{History, SkuIndex};
 use crate::scenario::{Cut, Scenario};
 
@@ -151,15 +152,16 @@ struct ShiftedLine {
     price: Amount,
 }
 
-/// Replays `history` under `scenario`.
+/// Replays `history` under `scenario`; `foresight` is the history's ([`Foresight::of`]).
 pub fn replay(
     history: &History,
+    foresight: &Foresight,
     skus: &SkuIndex,
     channels: &Channels,
     scenario: &Scenario,
     progress: &Counter,
 ) -> Run {
-    let mut replay = Replay::new(history, skus, channels, scenario);
+    let mut replay = Replay::new(history, foresight, skus, channels, scenario);
     for (i, event) in history.events().enumerate() {
         replay.event(i as u32, history.partitions[i], &event);
         if i % 4096 == 4095 {
@@ -171,6 +173,7 @@ pub fn replay(
 }
 
 struct Replay<'a> {
+    foresight: &'a Foresight,
     skus: &'a SkuIndex,
     channels: &'a Channels,
     scenario: &'a Scenario,
@@ -188,7 +191,13 @@ struct Replay<'a> {
 }
 
 impl<'a> Replay<'a> {
-    fn new(history: &History, skus: &'a SkuIndex, channels: &'a Channels, scenario: &'a Scenario) -> Self {
+    fn new(
+        history: &History,
+        foresight: &'a Foresight,
+        skus: &'a SkuIndex,
+        channels: &'a Channels,
+        scenario: &'a Scenario,
+    ) -> Self {
         let parts = (0..history.partition_count.max(1))
             .map(|_| Part {
                 state: PartitionState::default(),
@@ -201,6 +210,7 @@ impl<'a> Replay<'a> {
         let report_rules =
             scenario.cut.as_ref().map_or_else(|| scenario.rules.clone(), |cut| cut.after.clone());
         Replay {
+            foresight,
             skus,
             channels,
             scenario,
@@ -219,7 +229,7 @@ impl<'a> Replay<'a> {
 
     fn event(&mut self, i: u32, partition: i32, event: &Event) {
         let Some(cut) = &self.scenario.cut else {
-            self.fold(i, partition, false, event);
+            self.fold_history(i, partition, false, event);
             return;
         };
         let sku = event.body.as_ref().and_then(Body::sku);
@@ -241,17 +251,37 @@ impl<'a> Replay<'a> {
             Some(sku) => self.switched.contains(sku),
             None => late,
         };
-        self.fold(i, partition, after, event);
+        self.fold_history(i, partition, after, event);
     }
 
+    /// Folds the history's event `i` as [`Replay::fold`] does, with what the history says of
+    /// what comes after it: an id no other event carries is not remembered, and a settled
+    /// line no later event names is let go.
+    fn fold_history(&mut self, i: u32, partition: i32, after: bool, event: &Event) {
+        let unique = self.foresight.unique_id(i as usize);
+        self.fold_as(i, partition, after, event, unique);
+        if self.foresight.last_line_use(i as usize)
+            && let Some((sku, line)) = line_of(event)
+        {
+            self.parts[partition as usize].state.let_go_settled_line(sku, &line);
+        }
+    }
+
+    /// Folds an event of the replay's own making (a retirement's cancellation, a shift).
     fn fold(&mut self, i: u32, partition: i32, after: bool, event: &Event) {
+        self.fold_as(i, partition, after, event, false);
+    }
+
+    fn fold_as(&mut self, i: u32, partition: i32, after: bool, event: &Event, unique: bool) {
         let fold = if after { self.after.as_ref().expect("a cut") } else { &self.before };
         let p = partition as usize;
         let offset = self.parts[p].folded;
         self.parts[p].folded += 1;
         // as `ledger::written_for` does, with the accepted event times kept as a span and
         // written as one progress marker per partition at the end instead of one per event
-        match fold.apply(&mut self.parts[p].state, event) {
+        let state = &mut self.parts[p].state;
+        let outcome = if unique { fold.apply_unrepeated(state, event) } else { fold.apply(state, event) };
+        match outcome {
             Outcome::Applied { outputs, .. } => {
                 let at = event.occurred_at_ms;
                 let accepted = &mut self.parts[p].accepted;
