@@ -598,6 +598,7 @@ impl FoldLoop {
         }
         if self.options.changelog {
             self.changelog(&mut batch.commit, &batch.next_offsets)?;
+            metrics::gauge!("omnifold_changelog_unsent_bytes").set(self.unsent.bytes() as f64);
         }
         for (partition, mark) in &batch.marks {
             self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
