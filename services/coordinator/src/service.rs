@@ -665,8 +665,7 @@ impl FoldLoop {
         if packed.is_empty() {
             return;
         }
-        let writes = commit.partition_writes(partition).filter(|(key, _)| !key.starts_with(b"o/"));
-        self.unsent.keep(partition, writes);
+        self.unsent.keep(partition, written(commit, partition));
         commit.put_changelog_keys(partition, next, packed);
     }
 
@@ -824,10 +823,18 @@ impl FoldLoop {
     }
 }
 
-/// The keys of an input partition's state, seen ids and records a batch writes: its offset is
-/// sent with every sending of the changelog anyway.
+/// What a batch writes of an input partition's state, seen ids and records (`None` removes
+/// the key): its offset is sent with every sending of the changelog anyway.
+fn written(
+    commit: &omnifold_runtime::Commit,
+    partition: i32,
+) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    commit.partition_writes(partition).filter(|(key, _)| !key.starts_with(b"o/"))
+}
+
+/// The keys of [`written`].
 fn written_keys(commit: &omnifold_runtime::Commit, partition: i32) -> impl Iterator<Item = &[u8]> {
-    commit.partition_writes(partition).map(|(key, _)| key).filter(|key| !key.starts_with(b"o/"))
+    written(commit, partition).map(|(key, _)| key)
 }
 
 /// Where an event sits in the event log.
