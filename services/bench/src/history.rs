@@ -140,6 +140,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         eprintln!("tenth {}: {:.0} events/s", n + 1, rate);
         deciles.push(Decile { events_folded: total.events, events_per_s: rate });
     }
+    pipeline.finish()?;
     let engine = pipeline.engine_stats();
     let (cache_bytes, cache_skus) = (engine.cached_bytes, engine.cached_skus);
     let rss_after_mb = rss_mb();
@@ -160,6 +161,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let mut pipeline = Pipeline::with_engine(rules, store, args.partitions, options);
     let started = Instant::now();
     pipeline.run_batch(&events[..args.batch.min(events.len())])?;
+    pipeline.finish()?;
     let restart_first_batch_ms = started.elapsed().as_secs_f64() * 1e3;
 
     let first = deciles.first().map_or(0.0, |d| d.events_per_s);

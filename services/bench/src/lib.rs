@@ -10,14 +10,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use omnifold_coordinator::engine::{Engine, EngineOptions, EngineStats};
+use omnifold_coordinator::persister::{PersistError, Persister};
 use omnifold_coordinator::{Position, output_records};
 use omnifold_domain::{Fold, Outcome, PartitionState, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::partitioner::partition_for;
-use omnifold_runtime::{Store, StoreError, Topics};
+use omnifold_runtime::{Store, Topics};
 use omnifold_workload::WorkloadOptions;
 use prost::Message as _;
 
@@ -66,16 +68,18 @@ pub struct BatchStats {
 /// then commit what changed, the accepted ids, the next offset of each partition and the
 /// encoded outputs in one durable store batch, as `FoldLoop` in
 /// `services/coordinator/src/service.rs` does, minus the consumer, the metrics and the group
-/// offset commit.
+/// offset commit. As there, each batch is written and fsynced by the persister's thread while
+/// the next one folds; [`Pipeline::finish`] waits for the last.
 pub struct Pipeline {
     engine: Engine,
     store: Store,
     topics: Topics,
     partitions: i32,
     offsets: HashMap<i32, i64>,
-    /// Sequence numbers of the outbox records committed and not yet taken by
+    /// Sequence numbers of the outbox records fsynced and not yet taken by
     /// [`Pipeline::take_committed`]: what the coordinator hands its sender in memory.
-    committed: Vec<u64>,
+    committed: Arc<Mutex<Vec<u64>>>,
+    persister: Option<Persister>,
 }
 
 impl Pipeline {
@@ -90,14 +94,30 @@ impl Pipeline {
             topics: Topics::new("omnifold."),
             partitions,
             offsets: HashMap::new(),
-            committed: Vec::new(),
+            committed: Arc::default(),
+            persister: None,
         }
     }
 
-    /// The outbox records committed since the last call, as the coordinator hands them to
-    /// its sender (in memory, without reading the store back).
+    /// The outbox records fsynced since the last call, as the coordinator hands them to its
+    /// sender (in memory, without reading the store back).
     pub fn take_committed(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.committed)
+        std::mem::take(&mut *self.committed.lock().expect("committed lock"))
+    }
+
+    /// Waits until every batch is written and fsynced.
+    pub fn finish(&mut self) -> Result<(), PersistError> {
+        self.persister.take().map_or(Ok(()), |mut persister| persister.finish())
+    }
+
+    fn persister(&mut self) -> &mut Persister {
+        let committed = self.committed.clone();
+        self.persister.get_or_insert_with(|| {
+            let hand = move |records: Vec<(u64, omnifold_runtime::OutboxRecord)>| {
+                committed.lock().expect("committed lock").extend(records.into_iter().map(|(seq, _)| seq));
+            };
+            Persister::spawn(self.store.clone(), Box::new(hand))
+        })
     }
 
     /// The engine's cache and what it did.
@@ -106,7 +126,7 @@ impl Pipeline {
     }
 
     /// Folds `events` and commits them as one batch.
-    pub fn run_batch(&mut self, events: &[Event]) -> Result<BatchStats, StoreError> {
+    pub fn run_batch(&mut self, events: &[Event]) -> Result<BatchStats, PersistError> {
         let mut commit = self.store.begin()?;
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut rejected = 0;
@@ -140,15 +160,15 @@ impl Pipeline {
                 }
             }
         }
+        self.persister().settle()?;
+        self.engine.trim();
         let dirty_skus = self.engine.write(&mut commit);
         for (partition, next) in &next_offsets {
             commit.put_offset(*partition, *next);
         }
         let outputs = commit.outputs();
         let handed = commit.take_outputs();
-        self.store.commit(commit)?;
-        self.committed.extend(handed.into_iter().map(|(seq, _)| seq));
-        self.engine.trim();
+        self.persister().submit(commit, handed)?;
         Ok(BatchStats { events: events.len(), outputs, dirty_skus, rejected })
     }
 }
@@ -184,6 +204,7 @@ mod tests {
             total.outputs += stats.outputs;
             total.rejected += stats.rejected;
         }
+        pipeline.finish().unwrap();
         assert_eq!(total.events, 2_000);
         assert_eq!(total.rejected, 0, "the bench workload is valid against the example contract");
         assert_eq!(store.pending_count(), total.outputs, "every output is in the outbox");

@@ -10,8 +10,14 @@
 //!   are never all loaded;
 //! - writes, per batch, only what changed: the dirty cores, the changed records and segments,
 //!   and the accepted ids, into the caller's [`Commit`];
-//! - after the commit, unloads the written records and evicts the least recently used SKUs
-//!   until the cache fits its budget.
+//! - once that commit is in the store, unloads the written records and evicts the least
+//!   recently used SKUs until the cache fits its budget ([`Engine::trim`]).
+//!
+//! Until [`Engine::trim`], the engine keeps in memory everything of the last written batch
+//! that it would otherwise read back: the batch's SKUs stay cached, their records loaded and
+//! their ids among the recent ones. So the next batch may fold while the last one is still
+//! being written on another thread (`persister.rs`): nothing it reads from the store is
+//! something that batch wrote.
 //!
 //! Architecture invariant: evicting and reloading a SKU changes no output. The cache holds
 //! exactly what the store holds plus what the open batch changed, and the fold prunes by
@@ -79,6 +85,8 @@ pub struct Engine {
     recent: RecentIds,
     /// SKUs changed since the last [`Engine::write`].
     dirty: BTreeSet<SkuId>,
+    /// SKUs the last [`Engine::write`] wrote, whose records stay loaded until [`Engine::trim`].
+    written: Vec<SkuId>,
     /// Ids accepted since the last write.
     accepted: Vec<(i32, String)>,
     tick: u64,
@@ -106,6 +114,7 @@ impl Engine {
             cached_bytes: 0,
             recent: RecentIds::default(),
             dirty: BTreeSet::new(),
+            written: Vec::new(),
             accepted: Vec::new(),
             tick: 0,
             stats: EngineStats::default(),
@@ -169,34 +178,47 @@ impl Engine {
     }
 
     /// Puts what changed since the last write into `commit`: the changed SKUs' cores, records
-    /// and segments, and the accepted ids. Returns how many SKUs were written.
+    /// and segments, and the accepted ids. Returns how many SKUs were written. What it wrote
+    /// stays in memory until [`Engine::trim`].
     pub fn write(&mut self, commit: &mut Commit) -> usize {
+        assert!(self.written.is_empty(), "write before the last written batch was trimmed");
         let dirty = std::mem::take(&mut self.dirty);
         for (partition, sku) in &dirty {
             let entry = self.cache.get_mut(&(*partition, sku.clone())).expect("a dirty sku is cached");
             write_sku(commit, *partition, sku, &mut entry.state);
+        }
+        for (partition, event_id) in self.accepted.drain(..) {
+            commit.put_seen(partition, &event_id);
+        }
+        let count = dirty.len();
+        self.written = dirty.into_iter().collect();
+        count
+    }
+
+    /// Once the last written batch is in the store (the events folded since need not be):
+    /// unloads the records it wrote, forgets the oldest recent ids and evicts the least
+    /// recently used SKUs until the cache is within three quarters of its budget. What the
+    /// open batch changed stays: its records, its ids and its SKUs.
+    pub fn trim(&mut self) {
+        for id in std::mem::take(&mut self.written) {
+            let Some(entry) = self.cache.get_mut(&id) else { continue };
             entry.state.unload_records();
             let bytes = entry.state.approx_bytes();
             self.cached_bytes = self.cached_bytes + bytes - entry.bytes;
             entry.bytes = bytes;
         }
-        for (partition, event_id) in self.accepted.drain(..) {
-            commit.put_seen(partition, &event_id);
-        }
-        dirty.len()
-    }
-
-    /// After a commit (so nothing is unwritten): forgets the oldest recent ids and evicts the
-    /// least recently used SKUs until the cache is within three quarters of its budget.
-    pub fn trim(&mut self) {
-        assert!(self.dirty.is_empty(), "trim before the batch was written");
-        self.recent.trim(self.options.recent_ids);
+        self.recent.trim(self.options.recent_ids.max(self.accepted.len()));
         if self.cached_bytes <= self.options.state_cache_bytes {
             return;
         }
         let target = self.options.state_cache_bytes / 4 * 3;
-        let mut by_age: Vec<(u64, SkuId)> =
-            self.cache.iter().map(|(id, entry)| (entry.used, id.clone())).collect();
+        let dirty = &self.dirty;
+        let mut by_age: Vec<(u64, SkuId)> = self
+            .cache
+            .iter()
+            .filter(|(id, _)| !dirty.contains(*id))
+            .map(|(id, entry)| (entry.used, id.clone()))
+            .collect();
         by_age.sort_unstable();
         let mut evicted = 0u64;
         for (_, id) in by_age {
@@ -226,9 +248,7 @@ impl Engine {
                 self.cached_bytes -= entry.bytes;
             }
         }
-        for (partition, event_id) in self.accepted.drain(..) {
-            self.recent.remove(partition, &event_id);
-        }
+        self.recent.remove_all(self.accepted.drain(..));
     }
 
     /// Drops the cached state of a partition this instance no longer owns; everything of it
@@ -375,11 +395,19 @@ impl RecentIds {
         }
     }
 
-    fn remove(&mut self, partition: i32, event_id: &str) {
-        if let Some(ids) = self.ids.get_mut(&partition) {
-            ids.remove(event_id);
+    /// Forgets ids, from the order too: an id accepted again later is then trimmed by its
+    /// new place in the order, not by the old one.
+    fn remove_all(&mut self, removed: impl Iterator<Item = (i32, String)>) {
+        let mut gone: HashSet<(i32, Arc<str>)> = HashSet::default();
+        for (partition, event_id) in removed {
+            if let Some(ids) = self.ids.get_mut(&partition) {
+                ids.remove(event_id.as_str());
+            }
+            gone.insert((partition, Arc::from(event_id)));
         }
-        // `order` keeps the id until trimmed: trimming a missing id is a no-op
+        if !gone.is_empty() {
+            self.order.retain(|entry| !gone.contains(entry));
+        }
     }
 
     fn forget_partition(&mut self, partition: i32) {
@@ -414,7 +442,7 @@ mod tests {
         events: &[Event],
         options: EngineOptions,
         restart_every: usize,
-    ) -> (Vec<Vec<Output>>, usize, u64) {
+    ) -> (Vec<(&'static str, Vec<Output>)>, usize, u64) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let rules = rules();
@@ -425,10 +453,7 @@ mod tests {
         for (n, batch) in events.chunks(250).enumerate() {
             let mut commit = store.begin().unwrap();
             for event in batch {
-                outputs.push(match engine.apply(0, event).unwrap() {
-                    Outcome::Applied { outputs, .. } => outputs,
-                    _ => Vec::new(),
-                });
+                outputs.push(seen(engine.apply(0, event).unwrap()));
             }
             engine.write(&mut commit);
             store.commit(commit).unwrap();
@@ -442,16 +467,19 @@ mod tests {
         (outputs, peak, evictions + engine.stats().evictions)
     }
 
-    fn pure(events: &[Event]) -> Vec<Vec<Output>> {
+    fn pure(events: &[Event]) -> Vec<(&'static str, Vec<Output>)> {
         let fold = Fold::new(rules());
         let mut state = PartitionState::default();
-        events
-            .iter()
-            .map(|event| match fold.apply(&mut state, event) {
-                Outcome::Applied { outputs, .. } => outputs,
-                _ => Vec::new(),
-            })
-            .collect()
+        events.iter().map(|event| seen(fold.apply(&mut state, event))).collect()
+    }
+
+    /// What an outcome shows: its outputs, and a duplicate told from a rejection.
+    fn seen(outcome: Outcome) -> (&'static str, Vec<Output>) {
+        match outcome {
+            Outcome::Applied { outputs, .. } => ("applied", outputs),
+            Outcome::Duplicate => ("duplicate", Vec::new()),
+            Outcome::Rejected(_) => ("rejected", Vec::new()),
+        }
     }
 
     #[test]
@@ -466,6 +494,40 @@ mod tests {
         assert!(evictions > 100, "the budget is far below the working set: {evictions} evictions");
         assert_eq!(outputs, pure(&events));
         assert!(peak <= budget, "the cache stayed within its budget after commits: {peak}");
+    }
+
+    /// As the coordinator runs it: each batch is written only after the next one folded (the
+    /// persister's thread lags a batch behind), so the fold reads a store without it.
+    #[test]
+    fn folding_while_the_last_batch_is_unwritten_gives_the_outputs_of_the_pure_fold() {
+        let mut events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(200, 8_000));
+        // redeliveries of the batch in flight (5,350 to 5,400 while 5,400 on folds), and of
+        // long before
+        let soon: Vec<Event> = events[5_350..5_400].iter().step_by(3).cloned().collect();
+        events.splice(5_400..5_400, soon);
+        let late: Vec<Event> = events.iter().step_by(97).cloned().collect();
+        events.extend(late);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // fewer recent ids than a batch accepts: the batch in flight's are kept all the same
+        let options = EngineOptions { state_cache_bytes: 48 * 1024, recent_ids: 10 };
+        let mut engine = Engine::new(Fold::new(rules()), store.clone(), options);
+        let (mut outputs, mut in_flight) = (Vec::new(), None);
+        for batch in events.chunks(50) {
+            let mut commit = store.begin().unwrap();
+            for event in batch {
+                outputs.push(seen(engine.apply(0, event).unwrap()));
+            }
+            if let Some(deferred) = in_flight.take() {
+                let _written = store.write_deferred(deferred).unwrap();
+            }
+            engine.trim();
+            engine.write(&mut commit);
+            in_flight = Some(store.defer(commit));
+        }
+        let evictions = engine.stats().evictions;
+        assert!(evictions > 100, "the budget is far below the working set: {evictions} evictions");
+        assert_eq!(outputs, pure(&events));
     }
 
     #[test]
@@ -496,6 +558,7 @@ mod tests {
             engine.write(&mut commit);
             written.push(commit.bytes());
             store.commit(commit).unwrap();
+            engine.trim();
         }
         let (first, last) = (&written[20..120], &written[written.len() - 100..]);
         let mean = |w: &[usize]| w.iter().sum::<usize>() / w.len();

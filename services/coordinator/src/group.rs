@@ -145,6 +145,7 @@ impl GroupContext {
     /// changelog what it can, and positions each partition at this instance's stored offset.
     fn assign(&self, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.settle();
         let started = std::time::Instant::now();
         let restores = {
             let stored = self.store.offsets().unwrap_or_default();
@@ -259,9 +260,19 @@ impl GroupContext {
             .collect())
     }
 
+    /// Waits for the batch the fold loop handed over last to be written: the offsets read here,
+    /// the changelog keys forgotten and the outbox drained must be those of every batch
+    /// folded. A failed write stops the fold loop by itself (its next settle fails).
+    fn settle(&self) {
+        if let Err(error) = self.store.settle() {
+            tracing::error!(%error, "the last batch was not written");
+        }
+    }
+
     /// Tells the fold loop to drop its open batch, then waits until the outbox is drained.
     fn revoke(&self, tpl: &TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        self.settle();
         {
             let mut ownership = self.ownership.lock().expect("ownership lock");
             for partition in &partitions {

@@ -216,7 +216,7 @@ impl Coordinator {
             reported_at_end: BTreeSet::new(),
             ownership: SharedOwnership::default(),
             store: store.clone(),
-            persister: Persister::spawn(store.clone(), outbox.signals()),
+            persister: Persister::to_sender(store.clone(), outbox.signals()),
             engine: Engine::new(Fold::new(self.rules), store, self.options.engine),
             stop: stop.clone(),
             outbox: outbox.signals(),
@@ -463,6 +463,8 @@ impl FoldLoop {
         if revoked.is_empty() {
             return Ok(false);
         }
+        // what the engine drops now it reloads from the store, which must hold the last batch
+        self.persister.settle()?;
         self.engine.discard();
         for partition in &revoked {
             self.engine.forget_partition(*partition);
@@ -592,6 +594,10 @@ impl FoldLoop {
         mut batch: Batch,
         at_end: &BTreeSet<i32>,
     ) -> Result<(), CoordinatorError> {
+        // the batch before is in the store now: the engine may let go of what it kept of it,
+        // and the changelog read it
+        self.persister.settle()?;
+        self.engine.trim();
         self.engine.write(&mut batch.commit);
         for (partition, next) in &batch.next_offsets {
             batch.commit.put_offset(*partition, *next);
@@ -604,9 +610,7 @@ impl FoldLoop {
             self.push_marker(&mut batch.commit, *partition, *mark, at_end.contains(partition));
         }
         let outputs = batch.commit.take_outputs();
-        let written = self.store.write(batch.commit)?;
-        self.engine.trim();
-        self.persister.submit(written, outputs)?;
+        self.persister.submit(batch.commit, outputs)?;
         self.commit_group_offsets(consumer, &batch.next_offsets);
         Ok(())
     }
@@ -721,14 +725,14 @@ impl FoldLoop {
         if !self.options.changelog || Instant::now() < self.changelog_due {
             return Ok(());
         }
+        self.persister.settle()?;
         let mut commit = self.store.begin()?;
         self.changelog(&mut commit, &BTreeMap::new())?;
         if commit.outputs() == 0 {
             return Ok(());
         }
         let outputs = commit.take_outputs();
-        let written = self.store.write(commit)?;
-        self.persister.submit(written, outputs)?;
+        self.persister.submit(commit, outputs)?;
         Ok(())
     }
 
@@ -785,6 +789,7 @@ impl FoldLoop {
     /// Tells the ledger's readers that partitions reached their end after their last marker
     /// (the end-of-partition event often comes in the poll after the last record).
     fn mark_reached_ends(&mut self, at_end: &BTreeSet<i32>) -> Result<(), CoordinatorError> {
+        self.persister.settle()?;
         let stored = self.store.offsets()?;
         let next = |partition: &i32| stored.get(partition).copied().unwrap_or(0);
         let reached: Vec<i32> = {
@@ -806,8 +811,7 @@ impl FoldLoop {
             self.push_marker(&mut commit, partition, Mark::at(next(&partition) - 1), true);
         }
         let outputs = commit.take_outputs();
-        let written = self.store.write(commit)?;
-        self.persister.submit(written, outputs)?;
+        self.persister.submit(commit, outputs)?;
         Ok(())
     }
 

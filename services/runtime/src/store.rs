@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::PartitioningPolicy;
@@ -62,6 +62,8 @@ pub enum StoreError {
     ForeignKey { partition: i32, key: String },
     #[error("corrupt {what} in the store: {len} bytes where {want} were expected")]
     Truncated { what: &'static str, len: usize, want: usize },
+    #[error("a batch handed to another thread to write was not written: {0}")]
+    Deferred(String),
 }
 
 /// One record waiting in the outbox.
@@ -93,6 +95,51 @@ pub struct Store {
     /// open, by the batch's key sequence: which key a confirmed record lives under. Bounded by
     /// the outbox backlog.
     unconfirmed: Arc<Mutex<BTreeMap<u64, Unconfirmed>>>,
+    /// The outbox sequence the next batch starts at: that of the last batch written or handed
+    /// over to be written ([`Store::defer`]), which the stored one may not show yet.
+    next_seq: Arc<AtomicU64>,
+    deferrals: Arc<Deferrals>,
+}
+
+/// Batches handed to another thread to write ([`Store::defer`]) and whether they all are.
+#[derive(Debug, Default)]
+struct Deferrals {
+    count: Mutex<DeferralCount>,
+    written: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct DeferralCount {
+    handed: u64,
+    written: u64,
+    failed: Option<String>,
+}
+
+/// A batch handed over to be written on another thread ([`Store::write_deferred`]). Until
+/// it is, reads may not show it: [`Store::settle`] waits for it. Dropped unwritten, it fails
+/// every later settle, so that nothing goes on as if it had been written.
+pub struct Deferred {
+    commit: Option<Commit>,
+    deferrals: Arc<Deferrals>,
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if self.commit.is_some() {
+            self.deferrals.written(Err("it was dropped unwritten".to_string()));
+        }
+    }
+}
+
+impl Deferrals {
+    fn written(&self, result: Result<(), String>) {
+        let mut count = self.count.lock().expect("deferrals lock");
+        count.written += 1;
+        if let Err(error) = result {
+            count.failed.get_or_insert(error);
+        }
+        self.written.notify_all();
+    }
 }
 
 /// What of one stored outbox batch is still to confirm.
@@ -136,6 +183,8 @@ impl Store {
             first_pending: Arc::new(AtomicU64::new(0)),
             durable_seq: Arc::new(AtomicU64::new(durable)),
             unconfirmed: Arc::default(),
+            next_seq: Arc::new(AtomicU64::new(durable)),
+            deferrals: Arc::default(),
         })
     }
 
@@ -225,8 +274,7 @@ impl Store {
 
     /// Starts a batch; nothing is written until [`Store::commit`].
     pub fn begin(&self) -> Result<Commit, StoreError> {
-        let next_seq =
-            self.tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
+        let next_seq = self.next_seq.load(Ordering::Acquire);
         Ok(Commit {
             writes: BTreeMap::new(),
             next_seq,
@@ -254,12 +302,43 @@ impl Store {
         commit.seal_outbox();
         commit.writes.insert(SEQ.to_vec(), Some(commit.next_seq.to_be_bytes().to_vec()));
         self.apply(commit.writes, Some(PersistMode::Buffer))?;
+        self.next_seq.fetch_max(commit.next_seq, Ordering::AcqRel);
         // indexed once written: a failed write leaves no batch to confirm
         let mut unconfirmed = self.unconfirmed.lock().expect("outbox index lock");
         for (key, seqs) in commit.sealed {
             unconfirmed.insert(key, Unconfirmed { seqs: seqs.into_iter().collect(), rewritten: false });
         }
         Ok(Written { next_seq: commit.next_seq })
+    }
+
+    /// Hands a batch over to be written on another thread ([`Store::write_deferred`]), so that
+    /// the caller goes on with the next one meanwhile. The next [`Store::begin`] follows on
+    /// from it; reads may not show it until [`Store::settle`] returns.
+    pub fn defer(&self, commit: Commit) -> Deferred {
+        self.next_seq.fetch_max(commit.next_seq, Ordering::AcqRel);
+        self.deferrals.count.lock().expect("deferrals lock").handed += 1;
+        Deferred { commit: Some(commit), deferrals: self.deferrals.clone() }
+    }
+
+    /// Writes a deferred batch, as [`Store::write`] does.
+    pub fn write_deferred(&self, mut deferred: Deferred) -> Result<Written, StoreError> {
+        let commit = deferred.commit.take().expect("a deferred batch is written once");
+        let written = self.write(commit);
+        self.deferrals.written(written.as_ref().map(|_| ()).map_err(ToString::to_string));
+        written
+    }
+
+    /// Waits until every deferred batch is written, so that reads show them all; fails if one
+    /// was not.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let mut count = self.deferrals.count.lock().expect("deferrals lock");
+        while count.written < count.handed && count.failed.is_none() {
+            count = self.deferrals.written.wait(count).expect("deferrals lock");
+        }
+        match &count.failed {
+            Some(error) => Err(StoreError::Deferred(error.clone())),
+            None => Ok(()),
+        }
     }
 
     /// Fsyncs every batch written so far, `written` among them.
@@ -941,6 +1020,39 @@ mod tests {
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.pending(10).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_deferred_batch_numbers_the_next_one_on_and_settle_waits_for_its_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut first = store.begin().unwrap();
+        first.put_offset(0, 5);
+        first.push_output(&record(1));
+        let deferred = store.defer(first);
+        let mut second = store.begin().unwrap();
+        second.hand_output(record(2));
+        assert_eq!(second.take_outputs()[0].0, 1, "the next batch follows on from the deferred one");
+        assert_eq!(store.offsets().unwrap(), BTreeMap::new(), "not written yet");
+
+        let writer = store.clone();
+        let handle = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            writer.write_deferred(deferred).unwrap()
+        });
+        store.settle().unwrap();
+        assert_eq!(store.offsets().unwrap(), BTreeMap::from([(0, 5)]), "settled: the batch is written");
+        store.persist(handle.join().unwrap()).unwrap();
+        assert_eq!(store.pending(10).unwrap(), vec![(0, record(1))]);
+    }
+
+    #[test]
+    fn a_deferred_batch_dropped_unwritten_fails_every_later_settle() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        drop(store.defer(store.begin().unwrap()));
+        assert!(matches!(store.settle(), Err(StoreError::Deferred(_))));
+        assert!(matches!(store.settle(), Err(StoreError::Deferred(_))), "and stays failed");
     }
 
     #[test]
