@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use omnifold_proto::Event;
@@ -184,6 +185,15 @@ impl History {
     /// Every event in order, decoded one at a time.
     pub fn events(&self) -> impl Iterator<Item = Event> + '_ {
         (0..self.len()).map(|index| self.event(index))
+    }
+
+    /// Every event in order, decoded `size` at a time, to be shared by the threads that
+    /// replay them.
+    pub fn chunks(&self, size: usize) -> impl Iterator<Item = Arc<Vec<Event>>> + '_ {
+        (0..self.len()).step_by(size.max(1)).map(move |start| {
+            let end = (start + size).min(self.len());
+            Arc::new((start..end).map(|index| self.event(index)).collect())
+        })
     }
 
     /// The latest event time, if any.

@@ -18,12 +18,19 @@ pub mod scenario;
 pub mod table;
 
 use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
+
+use omnifold_proto::Event;
 
 pub use answer::{Answer, answer};
 pub use foresight::Foresight;
 pub use history::History;
-pub use replay::{Channels, Counter, Run, replay};
+pub use replay::{Channels, Counter, Run, replay, replay_decoded};
+
+/// Decoded chunks a scenario's queue holds ahead of its replay.
+const DECODED_AHEAD: usize = 4;
 pub use scenario::{Override, Scenario, ScenarioError};
 
 /// The schema of the JSON answer, published in `schemas/`.
@@ -43,12 +50,26 @@ pub fn run_all(history: &History, scenarios: &[Scenario], progress: Option<Durat
     let total = (history.len() * scenarios.len()) as u64;
     let started = Instant::now();
     std::thread::scope(|scope| {
+        // decoded once for every scenario, a few chunks ahead of the slowest
+        let (queues, decoded): (Vec<_>, Vec<_>) =
+            scenarios.iter().map(|_| sync_channel::<Arc<Vec<Event>>>(DECODED_AHEAD)).unzip();
+        scope.spawn(move || {
+            for chunk in history.chunks(replay::CHUNK_EVENTS) {
+                for queue in &queues {
+                    // a replay that panicked hung up; the others go on, and the panic is joined
+                    let _ = queue.send(chunk.clone());
+                }
+            }
+        });
         let handles: Vec<_> = scenarios
             .iter()
             .zip(&counters)
-            .map(|(scenario, counter)| {
+            .zip(decoded)
+            .map(|((scenario, counter), chunks)| {
                 let (foresight, skus, channels) = (&foresight, &skus, &channels);
-                scope.spawn(move || replay(history, foresight, skus, channels, scenario, counter))
+                scope.spawn(move || {
+                    replay_decoded(history, chunks, foresight, skus, channels, scenario, counter)
+                })
             })
             .collect();
         if let Some(every) = progress {

@@ -23,6 +23,7 @@
 //!   orders, prices and stock are as they were.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use omnifold_domain::fact::LineKey;
@@ -152,7 +153,11 @@ struct ShiftedLine {
     price: Amount,
 }
 
-/// Replays `history` under `scenario`; `foresight` is the history's ([`Foresight::of`]).
+/// Events decoded at a time, and handed to the threads that replay them.
+pub const CHUNK_EVENTS: usize = 4_096;
+
+/// Replays `history` under `scenario`, decoding it as it goes; `foresight` is the history's
+/// ([`Foresight::of`]).
 pub fn replay(
     history: &History,
     foresight: &Foresight,
@@ -161,14 +166,31 @@ pub fn replay(
     scenario: &Scenario,
     progress: &Counter,
 ) -> Run {
+    let chunks = history.chunks(CHUNK_EVENTS);
+    replay_decoded(history, chunks, foresight, skus, channels, scenario, progress)
+}
+
+/// Replays `history` under `scenario` from its events already decoded, in order, a chunk at a
+/// time: [`crate::run_all`] decodes the history once for every scenario.
+pub fn replay_decoded(
+    history: &History,
+    chunks: impl IntoIterator<Item = Arc<Vec<Event>>>,
+    foresight: &Foresight,
+    skus: &SkuIndex,
+    channels: &Channels,
+    scenario: &Scenario,
+    progress: &Counter,
+) -> Run {
     let mut replay = Replay::new(history, foresight, skus, channels, scenario);
-    for (i, event) in history.events().enumerate() {
-        replay.event(i as u32, history.partitions[i], &event);
-        if i % 4096 == 4095 {
-            progress.0.fetch_add(4096, Ordering::Relaxed);
+    let mut i = 0;
+    for chunk in chunks {
+        for event in chunk.iter() {
+            replay.event(i as u32, history.partitions[i], event);
+            i += 1;
         }
+        progress.0.fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
-    progress.0.store(history.len() as u64, Ordering::Relaxed);
+    assert_eq!(i, history.len(), "every event of the history is replayed");
     replay.finish(history)
 }
 
