@@ -284,21 +284,25 @@ impl Demand {
             self.held_after = Some(oldest.map_or(i64::MAX, |oldest| oldest - 1));
             return;
         }
-        self.held_after = None;
+        // the oldest placement left, found in the same pass, so the next events skip it
+        let mut left = i64::MAX;
         for series in self.series.values_mut() {
             let Some((&oldest, _)) = series.points.first_key_value() else { continue };
             if oldest > horizon {
+                left = left.min(oldest);
                 continue;
             }
             series.pass(horizon, latest);
             while let Some(entry) = series.points.first_entry() {
                 if *entry.key() > horizon {
+                    left = left.min(*entry.key());
                     break;
                 }
                 self.changed_segments.insert(segment_of(*entry.key()));
                 entry.remove();
             }
         }
+        self.held_after = Some(if left == i64::MAX { i64::MAX } else { left - 1 });
     }
 
     /// Every placement of one segment, in (channel, time) order; empty once it is let go.
