@@ -6,7 +6,7 @@
 //! those short). It writes nothing anywhere. Each event keeps its partition, because the
 //! coordinator remembers accepted ids per events partition (CONTRACT.md section 2.6).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
+use rustc_hash::FxHashMap as HashMap;
 
 /// Events in the order they are folded, each with its events partition.
 #[derive(Debug, Clone, Default)]

@@ -22,7 +22,9 @@
 //!   and returns (refund at the moved line's price). Nothing else follows demand: TO's own
 //!   orders, prices and stock are as they were.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -240,11 +242,11 @@ impl<'a> Replay<'a> {
             after,
             report_rules,
             parts,
-            switched: HashSet::new(),
+            switched: HashSet::default(),
             alerts: AlertLedger::default(),
-            scarce_since: HashMap::new(),
-            dropped_by_sku: HashMap::new(),
-            shifted: HashMap::new(),
+            scarce_since: HashMap::default(),
+            dropped_by_sku: HashMap::default(),
+            shifted: HashMap::default(),
             run: Run { name: scenario.name.clone(), events: history.len(), ..Run::default() },
         }
     }
@@ -625,7 +627,7 @@ impl<'a> Replay<'a> {
         }
         let mut merger = Merger::default();
         merger.set_events_partitions(history.partition_count.max(1));
-        let mut orders = HashSet::new();
+        let mut orders = std::collections::HashSet::new();
         merger.apply_all(rules, &records, &lags, &mut orders);
         merger.emitted.into_values().collect()
     }
