@@ -28,10 +28,10 @@ pub use answer::{Answer, answer};
 pub use foresight::Foresight;
 pub use history::History;
 pub use replay::{Channels, Counter, Run, replay, replay_decoded};
+pub use scenario::{Override, Scenario, ScenarioError};
 
 /// Decoded chunks a scenario's queue holds ahead of its replay.
 const DECODED_AHEAD: usize = 4;
-pub use scenario::{Override, Scenario, ScenarioError};
 
 /// The schema of the JSON answer, published in `schemas/`.
 pub const ANSWER_SCHEMA: &str = include_str!("../../../schemas/what-if.schema.json");
