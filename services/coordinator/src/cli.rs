@@ -52,6 +52,11 @@ enum Command {
         /// from the store on their next event.
         #[arg(long, env = "OMNIFOLD_STATE_CACHE_MB", default_value_t = 256)]
         state_cache_mb: usize,
+        /// Size in MiB of the in-memory filter of stored event ids and order lines, which spares
+        /// a store read for each new one (0: none); about 1% false positives up to 13 million
+        /// keys at 16.
+        #[arg(long, env = "OMNIFOLD_KEY_FILTER_MB", default_value_t = 16)]
+        key_filter_mb: usize,
         /// Serve price provenance (GET /v1/prices/SKU) on this loopback address, e.g. 127.0.0.1:8080.
         #[arg(long, env = "OMNIFOLD_HTTP")]
         http: Option<SocketAddr>,
@@ -137,6 +142,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             exit_when_caught_up,
             batch_max_events,
             state_cache_mb,
+            key_filter_mb,
             http,
             group,
             instance_id,
@@ -158,7 +164,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 batch_max_ms: 20,
                 exit_when_caught_up,
                 http,
-                engine: EngineOptions { state_cache_bytes: state_cache_mb << 20, ..EngineOptions::default() },
+                engine: EngineOptions {
+                    state_cache_bytes: state_cache_mb << 20,
+                    key_filter_bytes: key_filter_mb << 20,
+                    ..EngineOptions::default()
+                },
                 broker_outage_max: kafka.broker_outage_max,
                 group_instance_id: instance_id,
                 session_timeout_ms,

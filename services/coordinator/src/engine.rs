@@ -34,6 +34,8 @@ use omnifold_domain::stock::Line;
 use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
 use omnifold_proto::Event;
 use omnifold_runtime::{Commit, Store, StoreError};
+
+use crate::key_filter::KeyFilter;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,10 @@ pub struct EngineOptions {
     /// Accepted event ids remembered in memory, so that redeliveries need no store read.
     #[serde(default = "default_recent_ids")]
     pub recent_ids: usize,
+    /// The size in bytes of the filter of stored ids and records ([`crate::key_filter`]),
+    /// which spares the store read for a key never written; 0 reads the store every time.
+    #[serde(default = "default_key_filter_bytes")]
+    pub key_filter_bytes: usize,
 }
 
 fn default_cache_bytes() -> usize {
@@ -57,9 +63,17 @@ fn default_recent_ids() -> usize {
     100_000
 }
 
+fn default_key_filter_bytes() -> usize {
+    16 * 1024 * 1024
+}
+
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { state_cache_bytes: default_cache_bytes(), recent_ids: default_recent_ids() }
+        EngineOptions {
+            state_cache_bytes: default_cache_bytes(),
+            recent_ids: default_recent_ids(),
+            key_filter_bytes: default_key_filter_bytes(),
+        }
     }
 }
 
@@ -83,6 +97,7 @@ pub struct Engine {
     cache: HashMap<SkuId, Entry>,
     cached_bytes: usize,
     recent: RecentIds,
+    keys: KeyFilter,
     /// SKUs changed since the last [`Engine::write`].
     dirty: BTreeSet<SkuId>,
     /// SKUs the last [`Engine::write`] wrote, whose records stay loaded until [`Engine::trim`].
@@ -108,23 +123,25 @@ impl Engine {
     pub fn new(fold: Fold, store: Store, options: EngineOptions) -> Self {
         Engine {
             fold,
-            store,
             options,
             cache: HashMap::default(),
             cached_bytes: 0,
             recent: RecentIds::default(),
+            keys: KeyFilter::new(store.clone(), options.key_filter_bytes),
             dirty: BTreeSet::new(),
             written: Vec::new(),
             accepted: Vec::new(),
             tick: 0,
             stats: EngineStats::default(),
+            store,
         }
     }
 
     /// Applies one event of an input partition.
     pub fn apply(&mut self, partition: i32, event: &Event) -> Result<Outcome, StoreError> {
         if self.recent.contains(partition, &event.event_id)
-            || self.store.is_seen(partition, &event.event_id)?
+            || (self.keys.may_hold_id(partition, &event.event_id)
+                && self.store.is_seen(partition, &event.event_id)?)
         {
             return Ok(Outcome::Duplicate);
         }
@@ -155,7 +172,7 @@ impl Engine {
         if let Some(record) = Fold::record_key(event, &fact)
             && !entry.state.holds(&record)
         {
-            provide(&self.store, partition, sku, &record, &mut entry.state)?;
+            provide(&self.store, &mut self.keys, (partition, sku), &record, &mut entry.state)?;
         }
         let result = self.fold.apply_fact(&mut entry.state, event, &fact);
         let bytes = entry.state.approx_bytes();
@@ -185,9 +202,10 @@ impl Engine {
         let dirty = std::mem::take(&mut self.dirty);
         for (partition, sku) in &dirty {
             let entry = self.cache.get_mut(&(*partition, sku.clone())).expect("a dirty sku is cached");
-            write_sku(commit, *partition, sku, &mut entry.state);
+            write_sku(commit, &self.keys, (*partition, sku), &mut entry.state);
         }
         for (partition, event_id) in self.accepted.drain(..) {
+            self.keys.insert_id(partition, &event_id);
             commit.put_seen(partition, &event_id);
         }
         let count = dirty.len();
@@ -259,6 +277,7 @@ impl Engine {
         self.cache.retain(|id, _| id.0 != partition);
         self.cached_bytes -= bytes;
         self.recent.forget_partition(partition);
+        self.keys.forget_partition(partition);
         tracing::debug!(partition, skus = before - self.cache.len(), "forgot a partition's cached state");
     }
 
@@ -283,19 +302,23 @@ fn load(store: &Store, partition: i32, sku: &str) -> Result<SkuState, StoreError
 /// Provides the record an event names, when the store has it.
 fn provide(
     store: &Store,
-    partition: i32,
-    sku: &str,
+    keys: &mut KeyFilter,
+    (partition, sku): (i32, &str),
     record: &RecordKey,
     state: &mut SkuState,
 ) -> Result<(), StoreError> {
+    let mut stored = |key: &[u8]| match keys.may_hold_record(partition, key) {
+        true => store.record(partition, key),
+        false => Ok(None),
+    };
     match record {
         RecordKey::Line(line) => {
-            if let Some(value) = store.record(partition, &line_key(sku, line))? {
+            if let Some(value) = stored(&line_key(sku, line))? {
                 state.provide_line(line.clone(), decode::<Line>(&value, "order line")?);
             }
         }
         RecordKey::Promotion(promotion) => {
-            if store.record(partition, &promotion_key(sku, promotion))?.is_some() {
+            if stored(&promotion_key(sku, promotion))?.is_some() {
                 state.provide_promotion(promotion.clone());
             }
         }
@@ -303,14 +326,18 @@ fn provide(
     Ok(())
 }
 
-fn write_sku(commit: &mut Commit, partition: i32, sku: &str, state: &mut SkuState) {
+fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str), state: &mut SkuState) {
     let changes = state.take_changes();
     commit.put_state(partition, sku, state);
     for (key, line) in &changes.lines {
-        commit.put_record(partition, &line_key(sku, key), encode(line));
+        let key = line_key(sku, key);
+        keys.insert_record(partition, &key);
+        commit.put_record(partition, &key, encode(line));
     }
     for key in &changes.promotions {
-        commit.put_record(partition, &promotion_key(sku, key), Vec::new());
+        let key = promotion_key(sku, key);
+        keys.insert_record(partition, &key);
+        commit.put_record(partition, &key, Vec::new());
     }
     for (segment, points) in &changes.segments {
         let key = segment_key(sku, *segment);
@@ -489,8 +516,11 @@ mod tests {
         let again: Vec<Event> = events.iter().step_by(97).cloned().collect();
         events.extend(again);
         let budget = 48 * 1024;
-        let (outputs, peak, evictions) =
-            run_engine(&events, EngineOptions { state_cache_bytes: budget, recent_ids: 100 }, 3);
+        let (outputs, peak, evictions) = run_engine(
+            &events,
+            EngineOptions { state_cache_bytes: budget, recent_ids: 100, ..EngineOptions::default() },
+            3,
+        );
         assert!(evictions > 100, "the budget is far below the working set: {evictions} evictions");
         assert_eq!(outputs, pure(&events));
         assert!(peak <= budget, "the cache stayed within its budget after commits: {peak}");
@@ -510,7 +540,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         // fewer recent ids than a batch accepts: the batch in flight's are kept all the same
-        let options = EngineOptions { state_cache_bytes: 48 * 1024, recent_ids: 10 };
+        let options =
+            EngineOptions { state_cache_bytes: 48 * 1024, recent_ids: 10, ..EngineOptions::default() };
         let mut engine = Engine::new(Fold::new(rules()), store.clone(), options);
         let (mut outputs, mut in_flight) = (Vec::new(), None);
         for batch in events.chunks(50) {

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod engine;
 pub mod group;
 pub mod http;
+pub mod key_filter;
 pub mod pacing;
 pub mod persister;
 pub mod progress;

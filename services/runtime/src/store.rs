@@ -99,6 +99,9 @@ pub struct Store {
     /// over to be written ([`Store::defer`]), which the stored one may not show yet.
     next_seq: Arc<AtomicU64>,
     deferrals: Arc<Deferrals>,
+    /// Writes of partition keys made around a [`Commit`] (a restore, a dropped partition);
+    /// see [`Store::rewrites`].
+    rewrites: Arc<AtomicU64>,
 }
 
 /// Batches handed to another thread to write ([`Store::defer`]) and whether they all are.
@@ -185,6 +188,7 @@ impl Store {
             unconfirmed: Arc::default(),
             next_seq: Arc::new(AtomicU64::new(durable)),
             deferrals: Arc::default(),
+            rewrites: Arc::default(),
         })
     }
 
@@ -241,6 +245,28 @@ impl Store {
     /// Whether an input partition accepted the event id: one point read, nothing loaded.
     pub fn is_seen(&self, partition: i32, event_id: &str) -> Result<bool, StoreError> {
         Ok(self.tree.contains_key(partition_key(b"e/", partition, event_id.as_bytes()))?)
+    }
+
+    /// The keys under `prefix` (`e/`, `k/`, ...) of an input partition, less the prefix and
+    /// the partition, in key order.
+    pub fn partition_keys(
+        &self,
+        partition: i32,
+        prefix: &[u8],
+    ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<'_> {
+        let full = partition_key(prefix, partition, b"");
+        let skip = full.len();
+        self.tree.prefix(full).map(move |guard| Ok(guard.key()?[skip..].to_vec()))
+    }
+
+    /// How many times partition keys were written other than through a [`Commit`]: a cache of
+    /// what the store holds that was filled before a change of this number may lack keys.
+    pub fn rewrites(&self) -> u64 {
+        self.rewrites.load(Ordering::Acquire)
+    }
+
+    fn rewriting(&self) {
+        self.rewrites.fetch_add(1, Ordering::AcqRel);
     }
 
     /// One keyed record of an input partition.
@@ -504,6 +530,7 @@ impl Store {
         }
         writes.insert(partition_key(b"o/", partition, b""), None);
         self.forget_changelog_writes(partition, &mut writes)?;
+        self.rewriting();
         self.apply(writes, Some(PersistMode::SyncAll))
     }
 
@@ -610,7 +637,11 @@ impl Store {
                 writes.insert(key, value);
             }
         }
-        self.apply(writes, Some(PersistMode::Buffer))
+        // before and after: a reader comparing the number around its own reads sees a change
+        self.rewriting();
+        let applied = self.apply(writes, Some(PersistMode::Buffer));
+        self.rewriting();
+        applied
     }
 
     /// Ends a restore from the changelog: the partition's offset and its changelog flag (the
