@@ -48,6 +48,9 @@ pub struct HistoryArgs {
     /// The engine's state cache budget in MiB.
     #[arg(long, default_value_t = 256)]
     pub state_cache_mb: usize,
+    /// The engine's filter of stored ids and lines in MiB (0: every check reads the store).
+    #[arg(long, default_value_t = 16)]
+    pub key_filter_mb: usize,
     /// Skip the pure fold's pass over the log (for profiling the engine alone).
     #[arg(long)]
     pub skip_pure: bool,
@@ -117,7 +120,11 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     crate::heap::start_counting();
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
-    let options = EngineOptions { state_cache_bytes: args.state_cache_mb << 20, ..EngineOptions::default() };
+    let options = EngineOptions {
+        state_cache_bytes: args.state_cache_mb << 20,
+        key_filter_bytes: args.key_filter_mb << 20,
+        ..EngineOptions::default()
+    };
     let mut pipeline = Pipeline::with_engine(rules.clone(), store.clone(), args.partitions, options);
     let rss_before_mb = rss_mb();
 
@@ -327,6 +334,7 @@ mod tests {
             days: 60,
             partitions: 3,
             state_cache_mb: 1,
+            key_filter_mb: 1,
             skip_pure: false,
             pure_only: false,
             report: dir.path().to_path_buf(),
