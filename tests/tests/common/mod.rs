@@ -57,7 +57,7 @@ pub fn coordinator_options(broker: &Broker, store: &Path) -> CoordinatorOptions 
         http: None,
         // A cache far below the working set, so that every run also evicts and reloads SKUs
         // from the store (and a test comparing outputs with the pure fold checks that too).
-        engine: EngineOptions { state_cache_bytes: 64 * 1024, recent_ids: 1_000 },
+        engine: EngineOptions { state_cache_bytes: 64 * 1024, recent_ids: 1_000, ..EngineOptions::default() },
         broker_outage_max: None,
         group_instance_id: None,
         session_timeout_ms: 10_000,
