@@ -447,11 +447,15 @@ impl Step<'_> {
 
     fn publish_availability(&mut self, atps: &Atps, now: i64) {
         for decision in allocate(self.rules, &mut self.state.stock, atps, now) {
-            let last = self.state.published.get(decision.channel).copied().unwrap_or(0);
-            if decision.available == last {
-                continue;
+            // a channel's entry is made once, not a String per decision
+            match self.state.published.get_mut(decision.channel) {
+                Some(last) if *last == decision.available => continue,
+                Some(last) => *last = decision.available,
+                None if decision.available == 0 => continue,
+                None => {
+                    self.state.published.insert(decision.channel.to_string(), decision.available);
+                }
             }
-            self.state.published.insert(decision.channel.to_string(), decision.available);
             self.outputs.push(Output::Availability(ChannelAvailability {
                 sku: self.cause.sku.to_string(),
                 channel: decision.channel.to_string(),
