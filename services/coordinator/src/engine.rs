@@ -8,6 +8,8 @@
 //! - provides, before each event, the one record the event names ([`Fold::record_key`]);
 //! - checks event ids against a set of recent ids, then the store ([`Store::is_seen`]): ids
 //!   are never all loaded;
+//! - skips both store reads for a key the [`KeyFilter`] knows was never written (most ids
+//!   and most lines named are new);
 //! - writes, per batch, only what changed: the dirty cores, the changed records and segments,
 //!   and the accepted ids, into the caller's [`Commit`];
 //! - once that commit is in the store, unloads the written records and evicts the least
@@ -34,10 +36,10 @@ use omnifold_domain::stock::Line;
 use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
 use omnifold_proto::Event;
 use omnifold_runtime::{Commit, Store, StoreError};
-
-use crate::key_filter::KeyFilter;
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
+
+use crate::key_filter::KeyFilter;
 
 /// How much the engine may hold in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
