@@ -8,7 +8,7 @@
 //! a hash and a few bits, whatever the history. A "may hold" answer still reads the store,
 //! so a false positive costs one read and never changes an outcome.
 //!
-//! The filter's size is set by configuration ([`crate::EngineOptions::key_filter_bytes`]), not
+//! The filter's size is set by configuration ([`crate::engine::EngineOptions::key_filter_bytes`]), not
 //! by the history: past its design load its false positives grow, and so do the reads, but
 //! nothing else.
 //!
