@@ -8,9 +8,9 @@
 //! a hash and a few bits, whatever the history. A "may hold" answer still reads the store,
 //! so a false positive costs one read and never changes an outcome.
 //!
-//! The filter's size is set by configuration ([`crate::engine::EngineOptions::key_filter_bytes`]), not
-//! by the history: past its design load its false positives grow, and so do the reads, but
-//! nothing else.
+//! The filter's size is set by configuration
+//! ([`crate::engine::EngineOptions::key_filter_bytes`]), not by the history: past its design
+//! load its false positives grow, and so do the reads, but nothing else.
 //!
 //! Architecture invariant: the filter answers "never written" for a partition only while it
 //! covers every key of it the store holds. Every key the engine writes goes in before its
