@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 /// Bits set per key. With the default 8 MiB, false positives stay under 1% up to about 4.5
 /// million keys and near 14% at 16 million (a year of a busy 1,000-SKU catalogue: 10M ids and
-/// some 6M lines), where seven bits a key would give 23%.
+/// some 6M lines), where seven hashes a key would give 23%.
 const HASHES: u32 = 4;
 /// A fixed seed: the filter lives only in memory, and a fixed one keeps runs comparable.
 const SEED: u128 = 0x6f6d_6e69_666f_6c64_6b65_7973_6565_6e21;
@@ -229,7 +229,7 @@ mod tests {
     }
 
     /// A restore from the changelog writes a partition's ids around the engine: until a new
-    /// scan, the filter does not answer for any partition.
+    /// scan, the filter does not answer for that partition.
     #[test]
     fn keys_restored_around_the_engine_are_read_from_the_store_until_scanned() {
         let dir = tempfile::tempdir().unwrap();
