@@ -5,12 +5,11 @@
 //! and owner, and quotes the numbers observed at resolution. Every alert names who is
 //! accountable (see [`accountable`]) and that party's owner.
 
-use std::collections::BTreeMap;
-
 use omnifold_proto::{Alert, AlertKind, AlertState, Detail, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::contract::Rules;
+use crate::small_map::SmallMap;
 
 /// A condition that holds now, with what an alert about it should say.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +44,7 @@ pub fn key(kind: AlertKind, subject: &str) -> String {
 }
 
 /// The open alerts of a SKU, by condition key.
-pub type Open = BTreeMap<String, OpenAlert>;
+pub type Open = SmallMap<String, OpenAlert>;
 
 /// A condition that holds now: its key, and the condition itself only when no alert is open
 /// for that key, since only a new alert reads its text. A condition that keeps holding for

@@ -19,6 +19,8 @@ use std::ops::Bound::{Excluded, Included, Unbounded};
 
 use serde::{Deserialize, Serialize};
 
+use crate::small_map::SmallMap;
+
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 24 * HOUR_MS;
 /// The trailing window of the allocation, cover and spike rules: (now - 28 d, now].
@@ -38,7 +40,7 @@ pub struct Point {
 /// The trailing placements of one SKU.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Demand {
-    series: BTreeMap<String, Series>,
+    series: SmallMap<String, Series>,
     /// Segments whose placements changed since the last write.
     #[serde(skip)]
     changed_segments: BTreeSet<i64>,
@@ -286,7 +288,7 @@ impl Demand {
         }
         // the oldest placement left, found in the same pass, so the next events skip it
         let mut left = i64::MAX;
-        for series in self.series.values_mut() {
+        for (_, series) in self.series.iter_mut() {
             let Some((&oldest, _)) = series.points.first_key_value() else { continue };
             if oldest > horizon {
                 left = left.min(oldest);

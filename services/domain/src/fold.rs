@@ -5,7 +5,7 @@
 //! wall clock, does I/O or iterates a hash map into an output, so the same events in the
 //! same order always give the same state and the same outputs.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use compact_str::CompactString;
 use omnifold_proto::{
@@ -26,6 +26,7 @@ use crate::price_alerts;
 use crate::pricing::{PriceBook, PromotionKey, Set};
 use crate::replenishment::{self, Suggested};
 use crate::routing;
+use crate::small_map::SmallMap;
 use crate::stock::{Atps, Line, Stock};
 use crate::stock_alerts;
 
@@ -42,19 +43,19 @@ pub struct SkuState {
     pub stock: Stock,
     pub prices: PriceBook,
     /// Each channel's last published availability; absent means 0.
-    pub published: BTreeMap<String, i64>,
+    pub published: SmallMap<String, i64>,
     /// Open alerts by condition key.
-    pub alerts: BTreeMap<String, OpenAlert>,
+    pub alerts: SmallMap<String, OpenAlert>,
     /// Channels whose ORDER_SPIKE fired and has not been re-armed.
     pub spiking: BTreeSet<String>,
     /// Each channel's first accepted placement of the SKU (event time): the start of the
     /// history its ORDER_SPIKE baseline is measured over. One entry per channel.
     #[serde(default)]
-    pub first_placed: BTreeMap<String, i64>,
+    pub first_placed: SmallMap<String, i64>,
     /// Each pool's last published replenishment suggestion (section 10), by pool name; a
     /// pool whose suggestion went back to none has no entry. One entry per pool.
     #[serde(default)]
-    pub suggested: BTreeMap<String, Suggested>,
+    pub suggested: SmallMap<String, Suggested>,
     /// Where the price conditions are known not to have changed (a memo, never stored).
     #[serde(skip)]
     pub prices_steady: price_alerts::Steady,
@@ -131,7 +132,7 @@ impl SkuState {
     /// by, less the store's caches, divided by the SKUs held; it errs high, so the budget
     /// holds.
     pub fn approx_bytes(&self) -> usize {
-        const BASE: usize = 6 * 1_024;
+        const BASE: usize = 3_584;
         BASE + self.stock.demand.held() * 96
             + self.stock.lines.len() * 256
             + self.prices.scheduled.len() * 128

@@ -21,6 +21,7 @@ pub mod pricing;
 pub mod replenishment;
 pub mod report;
 pub mod routing;
+pub mod small_map;
 pub mod stock;
 pub mod stock_alerts;
 

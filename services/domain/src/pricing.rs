@@ -5,8 +5,6 @@
 //!
 //! Every comparison is made in the reporting currency ([`crate::Contract::to_reporting`]).
 
-use std::collections::BTreeMap;
-
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +13,7 @@ use crate::demand::WINDOW_MS;
 use crate::fact::{Promotion, Rejection};
 use crate::keyed::Records;
 use crate::money::Amount;
+use crate::small_map::SmallMap;
 
 /// A value and the event that set it, for decision provenance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,14 +48,14 @@ pub type PromotionKey = (String, String);
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceBook {
     /// Listed price per channel, as sent.
-    pub listed: BTreeMap<String, Set<Amount>>,
+    pub listed: SmallMap<String, Set<Amount>>,
     /// The landed unit cost, as sent.
     pub unit_cost: Option<Set<Amount>>,
     /// The promotions a rule can still read, by (channel, promotion_id): neither cancelled
     /// nor ended one window before the SKU's latest event ([`PriceBook::let_go`]).
-    pub promotions: BTreeMap<PromotionKey, ScheduledPromotion>,
+    pub promotions: SmallMap<PromotionKey, ScheduledPromotion>,
     /// Latest observation per (channel, competitor); bounded by the competitors there are.
-    pub competitors: BTreeMap<(String, String), Set<Amount>>,
+    pub competitors: SmallMap<(String, String), Set<Amount>>,
     /// Every promotion ever scheduled, so that a second scheduling is refused and a late
     /// cancellation accepted forever; stored under their own keys (see [`crate::keyed`]).
     #[serde(skip)]

@@ -4,8 +4,6 @@
 //! Order lines accumulate with history, so they are [`Records`] under their own keys: the
 //! fold sees the lines the runner provided (see [`crate::keyed`]).
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::contract::Rules;
@@ -13,6 +11,7 @@ use crate::demand::Demand;
 use crate::fact::{LineKey, Placed, Rejection, Returned, Shipped};
 use crate::keyed::Records;
 use crate::ledger::Terms;
+use crate::small_map::SmallMap;
 
 pub use crate::demand::{DAY_MS, HOUR_MS, KEEP_MS, WINDOW_MS};
 
@@ -83,15 +82,15 @@ impl Line {
 /// The stock side of one SKU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stock {
-    pub on_hand: BTreeMap<String, i64>,
+    pub on_hand: SmallMap<String, i64>,
     /// Open reservations per pool, kept in step with the lines.
-    pub reserved: BTreeMap<Pool, i64>,
+    pub reserved: SmallMap<Pool, i64>,
     /// Trailing placements per channel (and per pool, when the contract asks for velocities).
     pub demand: Demand,
     /// Open reservations counted per location, for routing: lines placed at or advised to
     /// it. Empty unless the contract routes (section 10).
     #[serde(default)]
-    pub reserved_at: BTreeMap<String, i64>,
+    pub reserved_at: SmallMap<String, i64>,
     /// The working set of order lines; stored under their own keys.
     #[serde(skip)]
     pub lines: Records<LineKey, Line>,
