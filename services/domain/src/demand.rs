@@ -14,8 +14,7 @@
 //! hour ([`Demand::segment`]); a commit writes the hours that changed, so a busy SKU rewrites
 //! an hour of its placements per commit, not a day.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,7 +62,7 @@ impl Eq for Demand {}
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Series {
     #[serde(skip)]
-    points: BTreeMap<i64, i64>,
+    points: Points,
     month: Window,
     hour: Window,
 }
@@ -96,15 +95,65 @@ impl Eq for Window {}
 /// No placement after an edge.
 const NONE_AFTER: i64 = i64::MAX;
 
+/// One series' units placed per millisecond, in time order.
+///
+/// A sorted deque rather than a tree: placements mostly arrive in time order and leave from
+/// the front, a window reads them as a run, and a tree's first node (eleven slots) was most of
+/// a quiet SKU's placements in memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Points(VecDeque<(i64, i64)>);
+
+impl Points {
+    /// The index of the first placement after `at`.
+    fn index_after(&self, at: i64) -> usize {
+        self.0.partition_point(|(placed, _)| *placed <= at)
+    }
+
+    /// The placements after `after`, in time order.
+    fn after(&self, after: i64) -> impl Iterator<Item = &(i64, i64)> {
+        self.0.range(self.index_after(after)..)
+    }
+
+    /// The placements in [start, end).
+    fn within(&self, start: i64, end: i64) -> impl Iterator<Item = &(i64, i64)> {
+        let (from, to) = (self.index_after(start.saturating_sub(1)), self.index_after(end.saturating_sub(1)));
+        self.0.range(from..to.max(from))
+    }
+
+    fn add(&mut self, at_ms: i64, units: i64) {
+        let index = self.index_after(at_ms);
+        match index.checked_sub(1).map(|last| &mut self.0[last]) {
+            Some((placed, held)) if *placed == at_ms => *held += units,
+            _ => self.0.insert(index, (at_ms, units)),
+        }
+    }
+
+    fn first(&self) -> Option<i64> {
+        self.0.front().map(|(at, _)| *at)
+    }
+
+    fn pop_first(&mut self) -> Option<i64> {
+        self.0.pop_front().map(|(at, _)| at)
+    }
+
+    fn times(&self) -> impl Iterator<Item = i64> + '_ {
+        self.0.iter().map(|(at, _)| *at)
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// The first placement after `after`, or [`NONE_AFTER`].
-fn first_after(points: &BTreeMap<i64, i64>, after: i64) -> i64 {
-    points.range((Excluded(after), Unbounded)).next().map_or(NONE_AFTER, |(at, _)| *at)
+fn first_after(points: &Points, after: i64) -> i64 {
+    points.after(after).next().map_or(NONE_AFTER, |(at, _)| *at)
 }
 
 /// The units placed in (after, through], and the first placement after `through`.
-fn sum_through(points: &BTreeMap<i64, i64>, after: i64, through: i64) -> (i64, i64) {
+fn sum_through(points: &Points, after: i64, through: i64) -> (i64, i64) {
     let mut sum = 0;
-    for (at, units) in points.range((Excluded(after), Unbounded)) {
+    for (at, units) in points.after(after) {
         if *at > through {
             return (sum, *at);
         }
@@ -115,7 +164,7 @@ fn sum_through(points: &BTreeMap<i64, i64>, after: i64, through: i64) -> (i64, i
 
 /// Moves an edge from `from` to `to` (not before it): the units it passes, and the first
 /// placement after its new place. `next` is the first placement after `from`, if known.
-fn cross(points: &BTreeMap<i64, i64>, next: Option<i64>, from: i64, to: i64) -> (i64, i64) {
+fn cross(points: &Points, next: Option<i64>, from: i64, to: i64) -> (i64, i64) {
     let next = next.unwrap_or_else(|| first_after(points, from));
     if next > to { (0, next) } else { sum_through(points, from, to) }
 }
@@ -154,15 +203,15 @@ pub fn segment_of(at_ms: i64) -> i64 {
     at_ms.div_euclid(SEGMENT_MS)
 }
 
-fn range_sum(points: &BTreeMap<i64, i64>, from_excluded: i64, to_included: i64) -> i64 {
+fn range_sum(points: &Points, from_excluded: i64, to_included: i64) -> i64 {
     if to_included <= from_excluded {
         return 0;
     }
-    points.range((Excluded(from_excluded), Included(to_included))).map(|(_, units)| units).sum()
+    points.after(from_excluded).take_while(|(at, _)| *at <= to_included).map(|(_, units)| units).sum()
 }
 
 impl Window {
-    fn units(&mut self, points: &BTreeMap<i64, i64>, now: i64, width: i64) -> i64 {
+    fn units(&mut self, points: &Points, now: i64, width: i64) -> i64 {
         let Some(cursor) = self.cursor else {
             self.sum = range_sum(points, now.saturating_sub(width), now);
             self.cursor = Some(now);
@@ -236,7 +285,7 @@ impl Demand {
             Some(series) => series,
             None => self.series.entry(channel.to_string()).or_default(),
         };
-        *series.points.entry(at_ms).or_default() += units;
+        series.points.add(at_ms, units);
         series.month.add(at_ms, units, WINDOW_MS);
         series.hour.add(at_ms, units, HOUR_MS);
         self.changed_segments.insert(segment_of(at_ms));
@@ -280,8 +329,7 @@ impl Demand {
         if self.held_after.is_some_and(|after| after >= horizon) {
             return;
         }
-        let oldest = self.series.values().filter_map(|series| series.points.first_key_value());
-        let oldest = oldest.map(|(at, _)| *at).min();
+        let oldest = self.series.values().filter_map(|series| series.points.first()).min();
         if oldest.is_none_or(|oldest| oldest > horizon) {
             self.held_after = Some(oldest.map_or(i64::MAX, |oldest| oldest - 1));
             return;
@@ -289,19 +337,19 @@ impl Demand {
         // the oldest placement left, found in the same pass, so the next events skip it
         let mut left = i64::MAX;
         for (_, series) in self.series.iter_mut() {
-            let Some((&oldest, _)) = series.points.first_key_value() else { continue };
+            let Some(oldest) = series.points.first() else { continue };
             if oldest > horizon {
                 left = left.min(oldest);
                 continue;
             }
             series.pass(horizon, latest);
-            while let Some(entry) = series.points.first_entry() {
-                if *entry.key() > horizon {
-                    left = left.min(*entry.key());
+            while let Some(first) = series.points.first() {
+                if first > horizon {
+                    left = left.min(first);
                     break;
                 }
-                self.changed_segments.insert(segment_of(*entry.key()));
-                entry.remove();
+                self.changed_segments.insert(segment_of(first));
+                series.points.pop_first();
             }
         }
         self.held_after = Some(if left == i64::MAX { i64::MAX } else { left - 1 });
@@ -312,7 +360,7 @@ impl Demand {
         let (start, end) = (segment * SEGMENT_MS, (segment + 1) * SEGMENT_MS);
         let mut points = Vec::new();
         for (channel, series) in &self.series {
-            for (at_ms, units) in series.points.range(start..end) {
+            for (at_ms, units) in series.points.within(start, end) {
                 points.push(Point { channel: channel.clone(), at_ms: *at_ms, units: *units });
             }
         }
@@ -331,7 +379,7 @@ impl Demand {
     /// Marks every held segment changed, so that a state held whole can be stored in parts.
     pub fn mark_all_changed(&mut self) {
         for series in self.series.values() {
-            self.changed_segments.extend(series.points.keys().map(|at| segment_of(*at)));
+            self.changed_segments.extend(series.points.times().map(segment_of));
         }
     }
 
@@ -342,7 +390,7 @@ impl Demand {
         self.held_after = None;
         for point in points.into_iter().filter(|p| p.at_ms > horizon) {
             let series = self.series.entry(point.channel).or_default();
-            *series.points.entry(point.at_ms).or_default() += point.units;
+            series.points.add(point.at_ms, point.units);
             series.month.forget_edges();
             series.hour.forget_edges();
         }
@@ -365,6 +413,19 @@ mod tests {
             .filter(|(c, at, _)| channel.is_none_or(|ch| ch == *c) && *at > now - span.width() && *at <= now)
             .map(|(_, _, units)| units)
             .sum()
+    }
+
+    #[test]
+    fn placements_stay_in_time_order_one_entry_a_millisecond() {
+        let mut points = Points::default();
+        for (at, units) in [(10, 1), (30, 2), (20, 4), (30, 8), (5, 16)] {
+            points.add(at, units);
+        }
+        assert_eq!(points.0, [(5, 16), (10, 1), (20, 4), (30, 10)], "a late one goes in its place");
+        assert_eq!(points.within(10, 30).copied().collect::<Vec<_>>(), [(10, 1), (20, 4)], "[start, end)");
+        assert_eq!(points.after(20).copied().collect::<Vec<_>>(), [(30, 10)]);
+        assert_eq!(range_sum(&points, 5, 20), 5, "(after, through]");
+        assert_eq!(points.pop_first(), Some(5));
     }
 
     #[test]
@@ -412,7 +473,7 @@ mod tests {
         let core: Demand = serde_json::from_str(&serde_json::to_string(&*demand).unwrap()).unwrap();
         let mut restored = core;
         let segments: BTreeSet<i64> =
-            demand.series.values().flat_map(|s| s.points.keys().map(|at| segment_of(*at))).collect();
+            demand.series.values().flat_map(|s| s.points.times().map(segment_of)).collect();
         for segment in segments {
             restored.restore_segment(demand.segment(segment), latest);
         }
@@ -449,8 +510,8 @@ mod tests {
                         latest += ms;
                         demand.prune(latest);
                         let horizon = latest - KEEP_MS;
-                        let oldest = demand.series.values().filter_map(|s| s.points.keys().next()).min();
-                        prop_assert!(oldest.is_none_or(|at| *at > horizon), "a placement past the horizon is held");
+                        let oldest = demand.series.values().filter_map(|s| s.points.first()).min();
+                        prop_assert!(oldest.is_none_or(|at| at > horizon), "a placement past the horizon is held");
                     }
                     Op::Reload => demand = reload(&mut demand, latest),
                 }

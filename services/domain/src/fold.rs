@@ -133,7 +133,7 @@ impl SkuState {
     /// holds.
     pub fn approx_bytes(&self) -> usize {
         const BASE: usize = 3_584;
-        BASE + self.stock.demand.held() * 96
+        BASE + self.stock.demand.held() * 32
             + self.stock.lines.len() * 256
             + self.prices.scheduled.len() * 128
             + self.prices.promotions.len() * 512
