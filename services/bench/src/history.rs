@@ -49,7 +49,7 @@ pub struct HistoryArgs {
     #[arg(long, default_value_t = 256)]
     pub state_cache_mb: usize,
     /// The engine's filter of stored ids and lines in MiB (0: every check reads the store).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 16)]
     pub key_filter_mb: usize,
     /// Skip the pure fold's pass over the log (for profiling the engine alone).
     #[arg(long)]

@@ -55,7 +55,7 @@ enum Command {
         /// Size in MiB of the in-memory filter of stored event ids and order lines, which spares
         /// a store read for each new one (0: none); under 1% false positives up to 4.5 million
         /// keys at 8, about 14% at 16 million.
-        #[arg(long, env = "OMNIFOLD_KEY_FILTER_MB", default_value_t = 8)]
+        #[arg(long, env = "OMNIFOLD_KEY_FILTER_MB", default_value_t = 16)]
         key_filter_mb: usize,
         /// Serve price provenance (GET /v1/prices/SKU) on this loopback address, e.g. 127.0.0.1:8080.
         #[arg(long, env = "OMNIFOLD_HTTP")]
