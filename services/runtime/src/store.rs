@@ -68,10 +68,10 @@ pub enum StoreError {
 
 /// One record waiting in the outbox.
 ///
-/// Its key and value are written as byte strings: serde's own form of a `Vec<u8>` is a
-/// sequence, which the store's encoding wrote and read a byte at a time (about a twentieth of
-/// a coordinator's CPU). Both forms are the same bytes in that encoding (a length, then the
-/// bytes), so outboxes written before read the same.
+/// Its key, value and header values are written as byte strings: serde's own form of a
+/// `Vec<u8>` is a sequence, which the store's encoding wrote and read a byte at a time (a few
+/// percent of a coordinator's CPU). Both forms are the same bytes in that encoding (a length,
+/// then the bytes), so outboxes written before read the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRecord {
     pub topic: String,
@@ -79,11 +79,29 @@ pub struct OutboxRecord {
     pub key: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
+    #[serde(with = "header_bytes")]
     pub headers: Vec<(String, Vec<u8>)>,
     /// The partition to write to; `None` for the one Kafka's default partitioner picks from
     /// the key. Set where a topic mirrors an input partition for partition (the ledger).
     #[serde(default)]
     pub partition: Option<i32>,
+}
+
+/// Headers as (name, byte string) pairs, for the reason [`OutboxRecord`] gives.
+mod header_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(headers: &[(String, Vec<u8>)], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(headers.iter().map(|(name, value)| (name, Bytes::new(value))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let headers = Vec::<(String, ByteBuf)>::deserialize(deserializer)?;
+        Ok(headers.into_iter().map(|(name, value)| (name, value.into_vec())).collect())
+    }
 }
 
 /// A handle on the store; cheap to clone.
