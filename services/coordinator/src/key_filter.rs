@@ -190,6 +190,13 @@ mod tests {
         }
     }
 
+    /// A fresh store, with the directory that must outlive it.
+    fn open_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
     fn stored_ids(store: &Store, partition: i32, ids: &[&str]) {
         let mut commit = store.begin().unwrap();
         for id in ids {
@@ -200,8 +207,7 @@ mod tests {
 
     #[test]
     fn a_partition_is_checked_in_the_store_until_its_scan_covers_what_was_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = open_store();
         let stored: Vec<String> = (0..20_000).map(|n| format!("before-{n}")).collect();
         stored_ids(&store, 3, &stored.iter().map(String::as_str).collect::<Vec<_>>());
         let mut filter = KeyFilter::new(store.clone(), 1 << 20);
@@ -219,8 +225,7 @@ mod tests {
 
     #[test]
     fn keys_the_engine_writes_are_held_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = open_store();
         let mut filter = KeyFilter::new(store.clone(), 1 << 16);
         covered(&mut filter, 0);
         filter.insert_id(0, "e-1");
@@ -233,8 +238,7 @@ mod tests {
     /// scan, the filter does not answer for that partition.
     #[test]
     fn keys_restored_around_the_engine_are_read_from_the_store_until_scanned() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = open_store();
         let mut filter = KeyFilter::new(store.clone(), 1 << 20);
         covered(&mut filter, 2);
         assert!(!filter.may_hold_id(2, "restored"));
@@ -248,8 +252,7 @@ mod tests {
 
     #[test]
     fn without_a_filter_every_key_may_be_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let (_dir, store) = open_store();
         let mut filter = KeyFilter::new(store, 0);
         assert!(!filter.covers(0));
         assert!(filter.may_hold_id(0, "anything"));
