@@ -1,25 +1,34 @@
-//! The store behind every stateful service: one fjall keyspace (an LSM tree) per store.
+//! The store behind every stateful service: one fjall database per store.
 //!
 //! Architecture invariant: a service's projection, the input offsets it consumed and the
 //! outputs those inputs caused are written in ONE atomic batch ([`Commit`]), made durable
 //! (the journal fsynced) before any output is sent. A crash therefore leaves either all of a
 //! batch or none of it.
 //!
-//! Everything lives in one keyspace under key prefixes:
+//! Everything lives under key prefixes, in two keyspaces (LSM trees) of one database:
 //!
-//! | prefix | key | value |
-//! |---|---|---|
-//! | `m/` | `writer` | this store's writer id (stamped on every record it sends) |
-//! | `m/` | `seq` | the next outbox sequence number |
-//! | `o/` | input partition (4 bytes BE) | next offset to consume (8 bytes BE) |
-//! | `s/` | input partition (4 bytes BE) + state key | service state (postcard) |
-//! | `e/` | input partition (4 bytes BE) + event id | nothing: the event was accepted |
-//! | `k/` | input partition (4 bytes BE) + record key | a keyed record of the service's state (raw bytes) |
-//! | `x/` | first sequence of a batch (8 bytes BE) | the batch's outbox records not yet confirmed sent, with their sequence numbers (postcard) |
-//! | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
-//! | `l/` | input partition (4 bytes BE) | nothing: the changelog holds this store's whole state of the partition, but for the keys under `c/` |
-//! | `c/` | input partition (4 bytes BE) + next offset of a batch (8 bytes BE) | the keys of the partition that batch wrote, not yet sent to the changelog |
-//! | `d/` | input partition (4 bytes BE) | the last key a changelog dump under way has sent |
+//! | keyspace | prefix | key | value |
+//! |---|---|---|---|
+//! | `store` | `m/` | `writer` | this store's writer id (stamped on every record it sends) |
+//! | `store` | `m/` | `seq` | the next outbox sequence number |
+//! | `store` | `o/` | input partition (4 bytes BE) | next offset to consume (8 bytes BE) |
+//! | `store` | `s/` | input partition (4 bytes BE) + state key | service state (postcard) |
+//! | `kept` | `e/` | input partition (4 bytes BE) + event id | nothing: the event was accepted |
+//! | `kept` | `k/` | input partition (4 bytes BE) + record key | a keyed record of the service's state (raw bytes) |
+//! | `store` | `x/` | first sequence of a batch (8 bytes BE) | the batch's outbox records not yet confirmed sent, with their sequence numbers (postcard) |
+//! | `store` | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
+//! | `store` | `l/` | input partition (4 bytes BE) | nothing: the changelog holds this store's whole state of the partition, but for the keys under `c/` |
+//! | `store` | `c/` | input partition (4 bytes BE) + next offset of a batch (8 bytes BE) | the keys of the partition that batch wrote, not yet sent to the changelog |
+//! | `store` | `d/` | input partition (4 bytes BE) | the last key a changelog dump under way has sent |
+//!
+//! The keys of `kept` (ids and keyed records: order lines, promotions, placements) are written
+//! once or a few times and kept: they are the bulk of a long history. The others are written
+//! again and again (a SKU's state at every batch that changes it, the outbox written and
+//! removed). In one tree, the overwritten keys filled most of each memtable, so its flushed
+//! tables held little history each, and every merge of them into level 1 rewrote the whole
+//! history there: a fjall worker took most of a core late in a long run. Kept apart, the
+//! history's tables are the size of what the journal allows between flushes, and the state's
+//! merges never touch it. One [`WriteBatch`] spans both keyspaces, so a commit stays atomic.
 //!
 //! State, records, seen ids and offsets are kept per input partition, so one partition can be
 //! dropped ([`Store::drop_partition`]) and rebuilt by replaying its log. Keyed records are
@@ -108,7 +117,11 @@ mod header_bytes {
 #[derive(Clone)]
 pub struct Store {
     db: Database,
+    /// State, offsets, outbox and changelog marks: keys written again and again.
     tree: Keyspace,
+    /// Accepted ids and keyed records ([`KEPT_PREFIXES`]): keys written once or a few times and
+    /// kept, the bulk of a long history.
+    kept: Keyspace,
     writer: String,
     /// No outbox record is below this sequence: sent ones leave tombstones that a scan from
     /// the start of `x/` would step over again and again until they are compacted away.
@@ -183,6 +196,9 @@ const WRITER: &[u8] = b"m/writer";
 /// What a store holds per input partition, and what a changelog carries of it: state, seen
 /// ids, keyed records and the offset.
 pub const PARTITION_PREFIXES: [&[u8]; 4] = [b"s/", b"e/", b"k/", b"o/"];
+/// The prefixes kept in their own keyspace: accepted ids and keyed records (see the module
+/// documentation).
+const KEPT_PREFIXES: [&[u8]; 2] = [b"e/", b"k/"];
 /// Outbox records sealed under one key at most: a commit that pushes many (a partition's whole
 /// state for its changelog) is stored in pieces, not in one value of some hundred megabytes.
 const SEAL_EVERY: usize = 10_000;
@@ -193,6 +209,8 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = open_db(path)?;
         let tree = db.keyspace("store", keyspace_options)?;
+        let kept = db.keyspace("kept", keyspace_options)?;
+        move_kept_keys(&db, &tree, &kept)?;
         let writer = match tree.get(WRITER)? {
             Some(id) => String::from_utf8_lossy(&id).into_owned(),
             None => {
@@ -207,6 +225,7 @@ impl Store {
         Ok(Store {
             db,
             tree,
+            kept,
             writer,
             first_pending: Arc::new(AtomicU64::new(0)),
             durable_seq: Arc::new(AtomicU64::new(durable)),
@@ -227,7 +246,7 @@ impl Store {
         &'a self,
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + use<'a> {
-        self.tree.prefix(prefix).map(|guard| guard.into_inner().map_err(StoreError::from))
+        self.keyspace(prefix).prefix(prefix).map(|guard| guard.into_inner().map_err(StoreError::from))
     }
 
     /// The next offset to consume of each input partition this store has seen.
@@ -269,7 +288,7 @@ impl Store {
 
     /// Whether an input partition accepted the event id: one point read, nothing loaded.
     pub fn is_seen(&self, partition: i32, event_id: &str) -> Result<bool, StoreError> {
-        Ok(self.tree.contains_key(partition_key(b"e/", partition, event_id.as_bytes()))?)
+        Ok(self.kept.contains_key(partition_key(b"e/", partition, event_id.as_bytes()))?)
     }
 
     /// The keys under `prefix` (`e/`, `k/`, ...) of an input partition, less the prefix and
@@ -281,7 +300,7 @@ impl Store {
     ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<'_> {
         let full = partition_key(prefix, partition, b"");
         let skip = full.len();
-        self.tree.prefix(full).map(move |guard| Ok(guard.key()?[skip..].to_vec()))
+        self.keyspace(prefix).prefix(full).map(move |guard| Ok(guard.key()?[skip..].to_vec()))
     }
 
     /// How many times partition keys were written other than through a [`Commit`]: a cache of
@@ -296,7 +315,7 @@ impl Store {
 
     /// One keyed record of an input partition.
     pub fn record(&self, partition: i32, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.tree.get(partition_key(b"k/", partition, key))?)
+        Ok(self.kept.get(partition_key(b"k/", partition, key))?)
     }
 
     /// The keyed records of an input partition whose key starts with `prefix`, in key order,
@@ -409,9 +428,10 @@ impl Store {
         // pages faulted in several times over
         let mut batch = WriteBatch::with_capacity(self.db.clone(), writes.len()).durability(durability);
         for (key, value) in writes {
+            let keyspace = self.keyspace(&key);
             match value {
-                Some(value) => batch.insert(&self.tree, key, value),
-                None => batch.remove(&self.tree, key),
+                Some(value) => batch.insert(keyspace, key, value),
+                None => batch.remove(keyspace, key),
             }
         }
         batch.commit()?;
@@ -593,7 +613,15 @@ impl Store {
 
     /// One stored value by its full key.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.tree.get(key)?)
+        Ok(self.keyspace(key).get(key)?)
+    }
+
+    /// The keyspace a key (or a key prefix, from its first two bytes on) lives in.
+    fn keyspace(&self, key: &[u8]) -> &Keyspace {
+        match is_kept_key(key) {
+            true => &self.kept,
+            false => &self.tree,
+        }
     }
 
     /// An input partition's entries in key order from just after `after` (from its first for
@@ -612,7 +640,7 @@ impl Store {
                 Some(after) if *after >= start => Bound::Excluded(after.clone()),
                 _ => Bound::Included(start.clone()),
             };
-            self.tree
+            self.keyspace(prefix)
                 .range::<Vec<u8>, _>((lower, Bound::Unbounded))
                 .map(|guard| guard.into_inner().map_err(StoreError::from))
                 .take_while(move |entry| entry.as_ref().is_ok_and(|(key, _)| key.starts_with(&start)))
@@ -682,7 +710,7 @@ impl Store {
     pub fn live_size(&self) -> Result<(u64, u64), StoreError> {
         let mut entries = 0;
         let mut bytes = 0;
-        for guard in self.tree.iter() {
+        for guard in self.tree.iter().chain(self.kept.iter()) {
             let (key, value) = guard.into_inner()?;
             entries += 1;
             bytes += (key.len() + value.len()) as u64;
@@ -931,6 +959,41 @@ fn keyspace_options() -> KeyspaceCreateOptions {
         .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES)))
         .filter_block_partitioning_policy(PartitioningPolicy::all(true))
         .index_block_partitioning_policy(PartitioningPolicy::all(true))
+}
+
+/// Whether a key (or a key prefix) lives in the kept keyspace.
+fn is_kept_key(key: &[u8]) -> bool {
+    KEPT_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+}
+
+/// Keys moved per atomic batch by [`move_kept_keys`].
+const MOVE_CHUNK: usize = 50_000;
+
+/// A store written before ids and records had a keyspace of their own holds them in the main
+/// one: they move over on open, a chunk per atomic batch. Each key is in exactly one of the
+/// two at any time, so a crash midway leaves a store the next open finishes moving.
+fn move_kept_keys(db: &Database, tree: &Keyspace, kept: &Keyspace) -> Result<(), StoreError> {
+    let mut moved = 0usize;
+    for prefix in KEPT_PREFIXES {
+        let mut batch = WriteBatch::with_capacity(db.clone(), MOVE_CHUNK);
+        // one iterator over a snapshot: scanning again after each chunk would step over the
+        // tombstones of every key moved before
+        for guard in tree.prefix(prefix) {
+            let (key, value) = guard.into_inner()?;
+            batch.insert(kept, key.clone(), value);
+            batch.remove(tree, key);
+            moved += 1;
+            if moved.is_multiple_of(MOVE_CHUNK) {
+                std::mem::replace(&mut batch, WriteBatch::with_capacity(db.clone(), MOVE_CHUNK)).commit()?;
+            }
+        }
+        batch.commit()?;
+    }
+    if moved > 0 {
+        db.persist(PersistMode::SyncAll)?;
+        tracing::info!(keys = moved, "moved ids and records to their own keyspace");
+    }
+    Ok(())
 }
 
 fn new_writer_id() -> String {
@@ -1284,5 +1347,52 @@ mod tests {
         assert!(store.partition_state::<u8>(0).unwrap().is_empty());
         assert!(store.seen_ids(0).unwrap().is_empty());
         assert_eq!(store.partition_state::<u8>(1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn ids_and_records_are_kept_apart_from_the_state_in_one_atomic_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut commit = store.begin().unwrap();
+        commit.put_state(3, "SKU", &1u8);
+        commit.put_seen(3, "ev-1");
+        commit.put_record(3, b"SKU/l1", vec![7]);
+        commit.put_offset(3, 9);
+        store.commit(commit).unwrap();
+        let (id, record) = (partition_key(b"e/", 3, b"ev-1"), partition_key(b"k/", 3, b"SKU/l1"));
+        for key in [&id, &record] {
+            assert!(store.kept.contains_key(key).unwrap() && !store.tree.contains_key(key).unwrap());
+        }
+        assert!(store.tree.contains_key(partition_key(b"s/", 3, b"SKU")).unwrap());
+        assert!(!store.kept.contains_key(partition_key(b"s/", 3, b"SKU")).unwrap());
+        let entries: Vec<Vec<u8>> =
+            store.partition_entries_after(3, None).map(|entry| entry.unwrap().0.to_vec()).collect();
+        assert_eq!(entries.len(), 4, "a partition's entries are read from both keyspaces");
+        assert_eq!(store.live_size().unwrap().0, 4 + 2, "and the writer id and outbox sequence");
+    }
+
+    #[test]
+    fn a_store_written_in_one_keyspace_moves_its_ids_and_records_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut commit = store.begin().unwrap();
+            commit.put_state(0, "SKU", &1u8);
+            store.commit(commit).unwrap();
+            // as a store written before the split holds them, one id already moved (an open
+            // that crashed midway)
+            store.tree.insert(partition_key(b"e/", 0, b"ev-1"), b"").unwrap();
+            store.tree.insert(partition_key(b"e/", 0, b"ev-2"), b"").unwrap();
+            store.kept.insert(partition_key(b"e/", 0, b"ev-3"), b"").unwrap();
+            store.tree.insert(partition_key(b"k/", 0, b"SKU/l1"), [5u8].as_slice()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["ev-1", "ev-2", "ev-3"] {
+            assert!(store.is_seen(0, id).unwrap(), "{id}");
+        }
+        assert_eq!(store.record(0, b"SKU/l1").unwrap().as_deref(), Some(&[5u8][..]));
+        assert_eq!(store.tree.prefix(b"e/").count() + store.tree.prefix(b"k/").count(), 0);
+        assert_eq!(store.state::<u8>(0, "SKU").unwrap(), Some(1));
     }
 }
