@@ -106,7 +106,12 @@ struct Points(VecDeque<(i64, i64)>);
 impl Points {
     /// The index of the first placement after `at`.
     fn index_after(&self, at: i64) -> usize {
-        self.0.partition_point(|(placed, _)| *placed <= at)
+        // most questions are about the latest time (the hour a commit writes, a window's
+        // leading edge, a placement arriving in order), after which nothing is placed yet
+        match self.0.back() {
+            Some((last, _)) if *last > at => self.0.partition_point(|(placed, _)| *placed <= at),
+            _ => self.0.len(),
+        }
     }
 
     /// The placements after `after`, in time order.
