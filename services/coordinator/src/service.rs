@@ -209,6 +209,7 @@ impl Coordinator {
 
         let outbox = OutboxLoop::spawn_handing_off(sender);
         let stop = Arc::new(AtomicBool::new(false));
+        let closing = store.clone();
         let fold_loop = FoldLoop {
             options: self.options.clone(),
             topics: self.topics.clone(),
@@ -230,7 +231,8 @@ impl Coordinator {
         if let Some(http) = http {
             http.stop().await;
         }
-        result
+        result?;
+        close_store(closing).await
     }
 
     /// The ledger mirrors the event log partition for partition (same keys, same count), so
@@ -272,6 +274,14 @@ impl Coordinator {
 
 async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
     Ok(tokio::task::spawn_blocking(move || Store::open(&path)).await??)
+}
+
+/// After a clean stop, so that the next start replays no journal.
+async fn close_store(store: Store) -> Result<(), CoordinatorError> {
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "store closed");
+    Ok(())
 }
 
 /// The events consumer, a member of the coordinators' group (`crate::group`): end-of-partition
