@@ -1396,12 +1396,18 @@ mod tests {
             store.tree.insert(partition_key(b"e/", 0, b"ev-2"), b"").unwrap();
             store.kept.insert(partition_key(b"e/", 0, b"ev-3"), b"").unwrap();
             store.tree.insert(partition_key(b"k/", 0, b"SKU/l1"), [5u8].as_slice()).unwrap();
+            // more than one batch of them, so that the move commits a full batch and the rest
+            for n in 0..MOVE_CHUNK {
+                store.tree.insert(partition_key(b"e/", 1, format!("old-{n}").as_bytes()), b"").unwrap();
+            }
             store.flush().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         for id in ["ev-1", "ev-2", "ev-3"] {
             assert!(store.is_seen(0, id).unwrap(), "{id}");
         }
+        assert_eq!(store.seen_ids(1).unwrap().len(), MOVE_CHUNK);
+        assert!(store.is_seen(1, &format!("old-{}", MOVE_CHUNK - 1)).unwrap());
         assert_eq!(store.record(0, b"SKU/l1").unwrap().as_deref(), Some(&[5u8][..]));
         assert_eq!(store.tree.prefix(b"e/").count() + store.tree.prefix(b"k/").count(), 0);
         assert_eq!(store.state::<u8>(0, "SKU").unwrap(), Some(1));
