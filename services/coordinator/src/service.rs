@@ -679,7 +679,7 @@ impl FoldLoop {
         if packed.is_empty() {
             return;
         }
-        self.unsent.keep(partition, written(commit, partition));
+        self.unsent.keep(partition, next, written(commit, partition));
         commit.put_changelog_keys(partition, next, packed);
     }
 
@@ -690,7 +690,7 @@ impl FoldLoop {
     /// stay noted; once the last part is out they are sent with their values then, and the
     /// offset. True once the changelog was sent (the last part was out).
     fn send_whole_state(
-        &self,
+        &mut self,
         commit: &mut omnifold_runtime::Commit,
         partition: i32,
         next: i64,
@@ -747,32 +747,38 @@ impl FoldLoop {
     }
 
     /// Puts a partition's keys written since its changelog was last sent (`noted`, and this
-    /// batch's) on the changelog, then its offset.
+    /// batch's) on the changelog, then its offset. The values come from this batch, else from
+    /// what [`Unsent`] kept, else from the store: only the noted keys of batches `Unsent` did
+    /// not keep whole (before a restart, or past its budget) are unpacked and read back.
     fn send_changelog(
-        &self,
+        &mut self,
         commit: &mut omnifold_runtime::Commit,
         partition: i32,
         next: i64,
         noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
     ) -> Result<(), CoordinatorError> {
-        let batch = self.changelog_batch(partition, next);
-        let mut keys: BTreeSet<Vec<u8>> = written_keys(commit, partition).map(<[u8]>::to_vec).collect();
+        let kept = self.unsent.take(partition);
+        let mut entries = kept.values;
+        for (key, value) in written(commit, partition) {
+            entries.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+        }
         for (key, packed) in noted {
-            let corrupt = || changelog::ChangelogError::Corrupt {
-                partition,
-                key: String::from_utf8_lossy(key).into_owned(),
-            };
-            keys.extend(changelog::unpack(packed).ok_or_else(corrupt)?.into_iter().map(<[u8]>::to_vec));
+            if !noted_batch(key).is_some_and(|offset| kept.batches.contains(&offset)) {
+                let corrupt = || changelog::ChangelogError::Corrupt {
+                    partition,
+                    key: String::from_utf8_lossy(key).into_owned(),
+                };
+                for key in changelog::unpack(packed).ok_or_else(corrupt)? {
+                    if !entries.contains_key(key) {
+                        entries.insert(key.to_vec(), self.store.entry(key)?.map(|value| value.to_vec()));
+                    }
+                }
+            }
             commit.remove_changelog_keys(key);
         }
-        let mut entries = Vec::with_capacity(keys.len());
-        for key in keys {
-            let value = match commit.write_of(&key).or_else(|| self.unsent.value(partition, &key)) {
-                Some(written) => written.map(<[u8]>::to_vec),
-                None => self.store.entry(&key)?.map(|value| value.to_vec()),
-            };
-            entries.push((key, value));
-        }
+        let mut entries: Vec<_> = entries.into_iter().collect();
+        entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let batch = self.changelog_batch(partition, next);
         let records = changelog::records(&batch, entries.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
         metrics::counter!("omnifold_changelog_records_written_total").increment(records.len() as u64);
         for record in records {
@@ -844,6 +850,12 @@ fn written(
     partition: i32,
 ) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
     commit.partition_writes(partition).filter(|(key, _)| !key.starts_with(b"o/"))
+}
+
+/// The batch a noted key list (`c/` + partition + the batch's next offset) was written by.
+fn noted_batch(key: &[u8]) -> Option<i64> {
+    let offset = key.strip_prefix(b"c/")?.get(4..)?;
+    Some(i64::from_be_bytes(offset.try_into().ok()?))
 }
 
 /// The keys of [`written`].
