@@ -561,7 +561,7 @@ impl FoldLoop {
             if ownership.already_delivered(&origin) {
                 continue;
             }
-            record.headers.push((ORIGIN_HEADER.to_string(), origin.to_string().into_bytes()));
+            record.headers.push((ORIGIN_HEADER.to_string(), origin.header_value()));
             batch.commit.hand_output(record);
         }
     }

@@ -25,6 +25,20 @@ pub struct Origin {
     pub index: u32,
 }
 
+impl Origin {
+    /// The header value, its [`fmt::Display`] form as bytes, written without the formatting
+    /// machinery: every output record of a fold carries one.
+    pub fn header_value(&self) -> Vec<u8> {
+        let mut value = Vec::with_capacity(32);
+        value.extend_from_slice(itoa::Buffer::new().format(self.partition).as_bytes());
+        value.push(b'/');
+        value.extend_from_slice(itoa::Buffer::new().format(self.offset).as_bytes());
+        value.push(b'/');
+        value.extend_from_slice(itoa::Buffer::new().format(self.index).as_bytes());
+        value
+    }
+}
+
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.partition, self.offset, self.index)
@@ -73,6 +87,17 @@ pub fn decode_tails(bytes: &[u8]) -> Vec<(String, i32, i64)> {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn the_header_value_is_the_display_form() {
+        for origin in [
+            Origin { partition: 0, offset: 0, index: 0 },
+            Origin { partition: 11, offset: 9_876_543_210, index: 3 },
+            Origin { partition: -1, offset: -1, index: u32::MAX },
+        ] {
+            assert_eq!(origin.header_value(), origin.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn origins_and_tails_read_back() {

@@ -399,7 +399,8 @@ impl OutboxSender {
             deliveries.push(self.enqueue(*seq, record).await?);
         }
         let queued_ms = started.elapsed().as_millis() as u64;
-        let mut tails = BTreeMap::new();
+        // keyed by the borrowed topic: a few targets, tens of thousands of records
+        let mut delivered: HashMap<(&str, i32), i64> = HashMap::new();
         for ((_, record), delivery) in pending.iter().zip(deliveries) {
             let failed = |source| OutboxError::Delivery { topic: record.topic.clone(), source };
             let delivery = match delivery.await {
@@ -407,9 +408,14 @@ impl OutboxSender {
                 Ok(Err((source, _))) => return Err(failed(source)),
                 Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
             };
-            let tail = tails.entry((record.topic.clone(), delivery.partition)).or_insert(delivery.offset);
+            let tail =
+                delivered.entry((record.topic.as_str(), delivery.partition)).or_insert(delivery.offset);
             *tail = (*tail).max(delivery.offset);
         }
+        let tails: BTreeMap<(String, i32), i64> = delivered
+            .into_iter()
+            .map(|((topic, partition), tail)| ((topic.to_string(), partition), tail))
+            .collect();
         let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
         self.note_delivered(&tails);
         self.confirm(seqs.clone(), tails).await?;
@@ -422,7 +428,10 @@ impl OutboxSender {
     /// Hands one record to librdkafka's queue at once (the `send` future would only enqueue
     /// when first polled, one round trip per record), waiting while the queue is full.
     async fn enqueue(&self, seq: u64, record: &OutboxRecord) -> Result<DeliveryFuture, OutboxError> {
-        let stamp = format!("{}:{seq}", self.store.writer_id());
+        let mut stamp = String::with_capacity(self.store.writer_id().len() + 21);
+        stamp.push_str(self.store.writer_id());
+        stamp.push(':');
+        stamp.push_str(itoa::Buffer::new().format(seq));
         let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 1);
         for (key, value) in &record.headers {
             headers = headers.insert(Header { key, value: Some(value) });
