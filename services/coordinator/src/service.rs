@@ -911,3 +911,23 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Ve
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sending skips unpacking a note only if it reads the note's batch right: the note's
+    /// key, as the store writes and lists it, names the batch's next offset.
+    #[test]
+    fn a_noted_key_list_names_the_batch_that_wrote_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = omnifold_runtime::Store::open(dir.path()).unwrap();
+        let mut commit = store.begin().unwrap();
+        commit.put_changelog_keys(3, 1_234_567_890_123, changelog::pack([&b"s/x"[..]].into_iter()));
+        store.write(commit).unwrap();
+        let pending = store.changelog_pending().unwrap();
+        let (key, _) = &pending[&3][0];
+        assert_eq!(noted_batch(key), Some(1_234_567_890_123));
+        assert_eq!(noted_batch(b"c/"), None);
+    }
+}
