@@ -136,7 +136,7 @@ async fn coordinator(
         group_id: "omnifold-coordinator".into(),
         contract: contract.to_path_buf(),
         store: work.join("coordinator"),
-        batch_max_events: 5_000,
+        batch_max_events: omnifold_coordinator::service::DEFAULT_BATCH_MAX_EVENTS,
         batch_max_ms: 20,
         exit_when_caught_up: true,
         http: None,

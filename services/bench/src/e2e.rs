@@ -75,7 +75,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2)]
     pub baseline_runs: usize,
     /// The coordinator's batch size (`omnifold-coordinator run --batch-max-events`).
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = omnifold_coordinator::service::DEFAULT_BATCH_MAX_EVENTS)]
     pub batch_max_events: usize,
     /// Record the rebuild's coordinator with `perf record -g` into this file.
     #[arg(long)]

@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         exit_when_caught_up: bool,
         /// Most events folded into one atomic store commit.
-        #[arg(long, default_value_t = 5_000)]
+        #[arg(long, default_value_t = crate::service::DEFAULT_BATCH_MAX_EVENTS)]
         batch_max_events: usize,
         /// Budget of the SKU state cache in MiB; states beyond it are evicted and reloaded
         /// from the store on their next event.
