@@ -19,7 +19,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext};
 use rdkafka::error::KafkaError as ClientError;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use tempfile::TempDir;
 
@@ -147,13 +147,16 @@ async fn round_trip(options: &KafkaOptions, topic: &str) -> Vec<String> {
     options.ensure_topics(&[spec]).await.expect("create the topic over tls");
     let producer = options.idempotent_producer(BrokerHealth::new(None)).expect("producer");
     let sent: Vec<String> = (0..RECORDS).map(|i| format!("record-{i}")).collect();
+    let waves = producer.context().waves().clone();
+    let wave = waves.begin(sent.len());
     for value in &sent {
         producer
-            .send(FutureRecord::<str, str>::to(topic).key(value).payload(value), Duration::from_secs(30))
-            .await
+            .send(BaseRecord::<str, str, usize>::with_opaque_to(topic, wave).key(value).payload(value))
             .map_err(|(error, _)| error)
             .expect("produce over tls");
     }
+    let delivered = tokio::time::timeout(Duration::from_secs(30), waves.finish(wave));
+    delivered.await.expect("delivered in time").expect("produce over tls");
     let consumer = options.assigning_consumer("kafka-security-test").expect("consumer");
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, 0, Offset::Beginning).unwrap();

@@ -9,11 +9,12 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::ThreadedProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::{Deserialize, Serialize};
 
-use crate::health::{BrokerHealth, HealthContext, STATS_INTERVAL_MS};
+use crate::deliveries::DeliveryContext;
+use crate::health::{BrokerHealth, STATS_INTERVAL_MS};
 use crate::topics::{TopicSpec, event_log_problem};
 
 /// Where the brokers are and any extra librdkafka settings (security, timeouts...). Built
@@ -94,7 +95,7 @@ impl KafkaOptions {
     pub fn idempotent_producer(
         &self,
         health: Arc<BrokerHealth>,
-    ) -> Result<FutureProducer<HealthContext>, KafkaError> {
+    ) -> Result<ThreadedProducer<DeliveryContext>, KafkaError> {
         let producer = self
             .client_config()
             .set("statistics.interval.ms", STATS_INTERVAL_MS.to_string())
@@ -102,7 +103,7 @@ impl KafkaOptions {
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", "60000")
-            .create_with_context(HealthContext::new(health))?;
+            .create_with_context(DeliveryContext::new(health))?;
         Ok(producer)
     }
 

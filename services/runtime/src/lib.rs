@@ -8,6 +8,7 @@ pub mod changelog;
 pub mod cli;
 pub mod contract_file;
 pub mod deadletter;
+pub mod deliveries;
 pub mod handoff;
 pub mod health;
 pub mod kafka;

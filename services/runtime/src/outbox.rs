@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as ClientError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer, PurgeConfig};
+use rdkafka::producer::{BaseRecord, Producer, PurgeConfig, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Notify;
 
 use crate::changelog::TOMBSTONE_HEADER;
+use crate::deliveries::DeliveryContext;
 use crate::handoff::Handoff;
 use crate::health::{Backoff, BrokerHealth, HealthContext, OutageError, is_outage};
 use crate::kafka::{KafkaError, KafkaOptions};
@@ -89,7 +90,7 @@ impl OutboxError {
 pub struct OutboxSender {
     store: Store,
     kafka: KafkaOptions,
-    producer: FutureProducer<HealthContext>,
+    producer: ThreadedProducer<DeliveryContext>,
     partitions: HashMap<String, i32>,
     health: Arc<BrokerHealth>,
     /// The last offset delivered to each partition this sender may write, raised now and then
@@ -394,28 +395,14 @@ impl OutboxSender {
 
     async fn send(&self, pending: &[(u64, OutboxRecord)]) -> Result<usize, OutboxError> {
         let started = std::time::Instant::now();
-        let mut deliveries = Vec::with_capacity(pending.len());
+        let waves = self.producer.context().waves();
+        let wave = waves.begin(pending.len());
         for (seq, record) in pending {
-            deliveries.push(self.enqueue(*seq, record).await?);
+            self.enqueue(wave, *seq, record).await?;
         }
         let queued_ms = started.elapsed().as_millis() as u64;
-        // keyed by the borrowed topic: a few targets, tens of thousands of records
-        let mut delivered: HashMap<(&str, i32), i64> = HashMap::new();
-        for ((_, record), delivery) in pending.iter().zip(deliveries) {
-            let failed = |source| OutboxError::Delivery { topic: record.topic.clone(), source };
-            let delivery = match delivery.await {
-                Ok(Ok(delivery)) => delivery,
-                Ok(Err((source, _))) => return Err(failed(source)),
-                Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
-            };
-            let tail =
-                delivered.entry((record.topic.as_str(), delivery.partition)).or_insert(delivery.offset);
-            *tail = (*tail).max(delivery.offset);
-        }
-        let tails: BTreeMap<(String, i32), i64> = delivered
-            .into_iter()
-            .map(|((topic, partition), tail)| ((topic.to_string(), partition), tail))
-            .collect();
+        let tails =
+            waves.finish(wave).await.map_err(|(topic, source)| OutboxError::Delivery { topic, source })?;
         let seqs: Vec<u64> = pending.iter().map(|(seq, _)| *seq).collect();
         self.note_delivered(&tails);
         self.confirm(seqs.clone(), tails).await?;
@@ -427,7 +414,7 @@ impl OutboxSender {
 
     /// Hands one record to librdkafka's queue at once (the `send` future would only enqueue
     /// when first polled, one round trip per record), waiting while the queue is full.
-    async fn enqueue(&self, seq: u64, record: &OutboxRecord) -> Result<DeliveryFuture, OutboxError> {
+    async fn enqueue(&self, wave: usize, seq: u64, record: &OutboxRecord) -> Result<(), OutboxError> {
         let mut stamp = String::with_capacity(self.store.writer_id().len() + 21);
         stamp.push_str(self.store.writer_id());
         stamp.push(':');
@@ -437,18 +424,18 @@ impl OutboxSender {
             headers = headers.insert(Header { key, value: Some(value) });
         }
         headers = headers.insert(Header { key: OUTBOX_HEADER, value: Some(&stamp) });
-        let mut future_record = FutureRecord::to(&record.topic)
+        let mut base_record = BaseRecord::with_opaque_to(&record.topic, wave)
             .key(&record.key)
             .partition(self.partition_of(record)?)
             .headers(headers);
         if !record.headers.iter().any(|(key, _)| key == TOMBSTONE_HEADER) {
-            future_record = future_record.payload(&record.value);
+            base_record = base_record.payload(&record.value);
         }
         loop {
-            match self.producer.send_result(future_record) {
-                Ok(delivery) => return Ok(delivery),
+            match self.producer.send(base_record) {
+                Ok(()) => return Ok(()),
                 Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    future_record = returned;
+                    base_record = returned;
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((source, _)) => {
