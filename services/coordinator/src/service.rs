@@ -765,7 +765,7 @@ impl FoldLoop {
         let kept = self.unsent.take(partition);
         let mut entries = kept.values;
         for (key, value) in written(commit, partition) {
-            entries.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            entries.insert(key.to_vec(), value.cloned());
         }
         for (key, packed) in noted {
             if !noted_batch(key).is_some_and(|offset| kept.batches.contains(&offset)) {
@@ -775,7 +775,7 @@ impl FoldLoop {
                 };
                 for key in changelog::unpack(packed).ok_or_else(corrupt)? {
                     if !entries.contains_key(key) {
-                        entries.insert(key.to_vec(), self.store.entry(key)?.map(|value| value.to_vec()));
+                        entries.insert(key.to_vec(), self.store.entry(key)?);
                     }
                 }
             }
@@ -853,7 +853,7 @@ impl FoldLoop {
 fn written(
     commit: &omnifold_runtime::Commit,
     partition: i32,
-) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+) -> impl Iterator<Item = (&[u8], Option<&omnifold_runtime::store::Bytes>)> {
     commit.partition_writes(partition).filter(|(key, _)| !key.starts_with(b"o/"))
 }
 

@@ -383,7 +383,7 @@ impl Store {
     /// covers every batch written before it (a group commit).
     pub fn write(&self, mut commit: Commit) -> Result<Written, StoreError> {
         commit.seal_outbox();
-        commit.writes.insert(SEQ.to_vec(), Some(commit.next_seq.to_be_bytes().to_vec()));
+        commit.writes.insert(SEQ.to_vec(), Some(Bytes::from(&commit.next_seq.to_be_bytes()[..])));
         self.apply(commit.writes, Some(PersistMode::Buffer))?;
         self.next_seq.fetch_max(commit.next_seq, Ordering::AcqRel);
         // indexed once written: a failed write leaves no batch to confirm
@@ -434,7 +434,7 @@ impl Store {
     /// One atomic batch; a key written twice keeps its last write.
     fn apply(
         &self,
-        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        writes: BTreeMap<Vec<u8>, Option<Bytes>>,
         durability: Option<PersistMode>,
     ) -> Result<(), StoreError> {
         // sized up front: grown by doubling, a large batch's buffer was copied and its fresh
@@ -603,7 +603,7 @@ impl Store {
     fn forget_changelog_writes(
         &self,
         partition: i32,
-        writes: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        writes: &mut BTreeMap<Vec<u8>, Option<Bytes>>,
     ) -> Result<(), StoreError> {
         writes.insert(partition_key(b"l/", partition, b""), None);
         writes.insert(partition_key(b"d/", partition, b""), None);
@@ -700,7 +700,7 @@ impl Store {
                 });
             }
             if key != offset_key {
-                writes.insert(key, value);
+                writes.insert(key, value.map(Bytes::from));
             }
         }
         // before and after: a reader comparing the number around its own reads sees a change
@@ -714,8 +714,9 @@ impl Store {
     /// state is the changelog's), synced with every entry restored before.
     pub fn finish_restore(&self, partition: i32, next_offset: i64) -> Result<(), StoreError> {
         let mut writes = BTreeMap::new();
-        writes.insert(partition_key(b"o/", partition, b""), Some(next_offset.to_be_bytes().to_vec()));
-        writes.insert(partition_key(b"l/", partition, b""), Some(Vec::new()));
+        writes
+            .insert(partition_key(b"o/", partition, b""), Some(Bytes::from(&next_offset.to_be_bytes()[..])));
+        writes.insert(partition_key(b"l/", partition, b""), Some(Bytes::from(&b""[..])));
         self.apply(writes, Some(PersistMode::SyncAll))
     }
 
@@ -763,8 +764,10 @@ pub struct Written {
 
 /// One atomic batch of state, seen ids, offsets and outputs.
 pub struct Commit {
-    /// Key to value, `None` to remove; the last write of a key wins.
-    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Key to value, `None` to remove; the last write of a key wins. Values are the store's
+    /// own shared slices, made once: the store takes them as they are, and the changelog
+    /// keeps them until its next sending without copying them.
+    writes: BTreeMap<Vec<u8>, Option<Bytes>>,
     next_seq: u64,
     outputs: usize,
     /// Outbox records pushed since the last seal, with their sequence numbers: stored
@@ -840,14 +843,14 @@ impl Commit {
     }
 
     /// This batch's writes of an input partition's state, seen ids, records and offset, under
-    /// their full keys; `None` removes the key.
-    pub fn partition_writes(&self, partition: i32) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    /// their full keys; `None` removes the key. A value cloned is shared, not copied.
+    pub fn partition_writes(&self, partition: i32) -> impl Iterator<Item = (&[u8], Option<&Bytes>)> {
         PARTITION_PREFIXES.into_iter().flat_map(move |prefix| {
             let start = partition_key(prefix, partition, b"");
             self.writes
                 .range(start.clone()..)
                 .take_while(move |(key, _)| key.starts_with(&start))
-                .map(|(key, value)| (key.as_slice(), value.as_deref()))
+                .map(|(key, value)| (key.as_slice(), value.as_ref()))
         })
     }
 
@@ -896,7 +899,7 @@ impl Commit {
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.bytes += key.len() + value.len();
-        self.writes.insert(key, Some(value));
+        self.writes.insert(key, Some(Bytes::from(value)));
     }
 
     /// The key and value bytes this batch writes so far.
@@ -1172,7 +1175,7 @@ mod tests {
             commit.put_seen(5, &format!("ev-{n}"));
             commit.put_seen(6, "other partition");
             commit.put_offset(5, n as i64 * 10);
-            written.extend(commit.partition_writes(5).map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))));
+            written.extend(commit.partition_writes(5).map(|(k, v)| (k.to_vec(), v.map(|v| v.to_vec()))));
             assert!(commit.partition_writes(5).all(|(key, _)| key[2..6] == 5i32.to_be_bytes()));
             original.commit(commit).unwrap();
         }
