@@ -335,7 +335,8 @@ fn provide(
 fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str), state: &mut SkuState) {
     let changes = state.take_changes();
     commit.put_state(partition, sku, state);
-    for (key, line) in &changes.lines {
+    for key in &changes.lines {
+        let Some(line) = state.line(key) else { continue };
         let key = line_key(sku, key);
         keys.insert_record(partition, &key);
         commit.put_record(partition, &key, encode(line));

@@ -72,7 +72,8 @@ pub enum RecordKey {
 /// core (always, when anything changed), and these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
-    pub lines: Vec<(LineKey, Line)>,
+    /// The keys of the changed order lines, each in the working set ([`SkuState::line`]).
+    pub lines: Vec<LineKey>,
     pub promotions: Vec<PromotionKey>,
     /// Every placement of each changed segment (an hour); an empty segment is deleted.
     pub segments: Vec<(i64, Vec<Point>)>,
@@ -82,6 +83,11 @@ impl SkuState {
     /// Provides a stored line the next event reads (see [`Fold::record_key`]).
     pub fn provide_line(&mut self, key: LineKey, line: Line) {
         self.stock.lines.provide(key, line);
+    }
+
+    /// A line of the working set, as written: a changed line is read here, not cloned.
+    pub fn line(&self, key: &LineKey) -> Option<&Line> {
+        self.stock.lines.get(key)
     }
 
     /// Provides a stored promotion id the next event reads.
@@ -106,8 +112,8 @@ impl SkuState {
     pub fn take_changes(&mut self) -> Changes {
         let segments = self.stock.demand.take_changed_segments();
         Changes {
-            lines: self.stock.lines.take_changed(),
-            promotions: self.prices.scheduled.take_changed().into_iter().map(|(key, ())| key).collect(),
+            lines: self.stock.lines.take_changed_keys(),
+            promotions: self.prices.scheduled.take_changed_keys(),
             segments: segments.into_iter().map(|s| (s, self.stock.demand.segment(s))).collect(),
         }
     }

@@ -5,7 +5,7 @@
 //! state engine, a test, a replay in memory) must have *provided* every record the event
 //! names before applying it ([`crate::Fold::record_key`] says which). A record absent from
 //! the working set is taken as not existing. Changed records are remembered until
-//! [`Records::take_changed`] hands them to the store, which writes only those.
+//! [`Records::take_changed_keys`] hands them to the store, which writes only those.
 
 use std::collections::BTreeSet;
 use std::hash::Hash;
@@ -70,12 +70,11 @@ impl<K: Ord + Hash + Clone, V: Clone> Records<K, V> {
         self.loaded.entry(key).or_insert_with(|| Box::new(value));
     }
 
-    /// The records changed since the last call, in key order, to be written.
-    pub fn take_changed(&mut self) -> Vec<(K, V)> {
-        std::mem::take(&mut self.changed)
-            .into_iter()
-            .filter_map(|key| self.loaded.get(&key).map(|value| (key, V::clone(value))))
-            .collect()
+    /// The keys of the records changed since the last call, in key order, to be written:
+    /// the records are read in place ([`Records::get`]) rather than cloned.
+    pub fn take_changed_keys(&mut self) -> Vec<K> {
+        let loaded = &self.loaded;
+        std::mem::take(&mut self.changed).into_iter().filter(|key| loaded.contains_key(key)).collect()
     }
 
     /// Forgets which records changed, for a working set that is never written (a fold held
@@ -129,8 +128,9 @@ mod tests {
         records.insert(2, "new");
         *records.get_mut(&1).unwrap() = "changed";
         records.insert(2, "newer");
-        assert_eq!(records.take_changed(), vec![(1, "changed"), (2, "newer")]);
-        assert!(records.take_changed().is_empty(), "written once");
+        assert_eq!(records.take_changed_keys(), vec![1, 2]);
+        assert_eq!((records.get(&1), records.get(&2)), (Some(&"changed"), Some(&"newer")));
+        assert!(records.take_changed_keys().is_empty(), "written once");
         records.provide(2, "stale");
         assert_eq!(records.get(&2), Some(&"newer"), "the working set is newer than the store");
     }
@@ -141,7 +141,7 @@ mod tests {
         for key in 0..1_000 {
             records.insert(key, key);
         }
-        records.take_changed();
+        records.take_changed_keys();
         records.unload_written();
         assert_eq!(records.loaded.capacity(), 0, "a cached state keeps no room for lines it wrote");
         for key in 0..1_000 {

@@ -238,8 +238,9 @@ impl Stored {
     fn write(&mut self, sku: &str, state: &mut SkuState) {
         let changes = state.take_changes();
         self.cores.insert(sku.to_string(), postcard::to_allocvec(&*state).expect("core serializes"));
-        for (key, line) in changes.lines {
-            self.lines.insert((sku.to_string(), key), postcard::to_allocvec(&line).unwrap());
+        for key in changes.lines {
+            let line = postcard::to_allocvec(state.line(&key).expect("a changed line is loaded")).unwrap();
+            self.lines.insert((sku.to_string(), key), line);
         }
         for key in changes.promotions {
             self.promotions.insert((sku.to_string(), key));
