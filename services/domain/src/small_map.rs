@@ -4,10 +4,9 @@
 //! has about a dozen of them. A `BTreeMap` allocates a node of eleven slots for its first
 //! entry, so over 100,000 SKUs they were most of the state cache: about 6 KB a SKU for less
 //! than 600 bytes of stored state, and a 256 MiB budget held a quarter of the catalogue. A
-//! sorted vector holds what it holds, iterates in the same key order and finds a key by
-//! binary search. `LiteMap` (ICU4X) is that map; serialized in a binary format it is the
-//! same map as a `BTreeMap`'s, so stores written before read the same.
-
+//! sorted vector holds what it holds and iterates in the same key order. `LiteMap` (ICU4X) is
+//! that map; serialized in a binary format it is the same map as a `BTreeMap`'s, so stores
+//! written before read the same.
 //!
 //! A lookup in a map that small scans it: keys are channel, location and pool names, mostly of
 //! different lengths, so comparing for equality rejects most of them on their length, where a
@@ -54,6 +53,7 @@ impl<K: Ord, V> SmallMap<K, V> {
     where
         K: Borrow<Q>,
     {
+        // found in place: an index would cost a second walk to reach its value mutably
         if self.0.len() <= SCAN_UP_TO {
             self.0.iter_mut().find(|(k, _)| (*k).borrow() == key).map(|(_, value)| value)
         } else {
