@@ -2,16 +2,19 @@
 //!
 //! Kafka Streams calls this a keyed state store with a caching layer. Each SKU's state is
 //! stored as parts ([`SkuState`] explains which): its core under the state key, and under
-//! keyed records its order lines, its promotion ids and its placements by hour. The engine
+//! keyed records its price book, its open alerts, its order lines, its promotion ids and its
+//! placements by hour. The engine
 //!
-//! - loads a SKU on its first event since it was evicted: the core and its stored segments;
+//! - loads a SKU on its first event since it was evicted: the core, the price book, the open
+//!   alerts and the stored segments;
 //! - provides, before each event, the one record the event names ([`Fold::record_key`]);
 //! - checks event ids against a set of recent ids, then the store ([`Store::is_seen`]): ids
 //!   are never all loaded;
 //! - skips both store reads for a key the [`KeyFilter`] knows was never written (most ids
 //!   and most lines named are new);
-//! - writes, per batch, only what changed: the dirty cores, the changed records and segments,
-//!   and the accepted ids, into the caller's [`Commit`];
+//! - writes, per batch, only what changed: the dirty cores, their price books and open alerts
+//!   if those changed, the changed records and segments, and the accepted ids, into the
+//!   caller's [`Commit`];
 //! - once that commit is in the store, unloads the written records and evicts the least
 //!   recently used SKUs until the cache fits its budget ([`Engine::trim`]).
 //!
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 use omnifold_domain::demand::Point;
 use omnifold_domain::fact::LineKey;
-use omnifold_domain::pricing::PromotionKey;
+use omnifold_domain::pricing::{PriceBook, PromotionKey};
 use omnifold_domain::stock::Line;
 use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
 use omnifold_proto::Event;
@@ -293,16 +296,40 @@ impl Engine {
     }
 }
 
-/// Loads a SKU's core and its stored segments; a SKU never written starts empty.
+/// How this version stores SKU states ([`Store::claim_format`]); raised with every change of
+/// it. 2: the price book and the open alerts apart from the core (stop 35).
+pub const STATE_FORMAT: u32 = 2;
+
+/// Loads a SKU's core, price book, open alerts and stored segments; a SKU never written
+/// starts empty.
 fn load(store: &Store, partition: i32, sku: &str) -> Result<SkuState, StoreError> {
     metrics::counter!("omnifold_state_loads_total").increment(1);
-    let Some(mut state) = store.state::<SkuState>(partition, sku)? else {
+    let Some(mut state) = load_core_with_prices(store, partition, sku)? else {
         return Ok(SkuState::default());
     };
+    if let Some(value) = store.record(partition, &record_prefix(sku, ALERTS))? {
+        state.alerts = decode(&value, "open alerts")?;
+    }
     for (_, value) in store.records(partition, &record_prefix(sku, SEGMENT))? {
         state.restore_segment(decode::<Vec<Point>>(&value, "segment of placements")?);
     }
     Ok(state)
+}
+
+/// A SKU's core and its prices, without its alerts, records and placements: what a price
+/// explanation reads. `None` for a SKU never written.
+pub fn load_core_with_prices(
+    store: &Store,
+    partition: i32,
+    sku: &str,
+) -> Result<Option<SkuState>, StoreError> {
+    let Some(mut state) = store.state::<SkuState>(partition, sku)? else {
+        return Ok(None);
+    };
+    if let Some(value) = store.record(partition, &record_prefix(sku, PRICES))? {
+        state.prices = decode(&value, "price book")?;
+    }
+    Ok(Some(state))
 }
 
 /// Provides the record an event names, when the store has it.
@@ -335,6 +362,16 @@ fn provide(
 fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str), state: &mut SkuState) {
     let changes = state.take_changes();
     commit.put_state(partition, sku, state);
+    if changes.prices {
+        put_prices(commit, partition, sku, &state.prices);
+    }
+    if changes.alerts {
+        let key = record_prefix(sku, ALERTS);
+        match state.alerts.is_empty() {
+            true => commit.remove_record(partition, &key),
+            false => commit.put_record(partition, &key, encode(&state.alerts)),
+        }
+    }
     for key in &changes.lines {
         let Some(line) = state.line(key) else { continue };
         let key = line_key(sku, key);
@@ -356,11 +393,18 @@ fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str
     }
 }
 
+pub(crate) fn put_prices(commit: &mut Commit, partition: i32, sku: &str, prices: &PriceBook) {
+    commit.put_record(partition, &record_prefix(sku, PRICES), encode(prices));
+}
+
 // Record keys: the SKU (length-prefixed, so no SKU is a prefix of another's keys), a kind
 // byte, then the record's own key.
 const LINE: u8 = b'l';
 const PROMOTION: u8 = b'p';
 const SEGMENT: u8 = b'h';
+/// The parts of a SKU stored apart from its core, one record each.
+const PRICES: u8 = b'b';
+const ALERTS: u8 = b'a';
 
 fn record_prefix(sku: &str, kind: u8) -> Vec<u8> {
     let len = u16::try_from(sku.len()).expect("a sku is shorter than 64 KiB");
@@ -579,6 +623,63 @@ mod tests {
         assert!(!is_line_record(&in_store(segment_key("l", 3))));
         assert!(!is_line_record(b"s/\0\0\0\x07sku-l"));
         assert!(!is_line_record(b"k/\0\0"));
+    }
+
+    /// Most events change neither the price book nor the open alerts, so neither is written
+    /// with every core: prices when a price event or a promotion let go changed them, alerts
+    /// when one was raised or resolved.
+    #[test]
+    fn prices_and_alerts_are_written_when_they_change() {
+        use omnifold_proto::event::Body;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(20, 6_000));
+        let written = |commit: &Commit, sku: &str, kind: u8| {
+            let key = record_prefix(sku, kind);
+            commit
+                .partition_writes(0)
+                .any(|(stored, _)| stored.len() == key.len() + 6 && stored.ends_with(&key))
+        };
+        let mut engine = Engine::new(Fold::new(rules()), store.clone(), EngineOptions::default());
+        let (mut cores, mut prices, mut alerts) = (0, 0, 0);
+        let (mut price_events, mut promotions, mut alert_events) = (0, 0, 0);
+        for event in &events {
+            let mut commit = store.begin().unwrap();
+            let Outcome::Applied { sku: Some(sku), outputs } = engine.apply(0, event).unwrap() else {
+                continue;
+            };
+            engine.write(&mut commit);
+            let prices_event = matches!(
+                event.body,
+                Some(
+                    Body::PriceSet(_)
+                        | Body::CostSet(_)
+                        | Body::PromotionScheduled(_)
+                        | Body::PromotionCancelled(_)
+                        | Body::CompetitorPriceObserved(_)
+                )
+            );
+            let alerted = outputs.iter().any(|output| matches!(output, Output::Alert(_)));
+            let (wrote_prices, wrote_alerts) =
+                (written(&commit, &sku, PRICES), written(&commit, &sku, ALERTS));
+            assert!(!prices_event || wrote_prices, "a price event rewrites the prices");
+            assert!(alerted || !wrote_alerts, "alerts rewritten with none raised or resolved");
+            cores += 1;
+            (prices, alerts) = (prices + usize::from(wrote_prices), alerts + usize::from(wrote_alerts));
+            (price_events, alert_events) =
+                (price_events + usize::from(prices_event), alert_events + usize::from(alerted));
+            promotions += usize::from(matches!(event.body, Some(Body::PromotionScheduled(_))));
+            store.commit(commit).unwrap();
+            engine.trim();
+        }
+        // beyond the price events, only a promotion let go (once each) rewrites the prices
+        assert!(
+            price_events > 0 && prices <= price_events + promotions,
+            "{prices} writes, {price_events} events"
+        );
+        assert!(prices < cores / 5, "{prices} of {cores} commits wrote the prices");
+        assert!(alerts > 0 && alerts <= alert_events, "{alerts} writes, {alert_events} alerted");
+        assert!(alerts < cores / 5, "{alerts} of {cores} commits wrote the alerts");
     }
 
     #[test]

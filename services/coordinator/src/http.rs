@@ -19,8 +19,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use omnifold_domain::Rules;
 use omnifold_domain::pricing::{self, PriceExplanation};
-use omnifold_domain::{Rules, SkuState};
 use omnifold_runtime::partitioner::partition_for;
 use omnifold_runtime::{Store, StoreError};
 use rust_decimal::Decimal;
@@ -69,7 +69,7 @@ impl PriceSource {
     pub fn explain(&self, sku: &str) -> Result<Option<PriceExplanation>, StoreError> {
         // a SKU's state lives under the input partition its events are keyed to
         let partition = partition_for(sku.as_bytes(), self.events_partitions);
-        let state: Option<SkuState> = self.store.state(partition, sku)?;
+        let state = crate::engine::load_core_with_prices(&self.store, partition, sku)?;
         Ok(state.map(|state| pricing::explain(&self.rules, sku, &state.prices, state.latest_ms)))
     }
 }
@@ -371,6 +371,7 @@ fn aligned<const N: usize>(header: &[String; N], rows: &[[String; N]]) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use omnifold_domain::SkuState;
     use omnifold_domain::money::Amount;
     use omnifold_domain::pricing::{PriceBook, Set};
 
@@ -395,9 +396,12 @@ mod tests {
         book.set_price("eu-market", set("55.00", "EUR", "ev-eu"));
         book.set_cost(set("42.00", "USD", "ev-cost"));
         book.observe("amazon", "rival", set("46.00", "USD", "ev-rival"));
-        let state = SkuState { latest_ms: 1_794_182_400_000, prices: book, ..SkuState::default() };
+        let mut state = SkuState::default();
+        state.latest_ms = 1_794_182_400_000;
         let mut commit = store.begin().unwrap();
-        commit.put_state(partition_for(b"SKU-0001", 3), "SKU-0001", &state);
+        let partition = partition_for(b"SKU-0001", 3);
+        commit.put_state(partition, "SKU-0001", &state);
+        crate::engine::put_prices(&mut commit, partition, "SKU-0001", &book);
         store.commit(commit).unwrap();
         store
     }

@@ -278,7 +278,12 @@ impl Coordinator {
 }
 
 async fn open_store(path: PathBuf) -> Result<Store, CoordinatorError> {
-    Ok(tokio::task::spawn_blocking(move || Store::open(&path)).await??)
+    let open = move || {
+        let store = Store::open(&path)?;
+        store.claim_format("coordinator", crate::engine::STATE_FORMAT)?;
+        Ok::<_, omnifold_runtime::StoreError>(store)
+    };
+    Ok(tokio::task::spawn_blocking(open).await??)
 }
 
 /// After a clean stop, so that the next start replays no journal.

@@ -41,10 +41,15 @@ pub struct SkuState {
     /// The latest event time applied to the SKU; it only bounds what is kept.
     pub latest_ms: i64,
     pub stock: Stock,
+    /// Stored apart from the core, and written only when it changed: most events (orders,
+    /// stock) leave it as it was, and it was two fifths of the core's bytes.
+    #[serde(skip)]
     pub prices: PriceBook,
     /// Each channel's last published availability; absent means 0.
     pub published: SmallMap<String, i64>,
-    /// Open alerts by condition key.
+    /// Open alerts by condition key. Stored apart from the core, like the prices: they change
+    /// only when an alert is raised or resolved.
+    #[serde(skip)]
     pub alerts: SmallMap<String, OpenAlert>,
     /// Channels whose ORDER_SPIKE fired and has not been re-armed.
     pub spiking: BTreeSet<String>,
@@ -59,7 +64,28 @@ pub struct SkuState {
     /// Where the price conditions are known not to have changed (a memo, never stored).
     #[serde(skip)]
     pub prices_steady: price_alerts::Steady,
+    /// Which parts stored apart from the core changed since the last write (a memo, never
+    /// stored).
+    #[serde(skip)]
+    changed_parts: ChangedParts,
 }
+
+/// The parts of a SKU's state stored apart from its core that changed since the last write.
+/// Not part of the state's identity: two states that hold the same are equal whatever they
+/// have written.
+#[derive(Debug, Clone, Copy, Default)]
+struct ChangedParts {
+    prices: bool,
+    alerts: bool,
+}
+
+impl PartialEq for ChangedParts {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ChangedParts {}
 
 /// A keyed record an event may read, which its runner must provide first.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -72,6 +98,10 @@ pub enum RecordKey {
 /// core (always, when anything changed), and these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Whether [`SkuState::prices`] changed.
+    pub prices: bool,
+    /// Whether [`SkuState::alerts`] changed.
+    pub alerts: bool,
     /// The keys of the changed order lines, each in the working set ([`SkuState::line`]).
     pub lines: Vec<LineKey>,
     pub promotions: Vec<PromotionKey>,
@@ -111,7 +141,10 @@ impl SkuState {
     /// Hands over what changed since the last call, to be written with the core.
     pub fn take_changes(&mut self) -> Changes {
         let segments = self.stock.demand.take_changed_segments();
+        let parts = std::mem::take(&mut self.changed_parts);
         Changes {
+            prices: parts.prices,
+            alerts: parts.alerts,
             lines: self.stock.lines.take_changed_keys(),
             promotions: self.prices.scheduled.take_changed_keys(),
             segments: segments.into_iter().map(|s| (s, self.stock.demand.segment(s))).collect(),
@@ -120,9 +153,16 @@ impl SkuState {
 
     /// For a state held whole in memory and never written.
     pub fn forget_changes(&mut self) {
+        self.changed_parts = ChangedParts::default();
         self.stock.lines.forget_changes();
         self.prices.scheduled.forget_changes();
         self.stock.demand.forget_changes();
+    }
+
+    /// Counts the prices and the alerts as changed, so that the next write stores them: for
+    /// a state not loaded from its parts (held whole, or built by hand).
+    pub fn mark_parts_changed(&mut self) {
+        self.changed_parts = ChangedParts { prices: true, alerts: true };
     }
 
     /// Empties the working sets of records after a write: they stay in the store, and an
@@ -403,6 +443,7 @@ impl Step<'_> {
         }
         if touches_prices(fact) {
             self.state.prices_steady.clear();
+            self.state.changed_parts.prices = true;
         }
         Ok(())
     }
@@ -419,6 +460,7 @@ impl Step<'_> {
         self.state.stock.demand.prune(self.state.latest_ms);
         if self.state.prices.let_go(self.state.latest_ms) {
             self.state.prices_steady.clear();
+            self.state.changed_parts.prices = true;
         }
         let early = std::mem::take(&mut self.outputs);
         // evaluation reads stock and never changes it, so every pool's ATP is read once
@@ -436,6 +478,8 @@ impl Step<'_> {
             readings
         };
         let records = alerts::reconcile(rules, &mut self.state.alerts, &holding, read, self.cause);
+        // the open alerts change exactly when one is raised or resolved, each with a record
+        self.state.changed_parts.alerts |= !records.is_empty();
         let mut escalations = Vec::new();
         for output in early {
             match output {

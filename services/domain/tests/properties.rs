@@ -229,6 +229,8 @@ fn run_straight(fold: &Fold, events: &[Event]) -> (Vec<Outcome>, PartitionState)
 #[derive(Default)]
 struct Stored {
     cores: HashMap<String, Vec<u8>>,
+    prices: HashMap<String, Vec<u8>>,
+    alerts: HashMap<String, Vec<u8>>,
     lines: BTreeMap<(String, LineKey), Vec<u8>>,
     promotions: BTreeSet<(String, PromotionKey)>,
     segments: BTreeMap<(String, i64), Vec<u8>>,
@@ -238,6 +240,12 @@ impl Stored {
     fn write(&mut self, sku: &str, state: &mut SkuState) {
         let changes = state.take_changes();
         self.cores.insert(sku.to_string(), postcard::to_allocvec(&*state).expect("core serializes"));
+        if changes.prices {
+            self.prices.insert(sku.to_string(), postcard::to_allocvec(&state.prices).unwrap());
+        }
+        if changes.alerts {
+            self.alerts.insert(sku.to_string(), postcard::to_allocvec(&state.alerts).unwrap());
+        }
         for key in changes.lines {
             let line = postcard::to_allocvec(state.line(&key).expect("a changed line is loaded")).unwrap();
             self.lines.insert((sku.to_string(), key), line);
@@ -257,6 +265,12 @@ impl Stored {
     /// The core and its segments, as the engine loads a SKU.
     fn load(&self, sku: &str) -> Option<SkuState> {
         let mut state: SkuState = postcard::from_bytes(self.cores.get(sku)?).expect("core deserializes");
+        if let Some(bytes) = self.prices.get(sku) {
+            state.prices = postcard::from_bytes(bytes).expect("prices deserialize");
+        }
+        if let Some(bytes) = self.alerts.get(sku) {
+            state.alerts = postcard::from_bytes(bytes).expect("alerts deserialize");
+        }
         for ((_, _), bytes) in self.segments.range((sku.to_string(), i64::MIN)..=(sku.to_string(), i64::MAX))
         {
             state.restore_segment(postcard::from_bytes::<Vec<Point>>(bytes).unwrap());
@@ -302,8 +316,9 @@ fn persist_and_restore(state: &PartitionState) -> PartitionState {
     let mut state = state.clone();
     for (sku, sku_state) in &mut state.skus {
         // a state held whole has forgotten its changes: store every part
-        let mut whole = SkuState { ..sku_state.clone() };
+        let mut whole = sku_state.clone();
         mark_all_changed(&mut whole);
+        whole.mark_parts_changed();
         stored.write(sku, &mut whole);
     }
     let skus = state.skus.keys().map(|sku| (sku.clone(), stored.load_whole(sku).expect("stored"))).collect();

@@ -73,6 +73,12 @@ pub enum StoreError {
     Truncated { what: &'static str, len: usize, want: usize },
     #[error("a batch handed to another thread to write was not written: {0}")]
     Deferred(String),
+    #[error(
+        "the store holds {name} state in format {}, this version reads format {want}: delete the \
+         store directory and it is rebuilt from the events topic",
+        found.map_or("unmarked (written before stop 35)".to_string(), |f| f.to_string())
+    )]
+    Format { name: String, found: Option<u32>, want: u32 },
 }
 
 /// One record waiting in the outbox.
@@ -213,9 +219,11 @@ const KEPT_PREFIXES: [&[u8]; 2] = [b"e/", b"k/"];
 /// state for its changelog) is stored in pieces, not in one value of some hundred megabytes.
 const SEAL_EVERY: usize = 10_000;
 /// Room made for a state's bytes before writing them: a SKU core of the benchmark mix takes
-/// 650 bytes at the median, 1,500 at most, so it is written with one allocation, seldom two.
+/// about 280 bytes, so it is written with one allocation.
 const STATE_CAPACITY: usize = 1_024;
 const SEQ: &[u8] = b"m/seq";
+/// The format a service stores its state in, per service: `m/format/<name>`.
+const FORMAT_PREFIX: &[u8] = b"m/format/";
 
 impl Store {
     /// Opens (or creates) the store. Blocks: call it from a blocking thread.
@@ -247,6 +255,23 @@ impl Store {
             deferrals: Arc::default(),
             rewrites: Arc::default(),
         })
+    }
+
+    /// Checks that the store holds `name`'s state in `format`, the one this version writes:
+    /// a store without offsets takes it, and one that holds state in another format (or in one
+    /// from before formats were marked) is refused, since its values would not decode, or
+    /// worse, decode as something else. Blocks: call it from a blocking thread.
+    pub fn claim_format(&self, name: &str, format: u32) -> Result<(), StoreError> {
+        let key = [FORMAT_PREFIX, name.as_bytes()].concat();
+        let found = self.tree.get(&key)?.map(|v| be_u32(&v, "state format")).transpose()?;
+        match found {
+            Some(found) if found == format => Ok(()),
+            None if self.offsets()?.is_empty() => {
+                self.tree.insert(&key, format.to_be_bytes())?;
+                Ok(self.db.persist(PersistMode::SyncAll)?)
+            }
+            found => Err(StoreError::Format { name: name.to_string(), found, want: format }),
+        }
     }
 
     /// The id stamped on every record this store sends; unique per store.
@@ -1079,9 +1104,34 @@ fn be_u64(bytes: &[u8], at: usize, what: &'static str) -> Result<u64, StoreError
     Ok(u64::from_be_bytes(fixed(bytes, at, what)?))
 }
 
+fn be_u32(bytes: &[u8], what: &'static str) -> Result<u32, StoreError> {
+    Ok(u32::from_be_bytes(fixed(bytes, 0, what)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An empty store takes the format it is opened for; a store holding state in another
+    /// format, or in none marked, is refused with an error that says what to do.
+    #[test]
+    fn a_store_is_read_only_in_the_format_it_was_written_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.claim_format("coordinator", 2).unwrap();
+        let mut commit = store.begin().unwrap();
+        commit.put_offset(0, 7);
+        store.commit(commit).unwrap();
+        store.claim_format("coordinator", 2).unwrap();
+        let refused = store.claim_format("coordinator", 3).unwrap_err();
+        assert!(matches!(refused, StoreError::Format { found: Some(2), want: 3, .. }), "{refused}");
+        assert!(refused.to_string().contains("delete the store directory"), "{refused}");
+        let unmarked = store.claim_format("reporter", 1).unwrap_err();
+        assert!(matches!(unmarked, StoreError::Format { found: None, .. }), "{unmarked}");
+        drop(store);
+        let reopened = Store::open(dir.path()).unwrap();
+        reopened.claim_format("coordinator", 2).unwrap();
+    }
 
     fn record(n: u8) -> OutboxRecord {
         OutboxRecord { topic: "t".into(), key: vec![n], value: vec![n, n], headers: vec![], partition: None }
