@@ -69,19 +69,35 @@ struct Series {
 
 /// The exact sum of placements in (cursor - width, cursor]; no cursor before the first query.
 ///
-/// It also remembers the first placement past each edge (not stored: unknown after a load),
-/// so that a move that no placement crosses costs no lookup, and one that does costs one.
+/// It also remembers the first placement past each edge and where it stands (not stored:
+/// unknown after a load), so that a move that no placement crosses costs no lookup, and one
+/// that does sums from there; it searches only after a late placement went in before it.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 struct Window {
     cursor: Option<i64>,
     sum: i64,
-    /// The first placement after the cursor ([`NONE_AFTER`]: none); `None`: unknown.
+    /// The first placement after the cursor; `None`: unknown.
     #[serde(skip)]
-    next_in: Option<i64>,
+    next_in: Option<Next>,
     /// The first placement after cursor - width, the next to leave the window.
     #[serde(skip)]
-    next_out: Option<i64>,
+    next_out: Option<Next>,
 }
+
+/// The first placement after an edge: its time ([`NONE_AFTER`]: none), and where it stood in
+/// its series when last seen, so that an edge moving past it starts summing there instead of
+/// searching for it ([`Points::index_of`]).
+#[derive(Debug, Clone, Copy)]
+struct Next {
+    at: i64,
+    /// Counted from the first placement the series ever held ([`Points::popped`]), so that
+    /// placements leaving from the front do not move it; one placed before it does, which
+    /// [`Points::index_of`] notices.
+    position: u64,
+}
+
+/// A position no placement is at.
+const UNKNOWN_POSITION: u64 = u64::MAX;
 
 /// Windows are equal when they sum the same span the same way, whatever they remember.
 impl PartialEq for Window {
@@ -100,78 +116,104 @@ const NONE_AFTER: i64 = i64::MAX;
 /// A sorted deque rather than a tree: placements mostly arrive in time order and leave from
 /// the front, a window reads them as a run, and a tree's first node (eleven slots) was most of
 /// a quiet SKU's placements in memory.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Points(VecDeque<(i64, i64)>);
+#[derive(Debug, Clone, Default)]
+struct Points {
+    placed: VecDeque<(i64, i64)>,
+    /// Placements taken from the front so far: what turns a [`Next::position`] into an index.
+    popped: u64,
+}
+
+/// Placements are equal when they hold the same, whatever left before.
+impl PartialEq for Points {
+    fn eq(&self, other: &Self) -> bool {
+        self.placed == other.placed
+    }
+}
+
+impl Eq for Points {}
 
 impl Points {
     /// The index of the first placement after `at`.
     fn index_after(&self, at: i64) -> usize {
         // most questions are about the latest time (the hour a commit writes, a window's
         // leading edge, a placement arriving in order), after which nothing is placed yet
-        match self.0.back() {
-            Some((last, _)) if *last > at => self.0.partition_point(|(placed, _)| *placed <= at),
-            _ => self.0.len(),
+        match self.placed.back() {
+            Some((last, _)) if *last > at => self.placed.partition_point(|(placed, _)| *placed <= at),
+            _ => self.placed.len(),
         }
     }
 
     /// The placements after `after`, in time order.
     fn after(&self, after: i64) -> impl Iterator<Item = &(i64, i64)> {
-        self.0.range(self.index_after(after)..)
+        self.placed.range(self.index_after(after)..)
     }
 
     /// The placements in [start, end).
     fn within(&self, start: i64, end: i64) -> impl Iterator<Item = &(i64, i64)> {
         let (from, to) = (self.index_after(start.saturating_sub(1)), self.index_after(end.saturating_sub(1)));
-        self.0.range(from..to.max(from))
+        self.placed.range(from..to.max(from))
     }
 
     fn add(&mut self, at_ms: i64, units: i64) {
         let index = self.index_after(at_ms);
-        match index.checked_sub(1).map(|last| &mut self.0[last]) {
+        match index.checked_sub(1).map(|last| &mut self.placed[last]) {
             Some((placed, held)) if *placed == at_ms => *held += units,
-            _ => self.0.insert(index, (at_ms, units)),
+            _ => self.placed.insert(index, (at_ms, units)),
         }
     }
 
     fn first(&self) -> Option<i64> {
-        self.0.front().map(|(at, _)| *at)
+        self.placed.front().map(|(at, _)| *at)
     }
 
     fn pop_first(&mut self) -> Option<i64> {
-        self.0.pop_front().map(|(at, _)| at)
+        let first = self.placed.pop_front()?;
+        self.popped += 1;
+        Some(first.0)
+    }
+
+    /// The placement at `index` as the next after an edge.
+    fn next_at(&self, index: usize) -> Next {
+        let at = self.placed.get(index).map_or(NONE_AFTER, |(at, _)| *at);
+        Next { at, position: self.popped + index as u64 }
+    }
+
+    /// The index of `next`, the first placement after `edge`: where it was last seen if it
+    /// is still there (one placement per millisecond, so its time tells it), else searched.
+    fn index_of(&self, next: Next, edge: i64) -> usize {
+        let seen = usize::try_from(next.position.wrapping_sub(self.popped)).unwrap_or(usize::MAX);
+        let still_there = self.placed.get(seen).is_some_and(|(at, _)| *at == next.at)
+            && seen.checked_sub(1).is_none_or(|before| self.placed[before].0 <= edge);
+        if still_there { seen } else { self.index_after(edge) }
     }
 
     fn times(&self) -> impl Iterator<Item = i64> + '_ {
-        self.0.iter().map(|(at, _)| *at)
+        self.placed.iter().map(|(at, _)| *at)
     }
 
     fn len(&self) -> usize {
-        self.0.len()
+        self.placed.len()
     }
-}
-
-/// The first placement after `after`, or [`NONE_AFTER`].
-fn first_after(points: &Points, after: i64) -> i64 {
-    points.after(after).next().map_or(NONE_AFTER, |(at, _)| *at)
-}
-
-/// The units placed in (after, through], and the first placement after `through`.
-fn sum_through(points: &Points, after: i64, through: i64) -> (i64, i64) {
-    let mut sum = 0;
-    for (at, units) in points.after(after) {
-        if *at > through {
-            return (sum, *at);
-        }
-        sum += units;
-    }
-    (sum, NONE_AFTER)
 }
 
 /// Moves an edge from `from` to `to` (not before it): the units it passes, and the first
 /// placement after its new place. `next` is the first placement after `from`, if known.
-fn cross(points: &Points, next: Option<i64>, from: i64, to: i64) -> (i64, i64) {
-    let next = next.unwrap_or_else(|| first_after(points, from));
-    if next > to { (0, next) } else { sum_through(points, from, to) }
+fn cross(points: &Points, next: Option<Next>, from: i64, to: i64) -> (i64, Next) {
+    let next = next.unwrap_or_else(|| points.next_at(points.index_after(from)));
+    if next.at > to {
+        return (0, next);
+    }
+    let start = points.index_of(next, from);
+    let mut sum = 0;
+    let mut passed = 0;
+    for (at, units) in points.placed.range(start..) {
+        if *at > to {
+            break;
+        }
+        sum += units;
+        passed += 1;
+    }
+    (sum, points.next_at(start + passed))
 }
 
 /// Which trailing window a query reads.
@@ -237,9 +279,11 @@ impl Window {
 
     fn add(&mut self, at_ms: i64, units: i64, width: i64) {
         let Some(cursor) = self.cursor else { return };
-        let earliest = |next: &mut Option<i64>| {
-            if let Some(next) = next {
-                *next = (*next).min(at_ms);
+        let earliest = |next: &mut Option<Next>| {
+            if let Some(next) = next
+                && at_ms < next.at
+            {
+                *next = Next { at: at_ms, position: UNKNOWN_POSITION };
             }
         };
         if at_ms <= cursor.saturating_sub(width) {
@@ -426,7 +470,7 @@ mod tests {
         for (at, units) in [(10, 1), (30, 2), (20, 4), (30, 8), (5, 16)] {
             points.add(at, units);
         }
-        assert_eq!(points.0, [(5, 16), (10, 1), (20, 4), (30, 10)], "a late one goes in its place");
+        assert_eq!(points.placed, [(5, 16), (10, 1), (20, 4), (30, 10)], "a late one goes in its place");
         assert_eq!(points.within(10, 30).copied().collect::<Vec<_>>(), [(10, 1), (20, 4)], "[start, end)");
         assert_eq!(points.after(20).copied().collect::<Vec<_>>(), [(30, 10)]);
         assert_eq!(range_sum(&points, 5, 20), 5, "(after, through]");
