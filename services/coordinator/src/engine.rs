@@ -1,9 +1,9 @@
 //! The state engine: the pure fold over a bounded cache of SKU states backed by the store.
 //!
 //! Kafka Streams calls this a keyed state store with a caching layer. Each SKU's state is
-//! stored as parts ([`SkuState`] explains which): its core under the state key, and under
-//! keyed records its price book, its open alerts, its order lines, its promotion ids and its
-//! placements by hour. The engine
+//! stored as parts ([`SkuState`] explains which): its core under the state key, its price
+//! book and its open alerts as rewritten records (written whole when they change), and under
+//! keyed records its order lines, its promotion ids and its placements by hour. The engine
 //!
 //! - loads a SKU on its first event since it was evicted: the core, the price book, the open
 //!   alerts and the stored segments;
@@ -307,7 +307,7 @@ fn load(store: &Store, partition: i32, sku: &str) -> Result<SkuState, StoreError
     let Some(mut state) = load_core_with_prices(store, partition, sku)? else {
         return Ok(SkuState::default());
     };
-    if let Some(value) = store.record(partition, &record_prefix(sku, ALERTS))? {
+    if let Some(value) = store.rewritten(partition, &record_prefix(sku, ALERTS))? {
         state.alerts = decode(&value, "open alerts")?;
     }
     for (_, value) in store.records(partition, &record_prefix(sku, SEGMENT))? {
@@ -326,7 +326,7 @@ pub fn load_core_with_prices(
     let Some(mut state) = store.state::<SkuState>(partition, sku)? else {
         return Ok(None);
     };
-    if let Some(value) = store.record(partition, &record_prefix(sku, PRICES))? {
+    if let Some(value) = store.rewritten(partition, &record_prefix(sku, PRICES))? {
         state.prices = decode(&value, "price book")?;
     }
     Ok(Some(state))
@@ -368,8 +368,8 @@ fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str
     if changes.alerts {
         let key = record_prefix(sku, ALERTS);
         match state.alerts.is_empty() {
-            true => commit.remove_record(partition, &key),
-            false => commit.put_record(partition, &key, encode(&state.alerts)),
+            true => commit.remove_rewritten(partition, &key),
+            false => commit.put_rewritten(partition, &key, encode(&state.alerts)),
         }
     }
     for key in &changes.lines {
@@ -394,7 +394,7 @@ fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str
 }
 
 pub(crate) fn put_prices(commit: &mut Commit, partition: i32, sku: &str, prices: &PriceBook) {
-    commit.put_record(partition, &record_prefix(sku, PRICES), encode(prices));
+    commit.put_rewritten(partition, &record_prefix(sku, PRICES), encode(prices));
 }
 
 // Record keys: the SKU (length-prefixed, so no SKU is a prefix of another's keys), a kind
@@ -402,7 +402,8 @@ pub(crate) fn put_prices(commit: &mut Commit, partition: i32, sku: &str, prices:
 const LINE: u8 = b'l';
 const PROMOTION: u8 = b'p';
 const SEGMENT: u8 = b'h';
-/// The parts of a SKU stored apart from its core, one record each.
+/// The parts of a SKU stored apart from its core, one rewritten record each: they are
+/// overwritten like the core, so they live with the states, not with the history.
 const PRICES: u8 = b'b';
 const ALERTS: u8 = b'a';
 
@@ -635,10 +636,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(20, 6_000));
         let written = |commit: &Commit, sku: &str, kind: u8| {
-            let key = record_prefix(sku, kind);
-            commit
-                .partition_writes(0)
-                .any(|(stored, _)| stored.len() == key.len() + 6 && stored.ends_with(&key))
+            let stored = [&b"r/"[..], &0i32.to_be_bytes(), &record_prefix(sku, kind)].concat();
+            commit.write_of(&stored).is_some()
         };
         let mut engine = Engine::new(Fold::new(rules()), store.clone(), EngineOptions::default());
         let (mut cores, mut prices, mut alerts) = (0, 0, 0);

@@ -15,6 +15,7 @@
 //! | `store` | `s/` | input partition (4 bytes BE) + state key | service state (postcard) |
 //! | `kept` | `e/` | input partition (4 bytes BE) + event id | nothing: the event was accepted |
 //! | `kept` | `k/` | input partition (4 bytes BE) + record key | a keyed record of the service's state (raw bytes) |
+//! | `store` | `r/` | input partition (4 bytes BE) + record key | a rewritten record: a part of the service's state kept under its own key because it changes less often than the rest, and rewritten whole when it does (raw bytes) |
 //! | `store` | `x/` | first sequence of a batch (8 bytes BE) | the batch's outbox records not yet confirmed sent, with their sequence numbers (postcard) |
 //! | `store` | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
 //! | `store` | `l/` | input partition (4 bytes BE) | nothing: the changelog holds this store's whole state of the partition, but for the keys under `c/` |
@@ -211,7 +212,7 @@ struct Unconfirmed {
 const WRITER: &[u8] = b"m/writer";
 /// What a store holds per input partition, and what a changelog carries of it: state, seen
 /// ids, keyed records and the offset.
-pub const PARTITION_PREFIXES: [&[u8]; 4] = [b"s/", b"e/", b"k/", b"o/"];
+pub const PARTITION_PREFIXES: [&[u8]; 5] = [b"s/", b"r/", b"e/", b"k/", b"o/"];
 /// The prefixes kept in their own keyspace: accepted ids and keyed records (see the module
 /// documentation).
 const KEPT_PREFIXES: [&[u8]; 2] = [b"e/", b"k/"];
@@ -354,6 +355,11 @@ impl Store {
     /// One keyed record of an input partition.
     pub fn record(&self, partition: i32, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
         Ok(self.kept.get(partition_key(b"k/", partition, key))?)
+    }
+
+    /// A rewritten record of an input partition ([`Commit::put_rewritten`]).
+    pub fn rewritten(&self, partition: i32, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self.tree.get(partition_key(b"r/", partition, key))?)
     }
 
     /// The keyed records of an input partition whose key starts with `prefix`, in key order,
@@ -606,7 +612,7 @@ impl Store {
     /// its log.
     pub fn drop_partition(&self, partition: i32) -> Result<(), StoreError> {
         let mut writes = BTreeMap::new();
-        for prefix in [b"s/", b"e/", b"k/"] {
+        for prefix in [b"s/", b"r/", b"e/", b"k/"] {
             for entry in self.scan(&partition_key(prefix, partition, b"")) {
                 writes.insert(entry?.0.to_vec(), None);
             }
@@ -820,6 +826,18 @@ impl Commit {
 
     pub fn remove_record(&mut self, partition: i32, key: &[u8]) {
         self.writes.insert(partition_key(b"k/", partition, key), None);
+    }
+
+    /// Writes a part of a state kept under its own key, rewritten whole when it changes (a
+    /// SKU's price book, say). It lives with the states, not with the keyed records: those
+    /// are the history, written once or a few times each, and overwritten keys among them
+    /// leave their merges rewriting dead versions.
+    pub fn put_rewritten(&mut self, partition: i32, key: &[u8], value: Vec<u8>) {
+        self.put(partition_key(b"r/", partition, key), value);
+    }
+
+    pub fn remove_rewritten(&mut self, partition: i32, key: &[u8]) {
+        self.writes.insert(partition_key(b"r/", partition, key), None);
     }
 
     pub fn put_seen(&mut self, partition: i32, event_id: &str) {
@@ -1218,6 +1236,7 @@ mod tests {
         for (n, removed) in [(1u32, false), (2, true)] {
             let mut commit = original.begin().unwrap();
             commit.put_state(5, "SKU-1", &n);
+            commit.put_rewritten(5, b"SKU-1/prices", vec![n as u8; 3]);
             commit.put_record(5, b"line/a", vec![n as u8]);
             if removed {
                 commit.remove_record(5, b"line/a");
@@ -1431,11 +1450,17 @@ mod tests {
         let mut commit = store.begin().unwrap();
         for partition in [0, 1] {
             commit.put_state(partition, "SKU", &1u8);
+            commit.put_rewritten(partition, b"SKU/prices", vec![2]);
             commit.put_seen(partition, "ev");
             commit.put_offset(partition, 5);
         }
         store.commit(commit).unwrap();
+        // a rewritten record lives with the states, not with the history
+        assert!(store.tree.contains_key(partition_key(b"r/", 0, b"SKU/prices")).unwrap());
+        assert!(!store.kept.contains_key(partition_key(b"r/", 0, b"SKU/prices")).unwrap());
         store.drop_partition(0).unwrap();
+        assert_eq!(store.rewritten(0, b"SKU/prices").unwrap(), None);
+        assert_eq!(store.rewritten(1, b"SKU/prices").unwrap().as_deref(), Some(&[2u8][..]));
         assert_eq!(store.offsets().unwrap(), BTreeMap::from([(1, 5)]));
         assert!(store.partition_state::<u8>(0).unwrap().is_empty());
         assert!(store.seen_ids(0).unwrap().is_empty());
