@@ -96,9 +96,6 @@ struct Next {
     position: u64,
 }
 
-/// A position no placement is at.
-const UNKNOWN_POSITION: u64 = u64::MAX;
-
 /// Windows are equal when they sum the same span the same way, whatever they remember.
 impl PartialEq for Window {
     fn eq(&self, other: &Self) -> bool {
@@ -154,12 +151,20 @@ impl Points {
         self.placed.range(from..to.max(from))
     }
 
-    fn add(&mut self, at_ms: i64, units: i64) {
+    /// Adds units placed at `at_ms`; returns the placement's position ([`Next::position`]).
+    fn add(&mut self, at_ms: i64, units: i64) -> u64 {
         let index = self.index_after(at_ms);
-        match index.checked_sub(1).map(|last| &mut self.placed[last]) {
-            Some((placed, held)) if *placed == at_ms => *held += units,
-            _ => self.placed.insert(index, (at_ms, units)),
-        }
+        let index = match index.checked_sub(1).map(|last| (last, &mut self.placed[last])) {
+            Some((last, (placed, held))) if *placed == at_ms => {
+                *held += units;
+                last
+            }
+            _ => {
+                self.placed.insert(index, (at_ms, units));
+                index
+            }
+        };
+        self.popped + index as u64
     }
 
     fn first(&self) -> Option<i64> {
@@ -277,13 +282,16 @@ impl Window {
             + range_sum(points, now.saturating_sub(width), cursor.saturating_sub(width))
     }
 
-    fn add(&mut self, at_ms: i64, units: i64, width: i64) {
+    /// Counts units placed at `at_ms`, now at `position` in the series: a placement ahead of
+    /// the cursor is the next to enter if it comes before the one known (most placements
+    /// arrive in order, so that one is none), and its position spares the search for it.
+    fn add(&mut self, at_ms: i64, units: i64, width: i64, position: u64) {
         let Some(cursor) = self.cursor else { return };
         let earliest = |next: &mut Option<Next>| {
             if let Some(next) = next
                 && at_ms < next.at
             {
-                *next = Next { at: at_ms, position: UNKNOWN_POSITION };
+                *next = Next { at: at_ms, position };
             }
         };
         if at_ms <= cursor.saturating_sub(width) {
@@ -334,9 +342,9 @@ impl Demand {
             Some(series) => series,
             None => self.series.entry(channel.to_string()).or_default(),
         };
-        series.points.add(at_ms, units);
-        series.month.add(at_ms, units, WINDOW_MS);
-        series.hour.add(at_ms, units, HOUR_MS);
+        let position = series.points.add(at_ms, units);
+        series.month.add(at_ms, units, WINDOW_MS, position);
+        series.hour.add(at_ms, units, HOUR_MS, position);
         self.changed_segments.insert(segment_of(at_ms));
         self.held_after = self.held_after.map(|after| after.min(at_ms.saturating_sub(1)));
     }
