@@ -147,8 +147,11 @@ impl Points {
 
     /// The placements in [start, end).
     fn within(&self, start: i64, end: i64) -> impl Iterator<Item = &(i64, i64)> {
-        let (from, to) = (self.index_after(start.saturating_sub(1)), self.index_after(end.saturating_sub(1)));
-        self.placed.range(from..to.max(from))
+        let to = self.index_after(end.saturating_sub(1));
+        // walked back from its end, a span costs what reading it does, where a search for its
+        // start cost a binary search of the series (a commit reads the latest hour, at its end)
+        let len = self.placed.range(..to).rev().take_while(|(at, _)| *at >= start).count();
+        self.placed.range(to - len..to)
     }
 
     /// Adds units placed at `at_ms`; returns the placement's position ([`Next::position`]).
@@ -480,6 +483,9 @@ mod tests {
         }
         assert_eq!(points.placed, [(5, 16), (10, 1), (20, 4), (30, 10)], "a late one goes in its place");
         assert_eq!(points.within(10, 30).copied().collect::<Vec<_>>(), [(10, 1), (20, 4)], "[start, end)");
+        assert_eq!(points.within(0, 11).copied().collect::<Vec<_>>(), [(5, 16), (10, 1)]);
+        assert_eq!(points.within(25, 40).copied().collect::<Vec<_>>(), [(30, 10)], "the latest span");
+        assert_eq!(points.within(6, 10).count() + points.within(31, 40).count(), 0, "empty spans");
         assert_eq!(points.after(20).copied().collect::<Vec<_>>(), [(30, 10)]);
         assert_eq!(range_sum(&points, 5, 20), 5, "(after, through]");
         assert_eq!(points.pop_first(), Some(5));
