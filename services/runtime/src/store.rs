@@ -103,6 +103,12 @@ pub struct OutboxRecord {
     pub partition: Option<i32>,
 }
 
+/// At least the bytes a batch of outbox records takes stored: each record's bound and its
+/// sequence number, and the batch's length.
+fn sealed_len_bound(records: &[(u64, OutboxRecord)]) -> usize {
+    10 + records.iter().map(|(_, record)| 10 + record.stored_len_bound()).sum::<usize>()
+}
+
 impl OutboxRecord {
     /// At least the bytes the record takes stored: its bytes and a few for each length,
     /// so that a batch of records is written into one buffer of the right size (grown by
@@ -929,9 +935,8 @@ impl Commit {
     /// Puts the records pushed since the last seal under one key, the first one's sequence.
     fn seal_outbox(&mut self) {
         let Some(&(first, _)) = self.outbox.first() else { return };
-        let bound = 10 + self.outbox.iter().map(|(_, record)| 10 + record.stored_len_bound()).sum::<usize>();
-        let value =
-            postcard::to_extend(&self.outbox, Vec::with_capacity(bound)).expect("outbox records serialize");
+        let value = postcard::to_extend(&self.outbox, Vec::with_capacity(sealed_len_bound(&self.outbox)))
+            .expect("outbox records serialize");
         self.put(outbox_key(first), value);
         let records = std::mem::take(&mut self.outbox);
         self.sealed.push((first, records.iter().map(|(seq, _)| *seq).collect()));
@@ -1175,8 +1180,7 @@ mod tests {
             partition: Some(i32::MAX),
         };
         let records = vec![(u64::MAX, record(1)), (u64::MAX, big), (u64::MAX, record(2))];
-        let bound = 10 + records.iter().map(|(_, record)| 10 + record.stored_len_bound()).sum::<usize>();
-        assert!(postcard::to_allocvec(&records).unwrap().len() <= bound);
+        assert!(postcard::to_allocvec(&records).unwrap().len() <= sealed_len_bound(&records));
     }
 
     #[test]
