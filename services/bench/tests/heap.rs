@@ -1,5 +1,6 @@
 //! The counting allocator counts what is held across threads: a block allocated on one
-//! thread and freed on another leaves the sum where it was.
+//! thread and freed on another leaves the sum where it was. One test: the count is the
+//! process's, so tests running side by side would see each other's blocks.
 
 use omnifold_bench::heap::{Counting, held_bytes, start_counting};
 
@@ -18,4 +19,14 @@ fn counts_blocks_held_whatever_thread_frees_them() {
     drop(blocks);
     let after = held_bytes() - before;
     assert!(after < 1 << 20, "the blocks freed on another thread are uncounted, {after} left");
+
+    // more threads than have a counter of their own: the rest share one
+    let before = held_bytes();
+    let threads: Vec<_> = (0..100).map(|_| std::thread::spawn(|| vec![1u8; 1 << 16])).collect();
+    let blocks: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().expect("an allocating thread")).collect();
+    let held = held_bytes() - before;
+    assert!(held >= 100 << 16, "100 blocks of 64 KiB held, counted {held}");
+    drop(blocks);
+    let after = held_bytes() - before;
+    assert!(after < 1 << 16, "the blocks freed here are uncounted, {after} left");
 }
