@@ -69,11 +69,19 @@ impl ProducerContext for DeliveryContext {
 /// A failed delivery: the topic and the producer's error.
 pub type Failure = (String, ClientError);
 
-/// The current wave of records: how many were sent, how many came back, and what they did.
+/// The waves of records in flight: for each, how many were sent, how many came back, and what
+/// they did.
 #[derive(Default)]
 pub struct Waves {
-    wave: Mutex<Wave>,
+    open: Mutex<Open>,
     changed: Notify,
+}
+
+#[derive(Default)]
+struct Open {
+    last: usize,
+    /// Oldest first; a handful at most (the sender keeps a few in flight).
+    waves: Vec<Wave>,
 }
 
 #[derive(Default)]
@@ -90,17 +98,18 @@ struct Wave {
 impl Waves {
     /// Starts a wave of `expected` records; returns the number its records carry.
     pub fn begin(&self, expected: usize) -> usize {
-        let mut wave = self.wave.lock().expect("waves lock");
-        let number = wave.number.wrapping_add(1);
-        *wave = Wave { number, expected, ..Wave::default() };
+        let mut open = self.open.lock().expect("waves lock");
+        open.last = open.last.wrapping_add(1);
+        let number = open.last;
+        open.waves.push(Wave { number, expected, ..Wave::default() });
         number
     }
 
     fn delivered(&self, number: usize, result: Result<(&str, i32, i64), (&str, ClientError)>) {
-        let mut wave = self.wave.lock().expect("waves lock");
-        if wave.number != number {
+        let mut open = self.open.lock().expect("waves lock");
+        let Some(wave) = open.waves.iter_mut().find(|wave| wave.number == number) else {
             return;
-        }
+        };
         wave.delivered += 1;
         match result {
             Ok((topic, partition, offset)) => wave.note_tail(topic, partition, offset),
@@ -114,7 +123,9 @@ impl Waves {
     }
 
     /// Waits until every record of wave `number` is delivered, and returns the last offset
-    /// each partition took; or returns the first failure as soon as one is reported.
+    /// each partition took; or returns the first failure as soon as one is reported. Waves
+    /// are finished in the order they began: finishing one forgets any older one left
+    /// unfinished (abandoned on an error), whose late reports are then ignored.
     pub async fn finish(&self, number: usize) -> Result<BTreeMap<(String, i32), i64>, Failure> {
         loop {
             let changed = self.changed.notified();
@@ -126,15 +137,18 @@ impl Waves {
     }
 
     fn outcome(&self, number: usize) -> Option<Result<BTreeMap<(String, i32), i64>, Failure>> {
-        let mut wave = self.wave.lock().expect("waves lock");
-        assert_eq!(wave.number, number, "one wave at a time");
-        if let Some(failure) = wave.failure.take() {
-            return Some(Err(failure));
-        }
-        if wave.delivered < wave.expected {
+        let mut open = self.open.lock().expect("waves lock");
+        let index = open.waves.iter().position(|wave| wave.number == number).expect("a wave begun");
+        let wave = &mut open.waves[index];
+        if wave.failure.is_none() && wave.delivered < wave.expected {
             return None;
         }
-        let tails = std::mem::take(&mut wave.tails)
+        let wave = open.waves.drain(..=index).last().expect("the wave itself");
+        if let Some(failure) = wave.failure {
+            return Some(Err(failure));
+        }
+        let tails = wave
+            .tails
             .into_iter()
             .flat_map(|(topic, partitions)| {
                 partitions.into_iter().map(move |(partition, tail)| ((topic.clone(), partition), tail))
@@ -202,6 +216,30 @@ mod tests {
         assert!(waves.outcome(number).is_none(), "nothing of the new wave is back");
         waves.delivered(number, Ok(("a", 0, 4)));
         assert_eq!(waves.finish(number).await.unwrap(), [(("a".into(), 0), 4)].into());
+    }
+
+    #[tokio::test]
+    async fn waves_in_flight_are_counted_apart_whichever_comes_back_first() {
+        let waves = Waves::default();
+        let first = waves.begin(2);
+        let second = waves.begin(1);
+        waves.delivered(second, Ok(("a", 0, 9)));
+        waves.delivered(first, Ok(("a", 0, 7)));
+        assert!(waves.outcome(first).is_none(), "one of the first wave's two is back");
+        waves.delivered(first, Ok(("a", 1, 8)));
+        assert_eq!(waves.finish(first).await.unwrap(), [(("a".into(), 0), 7), (("a".into(), 1), 8)].into());
+        assert_eq!(waves.finish(second).await.unwrap(), [(("a".into(), 0), 9)].into());
+    }
+
+    #[tokio::test]
+    async fn finishing_a_wave_forgets_the_older_ones_left_unfinished() {
+        let waves = Waves::default();
+        let abandoned = waves.begin(2);
+        let number = waves.begin(1);
+        waves.delivered(number, Ok(("a", 0, 4)));
+        assert_eq!(waves.finish(number).await.unwrap(), [(("a".into(), 0), 4)].into());
+        waves.delivered(abandoned, Ok(("a", 0, 3)));
+        assert!(waves.open.lock().unwrap().waves.is_empty(), "nothing kept of the abandoned wave");
     }
 
     #[tokio::test]
