@@ -147,6 +147,11 @@ impl Points {
 
     /// The placements in [start, end).
     fn within(&self, start: i64, end: i64) -> impl Iterator<Item = &(i64, i64)> {
+        // a span before the first placement is empty: the hour a prune let go, which a commit
+        // writes (as deleted) for every series of the SKU
+        if self.first().is_none_or(|first| first >= end) {
+            return self.placed.range(0..0);
+        }
         let to = self.index_after(end.saturating_sub(1));
         // walked back from its end, a span costs what reading it does, where a search for its
         // start cost a binary search of the series (a commit reads the latest hour, at its end)
@@ -489,6 +494,8 @@ mod tests {
         assert_eq!(points.after(20).copied().collect::<Vec<_>>(), [(30, 10)]);
         assert_eq!(range_sum(&points, 5, 20), 5, "(after, through]");
         assert_eq!(points.pop_first(), Some(5));
+        assert_eq!(points.within(0, 10).count(), 0, "a span before the first placement left");
+        assert_eq!(points.within(0, 11).copied().collect::<Vec<_>>(), [(10, 1)], "one ending just past it");
     }
 
     #[test]
