@@ -40,7 +40,7 @@ pub const OUTBOX_HEADER: &str = "omnifold-outbox";
 const SEND_BATCH: usize = 20_000;
 /// Waves of records queued in the producer and not yet confirmed. With one, the sender queued
 /// nothing while a wave's last records went to the broker and back and were confirmed in the
-/// store, about two thirds of its time in a coordinator's catch-up.
+/// store, about three fifths of its time in a coordinator's catch-up.
 const WAVES_IN_FLIGHT: usize = 2;
 /// Reading back delivered records fails (to be retried) if the ends are not reached by then.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -736,7 +736,7 @@ impl OutboxSignals {
     /// Counts `records` delivered off the pending ones, as each wave is. Counted only once the
     /// sender had sent everything, a committing loop pushed back by the count waited until the
     /// sender had run dry, and the sender then waited for its next commits: they took turns
-    /// instead of running side by side (a coordinator's sender sat idle for 9 of its 25 s).
+    /// instead of running side by side (a coordinator's sender sat idle for 10 of its 25 s).
     fn sent(&self, records: usize) {
         let before = self
             .pending
