@@ -925,4 +925,19 @@ mod tests {
             Err(OutboxError::UnknownTopic(_))
         ));
     }
+
+    /// The push-back count falls with each wave delivered, not only once the sender ran dry,
+    /// and never below zero (a count re-taken from the store may already be lower).
+    #[test]
+    fn each_wave_delivered_is_counted_off_the_pending_records() {
+        let signals = OutboxSignals::default();
+        signals.committed_records(vec![(1, record("t", 0, false, b"a")), (2, record("t", 0, false, b"b"))]);
+        signals.committed(3);
+        assert_eq!(signals.pending(), 5);
+        assert_eq!(signals.handoff.len(), 2, "handed records wait for the sender");
+        signals.sent(2);
+        assert_eq!(signals.pending(), 3, "one wave delivered, the rest still pending");
+        signals.sent(4);
+        assert_eq!(signals.pending(), 0);
+    }
 }
