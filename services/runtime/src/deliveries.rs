@@ -69,6 +69,9 @@ impl ProducerContext for DeliveryContext {
 /// A failed delivery: the topic and the producer's error.
 pub type Failure = (String, ClientError);
 
+/// The last offset a wave delivered to each (topic, partition).
+pub type Tails = BTreeMap<(String, i32), i64>;
+
 /// The waves of records in flight: for each, how many were sent, how many came back, and what
 /// they did.
 #[derive(Default)]
@@ -126,7 +129,7 @@ impl Waves {
     /// each partition took; or returns the first failure as soon as one is reported. Waves
     /// are finished in the order they began: finishing one forgets any older one left
     /// unfinished (abandoned on an error), whose late reports are then ignored.
-    pub async fn finish(&self, number: usize) -> Result<BTreeMap<(String, i32), i64>, Failure> {
+    pub async fn finish(&self, number: usize) -> Result<Tails, Failure> {
         loop {
             let changed = self.changed.notified();
             if let Some(outcome) = self.outcome(number) {
@@ -136,14 +139,14 @@ impl Waves {
         }
     }
 
-    fn outcome(&self, number: usize) -> Option<Result<BTreeMap<(String, i32), i64>, Failure>> {
+    fn outcome(&self, number: usize) -> Option<Result<Tails, Failure>> {
         let mut open = self.open.lock().expect("waves lock");
         let index = open.waves.iter().position(|wave| wave.number == number).expect("a wave begun");
         let wave = &mut open.waves[index];
         if wave.failure.is_none() && wave.delivered < wave.expected {
             return None;
         }
-        let wave = open.waves.drain(..=index).last().expect("the wave itself");
+        let wave = open.waves.drain(..=index).next_back().expect("the wave itself");
         if let Some(failure) = wave.failure {
             return Some(Err(failure));
         }
