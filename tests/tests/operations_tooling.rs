@@ -566,16 +566,6 @@ fn systemd_analyze_verifies_the_units() {
 // ---------------------------------------------------------------------------------------
 // A real Prometheus scraping a running coordinator.
 
-/// A child process killed when dropped.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn percent_encoded(text: &str) -> String {
     text.bytes()
         .map(|b| match b {

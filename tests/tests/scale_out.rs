@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::ops::{Deref, DerefMut};
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::changelogs::{assert_changelogs_equal_the_owners, changelogs_at_the_end};
@@ -24,50 +22,24 @@ use omnifold_testkit::Broker;
 
 const GROUP: &str = "scale-out";
 
-/// A coordinator process of a test, SIGKILLed when dropped: a failed assertion leaves none
-/// running (each holds the test's output open, so a run piped into another command would
-/// never end, and each would keep a core busy).
-struct Member(Child);
-
-impl Deref for Member {
-    type Target = Child;
-
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl DerefMut for Member {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A coordinator process in the group, with a static member id.
-fn member(broker: &Broker, store: &Path, id: &str) -> Member {
+fn member(broker: &Broker, store: &Path, id: &str) -> Killed {
     let child = service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200)
         .args(["--group", GROUP, "--instance-id", id, "--session-timeout-ms", "6000"])
         .spawn()
         .expect("coordinator starts");
-    Member(child)
+    Killed(child)
 }
 
 /// Like [`member`], logging the changelog restores to `log`.
-fn member_logging_restores(broker: &Broker, store: &Path, id: &str, log: &Path) -> Member {
+fn member_logging_restores(broker: &Broker, store: &Path, id: &str, log: &Path) -> Killed {
     let child = service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200)
         .args(["--group", GROUP, "--instance-id", id, "--session-timeout-ms", "6000"])
         .env("RUST_LOG", "warn,omnifold_runtime::changelog=info")
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("coordinator starts");
-    Member(child)
+    Killed(child)
 }
 
 fn feed() -> Vec<Event> {
@@ -235,7 +207,7 @@ async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts()
     assert!(without.success(), "the run without the changelog catches up and exits");
 
     let log = store.path().with_extension("log");
-    let mut with = Member(
+    let mut with = Killed(
         service_command(coordinator, &broker, store.path(), 200)
             .args(["--group", GROUP, "--changelog-dump-records", "300", "--changelog-interval-ms", "100"])
             .env("RUST_LOG", "warn,omnifold_coordinator::service=info")

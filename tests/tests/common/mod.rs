@@ -24,6 +24,32 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 pub const EVENTS_PARTITIONS: i32 = 3;
 
+/// A child process of a test, SIGKILLed when dropped: a failed assertion leaves none running
+/// (a coordinator would hold the test's output open, so a run piped into another command
+/// never ended, and keep a core busy).
+pub struct Killed(pub std::process::Child);
+
+impl std::ops::Deref for Killed {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Killed {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn contract_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/contract.toml")
 }
