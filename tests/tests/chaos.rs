@@ -10,7 +10,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -54,21 +53,21 @@ async fn paced_publish(kafka: omnifold_runtime::KafkaOptions, events: Vec<Event>
     publisher.flush().await.expect("flushed");
 }
 
-fn coordinator(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Child {
-    coordinator_process(broker, store, 200, exit_when_caught_up)
+fn coordinator(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Killed {
+    Killed(coordinator_process(broker, store, 200, exit_when_caught_up))
 }
 
-fn reporter(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Child {
+fn reporter(broker: &Broker, store: &Path, exit_when_caught_up: bool) -> Killed {
     let mut command = service_command(env!("CARGO_BIN_EXE_e2e-reporter"), broker, store, 200);
     command.args(["--instance-id", "chaos-reporter", "--session-timeout-ms", "6000"]);
     if exit_when_caught_up {
         command.arg("--exit-when-caught-up");
     }
-    command.spawn().expect("reporter starts")
+    Killed(command.spawn().expect("reporter starts"))
 }
 
 /// SIGKILLs a service that must still be running, and starts it again.
-fn kill_and_restart(child: &mut Child, what: &str, restart: impl FnOnce() -> Child) {
+fn kill_and_restart(child: &mut Killed, what: &str, restart: impl FnOnce() -> Killed) {
     if let Some(status) = child.try_wait().unwrap() {
         panic!("the {what} exited by itself ({status}) instead of riding the chaos out");
     }
@@ -78,7 +77,7 @@ fn kill_and_restart(child: &mut Child, what: &str, restart: impl FnOnce() -> Chi
 }
 
 /// Waits for a service run with --exit-when-caught-up.
-async fn finishes(mut child: Child, what: &str) {
+async fn finishes(mut child: Killed, what: &str) {
     let deadline = Instant::now() + FINAL_RUN_TIMEOUT;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

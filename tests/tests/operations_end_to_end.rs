@@ -422,15 +422,17 @@ async fn check_serve(broker: &Broker) {
     let store = tempfile::tempdir().unwrap();
     let addr = common::free_local_addr();
     let contract = contract_path();
-    let mut child = std::process::Command::new(REPORTER)
-        .args(["serve", "--bootstrap", &broker.bootstrap(), "--listen", &addr.to_string(), "--store"])
-        .arg(store.path())
-        .arg("--contract")
-        .arg(&contract)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("serve starts");
+    let mut child = common::Killed(
+        std::process::Command::new(REPORTER)
+            .args(["serve", "--bootstrap", &broker.bootstrap(), "--listen", &addr.to_string(), "--store"])
+            .arg(store.path())
+            .arg("--contract")
+            .arg(&contract)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("serve starts"),
+    );
     let page = served_until(addr, "amazon's MAP violation", |p| p.contains("map_violation/SKU-0001")).await;
     assert!(page.contains("<a href=\"/\">Weekly contribution</a>"));
     let late = Alert {
