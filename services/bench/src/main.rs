@@ -11,12 +11,12 @@ use omnifold_bench::e2e::{self, RunArgs};
 use omnifold_bench::history::{self, HistoryArgs};
 use omnifold_bench::scaleout::{self, ScaleOutArgs};
 
-/// The fold allocates many small, short-lived values; mimalloc serves them with less work
-/// than the system allocator (measured in the README's "Performance" section). Counted, so
-/// that `history` can tell the heap the state engine really holds.
+/// mimalloc, set up as `omnifold_runtime::allocator` says (the services' allocator, so that
+/// the benchmark measures theirs). Counted, so that `history` can tell the heap the state
+/// engine really holds.
 #[global_allocator]
-static ALLOCATOR: omnifold_bench::heap::Counting<mimalloc::MiMalloc> =
-    omnifold_bench::heap::Counting(mimalloc::MiMalloc);
+static ALLOCATOR: omnifold_bench::heap::Counting<omnifold_runtime::allocator::Allocator> =
+    omnifold_bench::heap::Counting(omnifold_runtime::allocator::Allocator);
 
 #[derive(Parser)]
 #[command(
@@ -51,6 +51,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    omnifold_runtime::allocator::purge_whole_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Coordinator(args)) => child_main(args),

@@ -1,10 +1,10 @@
 //! `omnifold-coordinator`: see `omnifold_coordinator::cli`.
 
-/// The fold allocates many small, short-lived values; mimalloc serves them with less work
-/// than the system allocator (README, "Performance").
+/// mimalloc, set up as `omnifold_runtime::allocator` says.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
 
 fn main() -> anyhow::Result<()> {
+    omnifold_runtime::allocator::purge_whole_huge_pages();
     omnifold_coordinator::cli::main()
 }

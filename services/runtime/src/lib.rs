@@ -4,6 +4,7 @@
 //! Architecture invariant: no business rule lives here. Rules are in `omnifold-domain`;
 //! this crate moves bytes between Kafka, the store and the fold.
 
+pub mod allocator;
 pub mod changelog;
 pub mod cli;
 pub mod contract_file;

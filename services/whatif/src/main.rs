@@ -8,10 +8,9 @@
 //!         --alt 'no-b2b: retire wholesale@2026-W47; shift wholesale=shopify:0.3'
 //!     omnifold-what-if bench --events 1000000
 
-/// The fold allocates many small, short-lived values; mimalloc serves them with less work
-/// than the system allocator (as in the coordinator).
+/// mimalloc, set up as `omnifold_runtime::allocator` says.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -106,6 +105,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    omnifold_runtime::allocator::purge_whole_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Bench { contract, events, skus, days, partitions, alternatives }) => {
