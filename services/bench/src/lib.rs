@@ -113,7 +113,7 @@ impl Pipeline {
     fn persister(&mut self) -> &mut Persister {
         let committed = self.committed.clone();
         self.persister.get_or_insert_with(|| {
-            let hand = move |records: Vec<(u64, omnifold_runtime::OutboxRecord)>| {
+            let hand = move |records: omnifold_runtime::Handed| {
                 committed.lock().expect("committed lock").extend(records.into_iter().map(|(seq, _)| seq));
             };
             Persister::spawn(self.store.clone(), Box::new(hand))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use omnifold_runtime::{Commit, Deferred, OutboxRecord, Store, StoreError};
+use omnifold_runtime::{Commit, Deferred, Handed, Store, StoreError};
 
 /// Batches written and not yet fsynced that the fold loop may run ahead by; it waits beyond.
 const MAX_UNSYNCED_BATCHES: usize = 8;
@@ -20,11 +20,11 @@ const MAX_UNSYNCED_BATCHES: usize = 8;
 /// A batch to write and the outbox records it holds, in commit order.
 struct Unsynced {
     deferred: Deferred,
-    records: Vec<(u64, OutboxRecord)>,
+    records: Handed,
 }
 
 /// Where the records of fsynced batches go: the sender, in the coordinator.
-pub type Hand = Box<dyn FnMut(Vec<(u64, OutboxRecord)>) + Send>;
+pub type Hand = Box<dyn FnMut(Handed) + Send>;
 
 /// The thread that writes and fsyncs batches and hands their records on.
 pub struct Persister {
@@ -59,7 +59,7 @@ impl Persister {
 
     /// Queues a batch to write; waits while [`MAX_UNSYNCED_BATCHES`] are queued. Fails with the
     /// persister's own error once it has stopped (a write or an fsync failed).
-    pub fn submit(&mut self, commit: Commit, records: Vec<(u64, OutboxRecord)>) -> Result<(), PersistError> {
+    pub fn submit(&mut self, commit: Commit, records: Handed) -> Result<(), PersistError> {
         let queue = self.queue.as_ref().expect("submit before finish");
         let deferred = self.store.defer(commit);
         if queue.send(Unsynced { deferred, records }).is_err() {

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use crate::store::OutboxRecord;
+use crate::store::{Handed, OutboxRecord};
 
 /// Records committed, in sequence order, not yet taken by the sender.
 #[derive(Debug, Default)]
@@ -26,7 +26,7 @@ struct Inner {
 
 impl Handoff {
     /// Adds the records of one commit, in the order they were committed.
-    pub fn push(&self, records: Vec<(u64, OutboxRecord)>) {
+    pub fn push(&self, records: Handed) {
         let mut inner = self.inner.lock().expect("handoff lock");
         let floor = inner.sent_through;
         let fresh = records.into_iter().filter(|(seq, _)| floor.is_none_or(|floor| *seq > floor));
@@ -64,7 +64,7 @@ impl Handoff {
 mod tests {
     use super::*;
 
-    fn records(seqs: &[u64]) -> Vec<(u64, OutboxRecord)> {
+    fn records(seqs: &[u64]) -> Handed {
         let record = |seq: u64| OutboxRecord {
             topic: "t".into(),
             key: seq.to_be_bytes().to_vec(),
@@ -72,7 +72,7 @@ mod tests {
             headers: Vec::new(),
             partition: None,
         };
-        seqs.iter().map(|seq| (*seq, record(*seq))).collect()
+        seqs.iter().map(|seq| (*seq, record(*seq))).collect::<Vec<_>>().into()
     }
 
     fn seqs(taken: Vec<(u64, OutboxRecord)>) -> Vec<u64> {

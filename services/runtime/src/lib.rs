@@ -26,7 +26,7 @@ pub use health::{BrokerHealth, HealthContext};
 pub use kafka::{KafkaError, KafkaOptions};
 pub use kafka_config::{KafkaClientArgs, KafkaConfigError};
 pub use outbox::{OutboxError, OutboxLoop, OutboxSender, OutboxSignals};
-pub use store::{Commit, Deferred, OutboxRecord, Store, StoreError, Written};
+pub use store::{Commit, Deferred, Handed, OutboxRecord, Store, StoreError, Written};
 pub use topics::{TopicOptions, Topics};
 
 /// Milliseconds since the Unix epoch by the wall clock. Services use it for `detected_at_ms`

@@ -713,7 +713,7 @@ impl OutboxSignals {
     /// Tells the send loop that a commit added `records` to the outbox, and hands them over
     /// (for a loop spawned with [`OutboxLoop::spawn_handing_off`], which must hand every record
     /// it commits this way).
-    pub fn committed_records(&self, records: Vec<(u64, OutboxRecord)>) {
+    pub fn committed_records(&self, records: crate::Handed) {
         // counted before the sender can take them, so that its count-off never comes first
         self.count_committed(records.len());
         self.handoff.push(records);
@@ -931,7 +931,9 @@ mod tests {
     #[test]
     fn each_wave_delivered_is_counted_off_the_pending_records() {
         let signals = OutboxSignals::default();
-        signals.committed_records(vec![(1, record("t", 0, false, b"a")), (2, record("t", 0, false, b"b"))]);
+        signals.committed_records(
+            vec![(1, record("t", 0, false, b"a")), (2, record("t", 0, false, b"b"))].into(),
+        );
         signals.committed(3);
         assert_eq!(signals.pending(), 5);
         assert_eq!(signals.handoff.len(), 2, "handed records wait for the sender");

@@ -401,7 +401,7 @@ impl Store {
             outputs: 0,
             outbox: Vec::new(),
             handing: false,
-            handed: Vec::new(),
+            handed: Handed::default(),
             sealed: Vec::new(),
             bytes: 0,
         })
@@ -799,6 +799,45 @@ pub struct Written {
     next_seq: u64,
 }
 
+/// A commit's outbox records to hand to the sender, in sequence order: the pieces they were
+/// sealed in, kept apart. Joined into one list, each piece of up to 10,000 records was moved
+/// again into a list grown by doubling, and the fresh memory of each growth faulted in, some
+/// 5% of a coordinator's fold loop.
+#[derive(Debug, Default, PartialEq)]
+pub struct Handed {
+    pieces: Vec<Vec<(u64, OutboxRecord)>>,
+}
+
+impl Handed {
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pieces.iter().all(Vec::is_empty)
+    }
+
+    /// The sequence numbers, in order.
+    pub fn seqs(&self) -> Vec<u64> {
+        self.pieces.iter().flatten().map(|(seq, _)| *seq).collect()
+    }
+}
+
+impl From<Vec<(u64, OutboxRecord)>> for Handed {
+    fn from(records: Vec<(u64, OutboxRecord)>) -> Self {
+        Handed { pieces: vec![records] }
+    }
+}
+
+impl IntoIterator for Handed {
+    type Item = (u64, OutboxRecord);
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<(u64, OutboxRecord)>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.pieces.into_iter().flatten()
+    }
+}
+
 /// One atomic batch of state, seen ids, offsets and outputs.
 pub struct Commit {
     /// Key to value, `None` to remove; the last write of a key wins. Values are the store's
@@ -813,7 +852,7 @@ pub struct Commit {
     /// Whether the records are also handed to a sender in memory ([`Commit::hand_output`]).
     handing: bool,
     /// The sealed records to hand over ([`Commit::take_outputs`]).
-    handed: Vec<(u64, OutboxRecord)>,
+    handed: Handed,
     /// The sequence numbers of each sealed group, by its key, for the store's index.
     sealed: Vec<(u64, Vec<u64>)>,
     /// Key and value bytes put so far, to show what a commit writes.
@@ -927,7 +966,7 @@ impl Commit {
 
     /// The records given to [`Commit::hand_output`], with their sequence numbers, to hand to
     /// the sender once this batch is committed.
-    pub fn take_outputs(&mut self) -> Vec<(u64, OutboxRecord)> {
+    pub fn take_outputs(&mut self) -> Handed {
         self.seal_outbox();
         std::mem::take(&mut self.handed)
     }
@@ -941,7 +980,7 @@ impl Commit {
         let records = std::mem::take(&mut self.outbox);
         self.sealed.push((first, records.iter().map(|(seq, _)| *seq).collect()));
         if self.handing {
-            self.handed.extend(records);
+            self.handed.pieces.push(records);
         }
     }
 
@@ -1315,7 +1354,7 @@ mod tests {
         let deferred = store.defer(first);
         let mut second = store.begin().unwrap();
         second.hand_output(record(2));
-        assert_eq!(second.take_outputs()[0].0, 1, "the next batch follows on from the deferred one");
+        assert_eq!(second.take_outputs().seqs()[0], 1, "the next batch follows on from the deferred one");
         assert_eq!(store.offsets().unwrap(), BTreeMap::new(), "not written yet");
 
         let writer = store.clone();
@@ -1376,7 +1415,7 @@ mod tests {
             commit.hand_output(record(n));
         }
         let handed = commit.take_outputs();
-        assert_eq!(handed.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+        assert_eq!(handed.seqs(), vec![0, 1, 2, 3, 4]);
         store.commit(commit).unwrap();
         assert_eq!(store.tree.range(outbox_key(0)..outbox_key(u64::MAX)).count(), 1, "one key per batch");
         assert_eq!(store.pending_count(), 5);
@@ -1419,6 +1458,23 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_of_many_records_hands_them_over_in_order_in_its_sealed_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut commit = store.begin().unwrap();
+        let count = SEAL_EVERY as u64 * 2 + 3;
+        for n in 0..count {
+            commit.hand_output(record(n as u8));
+        }
+        let handed = commit.take_outputs();
+        assert_eq!(handed.pieces.len(), 3, "sealed every {SEAL_EVERY} records, then the rest");
+        assert_eq!((handed.len(), handed.seqs()), (count as usize, (0..count).collect()));
+        store.commit(commit).unwrap();
+        assert_eq!(store.tree.range(outbox_key(0)..outbox_key(u64::MAX)).count(), 3, "one key per piece");
+        assert_eq!(handed.into_iter().map(|(_, record)| record).last(), Some(record((count - 1) as u8)));
+    }
+
+    #[test]
     fn records_pushed_after_a_take_form_a_batch_of_their_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
@@ -1428,7 +1484,7 @@ mod tests {
         commit.hand_output(record(2));
         let second = commit.take_outputs();
         store.commit(commit).unwrap();
-        assert_eq!((first, second), (vec![(0, record(1))], vec![(1, record(2))]));
+        assert_eq!((first, second), (vec![(0, record(1))].into(), vec![(1, record(2))].into()));
         store.confirm_sent(&[0], &BTreeMap::new()).unwrap();
         assert_eq!(store.pending(10).unwrap(), vec![(1, record(2))]);
     }
