@@ -1471,7 +1471,7 @@ mod tests {
         assert_eq!((handed.len(), handed.seqs()), (count as usize, (0..count).collect()));
         store.commit(commit).unwrap();
         assert_eq!(store.tree.range(outbox_key(0)..outbox_key(u64::MAX)).count(), 3, "one key per piece");
-        assert_eq!(handed.into_iter().map(|(_, record)| record).last(), Some(record((count - 1) as u8)));
+        assert_eq!(handed.into_iter().map(|(_, record)| record).next_back(), Some(record((count - 1) as u8)));
     }
 
     #[test]
