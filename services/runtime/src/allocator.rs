@@ -30,7 +30,8 @@ pub fn purge_whole_huge_pages() {
     if std::env::var_os(ALLOW_THP_VARIABLE).is_some() {
         return;
     }
-    // SAFETY: sets a value mimalloc reads atomically when it purges; no allocation is affected
+    // SAFETY: mimalloc's options are plain values, set here before the binary starts a thread;
+    // mimalloc reads this one when it purges, and no allocation depends on it
     unsafe { libmimalloc_sys::mi_option_set(OPTION_ALLOW_THP, HUGE_PAGES_PURGED_WHOLE) }
 }
 
