@@ -22,24 +22,25 @@ use omnifold_testkit::Broker;
 
 const GROUP: &str = "scale-out";
 
+/// The command of a coordinator in the group, with a static member id.
+fn member_command(broker: &Broker, store: &Path, id: &str) -> std::process::Command {
+    let mut command = service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200);
+    command.args(["--group", GROUP, "--instance-id", id, "--session-timeout-ms", "6000"]);
+    command
+}
+
 /// A coordinator process in the group, with a static member id.
 fn member(broker: &Broker, store: &Path, id: &str) -> Killed {
-    let child = service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200)
-        .args(["--group", GROUP, "--instance-id", id, "--session-timeout-ms", "6000"])
-        .spawn()
-        .expect("coordinator starts");
-    Killed(child)
+    Killed(member_command(broker, store, id).spawn().expect("coordinator starts"))
 }
 
 /// Like [`member`], logging the changelog restores to `log`.
 fn member_logging_restores(broker: &Broker, store: &Path, id: &str, log: &Path) -> Killed {
-    let child = service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200)
-        .args(["--group", GROUP, "--instance-id", id, "--session-timeout-ms", "6000"])
+    let mut command = member_command(broker, store, id);
+    command
         .env("RUST_LOG", "warn,omnifold_runtime::changelog=info")
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("coordinator starts");
-    Killed(child)
+        .stderr(std::fs::File::create(log).expect("log file"));
+    Killed(command.spawn().expect("coordinator starts"))
 }
 
 fn feed() -> Vec<Event> {
