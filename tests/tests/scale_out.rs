@@ -233,6 +233,38 @@ async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts()
     assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
 }
 
+/// A store that folds its partitions from their first offsets notes everything it writes, so
+/// the changelog holds its whole state without a dump: not one part is sent, and the changelog
+/// still equals the store at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_folded_from_the_first_offsets_sends_no_whole_state() {
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let events = feed();
+    let store = tempfile::tempdir().unwrap();
+    let log = store.path().with_extension("log");
+    let mut coordinator = Killed(
+        service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), &broker, store.path(), 200)
+            .args(["--group", GROUP, "--changelog-interval-ms", "100"])
+            .env("RUST_LOG", "warn,omnifold_coordinator::service=info")
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("coordinator starts"),
+    );
+    // partitions start at different batches, each before or after a sending was due
+    paced(&broker, &events, Duration::from_secs(3)).await;
+    wait_folded(&broker, &events, "from the first offsets").await;
+    let counts = counts(&events);
+    let changelogs = changelogs_at_the_end(&broker, &counts).await;
+    coordinator.kill().expect("stopped");
+    coordinator.wait().unwrap();
+
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let parts: Vec<&str> = lines.lines().filter(|l| l.contains("the partition's whole state")).collect();
+    assert_eq!(parts, Vec::<&str>::new(), "no part of a whole state was sent");
+    assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
+}
+
 /// A member taking partitions reads each ledger partition's last progress marker back from its
 /// end, in growing windows: the marker is found however far from the end it is (the records
 /// after it being outputs whose marker never came, say), and a partition with none is read

@@ -644,6 +644,7 @@ impl FoldLoop {
         commit: &mut omnifold_runtime::Commit,
         next_offsets: &BTreeMap<i32, i64>,
     ) -> Result<(), CoordinatorError> {
+        self.flag_first_batches(commit, next_offsets)?;
         if Instant::now() < self.changelog_due {
             for (partition, next) in next_offsets {
                 self.note_written(commit, *partition, *next);
@@ -667,7 +668,7 @@ impl FoldLoop {
                 continue;
             };
             let noted = pending.remove(&partition).unwrap_or_default();
-            let sent = if self.store.is_changelogged(partition)? {
+            let sent = if commit.sets_changelogged(partition) || self.store.is_changelogged(partition)? {
                 self.send_changelog(commit, partition, next, &noted)?;
                 true
             } else {
@@ -677,6 +678,22 @@ impl FoldLoop {
                 self.unsent.forget(partition);
             } else {
                 self.note_written(commit, partition, next);
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition's first batch (the store holds no offset of it) starts its state from
+    /// nothing, and this batch and every later one note what they write: the changelog will
+    /// hold the whole state without a dump, so the flag goes in with that batch.
+    fn flag_first_batches(
+        &self,
+        commit: &mut omnifold_runtime::Commit,
+        next_offsets: &BTreeMap<i32, i64>,
+    ) -> Result<(), CoordinatorError> {
+        for partition in next_offsets.keys() {
+            if self.store.offset(*partition)?.is_none() {
+                commit.set_changelogged(*partition);
             }
         }
         Ok(())

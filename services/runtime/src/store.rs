@@ -304,6 +304,12 @@ impl Store {
         Ok(offsets)
     }
 
+    /// The next offset to consume of one input partition, if this store has folded any of it.
+    pub fn offset(&self, partition: i32) -> Result<Option<i64>, StoreError> {
+        let value = self.tree.get(partition_key(b"o/", partition, b""))?;
+        value.map(|value| be_i64(&value, 0, "offset")).transpose()
+    }
+
     /// Every state entry of an input partition, by state key.
     pub fn partition_state<T: DeserializeOwned>(
         &self,
@@ -898,6 +904,11 @@ impl Commit {
     /// is sent.
     pub fn set_changelogged(&mut self, partition: i32) {
         self.put(partition_key(b"l/", partition, b""), Vec::new());
+    }
+
+    /// Whether this batch notes that the changelog holds the input partition's whole state.
+    pub fn sets_changelogged(&self, partition: i32) -> bool {
+        self.write_of(&partition_key(b"l/", partition, b"")).is_some_and(|value| value.is_some())
     }
 
     /// Notes the keys of an input partition this batch wrote, packed, for the changelog's
