@@ -406,6 +406,7 @@ impl Store {
             next_seq,
             outputs: 0,
             outbox: Vec::new(),
+            unsealed: Vec::new(),
             handing: false,
             handed: Handed::default(),
             sealed: Vec::new(),
@@ -809,38 +810,54 @@ pub struct Written {
 /// sealed in, kept apart. Joined into one list, each piece of up to 10,000 records was moved
 /// again into a list grown by doubling, and the fresh memory of each growth faulted in, some
 /// 5% of a coordinator's fold loop.
+///
+/// A piece is shared with its commit, which serializes it into the outbox when it is written
+/// ([`Store::write`], on the persister's thread in the coordinator, not the fold loop's). A
+/// commit is written before its records are handed over, so by then the hand-over holds each
+/// piece alone and takes its records without a copy.
 #[derive(Debug, Default, PartialEq)]
 pub struct Handed {
-    pieces: Vec<Vec<(u64, OutboxRecord)>>,
+    pieces: Vec<Piece>,
 }
+
+/// Up to [`SEAL_EVERY`] outbox records of a commit, with their sequence numbers, stored under
+/// the first one's.
+type Piece = Arc<Vec<(u64, OutboxRecord)>>;
 
 impl Handed {
     pub fn len(&self) -> usize {
-        self.pieces.iter().map(Vec::len).sum()
+        self.pieces.iter().map(|piece| piece.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pieces.iter().all(Vec::is_empty)
+        self.pieces.iter().all(|piece| piece.is_empty())
     }
 
     /// The sequence numbers, in order.
     pub fn seqs(&self) -> Vec<u64> {
-        self.pieces.iter().flatten().map(|(seq, _)| *seq).collect()
+        self.pieces.iter().flat_map(|piece| piece.iter()).map(|(seq, _)| *seq).collect()
     }
 }
 
 impl From<Vec<(u64, OutboxRecord)>> for Handed {
     fn from(records: Vec<(u64, OutboxRecord)>) -> Self {
-        Handed { pieces: vec![records] }
+        Handed { pieces: vec![Arc::new(records)] }
     }
 }
 
 impl IntoIterator for Handed {
     type Item = (u64, OutboxRecord);
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<Vec<(u64, OutboxRecord)>>>;
+    type IntoIter = std::iter::FlatMap<
+        std::vec::IntoIter<Piece>,
+        Vec<(u64, OutboxRecord)>,
+        fn(Piece) -> Vec<(u64, OutboxRecord)>,
+    >;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.pieces.into_iter().flatten()
+        // a piece whose commit is still unwritten (not so in the services) is copied
+        self.pieces
+            .into_iter()
+            .flat_map(|piece| Arc::try_unwrap(piece).unwrap_or_else(|shared| (*shared).clone()))
     }
 }
 
@@ -852,12 +869,14 @@ pub struct Commit {
     writes: BTreeMap<Vec<u8>, Option<Bytes>>,
     next_seq: u64,
     outputs: usize,
-    /// Outbox records pushed since the last seal, with their sequence numbers: stored
-    /// together under the first one's ([`Commit::seal_outbox`]).
+    /// Outbox records pushed since the last piece was closed, with their sequence numbers.
     outbox: Vec<(u64, OutboxRecord)>,
+    /// Closed pieces, serialized into the outbox when the batch is written
+    /// ([`Commit::seal_outbox`]).
+    unsealed: Vec<Piece>,
     /// Whether the records are also handed to a sender in memory ([`Commit::hand_output`]).
     handing: bool,
-    /// The sealed records to hand over ([`Commit::take_outputs`]).
+    /// The closed pieces to hand over ([`Commit::take_outputs`]).
     handed: Handed,
     /// The sequence numbers of each sealed group, by its key, for the store's index.
     sealed: Vec<(u64, Vec<u64>)>,
@@ -971,27 +990,38 @@ impl Commit {
 
     fn seal_if_full(&mut self) {
         if self.outbox.len() >= SEAL_EVERY {
-            self.seal_outbox();
+            self.close_piece();
         }
     }
 
     /// The records given to [`Commit::hand_output`], with their sequence numbers, to hand to
     /// the sender once this batch is committed.
     pub fn take_outputs(&mut self) -> Handed {
-        self.seal_outbox();
+        self.close_piece();
         std::mem::take(&mut self.handed)
     }
 
-    /// Puts the records pushed since the last seal under one key, the first one's sequence.
-    fn seal_outbox(&mut self) {
-        let Some(&(first, _)) = self.outbox.first() else { return };
-        let value = postcard::to_extend(&self.outbox, Vec::with_capacity(sealed_len_bound(&self.outbox)))
-            .expect("outbox records serialize");
-        self.put(outbox_key(first), value);
-        let records = std::mem::take(&mut self.outbox);
-        self.sealed.push((first, records.iter().map(|(seq, _)| *seq).collect()));
+    /// Ends the piece the records pushed since the last one form.
+    fn close_piece(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let piece = Arc::new(std::mem::take(&mut self.outbox));
         if self.handing {
-            self.handed.pieces.push(records);
+            self.handed.pieces.push(piece.clone());
+        }
+        self.unsealed.push(piece);
+    }
+
+    /// Puts each piece of records under one key, its first one's sequence.
+    fn seal_outbox(&mut self) {
+        self.close_piece();
+        for piece in std::mem::take(&mut self.unsealed) {
+            let Some(&(first, _)) = piece.first() else { continue };
+            let value = postcard::to_extend(&*piece, Vec::with_capacity(sealed_len_bound(&piece)))
+                .expect("outbox records serialize");
+            self.put(outbox_key(first), value);
+            self.sealed.push((first, piece.iter().map(|(seq, _)| *seq).collect()));
         }
     }
 
@@ -1000,7 +1030,8 @@ impl Commit {
         self.writes.insert(key, Some(Bytes::from(value)));
     }
 
-    /// The key and value bytes this batch writes so far.
+    /// The key and value bytes this batch writes so far; its outbox records count once it is
+    /// written (they are serialized then).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -1480,8 +1511,10 @@ mod tests {
         let handed = commit.take_outputs();
         assert_eq!(handed.pieces.len(), 3, "sealed every {SEAL_EVERY} records, then the rest");
         assert_eq!((handed.len(), handed.seqs()), (count as usize, (0..count).collect()));
+        assert_eq!(commit.write_of(&outbox_key(0)), None, "serialized when written, not when taken");
         store.commit(commit).unwrap();
         assert_eq!(store.tree.range(outbox_key(0)..outbox_key(u64::MAX)).count(), 3, "one key per piece");
+        assert!(handed.pieces.iter().all(|piece| Arc::strong_count(piece) == 1), "written: held alone");
         assert_eq!(handed.into_iter().map(|(_, record)| record).next_back(), Some(record((count - 1) as u8)));
     }
 
