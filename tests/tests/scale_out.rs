@@ -43,6 +43,37 @@ fn member_logging_restores(broker: &Broker, store: &Path, id: &str, log: &Path) 
     Killed(command.spawn().expect("coordinator starts"))
 }
 
+/// A coordinator in the group (no static id) logging its changelog sendings to `log`.
+fn logging_member(broker: &Broker, store: &Path, args: &[&str], log: &Path) -> Killed {
+    Killed(
+        service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), broker, store, 200)
+            .args(["--group", GROUP])
+            .args(args)
+            .env("RUST_LOG", "warn,omnifold_coordinator::service=info")
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("coordinator starts"),
+    )
+}
+
+/// Publishes `events` over about 3 s, waits until every partition of `all` is folded, and
+/// stops the coordinator: the changelogs at the end, the event counts and its log.
+async fn fold_paced_and_stop(
+    broker: &Broker,
+    events: &[Event],
+    all: &[Event],
+    mut coordinator: Killed,
+    log: &Path,
+) -> (common::changelogs::Changelogs, std::collections::BTreeMap<i32, i64>, String) {
+    paced(broker, events, Duration::from_secs(3)).await;
+    wait_folded(broker, all, "with the changelog").await;
+    let counts = counts(all);
+    let changelogs = changelogs_at_the_end(broker, &counts).await;
+    coordinator.kill().expect("stopped");
+    coordinator.wait().unwrap();
+    (changelogs, counts, std::fs::read_to_string(log).unwrap())
+}
+
 fn feed() -> Vec<Event> {
     feed_with_breaks(120, 9_000, 1_500)
 }
@@ -208,26 +239,14 @@ async fn a_store_that_ran_without_the_changelog_sends_its_whole_state_in_parts()
     assert!(without.success(), "the run without the changelog catches up and exits");
 
     let log = store.path().with_extension("log");
-    let mut with = Killed(
-        service_command(coordinator, &broker, store.path(), 200)
-            .args(["--group", GROUP, "--changelog-dump-records", "300", "--changelog-interval-ms", "100"])
-            .env("RUST_LOG", "warn,omnifold_coordinator::service=info")
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("coordinator starts"),
-    );
+    let args = ["--changelog-dump-records", "300", "--changelog-interval-ms", "100"];
+    let with = logging_member(&broker, store.path(), &args, &log);
     // idle, it sends the whole state of what it folded without the changelog
     let before = counts(&events[..half]);
     changelogs_at_the_end(&broker, &before).await;
     // and goes on while events arrive
-    paced(&broker, &events[half..], Duration::from_secs(3)).await;
-    wait_folded(&broker, &events, "with the changelog").await;
-    let counts = counts(&events);
-    let changelogs = changelogs_at_the_end(&broker, &counts).await;
-    with.kill().expect("stopped");
-    with.wait().unwrap();
-
-    let lines = std::fs::read_to_string(&log).unwrap();
+    let (changelogs, counts, lines) =
+        fold_paced_and_stop(&broker, &events[half..], &events, with, &log).await;
     let parts = lines.lines().filter(|l| l.contains("sent a part of the partition's whole state")).count();
     assert!(parts > 2 * EVENTS_PARTITIONS as usize, "the whole states went out in parts: {parts}");
     assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
@@ -243,23 +262,9 @@ async fn a_store_folded_from_the_first_offsets_sends_no_whole_state() {
     let events = feed();
     let store = tempfile::tempdir().unwrap();
     let log = store.path().with_extension("log");
-    let mut coordinator = Killed(
-        service_command(env!("CARGO_BIN_EXE_e2e-coordinator"), &broker, store.path(), 200)
-            .args(["--group", GROUP, "--changelog-interval-ms", "100"])
-            .env("RUST_LOG", "warn,omnifold_coordinator::service=info")
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("coordinator starts"),
-    );
+    let coordinator = logging_member(&broker, store.path(), &["--changelog-interval-ms", "100"], &log);
     // partitions start at different batches, each before or after a sending was due
-    paced(&broker, &events, Duration::from_secs(3)).await;
-    wait_folded(&broker, &events, "from the first offsets").await;
-    let counts = counts(&events);
-    let changelogs = changelogs_at_the_end(&broker, &counts).await;
-    coordinator.kill().expect("stopped");
-    coordinator.wait().unwrap();
-
-    let lines = std::fs::read_to_string(&log).unwrap();
+    let (changelogs, counts, lines) = fold_paced_and_stop(&broker, &events, &events, coordinator, &log).await;
     let parts: Vec<&str> = lines.lines().filter(|l| l.contains("the partition's whole state")).collect();
     assert_eq!(parts, Vec::<&str>::new(), "no part of a whole state was sent");
     assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);

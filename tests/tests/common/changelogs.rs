@@ -14,6 +14,9 @@ use super::{header, read_to_end, topics};
 /// A partition's state: store key to value.
 pub type KeyValues = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// Each changelog partition's state as read, and its tally.
+pub type Changelogs = BTreeMap<i32, (KeyValues, Tally)>;
+
 /// Each events partition's state as its changelog holds it: the latest value of each key,
 /// removed keys left out; and what the changelog says of itself (`changelog::Tally`).
 pub fn changelog_states(mut records: Vec<Record>) -> BTreeMap<i32, (KeyValues, Tally)> {
