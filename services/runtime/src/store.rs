@@ -976,7 +976,7 @@ impl Commit {
         self.outbox.push((self.next_seq, record.clone()));
         self.next_seq += 1;
         self.outputs += 1;
-        self.seal_if_full();
+        self.close_piece_if_full();
     }
 
     /// Like [`Commit::push_output`], and keeps the record for [`Commit::take_outputs`].
@@ -985,10 +985,10 @@ impl Commit {
         self.outbox.push((self.next_seq, record));
         self.next_seq += 1;
         self.outputs += 1;
-        self.seal_if_full();
+        self.close_piece_if_full();
     }
 
-    fn seal_if_full(&mut self) {
+    fn close_piece_if_full(&mut self) {
         if self.outbox.len() >= SEAL_EVERY {
             self.close_piece();
         }
