@@ -369,14 +369,14 @@ fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str
         let key = record_prefix(sku, ALERTS);
         match state.alerts.is_empty() {
             true => commit.remove_rewritten(partition, &key),
-            false => commit.put_rewritten(partition, &key, encode(&state.alerts)),
+            false => commit.put_rewritten(partition, &key, stored(&state.alerts)),
         }
     }
     for key in &changes.lines {
         let Some(line) = state.line(key) else { continue };
         let key = line_key(sku, key);
         keys.insert_record(partition, &key);
-        commit.put_record(partition, &key, encode(line));
+        commit.put_record(partition, &key, stored(line));
     }
     for key in &changes.promotions {
         let key = promotion_key(sku, key);
@@ -388,13 +388,13 @@ fn write_sku(commit: &mut Commit, keys: &KeyFilter, (partition, sku): (i32, &str
         if points.is_empty() {
             commit.remove_record(partition, &key);
         } else {
-            commit.put_record(partition, &key, encode(points));
+            commit.put_record(partition, &key, stored(points));
         }
     }
 }
 
 pub(crate) fn put_prices(commit: &mut Commit, partition: i32, sku: &str, prices: &PriceBook) {
-    commit.put_rewritten(partition, &record_prefix(sku, PRICES), encode(prices));
+    commit.put_rewritten(partition, &record_prefix(sku, PRICES), stored(prices));
 }
 
 // Record keys: the SKU (length-prefixed, so no SKU is a prefix of another's keys), a kind
@@ -447,6 +447,11 @@ fn segment_key(sku: &str, segment: i64) -> Vec<u8> {
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("state serializes")
+}
+
+/// A value as the store keeps it, serialized without a copy ([`omnifold_runtime::store::stored`]).
+fn stored<T: Serialize>(value: &T) -> omnifold_runtime::store::Bytes {
+    omnifold_runtime::store::stored(value)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {

@@ -209,9 +209,6 @@ const KEPT_PREFIXES: [&[u8]; 2] = [b"e/", b"k/"];
 /// Outbox records sealed under one key at most: a commit that pushes many (a partition's whole
 /// state for its changelog) is stored in pieces, not in one value of some hundred megabytes.
 const SEAL_EVERY: usize = 10_000;
-/// Room made for a state's bytes before writing them: a SKU core of the benchmark mix takes
-/// about 280 bytes, so it is written with one allocation.
-const STATE_CAPACITY: usize = 1_024;
 const SEQ: &[u8] = b"m/seq";
 /// The format a service stores its state in, per service: `m/format/<name>`.
 const FORMAT_PREFIX: &[u8] = b"m/format/";
@@ -870,11 +867,11 @@ pub struct Commit {
 
 impl Commit {
     pub fn put_state<T: Serialize>(&mut self, partition: i32, key: &str, state: &T) {
-        let value = postcard::to_extend(state, Vec::with_capacity(STATE_CAPACITY)).expect("state serializes");
-        self.put(partition_key(b"s/", partition, key.as_bytes()), value);
+        self.put(partition_key(b"s/", partition, key.as_bytes()), stored(state));
     }
 
-    pub fn put_record(&mut self, partition: i32, key: &[u8], value: Vec<u8>) {
+    /// A keyed record's bytes: [`stored`] serializes a value into them without a copy.
+    pub fn put_record(&mut self, partition: i32, key: &[u8], value: impl Into<Bytes>) {
         self.put(partition_key(b"k/", partition, key), value);
     }
 
@@ -886,7 +883,7 @@ impl Commit {
     /// SKU's price book, say). It lives with the states, not with the keyed records: those
     /// are the history, written once or a few times each, and overwritten keys among them
     /// leave their merges rewriting dead versions.
-    pub fn put_rewritten(&mut self, partition: i32, key: &[u8], value: Vec<u8>) {
+    pub fn put_rewritten(&mut self, partition: i32, key: &[u8], value: impl Into<Bytes>) {
         self.put(partition_key(b"r/", partition, key), value);
     }
 
@@ -1002,16 +999,15 @@ impl Commit {
         self.close_piece();
         for piece in std::mem::take(&mut self.unsealed) {
             let Some(&(first, _)) = piece.first() else { continue };
-            let value = serialize_stored(&*piece).expect("outbox records serialize");
-            self.bytes += value.len();
-            self.writes.insert(outbox_key(first), Some(value));
+            self.put(outbox_key(first), stored(&*piece));
             self.sealed.push((first, piece.iter().map(|(seq, _)| *seq).collect()));
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    fn put(&mut self, key: Vec<u8>, value: impl Into<Bytes>) {
+        let value = value.into();
         self.bytes += key.len() + value.len();
-        self.writes.insert(key, Some(Bytes::from(value)));
+        self.writes.insert(key, Some(value));
     }
 
     /// The key and value bytes this batch writes so far; its outbox records count once it is
@@ -1026,16 +1022,17 @@ impl Commit {
     }
 }
 
-/// A value serialized straight into the buffer the store keeps: an outbox piece is some
-/// megabytes, and serialized into a vector first it was allocated twice and copied once,
-/// each allocation faulting its memory in fresh (two thirds of the persister's time spent
-/// serializing pieces). Measuring the size first is a pass that copies nothing.
-fn serialize_stored<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Bytes> {
-    let mut stored = byteview::ByteView::with_size(postcard::experimental::serialized_size(value)?);
+/// A value serialized (postcard) straight into the buffer the store keeps. Serialized into a
+/// vector first, each value was allocated twice and copied once; for an outbox piece of some
+/// megabytes each allocation also faulted its memory in fresh (two thirds of the persister's
+/// time spent serializing pieces). Measuring the size first is a pass that copies nothing.
+pub fn stored<T: Serialize + ?Sized>(value: &T) -> Bytes {
+    let len = postcard::experimental::serialized_size(value).expect("a stored value serializes");
+    let mut stored = byteview::ByteView::with_size(len);
     let mut buffer = stored.get_mut().expect("a new byte view has one owner");
-    postcard::to_slice(value, &mut buffer)?;
+    postcard::to_slice(value, &mut buffer).expect("a stored value serializes");
     drop(buffer);
-    Ok(Bytes::from(stored))
+    Bytes::from(stored)
 }
 
 /// The database's lock is released when its last handle (background workers included) is
@@ -1266,7 +1263,7 @@ mod tests {
             partition: Some(i32::MAX),
         };
         let records = vec![(u64::MAX, record(1)), (u64::MAX, big), (u64::MAX, record(2))];
-        let stored = serialize_stored(&records).unwrap();
+        let stored = stored(&records);
         assert_eq!(&*stored, postcard::to_allocvec(&records).unwrap().as_slice());
     }
 
