@@ -90,6 +90,9 @@ pub struct HistoryReport {
     pub live_entries: u64,
     pub cache_bytes: usize,
     pub cache_skus: usize,
+    /// SKU states and keyed records (order lines, promotions) the engine read from the store.
+    pub state_loads: u64,
+    pub record_reads: u64,
     pub rss_before_mb: f64,
     pub rss_after_mb: f64,
     /// The process's peak resident set until the end of the folding (the generated events
@@ -191,6 +194,8 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         live_entries,
         cache_bytes,
         cache_skus,
+        state_loads: engine.loads,
+        record_reads: engine.record_reads,
         rss_before_mb,
         rss_after_mb,
         rss_peak_mb,
@@ -254,7 +259,8 @@ pub fn markdown(r: &HistoryReport) -> String {
     let _ = writeln!(
         out,
         "\nLast tenth / first tenth: **{:.2}**. Store on disk {:.1} MB for {:.1} MB of live keys and values \
-         ({} entries): **{:.2}x**. Engine cache at the end: {:.1} MB estimated over {} SKUs; process RSS \
+         ({} entries): **{:.2}x**. Engine cache at the end: {:.1} MB estimated over {} SKUs; {} SKU states and {} order lines or \
+         promotions read from the store; process RSS \
          {:.0} MB before folding (the generated events) and {:.0} MB after, {:.0} MB at its peak; heap grown by {:.0} MiB, of which \
          dropping the engine freed {:.0} MiB. Restart: store open {:.1} ms, first batch {:.1} ms.",
         r.last_over_first,
@@ -264,6 +270,8 @@ pub fn markdown(r: &HistoryReport) -> String {
         r.store_bytes as f64 / r.live_bytes.max(1) as f64,
         r.cache_bytes as f64 / 1e6,
         r.cache_skus,
+        r.state_loads,
+        r.record_reads,
         r.rss_before_mb,
         r.rss_after_mb,
         r.rss_peak_mb,
@@ -344,6 +352,10 @@ mod tests {
         assert_eq!(report.deciles.len(), 10);
         assert_eq!(report.deciles.last().unwrap().events_folded, 20_000);
         assert!(report.live_bytes > 0 && report.store_bytes > 0);
+        // each SKU is looked for in the store once at least (its first event), and shipments
+        // read the lines they name, unloaded after each batch
+        assert!(report.state_loads >= 20, "{} loads", report.state_loads);
+        assert!(report.record_reads > 0);
         let svg = std::fs::read_to_string(dir.path().join("history.svg")).unwrap();
         assert_eq!(svg.matches("<circle").count(), 10);
         assert!(std::fs::read_to_string(dir.path().join("history.md")).unwrap().contains("| 20000 |"));

@@ -126,6 +126,8 @@ pub struct EngineStats {
     /// SKU states read from the store (a first event, or one after an eviction).
     pub loads: u64,
     pub evictions: u64,
+    /// Keyed records (order lines, promotions) read from the store for the event naming them.
+    pub record_reads: u64,
 }
 
 impl Engine {
@@ -181,7 +183,8 @@ impl Engine {
         if let Some(record) = Fold::record_key(event, &fact)
             && !entry.state.holds(&record)
         {
-            provide(&self.store, &mut self.keys, (partition, sku), &record, &mut entry.state)?;
+            let reads = &mut self.stats.record_reads;
+            provide(&self.store, &mut self.keys, reads, (partition, sku), &record, &mut entry.state)?;
         }
         let result = self.fold.apply_fact(&mut entry.state, event, &fact);
         let bytes = entry.state.approx_bytes();
@@ -336,12 +339,16 @@ pub fn load_core_with_prices(
 fn provide(
     store: &Store,
     keys: &mut KeyFilter,
+    reads: &mut u64,
     (partition, sku): (i32, &str),
     record: &RecordKey,
     state: &mut SkuState,
 ) -> Result<(), StoreError> {
     let mut stored = |key: &[u8]| match keys.may_hold_record(partition, key) {
-        true => store.record(partition, key),
+        true => {
+            *reads += 1;
+            store.record(partition, key)
+        }
         false => Ok(None),
     };
     match record {
