@@ -38,6 +38,7 @@ use omnifold_domain::pricing::{PriceBook, PromotionKey};
 use omnifold_domain::stock::Line;
 use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
 use omnifold_proto::Event;
+use omnifold_runtime::store::stored;
 use omnifold_runtime::{Commit, Store, StoreError};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -454,11 +455,6 @@ fn segment_key(sku: &str, segment: i64) -> Vec<u8> {
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("state serializes")
-}
-
-/// A value as the store keeps it, serialized without a copy ([`omnifold_runtime::store::stored`]).
-fn stored<T: Serialize>(value: &T) -> omnifold_runtime::store::Bytes {
-    omnifold_runtime::store::stored(value)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {

@@ -1030,7 +1030,8 @@ pub fn stored<T: Serialize + ?Sized>(value: &T) -> Bytes {
     let len = postcard::experimental::serialized_size(value).expect("a stored value serializes");
     let mut stored = byteview::ByteView::with_size(len);
     let mut buffer = stored.get_mut().expect("a new byte view has one owner");
-    postcard::to_slice(value, &mut buffer).expect("a stored value serializes");
+    let written = postcard::to_slice(value, &mut buffer).expect("a stored value serializes").len();
+    debug_assert_eq!(written, len, "postcard writes the size it measured");
     drop(buffer);
     Bytes::from(stored)
 }
