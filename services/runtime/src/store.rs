@@ -287,7 +287,7 @@ impl Store {
 
     /// The next offset to consume of one input partition, if this store has folded any of it.
     pub fn offset(&self, partition: i32) -> Result<Option<i64>, StoreError> {
-        let value = self.tree.get(partition_key(b"o/", partition, b""))?;
+        let value = self.entry(&partition_key(b"o/", partition, b""))?;
         value.map(|value| be_i64(&value, 0, "offset")).transpose()
     }
 
@@ -1264,8 +1264,8 @@ mod tests {
             partition: Some(i32::MAX),
         };
         let records = vec![(u64::MAX, record(1)), (u64::MAX, big), (u64::MAX, record(2))];
-        let stored = stored(&records);
-        assert_eq!(&*stored, postcard::to_allocvec(&records).unwrap().as_slice());
+        let piece = stored(&records);
+        assert_eq!(&*piece, postcard::to_allocvec(&records).unwrap().as_slice());
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub type Changelogs = BTreeMap<i32, (KeyValues, Tally)>;
 
 /// Each events partition's state as its changelog holds it: the latest value of each key,
 /// removed keys left out; and what the changelog says of itself (`changelog::Tally`).
-pub fn changelog_states(mut records: Vec<Record>) -> BTreeMap<i32, (KeyValues, Tally)> {
+pub fn changelog_states(mut records: Vec<Record>) -> Changelogs {
     records.sort_by_key(|record| (record.partition, record.offset));
     let mut states: BTreeMap<i32, (KeyValues, Tally)> = BTreeMap::new();
     for record in records {
