@@ -21,11 +21,21 @@ static COUNTING: AtomicBool = AtomicBool::new(false);
 /// after; only the sum means anything.
 const OWNED: usize = 64;
 
+/// Bytes held, and blocks handed out (a reallocation that moves counts as one).
 #[repr(align(128))]
-struct Counter(AtomicIsize);
+struct Counter {
+    bytes: AtomicIsize,
+    blocks: AtomicUsize,
+}
 
-static HELD: [Counter; OWNED] = [const { Counter(AtomicIsize::new(0)) }; OWNED];
-static SHARED: Counter = Counter(AtomicIsize::new(0));
+impl Counter {
+    const fn new() -> Self {
+        Counter { bytes: AtomicIsize::new(0), blocks: AtomicUsize::new(0) }
+    }
+}
+
+static HELD: [Counter; OWNED] = [const { Counter::new() }; OWNED];
+static SHARED: Counter = Counter::new();
 static NEXT_OWNER: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
@@ -42,30 +52,41 @@ pub fn start_counting() {
 /// Bytes allocated and not yet freed since [`start_counting`], through a [`Counting`] global
 /// allocator.
 pub fn held_bytes() -> isize {
-    let owned: isize = HELD.iter().map(|counter| counter.0.load(Ordering::Relaxed)).sum();
-    owned + SHARED.0.load(Ordering::Relaxed)
+    HELD.iter().chain([&SHARED]).map(|counter| counter.bytes.load(Ordering::Relaxed)).sum()
+}
+
+/// Blocks allocated since [`start_counting`], by every thread: with [`held_bytes`], what a
+/// benchmark's allocations cost per event (each a call into the allocator, and on the fold's
+/// thread most often a cache miss on the block handed out).
+pub fn allocations() -> usize {
+    HELD.iter().chain([&SHARED]).map(|counter| counter.blocks.load(Ordering::Relaxed)).sum()
 }
 
 /// The calling thread's own counter, if it has one.
-fn owned_counter() -> Option<&'static AtomicIsize> {
+fn owned_counter() -> Option<&'static Counter> {
     let index = OWNER.with(|owner| {
         if owner.get() == usize::MAX {
             owner.set(NEXT_OWNER.fetch_add(1, Ordering::Relaxed));
         }
         owner.get()
     });
-    HELD.get(index).map(|counter| &counter.0)
+    HELD.get(index)
 }
 
-fn count(bytes: isize) {
+/// Counts `bytes` more held and `blocks` more handed out.
+fn count(bytes: isize, blocks: usize) {
     if !COUNTING.load(Ordering::Relaxed) {
         return;
     }
     match owned_counter() {
-        // only this thread writes it; others only read the sum
-        Some(counter) => counter.store(counter.load(Ordering::Relaxed) + bytes, Ordering::Relaxed),
+        // only this thread writes it; others only read the sums
+        Some(counter) => {
+            counter.bytes.store(counter.bytes.load(Ordering::Relaxed) + bytes, Ordering::Relaxed);
+            counter.blocks.store(counter.blocks.load(Ordering::Relaxed) + blocks, Ordering::Relaxed);
+        }
         None => {
-            SHARED.0.fetch_add(bytes, Ordering::Relaxed);
+            SHARED.bytes.fetch_add(bytes, Ordering::Relaxed);
+            SHARED.blocks.fetch_add(blocks, Ordering::Relaxed);
         }
     }
 }
@@ -75,7 +96,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let ptr = unsafe { self.0.alloc(layout) };
         if !ptr.is_null() {
-            count(layout.size() as isize);
+            count(layout.size() as isize, 1);
         }
         ptr
     }
@@ -83,20 +104,20 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let ptr = unsafe { self.0.alloc_zeroed(layout) };
         if !ptr.is_null() {
-            count(layout.size() as isize);
+            count(layout.size() as isize, 1);
         }
         ptr
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         unsafe { self.0.dealloc(ptr, layout) };
-        count(-(layout.size() as isize));
+        count(-(layout.size() as isize), 0);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let new = unsafe { self.0.realloc(ptr, layout, new_size) };
         if !new.is_null() {
-            count(new_size as isize - layout.size() as isize);
+            count(new_size as isize - layout.size() as isize, usize::from(new != ptr));
         }
         new
     }

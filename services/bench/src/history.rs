@@ -84,6 +84,10 @@ pub struct HistoryReport {
     pub last_over_first: f64,
     /// The pure fold alone (`Fold::apply` on a state held in memory), per tenth.
     pub pure_deciles: Vec<Decile>,
+    /// Heap blocks allocated per event: by the pure fold, and by every thread while folding
+    /// and committing (the store's threads included).
+    pub pure_allocations_per_event: f64,
+    pub allocations_per_event: f64,
     pub outputs: usize,
     pub store_bytes: u64,
     pub live_bytes: u64,
@@ -116,11 +120,17 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let events = omnifold_workload::generate(&rules, &options);
     let generate_s = started.elapsed().as_secs_f64();
     eprintln!("generated {} events over {} skus in {generate_s:.1} s", events.len(), args.skus);
-    let pure = if args.skip_pure { Vec::new() } else { pure_deciles(&rules, &events) };
+    crate::heap::start_counting();
+    let (pure, pure_allocations) =
+        counting_allocations(|| if args.skip_pure { Vec::new() } else { pure_deciles(&rules, &events) });
+    let pure_allocations_per_event = pure_allocations as f64 / events.len() as f64;
+    if !args.skip_pure {
+        eprintln!("pure fold: {pure_allocations_per_event:.1} allocations per event");
+    }
     if args.pure_only {
         return Ok(None);
     }
-    crate::heap::start_counting();
+    let held_before = crate::heap::held_bytes();
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
     let options = EngineOptions {
@@ -135,6 +145,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let mut deciles = Vec::new();
     let mut total = BatchStats::default();
     let mut fold_commit_s = 0.0;
+    let allocations_before = crate::heap::allocations();
     for (n, part) in events.chunks(tenth).enumerate() {
         let mut timed = 0.0;
         for batch in part.chunks(args.batch) {
@@ -151,11 +162,13 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         deciles.push(Decile { events_folded: total.events, events_per_s: rate });
     }
     pipeline.finish()?;
+    let allocations_per_event =
+        (crate::heap::allocations() - allocations_before) as f64 / total.events.max(1) as f64;
     let engine = pipeline.engine_stats();
     let (cache_bytes, cache_skus) = (engine.cached_bytes, engine.cached_skus);
     let rss_after_mb = rss_mb();
     let rss_peak_mb = status_kb(None, "VmHWM").unwrap_or(0) as f64 / 1024.0;
-    let heap_after_mb = mib(crate::heap::held_bytes());
+    let heap_after_mb = mib(crate::heap::held_bytes() - held_before);
     drop(pipeline);
     let engine_heap_mb = heap_after_mb - mib(crate::heap::held_bytes());
     let (live_entries, live_bytes) = store.live_size()?;
@@ -188,6 +201,8 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         deciles,
         last_over_first: if first > 0.0 { last / first } else { 0.0 },
         pure_deciles: pure,
+        pure_allocations_per_event,
+        allocations_per_event,
         outputs: total.outputs,
         store_bytes,
         live_bytes,
@@ -213,6 +228,13 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
 
 fn mib(bytes: isize) -> f64 {
     bytes as f64 / f64::from(1 << 20)
+}
+
+/// What `work` returns, and the heap blocks allocated while it ran.
+fn counting_allocations<T>(work: impl FnOnce() -> T) -> (T, usize) {
+    let before = crate::heap::allocations();
+    let done = work();
+    (done, crate::heap::allocations() - before)
 }
 
 /// The pure fold's rate per tenth of the log, one core, state held whole in memory.
@@ -262,7 +284,8 @@ pub fn markdown(r: &HistoryReport) -> String {
          ({} entries): **{:.2}x**. Engine cache at the end: {:.1} MB estimated over {} SKUs; {} SKU states and {} order lines or \
          promotions read from the store; process RSS \
          {:.0} MB before folding (the generated events) and {:.0} MB after, {:.0} MB at its peak; heap grown by {:.0} MiB, of which \
-         dropping the engine freed {:.0} MiB. Restart: store open {:.1} ms, first batch {:.1} ms.",
+         dropping the engine freed {:.0} MiB. Heap blocks allocated per event: {:.1} folding and committing (every thread), \
+         {:.1} by the pure fold. Restart: store open {:.1} ms, first batch {:.1} ms.",
         r.last_over_first,
         r.store_bytes as f64 / 1e6,
         r.live_bytes as f64 / 1e6,
@@ -277,6 +300,8 @@ pub fn markdown(r: &HistoryReport) -> String {
         r.rss_peak_mb,
         r.heap_after_mb,
         r.engine_heap_mb,
+        r.allocations_per_event,
+        r.pure_allocations_per_event,
         r.restart_open_ms,
         r.restart_first_batch_ms
     );

@@ -32,6 +32,7 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use omnifold_domain::demand::Point;
 use omnifold_domain::fact::LineKey;
 use omnifold_domain::pricing::{PriceBook, PromotionKey};
@@ -97,7 +98,8 @@ struct Entry {
     used: u64,
 }
 
-type SkuId = (i32, String);
+/// A SKU of an input partition; the SKU inline up to 24 bytes, since one is built per event.
+type SkuId = (i32, CompactString);
 
 /// The fold over cached, stored state.
 pub struct Engine {
@@ -112,8 +114,8 @@ pub struct Engine {
     dirty: BTreeSet<SkuId>,
     /// SKUs the last [`Engine::write`] wrote, whose records stay loaded until [`Engine::trim`].
     written: Vec<SkuId>,
-    /// Ids accepted since the last write.
-    accepted: Vec<(i32, String)>,
+    /// Ids accepted since the last write, shared with the recent-id set.
+    accepted: Vec<(i32, Arc<str>)>,
     tick: u64,
     stats: EngineStats,
 }
@@ -171,7 +173,7 @@ impl Engine {
             });
         };
         self.tick += 1;
-        let id = (partition, sku.to_string());
+        let id = (partition, CompactString::from(sku));
         let entry = match self.cache.get_mut(&id) {
             Some(entry) => entry,
             None => {
@@ -193,7 +195,7 @@ impl Engine {
         entry.bytes = bytes;
         match result {
             Ok(outputs) => {
-                let sku = sku.to_string();
+                let sku = id.1.clone();
                 self.dirty.insert(id);
                 self.accept(partition, &event.event_id);
                 Ok(Outcome::Applied { sku: Some(sku), outputs })
@@ -203,8 +205,8 @@ impl Engine {
     }
 
     fn accept(&mut self, partition: i32, event_id: &str) {
-        self.recent.insert(partition, event_id);
-        self.accepted.push((partition, event_id.to_string()));
+        let id = self.recent.insert(partition, event_id);
+        self.accepted.push((partition, id));
     }
 
     /// Puts what changed since the last write into `commit`: the changed SKUs' cores, records
@@ -436,15 +438,11 @@ pub fn is_line_record(store_key: &[u8]) -> bool {
 }
 
 fn line_key(sku: &str, line: &LineKey) -> Vec<u8> {
-    let mut key = record_prefix(sku, LINE);
-    key.extend_from_slice(&encode(line));
-    key
+    encode_after(record_prefix(sku, LINE), line)
 }
 
 fn promotion_key(sku: &str, promotion: &PromotionKey) -> Vec<u8> {
-    let mut key = record_prefix(sku, PROMOTION);
-    key.extend_from_slice(&encode(promotion));
-    key
+    encode_after(record_prefix(sku, PROMOTION), promotion)
 }
 
 fn segment_key(sku: &str, segment: i64) -> Vec<u8> {
@@ -453,8 +451,9 @@ fn segment_key(sku: &str, segment: i64) -> Vec<u8> {
     key
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_allocvec(value).expect("state serializes")
+/// `value` serialized onto the end of `prefix`, in the room it was made with.
+fn encode_after<T: Serialize>(prefix: Vec<u8>, value: &T) -> Vec<u8> {
+    postcard::to_extend(value, prefix).expect("state serializes")
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T, StoreError> {
@@ -475,22 +474,24 @@ impl RecentIds {
         self.ids.get(&partition).is_some_and(|ids| ids.contains(event_id))
     }
 
-    fn insert(&mut self, partition: i32, event_id: &str) {
+    /// Remembers an id; returns it as held, for others to share.
+    fn insert(&mut self, partition: i32, event_id: &str) -> Arc<str> {
         let id: Arc<str> = Arc::from(event_id);
         if self.ids.entry(partition).or_default().insert(id.clone()) {
-            self.order.push_back((partition, id));
+            self.order.push_back((partition, id.clone()));
         }
+        id
     }
 
     /// Forgets ids, from the order too: an id accepted again later is then trimmed by its
     /// new place in the order, not by the old one.
-    fn remove_all(&mut self, removed: impl Iterator<Item = (i32, String)>) {
+    fn remove_all(&mut self, removed: impl Iterator<Item = (i32, Arc<str>)>) {
         let mut gone: HashSet<(i32, Arc<str>)> = HashSet::default();
         for (partition, event_id) in removed {
             if let Some(ids) = self.ids.get_mut(&partition) {
-                ids.remove(event_id.as_str());
+                ids.remove(&event_id);
             }
-            gone.insert((partition, Arc::from(event_id)));
+            gone.insert((partition, event_id));
         }
         if !gone.is_empty() {
             self.order.retain(|entry| !gone.contains(entry));

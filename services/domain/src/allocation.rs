@@ -2,6 +2,7 @@
 
 use omnifold_proto::{AllocationMode, AllocationRule};
 use rust_decimal::Decimal;
+use smallvec::SmallVec;
 
 use crate::contract::{Channel, Rules, ScarcityMode};
 use crate::demand::Span;
@@ -16,11 +17,20 @@ pub struct Availability<'r> {
     pub rule: AllocationRule,
 }
 
+/// One figure per channel (or per shared-pool seller), held inline for a catalogue's handful
+/// of channels: computed at every event that moves stock.
+pub type PerChannel<T> = SmallVec<[T; 8]>;
+
 /// Every channel's availability for the SKU, in (priority, id) order.
-pub fn allocate<'r>(rules: &'r Rules, stock: &mut Stock, atps: &Atps, now: i64) -> Vec<Availability<'r>> {
+pub fn allocate<'r>(
+    rules: &'r Rules,
+    stock: &mut Stock,
+    atps: &Atps,
+    now: i64,
+) -> PerChannel<Availability<'r>> {
     let allocation = &rules.contract.allocation;
     let shared_sellable = (atps.shared() - allocation.safety_stock).max(0);
-    let sellers: Vec<&Channel> = rules.shared_sellers().collect();
+    let sellers: PerChannel<&Channel> = rules.shared_sellers().collect();
     let (mode, rule, shares) = if shared_sellable >= allocation.scarcity_threshold {
         (AllocationMode::Normal, AllocationRule::MaxShare, normal_shares(&sellers, shared_sellable))
     } else {
@@ -31,7 +41,7 @@ pub fn allocate<'r>(rules: &'r Rules, stock: &mut Stock, atps: &Atps, now: i64) 
                 priority_shares(&sellers, shared_sellable),
             ),
             ScarcityMode::Proportional => {
-                let weights: Vec<i64> =
+                let weights: PerChannel<i64> =
                     sellers.iter().map(|c| stock.demand.units(&c.id, now, Span::Month)).collect();
                 let shares = proportional_shares(&sellers, &weights, shared_sellable);
                 (AllocationMode::Scarcity, AllocationRule::Proportional, shares)
@@ -66,12 +76,12 @@ fn cap(channel: &Channel, shared_sellable: i64) -> i64 {
     i64::try_from(capped).expect("a share of an i64 fits an i64")
 }
 
-fn normal_shares(sellers: &[&Channel], shared_sellable: i64) -> Vec<i64> {
+fn normal_shares(sellers: &[&Channel], shared_sellable: i64) -> PerChannel<i64> {
     sellers.iter().map(|c| cap(c, shared_sellable)).collect()
 }
 
 /// In (priority, id) order each seller takes min(remaining, its cap).
-fn priority_shares(sellers: &[&Channel], shared_sellable: i64) -> Vec<i64> {
+fn priority_shares(sellers: &[&Channel], shared_sellable: i64) -> PerChannel<i64> {
     let mut remaining = shared_sellable;
     sellers
         .iter()
@@ -85,22 +95,22 @@ fn priority_shares(sellers: &[&Channel], shared_sellable: i64) -> Vec<i64> {
 
 /// Quotas by largest remainder on the trailing placements (equal weights when all are zero),
 /// ties to (priority, id) order, then each capped; what a cap removes is not handed on.
-fn proportional_shares(sellers: &[&Channel], weights: &[i64], shared_sellable: i64) -> Vec<i64> {
+fn proportional_shares(sellers: &[&Channel], weights: &[i64], shared_sellable: i64) -> PerChannel<i64> {
     if sellers.is_empty() {
-        return Vec::new();
+        return PerChannel::new();
     }
-    let weights: Vec<i128> = if weights.iter().all(|&w| w == 0) {
-        vec![1; sellers.len()]
+    let weights: PerChannel<i128> = if weights.iter().all(|&w| w == 0) {
+        smallvec::smallvec![1; sellers.len()]
     } else {
         weights.iter().map(|&w| i128::from(w)).collect()
     };
     let total: i128 = weights.iter().sum();
     let units = i128::from(shared_sellable);
     // Exact: quota = units x w / total; the remainders share the denominator `total`.
-    let mut quotas: Vec<i128> = weights.iter().map(|w| units * w / total).collect();
-    let remainders: Vec<i128> = weights.iter().map(|w| units * w % total).collect();
+    let mut quotas: PerChannel<i128> = weights.iter().map(|w| units * w / total).collect();
+    let remainders: PerChannel<i128> = weights.iter().map(|w| units * w % total).collect();
     let leftover = units - quotas.iter().sum::<i128>();
-    let mut by_remainder: Vec<usize> = (0..sellers.len()).collect();
+    let mut by_remainder: PerChannel<usize> = (0..sellers.len()).collect();
     // A stable sort keeps (priority, id) order among equal remainders.
     by_remainder.sort_by(|&a, &b| remainders[b].cmp(&remainders[a]));
     for &i in by_remainder.iter().take(usize::try_from(leftover).expect("leftover is below the seller count"))
@@ -145,16 +155,16 @@ mod tests {
     fn largest_remainder_with_ties_to_priority() {
         let (a, b, c) = (channel("a", 1, dec!(1)), channel("b", 2, dec!(1)), channel("c", 3, dec!(1)));
         // 10 units over equal weights: 3.33 each, one leftover unit to the first in priority.
-        assert_eq!(proportional_shares(&[&a, &b, &c], &[0, 0, 0], 10), vec![4, 3, 3]);
+        assert_eq!(proportional_shares(&[&a, &b, &c], &[0, 0, 0], 10).as_slice(), [4, 3, 3]);
         // weights 1:1:2 over 10: 2.5, 2.5, 5 -> the tie on .5 goes to a.
-        assert_eq!(proportional_shares(&[&a, &b, &c], &[1, 1, 2], 10), vec![3, 2, 5]);
+        assert_eq!(proportional_shares(&[&a, &b, &c], &[1, 1, 2], 10).as_slice(), [3, 2, 5]);
     }
 
     #[test]
     fn caps_are_not_redistributed() {
         let (a, b) = (channel("a", 1, dec!(0.5)), channel("b", 2, dec!(1)));
         // weights 9:1 over 10: quotas 9 and 1; a is capped at 5 and the 4 are not handed on.
-        assert_eq!(proportional_shares(&[&a, &b], &[9, 1], 10), vec![5, 1]);
+        assert_eq!(proportional_shares(&[&a, &b], &[9, 1], 10).as_slice(), [5, 1]);
     }
 
     #[test]
@@ -176,6 +186,6 @@ mod tests {
     #[test]
     fn priority_serves_in_order() {
         let (a, b, c) = (channel("a", 1, dec!(0.6)), channel("b", 2, dec!(0.6)), channel("c", 3, dec!(1)));
-        assert_eq!(priority_shares(&[&a, &b, &c], 10), vec![6, 4, 0]);
+        assert_eq!(priority_shares(&[&a, &b, &c], 10).as_slice(), [6, 4, 0]);
     }
 }

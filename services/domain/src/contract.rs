@@ -323,8 +323,10 @@ impl Contract {
         if amount.currency == self.reporting_currency {
             return Ok(amount.value);
         }
-        let rate =
-            self.fx.get(&amount.currency).ok_or_else(|| MoneyError::NoRate(amount.currency.clone()))?;
+        let rate = self
+            .fx
+            .get(amount.currency.as_str())
+            .ok_or_else(|| MoneyError::NoRate(amount.currency.to_string()))?;
         Ok(amount.value * rate)
     }
 }

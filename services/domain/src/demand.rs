@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::small_map::SmallMap;
@@ -28,10 +29,11 @@ pub const WINDOW_MS: i64 = 28 * DAY_MS;
 /// 28 days late still sees its whole window (see ARCHITECTURE.md, "What is let go").
 pub const KEEP_MS: i64 = 2 * WINDOW_MS;
 
-/// Units one channel placed at one millisecond, as stored in a segment's record.
+/// Units one channel placed at one millisecond, as stored in a segment's record (the channel
+/// inline: a segment is rebuilt point by point at each write of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
-    pub channel: String,
+    pub channel: CompactString,
     pub at_ms: i64,
     pub units: i64,
 }
@@ -426,7 +428,7 @@ impl Demand {
         let mut points = Vec::new();
         for (channel, series) in &self.series {
             for (at_ms, units) in series.points.within(start, end) {
-                points.push(Point { channel: channel.clone(), at_ms: *at_ms, units: *units });
+                points.push(Point { channel: channel.as_str().into(), at_ms: *at_ms, units: *units });
             }
         }
         points
@@ -454,7 +456,10 @@ impl Demand {
         let horizon = latest.saturating_sub(KEEP_MS);
         self.held_after = None;
         for point in points.into_iter().filter(|p| p.at_ms > horizon) {
-            let series = self.series.entry(point.channel).or_default();
+            if !self.series.contains_key(point.channel.as_str()) {
+                self.series.insert(point.channel.to_string(), Series::default());
+            }
+            let series = self.series.get_mut(point.channel.as_str()).expect("a series for the channel");
             series.points.add(point.at_ms, point.units);
             series.month.forget_edges();
             series.hour.forget_edges();

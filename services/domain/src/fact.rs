@@ -88,7 +88,7 @@ pub enum Rejection {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
     pub line: LineKey,
-    pub sku: String,
+    pub sku: CompactString,
     pub quantity: i64,
     pub location: Option<String>,
     pub unit_price: Amount,
@@ -100,7 +100,7 @@ pub struct Placed {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shipped {
     pub line: LineKey,
-    pub sku: String,
+    pub sku: CompactString,
     pub quantity: i64,
     pub location: String,
     pub fulfillment_cost: Option<Amount>,
@@ -110,7 +110,7 @@ pub struct Shipped {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Returned {
     pub line: LineKey,
-    pub sku: String,
+    pub sku: CompactString,
     pub quantity: i64,
     pub refund: Amount,
     /// The location restocked units go back to; `None` when nothing is restocked.
@@ -121,7 +121,7 @@ pub struct Returned {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Promotion {
     pub promotion_id: String,
-    pub sku: String,
+    pub sku: CompactString,
     pub percent_off: Decimal,
     pub starts_at_ms: i64,
     pub ends_at_ms: i64,
@@ -131,16 +131,16 @@ pub struct Promotion {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Fact {
     Placed(Placed),
-    Cancelled { line: LineKey, sku: String },
+    Cancelled { line: LineKey, sku: CompactString },
     Shipped(Shipped),
     Returned(Returned),
-    Adjusted { sku: String, location: String, delta: i64 },
-    Counted { sku: String, location: String, on_hand: i64 },
-    PriceSet { sku: String, price: Amount },
-    CostSet { sku: String, unit_cost: Amount },
+    Adjusted { sku: CompactString, location: String, delta: i64 },
+    Counted { sku: CompactString, location: String, on_hand: i64 },
+    PriceSet { sku: CompactString, price: Amount },
+    CostSet { sku: CompactString, unit_cost: Amount },
     PromotionScheduled(Promotion),
-    PromotionCancelled { promotion_id: String, sku: String },
-    CompetitorObserved { sku: String, competitor: String, price: Amount },
+    PromotionCancelled { promotion_id: String, sku: CompactString },
+    CompetitorObserved { sku: CompactString, competitor: String, price: Amount },
     ChannelCost { category: String, amount: Amount, period_start_ms: i64, period_end_ms: i64 },
 }
 
@@ -326,7 +326,7 @@ impl Checker<'_> {
         let money = money.ok_or(Rejection::MissingField(field))?;
         let amount = Amount::parse(money).map_err(|source| Rejection::Money { field, source })?;
         if !self.rules.contract.has_rate(&amount.currency) {
-            let source = MoneyError::NoRate(amount.currency);
+            let source = MoneyError::NoRate(amount.currency.into());
             return Err(Rejection::Money { field, source });
         }
         Ok(amount)
@@ -354,8 +354,10 @@ fn required<'a>(field: &'static str, value: &'a str) -> Result<&'a str, Rejectio
     if value.is_empty() { Err(Rejection::MissingField(field)) } else { Ok(value) }
 }
 
-fn sku(value: &str) -> Result<String, Rejection> {
-    required("sku", value).map(str::to_string)
+/// A SKU id as the fact holds it: inline up to 24 bytes, so checking an event allocates
+/// nothing for it.
+fn sku(value: &str) -> Result<CompactString, Rejection> {
+    required("sku", value).map(CompactString::from)
 }
 
 fn positive(field: &'static str, value: i64) -> Result<i64, Rejection> {

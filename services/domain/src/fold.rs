@@ -230,7 +230,7 @@ pub enum Output {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     /// Accepted: the id is remembered, `sku` (if any) changed, `outputs` are to be published.
-    Applied { sku: Option<String>, outputs: Vec<Output> },
+    Applied { sku: Option<CompactString>, outputs: Vec<Output> },
     /// An id already accepted: ignored, not dead-lettered.
     Duplicate,
     /// Refused: nothing changed; the event goes to the dead-letter topic with this reason.
@@ -280,12 +280,12 @@ impl Fold {
         };
         let (sku_state, existed) = match state.skus.get_mut(sku) {
             Some(sku_state) => (sku_state, true),
-            None => (state.skus.entry(sku.to_string()).or_default(), false),
+            None => (state.skus.entry(sku.into()).or_default(), false),
         };
         let result = self.apply_fact(sku_state, event, &fact);
         sku_state.forget_changes();
         match result {
-            Ok(outputs) => Outcome::Applied { sku: Some(sku.to_string()), outputs },
+            Ok(outputs) => Outcome::Applied { sku: Some(sku.into()), outputs },
             Err(rejection) => {
                 if !existed {
                     state.skus.remove(sku);

@@ -2,14 +2,16 @@
 
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// A parsed, non-negative amount in one currency.
+/// A parsed, non-negative amount in one currency (its code inline: every priced event parses
+/// one or more).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amount {
     pub value: Decimal,
-    pub currency: String,
+    pub currency: CompactString,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,7 +36,7 @@ impl Amount {
         if money.currency.is_empty() {
             return Err(MoneyError::NoCurrency);
         }
-        Ok(Amount { value, currency: money.currency.clone() })
+        Ok(Amount { value, currency: money.currency.as_str().into() })
     }
 }
 

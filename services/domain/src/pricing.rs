@@ -221,13 +221,14 @@ pub fn reporting(rules: &Rules, amount: &Amount) -> Option<Decimal> {
 /// The SKU's minimum advertised price, as configured.
 pub fn map_of(rules: &Rules, sku: &str) -> Option<Amount> {
     let map = rules.contract.pricing.map.get(sku)?;
-    Some(Amount { value: map.amount, currency: map.currency.clone() })
+    Some(Amount { value: map.amount, currency: map.currency.as_str().into() })
 }
 
 /// The competitor_step in the reporting currency.
 pub fn competitor_step(rules: &Rules) -> Decimal {
     let step = &rules.contract.pricing.competitor_step;
-    reporting(rules, &Amount { value: step.amount, currency: step.currency.clone() }).unwrap_or_default()
+    reporting(rules, &Amount { value: step.amount, currency: step.currency.as_str().into() })
+        .unwrap_or_default()
 }
 
 /// A channel that lists a price, with its prices at `now` in the reporting currency.
@@ -458,7 +459,7 @@ fn explain_promotion(promotion: &ScheduledPromotion) -> PromotionExplanation {
 fn explain_floor(rules: &Rules, channel: &Channel, cost: &Set<Amount>) -> FloorExplanation {
     let quote = Quote {
         amount: floor_price(channel, cost.value.value),
-        currency: cost.value.currency.clone(),
+        currency: cost.value.currency.to_string(),
         reporting: reporting(rules, &cost.value).map(|c| floor_price(channel, c)),
     };
     FloorExplanation {
@@ -484,7 +485,7 @@ fn explain_competitors(rules: &Rules, book: &PriceBook, channel: &str) -> Vec<Co
 fn quote(rules: &Rules, amount: &Amount) -> Quote {
     Quote {
         amount: amount.value,
-        currency: amount.currency.clone(),
+        currency: amount.currency.to_string(),
         reporting: reporting(rules, amount).map(tidy),
     }
 }

@@ -12,6 +12,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::Cause;
+use crate::allocation::PerChannel;
 use crate::contract::{Rules, TransferPool};
 use crate::demand::Span;
 use crate::stock::{Atps, Pool, Stock};
@@ -152,8 +153,8 @@ pub fn suggestions<'r>(
     atps: &Atps,
     now: i64,
     sku: &str,
-) -> Vec<Plan<'r>> {
-    let mut plans = Vec::new();
+) -> PerChannel<Plan<'r>> {
+    let mut plans = PerChannel::new();
     if rules.contract.replenishment.is_none() && rules.contract.transfers.is_none() {
         return plans;
     }

@@ -30,13 +30,13 @@ pub fn advise(rules: &Rules, stock: &Stock, channel: &str, quantity: i64) -> Opt
             RoutingCandidate { location: location.clone(), on_hand, reserved, free: on_hand - reserved }
         })
         .collect();
-    let covering = candidates.iter().find(|c| c.free >= quantity);
+    let covering = candidates.iter().position(|c| c.free >= quantity);
     let (chosen, split) = match covering {
-        Some(c) => (c, false),
+        Some(index) => (index, false),
         // max_by_key keeps the last of equal maxima: reversed, it keeps the earliest
-        None => (candidates.iter().rev().max_by_key(|c| c.free)?, true),
+        None => (candidates.iter().enumerate().rev().max_by_key(|(_, c)| c.free)?.0, true),
     };
-    Some(Advice { location: chosen.location.clone(), split, candidates: candidates.clone() })
+    Some(Advice { location: candidates[chosen].location.clone(), split, candidates })
 }
 
 /// The record of an advice, at placement.
@@ -45,7 +45,7 @@ pub fn advised(placed: &Placed, advice: Advice, cause: Cause) -> RoutingDecision
         channel: placed.line.channel.to_string(),
         order_id: placed.line.order_id.to_string(),
         line_id: placed.line.line_id.to_string(),
-        sku: placed.sku.clone(),
+        sku: placed.sku.to_string(),
         quantity: placed.quantity,
         location: advice.location,
         split: advice.split,

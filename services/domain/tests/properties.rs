@@ -373,7 +373,7 @@ impl Engine<'_> {
                 self.seen.insert(event.event_id.clone());
                 self.stored.write(&sku, state);
                 state.unload_records();
-                Outcome::Applied { sku: Some(sku), outputs }
+                Outcome::Applied { sku: Some(sku.into()), outputs }
             }
             Err(rejection) => Outcome::Rejected(rejection),
         }

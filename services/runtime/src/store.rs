@@ -408,7 +408,7 @@ impl Store {
     /// covers every batch written before it (a group commit).
     pub fn write(&self, mut commit: Commit) -> Result<Written, StoreError> {
         commit.seal_outbox();
-        commit.writes.insert(SEQ.to_vec(), Some(Bytes::from(&commit.next_seq.to_be_bytes()[..])));
+        commit.writes.insert(Bytes::from(SEQ), Some(Bytes::from(&commit.next_seq.to_be_bytes()[..])));
         self.apply(commit.writes, Some(PersistMode::Buffer))?;
         self.next_seq.fetch_max(commit.next_seq, Ordering::AcqRel);
         // indexed once written: a failed write leaves no batch to confirm
@@ -459,7 +459,7 @@ impl Store {
     /// One atomic batch; a key written twice keeps its last write.
     fn apply(
         &self,
-        writes: BTreeMap<Vec<u8>, Option<Bytes>>,
+        writes: BTreeMap<Bytes, Option<Bytes>>,
         durability: Option<PersistMode>,
     ) -> Result<(), StoreError> {
         // sized up front: grown by doubling, a large batch's buffer was copied and its fresh
@@ -608,7 +608,7 @@ impl Store {
         let mut writes = BTreeMap::new();
         for prefix in [b"s/", b"r/", b"e/", b"k/"] {
             for entry in self.scan(&partition_key(prefix, partition, b"")) {
-                writes.insert(entry?.0.to_vec(), None);
+                writes.insert(entry?.0, None);
             }
         }
         writes.insert(partition_key(b"o/", partition, b""), None);
@@ -628,12 +628,12 @@ impl Store {
     fn forget_changelog_writes(
         &self,
         partition: i32,
-        writes: &mut BTreeMap<Vec<u8>, Option<Bytes>>,
+        writes: &mut BTreeMap<Bytes, Option<Bytes>>,
     ) -> Result<(), StoreError> {
         writes.insert(partition_key(b"l/", partition, b""), None);
         writes.insert(partition_key(b"d/", partition, b""), None);
         for entry in self.scan(&partition_key(b"c/", partition, b"")) {
-            writes.insert(entry?.0.to_vec(), None);
+            writes.insert(entry?.0, None);
         }
         Ok(())
     }
@@ -675,8 +675,8 @@ impl Store {
         prefixes.into_iter().flat_map(move |prefix| {
             let start = partition_key(prefix, partition, b"");
             let lower = match &after {
-                Some(after) if *after >= start => Bound::Excluded(after.clone()),
-                _ => Bound::Included(start.clone()),
+                Some(after) if after[..] >= start[..] => Bound::Excluded(after.clone()),
+                _ => Bound::Included(start.to_vec()),
             };
             self.keyspace(prefix)
                 .range::<Vec<u8>, _>((lower, Bound::Unbounded))
@@ -701,7 +701,7 @@ impl Store {
         let mut writes = BTreeMap::new();
         for prefix in [b"l/", b"c/", b"d/"] {
             for entry in self.scan(prefix) {
-                writes.insert(entry?.0.to_vec(), None);
+                writes.insert(entry?.0, None);
             }
         }
         self.apply(writes, Some(PersistMode::SyncAll))
@@ -724,8 +724,8 @@ impl Store {
                     key: String::from_utf8_lossy(&key).into_owned(),
                 });
             }
-            if key != offset_key {
-                writes.insert(key, value.map(Bytes::from));
+            if key[..] != offset_key[..] {
+                writes.insert(Bytes::from(key), value.map(Bytes::from));
             }
         }
         // before and after: a reader comparing the number around its own reads sees a change
@@ -847,7 +847,7 @@ pub struct Commit {
     /// Key to value, `None` to remove; the last write of a key wins. Values are the store's
     /// own shared slices, made once: the store takes them as they are, and the changelog
     /// keeps them until its next sending without copying them.
-    writes: BTreeMap<Vec<u8>, Option<Bytes>>,
+    writes: BTreeMap<Bytes, Option<Bytes>>,
     next_seq: u64,
     outputs: usize,
     /// Outbox records pushed since the last piece was closed, with their sequence numbers.
@@ -932,7 +932,7 @@ impl Commit {
     /// Removes noted keys once they are sent to the changelog ([`Store::changelog_pending`]).
     pub fn remove_changelog_keys(&mut self, key: &[u8]) {
         if key.starts_with(b"c/") {
-            self.writes.insert(key.to_vec(), None);
+            self.writes.insert(Bytes::from(key), None);
         }
     }
 
@@ -999,12 +999,12 @@ impl Commit {
         self.close_piece();
         for piece in std::mem::take(&mut self.unsealed) {
             let Some(&(first, _)) = piece.first() else { continue };
-            self.put(outbox_key(first), stored(&*piece));
+            self.put(Bytes::from(outbox_key(first)), stored(&*piece));
             self.sealed.push((first, piece.iter().map(|(seq, _)| *seq).collect()));
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: impl Into<Bytes>) {
+    fn put(&mut self, key: Bytes, value: impl Into<Bytes>) {
         let value = value.into();
         self.bytes += key.len() + value.len();
         self.writes.insert(key, Some(value));
@@ -1162,12 +1162,15 @@ fn new_writer_id() -> String {
     format!("w{:x}{:x}", nanos, std::process::id())
 }
 
-fn partition_key(prefix: &[u8], partition: i32, rest: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(prefix.len() + 4 + rest.len());
-    key.extend_from_slice(prefix);
-    key.extend_from_slice(&partition.to_be_bytes());
-    key.extend_from_slice(rest);
-    key
+/// Built as the store's own key type: one of up to 20 bytes (a SKU's state, an offset) is
+/// held inline, and a longer one is the very buffer the store keeps, not a copy of it.
+fn partition_key(prefix: &[u8], partition: i32, rest: &[u8]) -> Bytes {
+    let mut key = byteview::ByteView::builder(prefix.len() + 4 + rest.len());
+    let (head, tail) = key.split_at_mut(prefix.len());
+    head.copy_from_slice(prefix);
+    tail[..4].copy_from_slice(&partition.to_be_bytes());
+    tail[4..].copy_from_slice(rest);
+    Bytes::from(key.freeze())
 }
 
 /// Whether `key` is one of `partition`'s state, seen id, record or offset keys.
@@ -1350,7 +1353,7 @@ mod tests {
         copy.drop_partition(5).unwrap();
         assert!(!copy.is_changelogged(5).unwrap() && entries(&copy).is_empty());
 
-        let foreign = vec![(partition_key(b"s/", 6, b"x"), Some(vec![1]))];
+        let foreign = vec![(partition_key(b"s/", 6, b"x").to_vec(), Some(vec![1]))];
         assert!(matches!(copy.restore_entries(5, foreign), Err(StoreError::ForeignKey { partition: 5, .. })));
     }
 

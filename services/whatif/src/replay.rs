@@ -651,7 +651,7 @@ fn retirement_costs(before: &Rules, cut: &Cut, parts: &[Part], span: Span) -> Ve
     let weekly = before.channel(&cut.channel).map(|c| &c.weekly_operating_cost).map(|cost| {
         before
             .contract
-            .to_reporting(&Amount { value: cost.amount, currency: cost.currency.clone() })
+            .to_reporting(&Amount { value: cost.amount, currency: cost.currency.as_str().into() })
             .map(omnifold_domain::report::partial::round)
             .unwrap_or_default()
     });

@@ -528,7 +528,8 @@ impl<'a, F: FnMut(Event)> Sim<'a, F> {
             let squeezed = squeeze.as_ref().is_some_and(|s| rank <= s.top_skus);
             let name = sku_name(rank, n);
             let map = self.rules.contract.pricing.map.get(&name).and_then(|m| {
-                let amount = omnifold_domain::money::Amount { value: m.amount, currency: m.currency.clone() };
+                let amount =
+                    omnifold_domain::money::Amount { value: m.amount, currency: m.currency.as_str().into() };
                 self.rules.contract.to_reporting(&amount).ok()
             });
             self.skus.push(Sku {

@@ -114,7 +114,10 @@ fn base_figures(
     let weekly = &channel.weekly_operating_cost;
     let weekly = rules
         .contract
-        .to_reporting(&crate::money::Amount { value: weekly.amount, currency: weekly.currency.clone() })
+        .to_reporting(&crate::money::Amount {
+            value: weekly.amount,
+            currency: weekly.currency.as_str().into(),
+        })
         .map(round)
         .expect("the contract checks that every channel's operating cost has a rate");
     let net_revenue = partial.gross_revenue - partial.discounts;
