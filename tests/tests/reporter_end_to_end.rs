@@ -482,7 +482,7 @@ async fn a_sender_far_behind_merges_the_markers_and_every_week_still_closes() {
         store.commit(commit).expect("commit");
     }
 
-    let partitions = HashMap::from([(topics.contract.ledger.clone(), 3)]);
+    let partitions = HashMap::from([(topics.contract.ledger.to_string(), 3)]);
     let mut sender = OutboxSender::new(store, &kafka(&broker), partitions, BrokerHealth::new(None))
         .expect("sender builds")
         .merging_barriers(merge_markers);
@@ -1146,7 +1146,8 @@ async fn the_weekly_page_in_a_terminal_over_http_and_in_a_browser() {
 
     // The same page over HTTP.
     let addr = common::free_local_addr();
-    let source = omnifold_reporter::http::PageSource::new(kafka(&broker), topics.contract.snapshots.clone());
+    let source =
+        omnifold_reporter::http::PageSource::new(kafka(&broker), topics.contract.snapshots.to_string());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(omnifold_reporter::http::serve(addr, source, async {
         let _ = stopped.await;

@@ -349,7 +349,7 @@ pub fn subscribed(spec: GroupSpec<'_>) -> Result<BaseConsumer<GroupContext>, Kaf
         .set("enable.partition.eof", "true")
         .set("statistics.interval.ms", spec.stats_interval_ms.to_string())
         .create_with_context(context)?;
-    consumer.subscribe(&[spec.topics.events.as_str()])?;
+    consumer.subscribe(&[&*spec.topics.events])?;
     tracing::debug!(group = spec.group_id, "subscribed to the events topic");
     Ok(consumer)
 }

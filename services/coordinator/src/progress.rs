@@ -58,7 +58,7 @@ pub fn marker(topics: &Topics, currency: &str, partition: i32, mark: Mark, at_en
         value: entry.encode_to_vec(),
         // delivered after everything before it and before anything after it, stamped with
         // the sender's tails (`omnifold_runtime::origin`): what a next owner reads back from
-        headers: vec![(BARRIER_HEADER.to_string(), Vec::new())],
+        headers: vec![(BARRIER_HEADER.into(), Vec::new())],
         partition: Some(partition),
     }
 }
@@ -145,8 +145,8 @@ mod tests {
         );
         assert_eq!((entry.earliest_at_ms, entry.occurred_at_ms), (300, 900), "the union of times");
         assert_eq!(
-            (merged.topic.as_str(), merged.partition, &merged.headers),
-            (later.topic.as_str(), later.partition, &later.headers)
+            (&*merged.topic, merged.partition, &merged.headers),
+            (&*later.topic, later.partition, &later.headers)
         );
 
         let quiet = merge_markers(&idle, &marker(&topics, "EUR", 1, mark(13, None), false)).unwrap();

@@ -42,6 +42,8 @@ use crate::progress::{self, Mark, Marks, marker};
 use crate::unsent::Unsent;
 use omnifold_runtime::changelog;
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
+use omnifold_runtime::topics::TopicName;
+use smallvec::SmallVec;
 
 /// Everything the coordinator is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,7 +211,7 @@ impl Coordinator {
             started = sender.start() => { started?; }
             _ = &mut shutdown => return Ok(()),
         }
-        let prices = PriceSource::new(store.clone(), self.rules.clone(), partitions[&self.topics.events]);
+        let prices = PriceSource::new(store.clone(), self.rules.clone(), partitions[&*self.topics.events]);
         let http = HttpServer::start_if(self.options.http, prices).await?;
 
         let outbox = OutboxLoop::spawn_handing_off(sender);
@@ -243,10 +245,10 @@ impl Coordinator {
     /// The ledger mirrors the event log partition for partition (same keys, same count), so
     /// that a reader of ledger partition p sees what events partition p was worth.
     fn check_ledger_partitions(&self, partitions: &HashMap<String, i32>) -> Result<(), CoordinatorError> {
-        let events = partitions[&self.topics.events];
+        let events = partitions[&*self.topics.events];
         for topic in [&self.topics.ledger, &self.topics.ledger_json, &self.topics.changelog] {
-            if partitions[topic] != events {
-                let (topic, ledger) = (topic.clone(), partitions[topic]);
+            if partitions[&**topic] != events {
+                let (topic, ledger) = (topic.to_string(), partitions[&**topic]);
                 return Err(CoordinatorError::LedgerPartitions { topic, ledger, events });
             }
         }
@@ -534,7 +536,7 @@ impl FoldLoop {
         let records = match Event::decode(value) {
             Err(error) => {
                 let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
-                vec![self.refuse(key, value, &reason, source)]
+                smallvec::smallvec![self.refuse(key, value, &reason, source)]
             }
             Ok(event) => match self.engine.apply(partition, &event)? {
                 Outcome::Applied { outputs, .. } => {
@@ -547,11 +549,11 @@ impl FoldLoop {
                 }
                 Outcome::Duplicate => {
                     metrics::counter!("omnifold_events_duplicate_total").increment(1);
-                    Vec::new()
+                    EventRecords::new()
                 }
                 Outcome::Rejected(rejection) => {
                     let reason = format!("event {:?}: {rejection}", event.event_id);
-                    vec![self.refuse(key, value, &reason, source)]
+                    smallvec::smallvec![self.refuse(key, value, &reason, source)]
                 }
             },
         };
@@ -563,7 +565,7 @@ impl FoldLoop {
     /// and offset and the record's index among the event's records, the same on every
     /// instance) and puts it in the outbox, unless a previous owner of the partition already
     /// delivered it.
-    fn push_outputs(&self, batch: &mut Batch, position: Position, records: Vec<OutboxRecord>) {
+    fn push_outputs(&self, batch: &mut Batch, position: Position, records: EventRecords) {
         let mut ownership = self.ownership.lock().expect("ownership lock");
         for (index, mut record) in records.into_iter().enumerate() {
             let origin =
@@ -571,7 +573,7 @@ impl FoldLoop {
             if ownership.already_delivered(&origin) {
                 continue;
             }
-            record.headers.push((ORIGIN_HEADER.to_string(), origin.header_value()));
+            record.headers.push((ORIGIN_HEADER.into(), origin.header_value()));
             batch.commit.hand_output(record);
         }
     }
@@ -897,11 +899,14 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// The outbox records of one event, held inline for the few most events make.
+pub type EventRecords = SmallVec<[OutboxRecord; 4]>;
+
 /// The outbox records of one fold output of the event at `position`; `detected_at_ms` and a
 /// ledger entry's position are stamped here, outside the fold. A ledger entry goes out twice,
 /// protobuf and its JSON form, to the partition of the ledger topics that mirrors its event's.
-pub fn output_records(topics: &Topics, output: Output, position: Position) -> Vec<OutboxRecord> {
-    let record = |topic: &String, key: String, value: Vec<u8>| OutboxRecord {
+pub fn output_records(topics: &Topics, output: Output, position: Position) -> SmallVec<[OutboxRecord; 2]> {
+    let record = |topic: &TopicName, key: String, value: Vec<u8>| OutboxRecord {
         topic: topic.clone(),
         key: key.into_bytes(),
         value,
@@ -910,19 +915,29 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Ve
     };
     match output {
         Output::Availability(a) => {
-            vec![record(&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())]
+            smallvec::smallvec![record(
+                &topics.availability,
+                format!("{}/{}", a.channel, a.sku),
+                a.encode_to_vec()
+            )]
         }
         Output::Alert(mut alert) => {
             alert.detected_at_ms = wall_clock_ms();
-            vec![record(&topics.alerts, alert.sku.clone(), alert.encode_to_vec())]
+            smallvec::smallvec![record(&topics.alerts, alert.sku.clone(), alert.encode_to_vec())]
         }
-        Output::Escalation(e) => vec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())],
+        Output::Escalation(e) => {
+            smallvec::smallvec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())]
+        }
         Output::Replenishment(r) => {
-            vec![record(&topics.replenishment, format!("{}/{}", r.pool, r.sku), r.encode_to_vec())]
+            smallvec::smallvec![record(
+                &topics.replenishment,
+                format!("{}/{}", r.pool, r.sku),
+                r.encode_to_vec()
+            )]
         }
         Output::Routing(r) => {
             let key = format!("{}/{}/{}", r.channel, r.order_id, r.line_id);
-            vec![record(&topics.routing, key, r.encode_to_vec())]
+            smallvec::smallvec![record(&topics.routing, key, r.encode_to_vec())]
         }
         Output::Ledger(mut entry) => {
             entry.event_partition = position.partition;
@@ -931,7 +946,7 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Ve
             let json = omnifold_proto::json::ledger_to_json(&entry).into_bytes();
             let mirrored =
                 |record: OutboxRecord| OutboxRecord { partition: Some(position.partition), ..record };
-            vec![
+            smallvec::smallvec![
                 mirrored(record(&topics.ledger, key.clone(), entry.encode_to_vec())),
                 mirrored(record(&topics.ledger_json, key, json)),
             ]

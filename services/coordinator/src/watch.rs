@@ -75,17 +75,17 @@ pub fn watch(options: &WatchOptions, mut print: impl FnMut(&str)) -> anyhow::Res
 }
 
 fn describe(topics: &Topics, topic: &str, value: &[u8], message: &impl Message) -> Option<String> {
-    if topic == topics.alerts {
+    if topic == &*topics.alerts {
         Alert::decode(value).ok().map(|a| describe_alert(&a))
-    } else if topic == topics.availability {
+    } else if topic == &*topics.availability {
         ChannelAvailability::decode(value).ok().map(|a| describe_availability(&a))
-    } else if topic == topics.escalations {
+    } else if topic == &*topics.escalations {
         Escalation::decode(value).ok().map(|e| describe_escalation(&e))
-    } else if topic == topics.replenishment {
+    } else if topic == &*topics.replenishment {
         Replenishment::decode(value).ok().map(|r| describe_replenishment(&r))
-    } else if topic == topics.routing {
+    } else if topic == &*topics.routing {
         RoutingDecision::decode(value).ok().map(|r| describe_routing(&r))
-    } else if topic == topics.deadletter {
+    } else if topic == &*topics.deadletter {
         Some(describe_dead_letter(message))
     } else {
         None

@@ -187,7 +187,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("wrote {} ({} channels, {})", out.display(), view.rows.len(), view.week);
         }
         Command::Serve { kafka, listen, contract, store } => {
-            let mut source = PageSource::new(kafka.kafka()?, kafka.topics().snapshots);
+            let mut source = PageSource::new(kafka.kafka()?, kafka.topics().snapshots.to_string());
             let follower = match contract {
                 Some(contract) => {
                     let feed = open_feed(&kafka, &contract, &store).await?;

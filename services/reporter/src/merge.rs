@@ -219,7 +219,7 @@ impl Merge {
             "snapshot"
         );
         metrics::counter!("omnifold_reporter_snapshots_emitted_total").increment(1);
-        let record = |topic: &String, value: Vec<u8>| OutboxRecord {
+        let record = |topic: &omnifold_runtime::topics::TopicName, value: Vec<u8>| OutboxRecord {
             topic: topic.clone(),
             key: key.clone().into_bytes(),
             value,

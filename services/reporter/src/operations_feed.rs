@@ -192,7 +192,7 @@ impl OperationsFeed {
     /// views show everything else without the weekly figures.
     fn snapshots(&self) -> BTreeMap<String, ContributionSnapshot> {
         latest_snapshots(&self.kafka, &self.topics.snapshots).unwrap_or_else(|error| {
-            tracing::warn!(%error, topic = self.topics.snapshots, "cannot read the snapshots; showing no weekly figures");
+            tracing::warn!(%error, topic = &*self.topics.snapshots, "cannot read the snapshots; showing no weekly figures");
             BTreeMap::new()
         })
     }

@@ -51,15 +51,15 @@ impl Reporter {
             partitions = until_reachable(&health, || self.prepare_topics()) => partitions?,
             _ = &mut shutdown => return Ok(()),
         };
-        if partitions[&self.topics.partials] != 1 {
-            let count = partitions[&self.topics.partials];
+        if partitions[&*self.topics.partials] != 1 {
+            let count = partitions[&*self.topics.partials];
             return Err(ReporterError::PartialsPartitions {
                 topic: self.topics.partials.clone(),
                 partitions: count,
             });
         }
         // the ledger mirrors the event log partition for partition (the coordinator checks it)
-        let events_partitions = partitions[&self.topics.contract.ledger];
+        let events_partitions = partitions[&*self.topics.contract.ledger];
         let store = open_store(self.options.store.clone()).await?;
         let mut sender = OutboxSender::new(store.clone(), &self.options.kafka, partitions, health.clone())?;
         tokio::select! {
@@ -125,12 +125,12 @@ struct ReportLoop {
 impl ReportLoop {
     fn run(self) -> Result<(), ReporterError> {
         let (ingest_positions, merge_positions) = (Positions::default(), Positions::default());
-        let inputs = [self.topics.contract.ledger.as_str(), self.topics.contract.alerts.as_str()];
+        let inputs = [&*self.topics.contract.ledger, &*self.topics.contract.alerts];
         let ingest_consumer =
             self.consumer(&self.options.group_id, &inputs, ingest_positions.clone(), false)?;
         let merge_group = format!("{}-merge", self.options.group_id);
         let merge_consumer =
-            self.consumer(&merge_group, &[self.topics.partials.as_str()], merge_positions.clone(), true)?;
+            self.consumer(&merge_group, &[&*self.topics.partials], merge_positions.clone(), true)?;
         let mut ingest =
             Ingest::new(self.rules.clone(), self.topics.clone(), self.store.clone(), ingest_positions);
         ingest.batch_max_events = self.options.batch_max_events;

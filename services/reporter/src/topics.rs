@@ -34,9 +34,9 @@ impl ReportTopics {
     /// The store partition id of an input partition; `None` for a topic the reporter does
     /// not consume.
     pub fn store_id(&self, topic: &str, partition: i32) -> Option<i32> {
-        if topic == self.contract.ledger {
+        if topic == &*self.contract.ledger {
             Some(partition)
-        } else if topic == self.contract.alerts {
+        } else if topic == &*self.contract.alerts {
             Some(ALERTS_BASE + partition)
         } else if topic == self.partials {
             Some(PARTIALS_BASE + partition)

@@ -63,7 +63,7 @@ pub enum ChangelogError {
 /// Where a batch's changelog records go, and the offset its state stands at.
 #[derive(Debug, Clone, Copy)]
 pub struct Batch<'a> {
-    pub topic: &'a str,
+    pub topic: &'a crate::topics::TopicName,
     pub partition: i32,
     pub next_offset: i64,
     /// The writing store's id: a packed record's key is unique per writer and batch.
@@ -267,12 +267,12 @@ pub fn unpack(mut packed: &[u8]) -> Option<Vec<&[u8]>> {
 pub type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 fn record(batch: &Batch<'_>, key: &[u8], value: Option<&[u8]>) -> OutboxRecord {
-    let mut headers = vec![(THROUGH_HEADER.to_string(), batch.next_offset.to_string().into_bytes())];
+    let mut headers = vec![(THROUGH_HEADER.into(), batch.next_offset.to_string().into_bytes())];
     if value.is_none() {
-        headers.push((TOMBSTONE_HEADER.to_string(), Vec::new()));
+        headers.push((TOMBSTONE_HEADER.into(), Vec::new()));
     }
     OutboxRecord {
-        topic: batch.topic.to_string(),
+        topic: batch.topic.clone(),
         key: key.to_vec(),
         value: value.unwrap_or_default().to_vec(),
         headers,
@@ -288,7 +288,7 @@ fn offset_key(partition: i32) -> Vec<u8> {
 }
 
 /// The `through` of a changelog record's headers, if it has one.
-pub fn through_of(headers: &[(String, Vec<u8>)]) -> Option<i64> {
+pub fn through_of(headers: &[(crate::store::HeaderName, Vec<u8>)]) -> Option<i64> {
     let (_, value) = headers.iter().find(|(key, _)| key == THROUGH_HEADER)?;
     std::str::from_utf8(value).ok()?.parse().ok()
 }
@@ -540,8 +540,11 @@ mod tests {
         key.starts_with(b"k/") && key.get(6) == Some(&b'L')
     }
 
+    static CHANGELOG: std::sync::LazyLock<crate::topics::TopicName> =
+        std::sync::LazyLock::new(|| "cl".into());
+
     fn at(partition: i32, next_offset: i64) -> Batch<'static> {
-        Batch { topic: "cl", partition, next_offset, writer: "w1", packs: lines }
+        Batch { topic: &CHANGELOG, partition, next_offset, writer: "w1", packs: lines }
     }
 
     fn batch(partition: i32, next: i64, keys: &[&[u8]]) -> Vec<OutboxRecord> {
@@ -661,7 +664,8 @@ mod tests {
     #[test]
     fn a_dump_under_way_has_no_state_to_restore_until_its_offset_record() {
         let mut log = batch(1, 100, &[b"s/\0\0\0\x01x"]);
-        let tombstone = Batch { topic: "cl", partition: 1, next_offset: 60, writer: "w2", packs: lines };
+        let tombstone =
+            Batch { topic: &CHANGELOG, partition: 1, next_offset: 60, writer: "w2", packs: lines };
         log.push(record(&tombstone, b"o/\0\0\0\x01", None));
         log.extend(batch(1, 60, &[b"s/\0\0\0\x01x"]).into_iter().filter(|r| !r.key.starts_with(b"o/")));
         assert_eq!(

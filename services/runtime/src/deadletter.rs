@@ -18,13 +18,13 @@ pub struct Source<'a> {
 pub fn dead_letter(topic: &str, key: &[u8], value: &[u8], reason: &str, source: Source<'_>) -> OutboxRecord {
     metrics::counter!("omnifold_deadletters_total", "topic" => source.topic.to_string()).increment(1);
     OutboxRecord {
-        topic: topic.to_string(),
+        topic: topic.into(),
         key: key.to_vec(),
         value: value.to_vec(),
         headers: vec![
-            (ERROR_HEADER.to_string(), reason.as_bytes().to_vec()),
+            (ERROR_HEADER.into(), reason.as_bytes().to_vec()),
             (
-                SOURCE_HEADER.to_string(),
+                SOURCE_HEADER.into(),
                 format!("{}/{}/{}", source.topic, source.partition, source.offset).into_bytes(),
             ),
         ],

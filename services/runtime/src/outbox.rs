@@ -253,7 +253,7 @@ impl OutboxSender {
         }
         let mut targets = BTreeSet::new();
         for (_, record) in &pending {
-            targets.insert((record.topic.clone(), self.partition_of(record)?));
+            targets.insert((record.topic.to_string(), self.partition_of(record)?));
         }
         let (store, kafka, health) = (self.store.clone(), self.kafka.clone(), self.health.clone());
         let delivered =
@@ -376,7 +376,7 @@ impl OutboxSender {
             .map(|(seq, record)| {
                 let mut record = record.clone();
                 record.headers.retain(|(key, _)| key != BARRIER_HEADER);
-                record.headers.push((TAILS_HEADER.to_string(), tails.clone()));
+                record.headers.push((TAILS_HEADER.into(), tails.clone()));
                 (*seq, record)
             })
             .collect();
@@ -496,7 +496,7 @@ impl OutboxSender {
                     tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                 }
                 Err((source, _)) => {
-                    return Err(OutboxError::Delivery { topic: record.topic.clone(), source });
+                    return Err(OutboxError::Delivery { topic: record.topic.to_string(), source });
                 }
             }
         }
@@ -516,12 +516,12 @@ impl OutboxSender {
     fn partition_of(&self, record: &OutboxRecord) -> Result<i32, OutboxError> {
         let partitions = self
             .partitions
-            .get(&record.topic)
-            .ok_or_else(|| OutboxError::UnknownTopic(record.topic.clone()))?;
+            .get(&*record.topic)
+            .ok_or_else(|| OutboxError::UnknownTopic(record.topic.to_string()))?;
         match record.partition {
             Some(partition) if partition < *partitions => Ok(partition),
             Some(partition) => Err(OutboxError::NoSuchPartition {
-                topic: record.topic.clone(),
+                topic: record.topic.to_string(),
                 partition,
                 partitions: *partitions,
             }),
@@ -548,7 +548,7 @@ fn superseded_barriers(
     let mut last: BTreeMap<(&str, i32), (u64, OutboxRecord)> = BTreeMap::new();
     let mut superseded = Superseded::default();
     for (seq, record) in pending.iter().filter(|(_, record)| is_barrier(record)) {
-        let target = (record.topic.as_str(), partition_of(record)?);
+        let target = (&*record.topic, partition_of(record)?);
         let mut kept = (*seq, record.clone());
         if let Some((earlier_seq, earlier)) = last.get(&target)
             && let Some(merged) = merge(earlier, record)
@@ -865,7 +865,7 @@ mod tests {
     use super::*;
 
     fn record(topic: &str, partition: i32, barrier: bool, value: &[u8]) -> OutboxRecord {
-        let headers = if barrier { vec![(BARRIER_HEADER.to_string(), Vec::new())] } else { Vec::new() };
+        let headers = if barrier { vec![(BARRIER_HEADER.into(), Vec::new())] } else { Vec::new() };
         OutboxRecord {
             topic: topic.into(),
             key: Vec::new(),
@@ -919,7 +919,7 @@ mod tests {
     #[test]
     fn a_barrier_to_a_topic_the_outbox_does_not_know_is_an_error() {
         let pending = vec![(1, record("nowhere", 0, true, b""))];
-        let unknown = |r: &OutboxRecord| Err(OutboxError::UnknownTopic(r.topic.clone()));
+        let unknown = |r: &OutboxRecord| Err(OutboxError::UnknownTopic(r.topic.to_string()));
         assert!(matches!(
             superseded_barriers(&pending, concatenate, unknown),
             Err(OutboxError::UnknownTopic(_))

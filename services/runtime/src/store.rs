@@ -90,33 +90,41 @@ pub enum StoreError {
 /// then the bytes), so outboxes written before read the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxRecord {
-    pub topic: String,
+    pub topic: crate::topics::TopicName,
     #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     #[serde(with = "header_bytes")]
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<(HeaderName, Vec<u8>)>,
     /// The partition to write to; `None` for the one Kafka's default partitioner picks from
     /// the key. Set where a topic mirrors an input partition for partition (the ledger).
     #[serde(default)]
     pub partition: Option<i32>,
 }
 
+/// A header's name: omnifold's own are constants, so a record names them without a copy.
+pub type HeaderName = std::borrow::Cow<'static, str>;
+
 /// Headers as (name, byte string) pairs, for the reason [`OutboxRecord`] gives.
 mod header_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
     use serde_bytes::{ByteBuf, Bytes};
 
-    pub fn serialize<S: Serializer>(headers: &[(String, Vec<u8>)], serializer: S) -> Result<S::Ok, S::Error> {
+    use super::HeaderName;
+
+    pub fn serialize<S: Serializer>(
+        headers: &[(HeaderName, Vec<u8>)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(headers.iter().map(|(name, value)| (name, Bytes::new(value))))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+    ) -> Result<Vec<(HeaderName, Vec<u8>)>, D::Error> {
         let headers = Vec::<(String, ByteBuf)>::deserialize(deserializer)?;
-        Ok(headers.into_iter().map(|(name, value)| (name, value.into_vec())).collect())
+        Ok(headers.into_iter().map(|(name, value)| (HeaderName::Owned(name), value.into_vec())).collect())
     }
 }
 
@@ -1260,10 +1268,10 @@ mod tests {
     #[test]
     fn a_piece_is_stored_as_postcard_writes_it() {
         let big = OutboxRecord {
-            topic: "t".repeat(300),
+            topic: "t".repeat(300).into(),
             key: vec![1; 70_000],
             value: vec![2; 200_000],
-            headers: vec![("h".repeat(200), vec![3; 20_000]); 3],
+            headers: vec![("h".repeat(200).into(), vec![3; 20_000]); 3],
             partition: Some(i32::MAX),
         };
         let records = vec![(u64::MAX, record(1)), (u64::MAX, big), (u64::MAX, record(2))];
@@ -1287,7 +1295,10 @@ mod tests {
             (record.key.as_slice(), record.value.as_slice()),
             (before.key.as_slice(), before.value.as_slice())
         );
-        assert_eq!((record.headers.clone(), record.partition), (before.headers, before.partition));
+        let headers: Vec<(String, Vec<u8>)> =
+            record.headers.iter().map(|(name, value)| (name.to_string(), value.clone())).collect();
+        assert_eq!((headers, record.partition), (before.headers, before.partition));
+        assert_eq!(*record.topic, *before.topic);
         assert_eq!(postcard::to_allocvec(&read).unwrap(), bytes);
     }
 

@@ -1,7 +1,13 @@
 //! The contract's topics (CONTRACT.md section 1): names under a configurable prefix, their
 //! partition counts and cleanup policies.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+/// A topic's name as records carry it: shared, so an output record names its topic without a
+/// copy of the name.
+pub type TopicName = Arc<str>;
 
 /// How many partitions each topic is created with when missing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,27 +78,27 @@ pub struct TopicSpec {
 /// The names of the contract's topics under one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
-    pub events: String,
-    pub alerts: String,
-    pub availability: String,
-    pub escalations: String,
-    pub snapshots: String,
-    pub snapshots_json: String,
-    pub deadletter: String,
+    pub events: TopicName,
+    pub alerts: TopicName,
+    pub availability: TopicName,
+    pub escalations: TopicName,
+    pub snapshots: TopicName,
+    pub snapshots_json: TopicName,
+    pub deadletter: TopicName,
     /// The contribution ledger (`ledger.proto`) and its JSON form.
-    pub ledger: String,
-    pub ledger_json: String,
+    pub ledger: TopicName,
+    pub ledger_json: TopicName,
     /// Reorder and transfer suggestions and routing advice (CONTRACT.md section 10).
-    pub replenishment: String,
-    pub routing: String,
+    pub replenishment: TopicName,
+    pub routing: TopicName,
     /// The coordinator's changelog: its store's writes per events partition, to restore a
     /// moved partition from (ARCHITECTURE.md, "Several coordinators").
-    pub changelog: String,
+    pub changelog: TopicName,
 }
 
 impl Topics {
     pub fn new(prefix: &str) -> Self {
-        let name = |suffix: &str| format!("{prefix}{suffix}");
+        let name = |suffix: &str| TopicName::from(format!("{prefix}{suffix}"));
         Topics {
             events: name("events.v1"),
             alerts: name("alerts.v1"),
@@ -111,13 +117,13 @@ impl Topics {
 
     /// Every topic of the contract with its partitions and cleanup policy.
     pub fn specs(&self, options: &TopicOptions) -> Vec<TopicSpec> {
-        let spec = |name: &String, partitions: i32, cleanup: Cleanup| TopicSpec {
-            name: name.clone(),
+        let spec = |name: &TopicName, partitions: i32, cleanup: Cleanup| TopicSpec {
+            name: name.to_string(),
             partitions,
             cleanup,
             retention_ms: None,
         };
-        let kept = |name: &String, partitions: i32| TopicSpec {
+        let kept = |name: &TopicName, partitions: i32| TopicSpec {
             retention_ms: Some(options.log_retention_ms),
             ..spec(name, partitions, Cleanup::Delete)
         };

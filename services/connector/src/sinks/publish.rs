@@ -52,8 +52,8 @@ impl Publisher {
             .map_err(omnifold_runtime::KafkaError::from)?;
         Ok(Publisher {
             producer,
-            topic: topics.events.clone(),
-            deadletter: topics.deadletter.clone(),
+            topic: topics.events.to_string(),
+            deadletter: topics.deadletter.to_string(),
             rules,
             in_flight: VecDeque::new(),
         })

@@ -415,7 +415,7 @@ impl Pushback {
             .map_err(|error| PushbackError::OpenState { path: options.state.clone(), error })?;
         Ok(Pushback {
             kafka: kafka.clone(),
-            topic: topics.availability.clone(),
+            topic: topics.availability.to_string(),
             options,
             targets,
             client,

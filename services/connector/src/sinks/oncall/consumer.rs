@@ -43,15 +43,18 @@ pub(super) struct Running<'a> {
 pub(super) async fn start(oncall: &Oncall) -> Result<Running<'_>, OncallError> {
     let (kafka, topics) = (&oncall.options.kafka, &oncall.topics);
     let wanted = [&topics.escalations, &topics.deadletter];
-    let specs: Vec<TopicSpec> =
-        topics.specs(&oncall.options.topics).into_iter().filter(|s| wanted.contains(&&s.name)).collect();
+    let specs: Vec<TopicSpec> = topics
+        .specs(&oncall.options.topics)
+        .into_iter()
+        .filter(|s| wanted.iter().any(|w| ***w == *s.name))
+        .collect();
     kafka.ensure_topics(&specs).await?;
     let partitions = partition_counts(oncall).await?;
     let store = open_store(oncall.options.store.clone()).await?;
     let health = BrokerHealth::new(None);
     let mut sender = OutboxSender::new(store.clone(), kafka, partitions.clone(), health)?;
     sender.start().await?;
-    let count = partitions[&topics.escalations];
+    let count = partitions[&*topics.escalations];
     let (offsets, delivered) = load_positions(store.clone(), count).await?;
     let consumer = consumer(oncall, count, &offsets)?;
     let known: usize = delivered.values().map(HashSet::len).sum();
