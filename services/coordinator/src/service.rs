@@ -789,7 +789,7 @@ impl FoldLoop {
         let kept = self.unsent.take(partition);
         let mut entries = kept.values;
         for (key, value) in written(commit, partition) {
-            entries.insert(key.to_vec(), value.cloned());
+            entries.insert(key.clone(), value.cloned());
         }
         for (key, packed) in noted {
             if !noted_batch(key).is_some_and(|offset| kept.batches.contains(&offset)) {
@@ -799,7 +799,7 @@ impl FoldLoop {
                 };
                 for key in changelog::unpack(packed).ok_or_else(corrupt)? {
                     if !entries.contains_key(key) {
-                        entries.insert(key.to_vec(), self.store.entry(key)?);
+                        entries.insert(key.into(), self.store.entry(key)?);
                     }
                 }
             }
@@ -877,7 +877,7 @@ impl FoldLoop {
 fn written(
     commit: &omnifold_runtime::Commit,
     partition: i32,
-) -> impl Iterator<Item = (&[u8], Option<&omnifold_runtime::store::Bytes>)> {
+) -> impl Iterator<Item = (&omnifold_runtime::store::Bytes, Option<&omnifold_runtime::store::Bytes>)> {
     commit.partition_writes(partition).filter(|(key, _)| !key.starts_with(b"o/"))
 }
 
@@ -889,7 +889,7 @@ fn noted_batch(key: &[u8]) -> Option<i64> {
 
 /// The keys of [`written`].
 fn written_keys(commit: &omnifold_runtime::Commit, partition: i32) -> impl Iterator<Item = &[u8]> {
-    written(commit, partition).map(|(key, _)| key)
+    written(commit, partition).map(|(key, _)| &key[..])
 }
 
 /// Where an event sits in the event log.

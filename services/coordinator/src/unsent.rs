@@ -27,11 +27,11 @@ pub const BUDGET_BYTES: usize = 48 * 1024 * 1024;
 /// What is kept of an input partition's batches since its changelog was last sent.
 #[derive(Debug, Default, PartialEq)]
 pub struct Kept {
-    /// Each key's last written value (`None`: removed), shared with the batch that wrote it:
-    /// keeping it copies nothing (copying every value of every batch was about 2% of the
-    /// coordinator's CPU). Hashed with Fx, as the fold's tables are: std's SipHash was an
-    /// eighth of keeping a batch's writes.
-    pub values: FxHashMap<Vec<u8>, Option<Bytes>>,
+    /// Each key's last written value (`None`: removed), key and value shared with the batch
+    /// that wrote them: keeping them copies nothing (copying every value of every batch was
+    /// about 2% of the coordinator's CPU). Hashed with Fx, as the fold's tables are: std's
+    /// SipHash was an eighth of keeping a batch's writes.
+    pub values: FxHashMap<Bytes, Option<Bytes>>,
     /// The batches, by the offset each brought the partition to, whose writes are all in
     /// `values` (or were written again by a later batch): a sending need not read their noted
     /// keys back. A key a later batch wrote without it being kept was dropped from `values`,
@@ -54,7 +54,7 @@ impl Unsent {
         &mut self,
         partition: i32,
         next_offset: i64,
-        writes: impl Iterator<Item = (&'a [u8], Option<&'a Bytes>)>,
+        writes: impl Iterator<Item = (&'a Bytes, Option<&'a Bytes>)>,
     ) {
         let writes: Vec<_> = writes.collect();
         let size: usize = writes.iter().map(|(key, value)| key.len() + value.map_or(0, |v| v.len())).sum();
@@ -62,7 +62,7 @@ impl Unsent {
         if self.bytes + size > BUDGET_BYTES {
             // an older value kept of a key this batch writes would be stale: forget it
             for (key, _) in &writes {
-                if let Some(old) = kept.values.remove(*key) {
+                if let Some(old) = kept.values.remove(&key[..]) {
                     self.bytes -= key.len() + old.map_or(0, |v| v.len());
                 }
             }
@@ -70,7 +70,7 @@ impl Unsent {
         }
         for (key, value) in writes {
             self.bytes += key.len() + value.map_or(0, |v| v.len());
-            if let Some(old) = kept.values.insert(key.to_vec(), value.cloned()) {
+            if let Some(old) = kept.values.insert(key.clone(), value.cloned()) {
                 self.bytes -= key.len() + old.map_or(0, |v| v.len());
             }
         }
@@ -102,14 +102,12 @@ impl Unsent {
 mod tests {
     use super::*;
 
-    fn writes(pairs: &[(&'static [u8], Option<&'static [u8]>)]) -> Vec<(&'static [u8], Option<Bytes>)> {
-        pairs.iter().map(|(key, value)| (*key, value.map(Bytes::from))).collect()
+    fn writes(pairs: &[(&'static [u8], Option<&'static [u8]>)]) -> Vec<(Bytes, Option<Bytes>)> {
+        pairs.iter().map(|(key, value)| (Bytes::from(*key), value.map(Bytes::from))).collect()
     }
 
-    fn each<'a>(
-        writes: &'a [(&'static [u8], Option<Bytes>)],
-    ) -> impl Iterator<Item = (&'a [u8], Option<&'a Bytes>)> {
-        writes.iter().map(|(key, value)| (*key, value.as_ref()))
+    fn each(writes: &[(Bytes, Option<Bytes>)]) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
+        writes.iter().map(|(key, value)| (key, value.as_ref()))
     }
 
     fn value<'a>(kept: &'a Kept, key: &[u8]) -> Option<Option<&'a [u8]>> {

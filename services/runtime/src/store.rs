@@ -950,14 +950,14 @@ impl Commit {
     }
 
     /// This batch's writes of an input partition's state, seen ids, records and offset, under
-    /// their full keys; `None` removes the key. A value cloned is shared, not copied.
-    pub fn partition_writes(&self, partition: i32) -> impl Iterator<Item = (&[u8], Option<&Bytes>)> {
+    /// their full keys; `None` removes the key. A key or value cloned is shared, not copied.
+    pub fn partition_writes(&self, partition: i32) -> impl Iterator<Item = (&Bytes, Option<&Bytes>)> {
         PARTITION_PREFIXES.into_iter().flat_map(move |prefix| {
             let start = partition_key(prefix, partition, b"");
             self.writes
                 .range(start.clone()..)
                 .take_while(move |(key, _)| key.starts_with(&start))
-                .map(|(key, value)| (key.as_slice(), value.as_ref()))
+                .map(|(key, value)| (key, value.as_ref()))
         })
     }
 
