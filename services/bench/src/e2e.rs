@@ -587,6 +587,6 @@ fn method_notes(args: &RunArgs) -> Vec<String> {
             args.latency_skus, args.latency_secs
         ),
         "Restart after a clean stop: the rebuild's coordinator returned caught up; a new process opens the same store. Restart after SIGKILL: a coordinator is started on the store, killed with SIGKILL once it logs caught up, and a new one is timed. Every coordinator of the benchmark is a static member of its group (`--instance-id`, as deploy/ runs it), so a restarted one is given its partitions back without waiting out the killed one's session. The coordinator reads only the stored offsets at start (states load on demand); `omnifold-bench load-state` shows what loading every SKU core and every remembered id would cost instead.".into(),
-        "Peak RSS per 100k SKUs is the rebuild's VmHWM scaled by 100,000 / SKUs; it includes fixed costs (librdkafka buffers, the store's 48 MiB block cache and its two keyspaces' memtables, the state cache budget); ids are not held beyond the recent-id set.".into(),
+        "Peak RSS per 100k SKUs is the rebuild's VmHWM scaled by 100,000 / SKUs; it includes fixed costs (librdkafka buffers, the store's 32 MiB block cache and its two keyspaces' memtables, the state cache budget); ids are not held beyond the recent-id set.".into(),
     ]
 }

@@ -1056,9 +1056,10 @@ const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// The block cache. Kept small: a service holds its hot state itself (the coordinator's state
 /// engine has its own budget), so the cache mostly serves point reads of cold keys. With the
 /// memtables it is the store's share of a coordinator's memory beyond its state cache budget:
-/// 48 MiB and memtables of 32 and 16 MiB (each up to twice, while one is flushed) keep a 256
-/// MiB budget within 400 MB over 100,000 SKUs (the README).
-const CACHE_BYTES: u64 = 48 * 1024 * 1024;
+/// 32 MiB and memtables of 32 and 16 MiB (each up to twice, while one is flushed) keep a 256
+/// MiB budget within 400 MB over 100,000 SKUs. At 48 MiB that peak was 388-418 MB over three
+/// runs, at 32 MiB 378-393, and the year ran no slower (README, "Performance", stop 41).
+const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The journal is not compressed: fjall would compress every value above 4 KiB (a batch's
 /// outbox record) on the committing thread, the fold loop's. Entries carry their compression,
