@@ -417,9 +417,11 @@ const SEGMENT: u8 = b'h';
 const PRICES: u8 = b'b';
 const ALERTS: u8 = b'a';
 
+/// With room for what follows the prefix: a line's key (its channel, order and line ids) in
+/// most catalogues, so that it is not moved as it is serialized on.
 fn record_prefix(sku: &str, kind: u8) -> Vec<u8> {
     let len = u16::try_from(sku.len()).expect("a sku is shorter than 64 KiB");
-    let mut key = Vec::with_capacity(3 + sku.len() + 24);
+    let mut key = Vec::with_capacity(3 + sku.len() + 48);
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(sku.as_bytes());
     key.push(kind);

@@ -43,7 +43,7 @@ use crate::unsent::Unsent;
 use omnifold_runtime::changelog;
 use omnifold_runtime::origin::{ORIGIN_HEADER, Origin};
 use omnifold_runtime::topics::TopicName;
-use smallvec::SmallVec;
+use smallvec::{SmallVec, smallvec};
 
 /// Everything the coordinator is configured with.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -536,7 +536,7 @@ impl FoldLoop {
         let records = match Event::decode(value) {
             Err(error) => {
                 let reason = omnifold_domain::Rejection::Undecodable(error.to_string()).to_string();
-                smallvec::smallvec![self.refuse(key, value, &reason, source)]
+                smallvec![self.refuse(key, value, &reason, source)]
             }
             Ok(event) => match self.engine.apply(partition, &event)? {
                 Outcome::Applied { outputs, .. } => {
@@ -553,7 +553,7 @@ impl FoldLoop {
                 }
                 Outcome::Rejected(rejection) => {
                     let reason = format!("event {:?}: {rejection}", event.event_id);
-                    smallvec::smallvec![self.refuse(key, value, &reason, source)]
+                    smallvec![self.refuse(key, value, &reason, source)]
                 }
             },
         };
@@ -915,29 +915,21 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
     };
     match output {
         Output::Availability(a) => {
-            smallvec::smallvec![record(
-                &topics.availability,
-                format!("{}/{}", a.channel, a.sku),
-                a.encode_to_vec()
-            )]
+            smallvec![record(&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())]
         }
         Output::Alert(mut alert) => {
             alert.detected_at_ms = wall_clock_ms();
-            smallvec::smallvec![record(&topics.alerts, alert.sku.clone(), alert.encode_to_vec())]
+            smallvec![record(&topics.alerts, alert.sku.clone(), alert.encode_to_vec())]
         }
         Output::Escalation(e) => {
-            smallvec::smallvec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())]
+            smallvec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())]
         }
         Output::Replenishment(r) => {
-            smallvec::smallvec![record(
-                &topics.replenishment,
-                format!("{}/{}", r.pool, r.sku),
-                r.encode_to_vec()
-            )]
+            smallvec![record(&topics.replenishment, format!("{}/{}", r.pool, r.sku), r.encode_to_vec())]
         }
         Output::Routing(r) => {
             let key = format!("{}/{}/{}", r.channel, r.order_id, r.line_id);
-            smallvec::smallvec![record(&topics.routing, key, r.encode_to_vec())]
+            smallvec![record(&topics.routing, key, r.encode_to_vec())]
         }
         Output::Ledger(mut entry) => {
             entry.event_partition = position.partition;
@@ -946,7 +938,7 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
             let json = omnifold_proto::json::ledger_to_json(&entry).into_bytes();
             let mirrored =
                 |record: OutboxRecord| OutboxRecord { partition: Some(position.partition), ..record };
-            smallvec::smallvec![
+            smallvec![
                 mirrored(record(&topics.ledger, key.clone(), entry.encode_to_vec())),
                 mirrored(record(&topics.ledger_json, key, json)),
             ]

@@ -852,9 +852,9 @@ impl IntoIterator for Handed {
 
 /// One atomic batch of state, seen ids, offsets and outputs.
 pub struct Commit {
-    /// Key to value, `None` to remove; the last write of a key wins. Values are the store's
-    /// own shared slices, made once: the store takes them as they are, and the changelog
-    /// keeps them until its next sending without copying them.
+    /// Key to value, `None` to remove; the last write of a key wins. Keys and values are the
+    /// store's own shared slices, made once: the store takes them as they are, and the
+    /// changelog keeps them until its next sending without copying them.
     writes: BTreeMap<Bytes, Option<Bytes>>,
     next_seq: u64,
     outputs: usize,
