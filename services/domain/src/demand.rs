@@ -477,6 +477,27 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// A point's channel became a `CompactString` (stop 41); segments stored while it was a
+    /// `String` read the same, and are written the same.
+    #[test]
+    fn a_segment_stored_with_string_channels_reads_and_writes_the_same() {
+        #[derive(Serialize)]
+        struct StoredBefore {
+            channel: String,
+            at_ms: i64,
+            units: i64,
+        }
+        let before =
+            vec![StoredBefore { channel: "amazon-marketplace".into(), at_ms: 1_700_000_000_000, units: 3 }];
+        let bytes = postcard::to_allocvec(&before).unwrap();
+        let read: Vec<Point> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            read,
+            vec![Point { channel: "amazon-marketplace".into(), at_ms: 1_700_000_000_000, units: 3 }]
+        );
+        assert_eq!(postcard::to_allocvec(&read).unwrap(), bytes);
+    }
+
     fn brute(points: &[(u8, i64, i64)], channel: Option<u8>, now: i64, span: Span) -> i64 {
         points
             .iter()

@@ -58,6 +58,22 @@ mod tests {
         assert_eq!(amount.value * dec!(3), dec!(59.97));
     }
 
+    /// An amount's currency became a `CompactString` (stop 41); amounts stored while it was a
+    /// `String` (in order lines, price books) read the same, and are written the same.
+    #[test]
+    fn an_amount_stored_with_a_string_currency_reads_and_writes_the_same() {
+        #[derive(Serialize)]
+        struct StoredBefore {
+            value: Decimal,
+            currency: String,
+        }
+        let bytes =
+            postcard::to_allocvec(&StoredBefore { value: dec!(19.99), currency: "EUR".into() }).unwrap();
+        let read: Amount = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(read, Amount { value: dec!(19.99), currency: "EUR".into() });
+        assert_eq!(postcard::to_allocvec(&read).unwrap(), bytes);
+    }
+
     #[test]
     fn refuses_negative_and_garbage() {
         assert_eq!(Amount::parse(&Money::new("-1", "USD")), Err(MoneyError::Negative(dec!(-1))));
