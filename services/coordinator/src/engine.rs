@@ -43,6 +43,7 @@ use omnifold_runtime::store::stored;
 use omnifold_runtime::{Commit, Store, StoreError};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::key_filter::KeyFilter;
 
@@ -417,11 +418,14 @@ const SEGMENT: u8 = b'h';
 const PRICES: u8 = b'b';
 const ALERTS: u8 = b'a';
 
-/// With room for what follows the prefix: a line's key (its channel, order and line ids) in
-/// most catalogues, so that it is not moved as it is serialized on.
-fn record_prefix(sku: &str, kind: u8) -> Vec<u8> {
+/// A record's key as the engine builds it, before the store prefixes it with its partition:
+/// held inline up to 64 bytes (a SKU and a line's channel, order and line ids, in most
+/// catalogues), since several are built per event and each is copied into the store's key.
+type StoreKey = SmallVec<[u8; 64]>;
+
+fn record_prefix(sku: &str, kind: u8) -> StoreKey {
     let len = u16::try_from(sku.len()).expect("a sku is shorter than 64 KiB");
-    let mut key = Vec::with_capacity(3 + sku.len() + 48);
+    let mut key = StoreKey::new();
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(sku.as_bytes());
     key.push(kind);
@@ -439,22 +443,22 @@ pub fn is_line_record(store_key: &[u8]) -> bool {
     rest.get(usize::from(u16::from_be_bytes(*len))) == Some(&LINE)
 }
 
-fn line_key(sku: &str, line: &LineKey) -> Vec<u8> {
+fn line_key(sku: &str, line: &LineKey) -> StoreKey {
     encode_after(record_prefix(sku, LINE), line)
 }
 
-fn promotion_key(sku: &str, promotion: &PromotionKey) -> Vec<u8> {
+fn promotion_key(sku: &str, promotion: &PromotionKey) -> StoreKey {
     encode_after(record_prefix(sku, PROMOTION), promotion)
 }
 
-fn segment_key(sku: &str, segment: i64) -> Vec<u8> {
+fn segment_key(sku: &str, segment: i64) -> StoreKey {
     let mut key = record_prefix(sku, SEGMENT);
     key.extend_from_slice(&segment.to_be_bytes());
     key
 }
 
-/// `value` serialized onto the end of `prefix`, in the room it was made with.
-fn encode_after<T: Serialize>(prefix: Vec<u8>, value: &T) -> Vec<u8> {
+/// `value` serialized onto the end of `prefix`.
+fn encode_after<T: Serialize>(prefix: StoreKey, value: &T) -> StoreKey {
     postcard::to_extend(value, prefix).expect("state serializes")
 }
 
@@ -627,7 +631,7 @@ mod tests {
     #[test]
     fn line_records_are_told_from_the_other_records_and_stored_keys() {
         let line = LineKey { channel: "shopify".into(), order_id: "o-1".into(), line_id: "1".into() };
-        let in_store = |record: Vec<u8>| [&b"k/"[..], &7i32.to_be_bytes(), &record].concat();
+        let in_store = |record: StoreKey| [&b"k/"[..], &7i32.to_be_bytes(), &record[..]].concat();
         assert!(is_line_record(&in_store(line_key("sku-l", &line))));
         assert!(!is_line_record(&in_store(segment_key("sku-l", 12))));
         assert!(!is_line_record(&in_store(promotion_key("sku-l", &("shopify".into(), "p".into())))));
@@ -647,7 +651,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(20, 6_000));
         let written = |commit: &Commit, sku: &str, kind: u8| {
-            let stored = [&b"r/"[..], &0i32.to_be_bytes(), &record_prefix(sku, kind)].concat();
+            let stored = [&b"r/"[..], &0i32.to_be_bytes(), &record_prefix(sku, kind)[..]].concat();
             commit.write_of(&stored).is_some()
         };
         let mut engine = Engine::new(Fold::new(rules()), store.clone(), EngineOptions::default());
