@@ -348,10 +348,7 @@ impl Series {
 impl Demand {
     /// Records units placed by `channel` at `at_ms`.
     pub fn place(&mut self, channel: &str, at_ms: i64, units: i64) {
-        let series = match self.series.get_mut(channel) {
-            Some(series) => series,
-            None => self.series.entry(channel.to_string()).or_default(),
-        };
+        let series = self.series.get_or_default_mut(channel);
         let position = series.points.add(at_ms, units);
         series.month.add(at_ms, units, WINDOW_MS, position);
         series.hour.add(at_ms, units, HOUR_MS, position);
@@ -456,10 +453,7 @@ impl Demand {
         let horizon = latest.saturating_sub(KEEP_MS);
         self.held_after = None;
         for point in points.into_iter().filter(|p| p.at_ms > horizon) {
-            if !self.series.contains_key(point.channel.as_str()) {
-                self.series.insert(point.channel.to_string(), Series::default());
-            }
-            let series = self.series.get_mut(point.channel.as_str()).expect("a series for the channel");
+            let series = self.series.get_or_default_mut(point.channel.as_str());
             series.points.add(point.at_ms, point.units);
             series.month.forget_edges();
             series.hour.forget_edges();

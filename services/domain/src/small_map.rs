@@ -117,6 +117,20 @@ impl<K: Ord, V> SmallMap<K, V> {
         }
     }
 
+    /// The value under `key`, inserted as its default first if absent: the key is copied only
+    /// then, where `entry` takes an owned key at every call.
+    pub fn get_or_default_mut<Q>(&mut self, key: &Q) -> &mut V
+    where
+        K: Borrow<Q>,
+        Q: Ord + ScanEq + ToOwned<Owned = K> + ?Sized,
+        V: Default,
+    {
+        if !self.contains_key(key) {
+            self.0.insert(key.to_owned(), V::default());
+        }
+        self.get_mut(key).expect("present or just inserted")
+    }
+
     pub fn contains_key<Q: Ord + ScanEq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
@@ -194,6 +208,21 @@ mod tests {
         let read: SmallMap<String, i64> = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(read.iter().collect::<Vec<_>>(), stored.iter().collect::<Vec<_>>(), "key order kept");
         assert_eq!(postcard::to_allocvec(&read).unwrap(), bytes, "written as it was");
+    }
+
+    #[test]
+    fn a_value_is_made_by_its_default_once_and_found_after() {
+        for len in [0, SCAN_UP_TO + 1] {
+            let mut map: SmallMap<String, i64> = SmallMap::new();
+            for n in 0..len {
+                map.insert(format!("k{n:02}"), 1);
+            }
+            *map.get_or_default_mut("web") += 2;
+            *map.get_or_default_mut("web") += 3;
+            assert_eq!((map.get("web"), map.len()), (Some(&5), len + 1), "{len} keys before");
+            // keys stay in order whatever the size, so a search finds them
+            assert!(map.keys().is_sorted());
+        }
     }
 
     #[test]

@@ -114,13 +114,13 @@ impl Stock {
             }
             None => Pool::Shared,
         };
-        *self.reserved.entry(pool.clone()).or_default() += placed.quantity;
+        *self.reserved.get_or_default_mut(&pool) += placed.quantity;
         if rules.tracks_pool_demand() {
             self.demand.place_in_pool(&rules.pool_series(&pool), at_ms, placed.quantity);
         }
         let location = placed.location.clone().filter(|_| rules.tracks_locations());
         if let Some(location) = &location {
-            *self.reserved_at.entry(location.clone()).or_default() += placed.quantity;
+            *self.reserved_at.get_or_default_mut(location.as_str()) += placed.quantity;
         }
         let line = Line {
             pool,
@@ -145,7 +145,7 @@ impl Stock {
         known.advised = true;
         known.split = split;
         let open = known.open();
-        *self.reserved_at.entry(location.to_string()).or_default() += open;
+        *self.reserved_at.get_or_default_mut(location) += open;
     }
 
     /// Open reservations counted at a location (routing).
@@ -183,7 +183,7 @@ impl Stock {
         let line = known.clone();
         self.release(&line.pool, shipped.quantity);
         self.release_at(line.location.as_deref(), shipped.quantity);
-        *self.on_hand.entry(shipped.location.clone()).or_default() -= shipped.quantity;
+        *self.on_hand.get_or_default_mut(shipped.location.as_str()) -= shipped.quantity;
         Ok(line)
     }
 
@@ -196,14 +196,14 @@ impl Stock {
         }
         known.returned += returned.quantity;
         if let Some(location) = &returned.restock_at {
-            *self.on_hand.entry(location.clone()).or_default() += returned.quantity;
+            *self.on_hand.get_or_default_mut(location.as_str()) += returned.quantity;
         }
         Ok(())
     }
 
     /// Moves on-hand; returns the prior on-hand.
     pub fn adjust(&mut self, location: &str, delta: i64) -> i64 {
-        let on_hand = self.on_hand.entry(location.to_string()).or_default();
+        let on_hand = self.on_hand.get_or_default_mut(location);
         let prior = *on_hand;
         *on_hand += delta;
         prior
@@ -222,7 +222,7 @@ impl Stock {
 
     fn release(&mut self, pool: &Pool, units: i64) {
         if units != 0 {
-            *self.reserved.entry(pool.clone()).or_default() -= units;
+            *self.reserved.get_or_default_mut(pool) -= units;
         }
     }
 
