@@ -42,11 +42,11 @@ pub(super) struct Running<'a> {
 /// assigns every escalations partition at the stored offsets.
 pub(super) async fn start(oncall: &Oncall) -> Result<Running<'_>, OncallError> {
     let (kafka, topics) = (&oncall.options.kafka, &oncall.topics);
-    let wanted = [&topics.escalations, &topics.deadletter];
+    let wanted = [&*topics.escalations, &*topics.deadletter];
     let specs: Vec<TopicSpec> = topics
         .specs(&oncall.options.topics)
         .into_iter()
-        .filter(|s| wanted.iter().any(|w| ***w == *s.name))
+        .filter(|s| wanted.contains(&s.name.as_str()))
         .collect();
     kafka.ensure_topics(&specs).await?;
     let partitions = partition_counts(oncall).await?;
