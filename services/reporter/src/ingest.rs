@@ -263,7 +263,7 @@ impl Ingest {
     fn partials_message(&self, batch: &PartialBatch) -> OutboxRecord {
         metrics::counter!("omnifold_reporter_partials_published_total").increment(batch.records.len() as u64);
         OutboxRecord {
-            topic: self.topics.partials.as_str().into(),
+            topic: self.topics.partials.clone(),
             key: self.store.writer_id().as_bytes().to_vec(),
             value: serde_json::to_vec(batch).expect("partial records serialize"),
             headers: Vec::new(),

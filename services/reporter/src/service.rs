@@ -54,7 +54,7 @@ impl Reporter {
         if partitions[&*self.topics.partials] != 1 {
             let count = partitions[&*self.topics.partials];
             return Err(ReporterError::PartialsPartitions {
-                topic: self.topics.partials.clone(),
+                topic: self.topics.partials.to_string(),
                 partitions: count,
             });
         }

@@ -20,14 +20,14 @@ pub struct ReportTopics {
     pub contract: Topics,
     /// `<prefix>internal.report-partials.v1`: the partials stage's output, the merge stage's
     /// input. One partition, kept forever (see ARCHITECTURE.md, "Reporter scale-out").
-    pub partials: String,
+    pub partials: omnifold_runtime::topics::TopicName,
 }
 
 impl ReportTopics {
     pub fn new(prefix: &str) -> Self {
         ReportTopics {
             contract: Topics::new(prefix),
-            partials: format!("{prefix}internal.report-partials.v1"),
+            partials: format!("{prefix}internal.report-partials.v1").into(),
         }
     }
 
@@ -38,7 +38,7 @@ impl ReportTopics {
             Some(partition)
         } else if topic == &*self.contract.alerts {
             Some(ALERTS_BASE + partition)
-        } else if topic == self.partials {
+        } else if topic == &*self.partials {
             Some(PARTIALS_BASE + partition)
         } else {
             None
@@ -50,7 +50,7 @@ impl ReportTopics {
     /// merge owner replays it from the start): `retention_ms` is
     /// [`omnifold_runtime::TopicOptions::log_retention_ms`].
     pub async fn ensure_partials(&self, kafka: &KafkaOptions, retention_ms: i64) -> Result<(), KafkaError> {
-        if kafka.fetch_partition_counts(&[&self.partials]).await.is_ok() {
+        if kafka.fetch_partition_counts(&[&*self.partials]).await.is_ok() {
             return Ok(());
         }
         let admin: AdminClient<DefaultClientContext> = kafka.client_config().create()?;
