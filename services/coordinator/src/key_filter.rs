@@ -33,7 +33,13 @@ use rustc_hash::FxHashMap as HashMap;
 /// where seven would give 23%.
 const HASHES: u32 = 4;
 /// A fixed seed: the filter lives only in memory, and a fixed one keeps runs comparable.
-const SEED: u128 = 0x6f6d_6e69_666f_6c64_6b65_7973_6565_6e21;
+const SEED: u64 = 0x6b65_7973_6565_6e21;
+
+/// foldhash's quality variant: each event checks its id and often a line, and inserts both,
+/// so the hash is on every event's path; fastbloom's default (SipHash 1-3) cost several times
+/// more for keys of a few dozen bytes.
+type Hashes = foldhash::quality::FixedState;
+type Bloom = AtomicBloomFilter<Hashes>;
 
 /// What a key is, so that an id and a record key with the same bytes are told apart.
 #[derive(Hash, Clone, Copy)]
@@ -44,7 +50,7 @@ enum Kind {
 
 /// The filter and how far it covers each partition.
 pub struct KeyFilter {
-    bloom: Option<Arc<AtomicBloomFilter>>,
+    bloom: Option<Arc<Bloom>>,
     store: Store,
     partitions: HashMap<i32, Coverage>,
 }
@@ -64,7 +70,7 @@ struct Scan {
 }
 
 impl Scan {
-    fn start(store: Store, bloom: Arc<AtomicBloomFilter>, partition: i32) -> Scan {
+    fn start(store: Store, bloom: Arc<Bloom>, partition: i32) -> Scan {
         let (done, cancel) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (finished, cancelled) = (done.clone(), cancel.clone());
         let thread = std::thread::Builder::new()
@@ -101,7 +107,7 @@ impl Drop for Scan {
 /// cancelled first.
 fn scan_partition(
     store: &Store,
-    bloom: &AtomicBloomFilter,
+    bloom: &Bloom,
     partition: i32,
     cancel: &AtomicBool,
 ) -> Result<bool, StoreError> {
@@ -119,8 +125,10 @@ fn scan_partition(
 impl KeyFilter {
     /// A filter of `bytes` (none at 0: every check reads the store).
     pub fn new(store: Store, bytes: usize) -> KeyFilter {
-        let bloom = (bytes > 0)
-            .then(|| Arc::new(AtomicBloomFilter::with_num_bits(bytes * 8).seed(&SEED).hashes(HASHES)));
+        let bloom = (bytes > 0).then(|| {
+            let bits = AtomicBloomFilter::with_num_bits(bytes * 8).hasher(Hashes::with_seed(SEED));
+            Arc::new(bits.hashes(HASHES))
+        });
         KeyFilter { bloom, store, partitions: HashMap::default() }
     }
 
@@ -248,6 +256,24 @@ mod tests {
         covered(&mut filter, 2);
         assert!(filter.may_hold_id(2, "restored"), "the new scan found it");
         assert!(!filter.may_hold_id(2, "other"));
+    }
+
+    /// The hash spreads ids that differ in a digit or two (as generated ids do) over the bits
+    /// as a random one would: at a load where theory gives 8% false positives (64 KiB, 100,000
+    /// keys, four hashes), the filter gives no more than a quarter above that.
+    #[test]
+    fn false_positives_near_design_load_are_as_the_theory_says() {
+        let (_dir, store) = open_store();
+        let mut filter = KeyFilter::new(store.clone(), 64 << 10);
+        covered(&mut filter, 1);
+        for n in 0..100_000 {
+            filter.insert_id(1, &format!("ev-{n:08}"));
+        }
+        let maybes = (100_000..200_000).filter(|n| filter.may_hold_id(1, &format!("ev-{n:08}"))).count();
+        let bits = f64::from(64u32 << 13);
+        let theory = (1.0 - (-f64::from(HASHES) * 100_000.0 / bits).exp()).powi(HASHES as i32);
+        let rate = maybes as f64 / 100_000.0;
+        assert!(rate < theory * 1.25, "{rate:.4} false positives against {theory:.4} in theory");
     }
 
     #[test]
