@@ -915,7 +915,7 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
     };
     match output {
         Output::Availability(a) => {
-            smallvec![record(&topics.availability, format!("{}/{}", a.channel, a.sku), a.encode_to_vec())]
+            smallvec![record(&topics.availability, slash_joined([&a.channel, &a.sku]), a.encode_to_vec())]
         }
         Output::Alert(mut alert) => {
             alert.detected_at_ms = wall_clock_ms();
@@ -925,10 +925,10 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
             smallvec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())]
         }
         Output::Replenishment(r) => {
-            smallvec![record(&topics.replenishment, format!("{}/{}", r.pool, r.sku), r.encode_to_vec())]
+            smallvec![record(&topics.replenishment, slash_joined([&r.pool, &r.sku]), r.encode_to_vec())]
         }
         Output::Routing(r) => {
-            let key = format!("{}/{}/{}", r.channel, r.order_id, r.line_id);
+            let key = slash_joined([&r.channel, &r.order_id, &r.line_id]);
             smallvec![record(&topics.routing, key, r.encode_to_vec())]
         }
         Output::Ledger(mut entry) => {
@@ -946,9 +946,31 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
     }
 }
 
+/// `parts` joined by `/` in a string of exactly their length: `format!` starts such a key
+/// empty and grows it as it writes, a reallocation and a copy for most keys.
+fn slash_joined<const N: usize>(parts: [&str; N]) -> String {
+    let mut joined = String::with_capacity(parts.iter().map(|part| part.len() + 1).sum());
+    for (n, part) in parts.into_iter().enumerate() {
+        if n > 0 {
+            joined.push('/');
+        }
+        joined.push_str(part);
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_their_parts_joined_by_slashes_in_one_allocation() {
+        let key = slash_joined(["amazon-marketplace", "SKU-000123"]);
+        assert_eq!(key, "amazon-marketplace/SKU-000123");
+        assert!(key.capacity() <= key.len() + 2, "room for {} in {}", key.len(), key.capacity());
+        assert_eq!(slash_joined(["shopify", "order-1", "1"]), "shopify/order-1/1");
+        assert_eq!(slash_joined(["", "x"]), "/x");
+    }
 
     /// A sending skips unpacking a note only if it reads the note's batch right: the note's
     /// key, as the store writes and lists it, names the batch's next offset.

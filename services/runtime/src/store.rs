@@ -51,7 +51,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -155,6 +155,10 @@ pub struct Store {
     /// Writes of partition keys made around a [`Commit`] (a restore, a dropped partition);
     /// see [`Store::rewrites`].
     rewrites: Arc<AtomicU64>,
+    /// The records of the last outbox piece closed, for the next commit's to start with that
+    /// room: a piece grown by doubling (a batch pushes a thousand records or more) copied each
+    /// record twice on average, and the copies were a twentieth of the fold loop's commit.
+    piece_room: Arc<AtomicUsize>,
 }
 
 /// Batches handed to another thread to write ([`Store::defer`]) and whether they all are.
@@ -250,6 +254,7 @@ impl Store {
             next_seq: Arc::new(AtomicU64::new(durable)),
             deferrals: Arc::default(),
             rewrites: Arc::default(),
+            piece_room: Arc::default(),
         })
     }
 
@@ -394,7 +399,8 @@ impl Store {
             writes: BTreeMap::new(),
             next_seq,
             outputs: 0,
-            outbox: Vec::new(),
+            outbox: Vec::with_capacity(self.piece_room.load(Ordering::Relaxed)),
+            piece_room: self.piece_room.clone(),
             unsealed: Vec::new(),
             handing: false,
             handed: Handed::default(),
@@ -860,6 +866,8 @@ pub struct Commit {
     outputs: usize,
     /// Outbox records pushed since the last piece was closed, with their sequence numbers.
     outbox: Vec<(u64, OutboxRecord)>,
+    /// [`Store::piece_room`], shared.
+    piece_room: Arc<AtomicUsize>,
     /// Closed pieces, serialized into the outbox when the batch is written
     /// ([`Commit::seal_outbox`]).
     unsealed: Vec<Piece>,
@@ -995,6 +1003,7 @@ impl Commit {
         if self.outbox.is_empty() {
             return;
         }
+        self.piece_room.store(self.outbox.len(), Ordering::Relaxed);
         let piece = Arc::new(std::mem::take(&mut self.outbox));
         if self.handing {
             self.handed.pieces.push(piece.clone());
@@ -1526,6 +1535,24 @@ mod tests {
         assert_eq!(store.tree.range(outbox_key(0)..outbox_key(u64::MAX)).count(), 3, "one key per piece");
         assert!(handed.pieces.iter().all(|piece| Arc::strong_count(piece) == 1), "written: held alone");
         assert_eq!(handed.into_iter().map(|(_, record)| record).next_back(), Some(record((count - 1) as u8)));
+    }
+
+    #[test]
+    fn a_commit_starts_with_room_for_as_many_records_as_the_last_piece() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.begin().unwrap().outbox.capacity(), 0);
+        let mut commit = store.begin().unwrap();
+        for n in 0..1_500 {
+            commit.hand_output(record(n as u8));
+        }
+        commit.take_outputs();
+        store.commit(commit).unwrap();
+        let mut next = store.begin().unwrap();
+        assert!(next.outbox.capacity() >= 1_500, "room for {}", next.outbox.capacity());
+        next.push_output(&record(0));
+        store.commit(next).unwrap();
+        assert!(store.begin().unwrap().outbox.capacity() < 1_500, "the last piece sets it, small or large");
     }
 
     #[test]
