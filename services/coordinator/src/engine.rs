@@ -67,8 +67,8 @@ fn default_cache_bytes() -> usize {
     256 * 1024 * 1024
 }
 
-/// Enough for a few seconds of redeliveries at full speed; an older duplicate costs one store
-/// read (the key filter has its id). Tenfold this, the set's table outgrew the caches, and
+/// The last ten thousand events' ids (a fraction of a second while catching up, minutes at a
+/// steady pace); an older duplicate costs one store read (the key filter has its id). Tenfold this, the set's table outgrew the caches, and
 /// keeping it (a lookup, an insert and a removal per event) took 7% of the fold loop's time in
 /// `omnifold-bench history`, against 5% at this size.
 fn default_recent_ids() -> usize {
