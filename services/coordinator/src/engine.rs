@@ -68,9 +68,9 @@ fn default_cache_bytes() -> usize {
 }
 
 /// The last ten thousand events' ids (a fraction of a second while catching up, minutes at a
-/// steady pace); an older duplicate costs one store read (the key filter has its id). Tenfold this, the set's table outgrew the caches, and
-/// keeping it (a lookup, an insert and a removal per event) took 7% of the fold loop's time in
-/// `omnifold-bench history`, against 5% at this size.
+/// steady pace); an older duplicate costs one store read (the key filter has its id). Tenfold
+/// this, the set's table outgrew the caches, and keeping it (a lookup, an insert and a removal
+/// per event) took 7% of the fold loop's time in `omnifold-bench history`, against 5% here.
 fn default_recent_ids() -> usize {
     10_000
 }

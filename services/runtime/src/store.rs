@@ -157,7 +157,7 @@ pub struct Store {
     rewrites: Arc<AtomicU64>,
     /// The records of the last outbox piece closed, for the next commit's to start with that
     /// room: a piece grown by doubling (a batch pushes a thousand records or more) copied each
-    /// record twice on average, and the copies were a twentieth of the fold loop's commit.
+    /// record twice on average, and the copies were a twentieth of the fold loop's time.
     piece_room: Arc<AtomicUsize>,
 }
 
