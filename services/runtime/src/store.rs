@@ -1147,6 +1147,20 @@ const KEPT_MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 /// 51,760 events/s with 4, 52,558 and 55,194 with 8 (55,882 with 16).
 const L0_TABLES: u8 = 8;
 
+/// The size a compaction cuts its output tables at (fjall's default is 64 MiB). Level 1 holds
+/// `L0_TABLES` tables' worth, so with 64 MiB tables it took 512 MiB: a year's history (some
+/// 600 MB of ids and lines) sat in that one level, and every merge of level 0 into it
+/// rewrote the tables holding lines, which are spread over the whole key range. The merges
+/// grew with the store, and a fjall worker took most of a core late in the year. With
+/// 16 MiB tables level 1 is 128 MiB and the history goes on into level 2 a table at a time.
+/// `omnifold-bench history --skip-pure --events 10000000 --skus 1000 --days 365`, both builds
+/// at once, each on a core of its own, then swapped: 52,771 and 59,883 events/s against
+/// 48,437 and 52,942, the last tenth 56,000 and 54,000 against 47,000 and 48,000, the store
+/// 375 MB against 927 MB. 8 MiB did no better (60,980 and 60,332 against 62,370 and
+/// 60,313), nor 4 tables in level 0 with 16 MiB. fjall keeps the sizes a keyspace was
+/// created with: a store created before this keeps 64 MiB tables.
+const TABLE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Filter and index blocks partitioned on every level: a point read of a key never seen (an
 /// event id, a new line) then loads one small filter partition through the block cache,
 /// instead of a table's whole filter. With fjall's default (whole blocks above level 3) a
@@ -1155,7 +1169,11 @@ const L0_TABLES: u8 = 8;
 fn keyspace_options() -> KeyspaceCreateOptions {
     KeyspaceCreateOptions::default()
         .max_memtable_size(MEMTABLE_BYTES)
-        .compaction_strategy(Arc::new(fjall::compaction::Leveled::default().with_l0_threshold(L0_TABLES)))
+        .compaction_strategy(Arc::new(
+            fjall::compaction::Leveled::default()
+                .with_l0_threshold(L0_TABLES)
+                .with_table_target_size(TABLE_BYTES),
+        ))
         .filter_block_partitioning_policy(PartitioningPolicy::all(true))
         .index_block_partitioning_policy(PartitioningPolicy::all(true))
 }
