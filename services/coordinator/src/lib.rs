@@ -9,6 +9,7 @@ pub mod key_filter;
 pub mod pacing;
 pub mod persister;
 pub mod progress;
+pub mod recent_lines;
 pub mod service;
 pub mod status;
 pub mod unsent;
