@@ -212,8 +212,8 @@ impl Engine {
         if let Some(record) = Fold::record_key(event, &fact)
             && !entry.state.holds(&record)
         {
-            let known = Known { keys: &mut self.keys, lines: &self.lines };
-            provide(&self.store, known, &mut self.stats, (partition, sku), &record, &mut entry.state)?;
+            let (keys, lines, stats) = (&mut self.keys, &self.lines, &mut self.stats);
+            provide(&self.store, keys, lines, stats, (partition, sku), &record, &mut entry.state)?;
         }
         let result = self.fold.apply_fact(&mut entry.state, event, &fact);
         let bytes = entry.state.approx_bytes();
@@ -243,8 +243,7 @@ impl Engine {
         let dirty = std::mem::take(&mut self.dirty);
         for (partition, sku) in &dirty {
             let entry = self.cache.get_mut(&(*partition, sku.clone())).expect("a dirty sku is cached");
-            let known = KnownMut { keys: &self.keys, lines: &mut self.lines };
-            write_sku(commit, known, (*partition, sku), &mut entry.state);
+            write_sku(commit, &self.keys, &mut self.lines, (*partition, sku), &mut entry.state);
         }
         for (partition, event_id) in self.accepted.drain(..) {
             self.keys.insert_id(partition, &event_id);
@@ -366,29 +365,17 @@ pub fn load_core_with_prices(
     Ok(Some(state))
 }
 
-/// What the engine knows of the store's records without reading it.
-struct Known<'e> {
-    keys: &'e mut KeyFilter,
-    lines: &'e RecentLines,
-}
-
-/// What a write adds to: the filter learns its keys, the recent lines its lines.
-struct KnownMut<'e> {
-    keys: &'e KeyFilter,
-    lines: &'e mut RecentLines,
-}
-
 /// Provides the record an event names, when the store has it: a line written lately from
 /// memory, any other after the key filter.
 fn provide(
     store: &Store,
-    known: Known<'_>,
+    keys: &mut KeyFilter,
+    lines: &RecentLines,
     stats: &mut EngineStats,
     (partition, sku): (i32, &str),
     record: &RecordKey,
     state: &mut SkuState,
 ) -> Result<(), StoreError> {
-    let Known { keys, lines } = known;
     let mut stored = |key: &[u8]| match keys.may_hold_record(partition, key) {
         true => {
             stats.record_reads += 1;
@@ -419,7 +406,13 @@ fn provide(
     Ok(())
 }
 
-fn write_sku(commit: &mut Commit, known: KnownMut<'_>, (partition, sku): (i32, &str), state: &mut SkuState) {
+fn write_sku(
+    commit: &mut Commit,
+    keys: &KeyFilter,
+    lines: &mut RecentLines,
+    (partition, sku): (i32, &str),
+    state: &mut SkuState,
+) {
     let changes = state.take_changes();
     commit.put_state(partition, sku, state);
     if changes.prices {
@@ -435,14 +428,14 @@ fn write_sku(commit: &mut Commit, known: KnownMut<'_>, (partition, sku): (i32, &
     for key in &changes.lines {
         let Some(line) = state.line(key) else { continue };
         let key = line_key(sku, key);
-        known.keys.insert_record(partition, &key);
+        keys.insert_record(partition, &key);
         let value = stored(line);
         commit.put_record(partition, &key, value.clone());
-        known.lines.insert((partition, key), value);
+        lines.insert((partition, key), value);
     }
     for key in &changes.promotions {
         let key = promotion_key(sku, key);
-        known.keys.insert_record(partition, &key);
+        keys.insert_record(partition, &key);
         commit.put_record(partition, &key, Vec::new());
     }
     for (segment, points) in &changes.segments {
@@ -472,7 +465,7 @@ const ALERTS: u8 = b'a';
 /// A record's key as the engine builds it, before the store prefixes it with its partition:
 /// held inline up to 64 bytes (a SKU and a line's channel, order and line ids, in most
 /// catalogues), since several are built per event and each is copied into the store's key.
-type StoreKey = SmallVec<[u8; 64]>;
+pub(crate) type StoreKey = SmallVec<[u8; 64]>;
 
 fn record_prefix(sku: &str, kind: u8) -> StoreKey {
     let len = u16::try_from(sku.len()).expect("a sku is shorter than 64 KiB");
