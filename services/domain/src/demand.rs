@@ -135,11 +135,19 @@ impl Points {
     /// The index of the first placement after `at`.
     fn index_after(&self, at: i64) -> usize {
         // most questions are about the latest time (the hour a commit writes, a window's
-        // leading edge, a placement arriving in order), after which nothing is placed yet
-        match self.placed.back() {
-            Some((last, _)) if *last > at => self.placed.partition_point(|(placed, _)| *placed <= at),
-            _ => self.placed.len(),
+        // leading edge, a placement arriving in order), after which little or nothing is
+        // placed yet: a few steps back from the end find it in the cache lines the last
+        // placement shares, where a binary search reads a line per step
+        const STEPS_BACK: usize = 8;
+        let len = self.placed.len();
+        if self.placed.back().is_none_or(|(last, _)| *last <= at) {
+            return len;
         }
+        let after = self.placed.iter().rev().take(STEPS_BACK).take_while(|(placed, _)| *placed > at).count();
+        if after < STEPS_BACK.min(len) {
+            return len - after;
+        }
+        self.placed.partition_point(|(placed, _)| *placed <= at)
     }
 
     /// The placements after `after`, in time order.
@@ -516,6 +524,20 @@ mod tests {
         assert_eq!(points.pop_first(), Some(5));
         assert_eq!(points.within(0, 10).count(), 0, "a span before the first placement left");
         assert_eq!(points.within(0, 11).copied().collect::<Vec<_>>(), [(10, 1)], "one ending just past it");
+    }
+
+    #[test]
+    fn the_first_placement_after_a_time_is_found_near_the_end_and_far_from_it() {
+        for len in 0..24_i64 {
+            let mut points = Points::default();
+            for at in 0..len {
+                points.add(at * 10, 1);
+            }
+            for at in -5..len * 10 + 5 {
+                let expected = points.placed.iter().filter(|(placed, _)| *placed <= at).count();
+                assert_eq!(points.index_after(at), expected, "{len} placements, after {at}");
+            }
+        }
     }
 
     #[test]
