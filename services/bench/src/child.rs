@@ -52,6 +52,9 @@ pub struct ChildArgs {
     /// Run without the changelog (for its cost)
     #[arg(long)]
     pub no_changelog: bool,
+    /// How often the changelog is sent, milliseconds (`--changelog-interval-ms`)
+    #[arg(long, default_value_t = omnifold_coordinator::service::DEFAULT_CHANGELOG_INTERVAL_MS)]
+    pub changelog_interval_ms: u64,
 }
 
 impl ChildArgs {
@@ -79,6 +82,7 @@ impl ChildArgs {
         if self.no_changelog {
             args.push("--no-changelog".into());
         }
+        args.extend(["--changelog-interval-ms".into(), self.changelog_interval_ms.to_string()]);
         args
     }
 }
@@ -142,7 +146,7 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         group_instance_id: Some(format!("bench-coordinator-{}", args.topic_prefix)),
         session_timeout_ms: 10_000,
         changelog: !args.no_changelog,
-        changelog_interval_ms: 1_000,
+        changelog_interval_ms: args.changelog_interval_ms,
         changelog_dump_records: 100_000,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

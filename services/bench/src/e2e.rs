@@ -71,6 +71,10 @@ pub struct RunArgs {
     /// Run the coordinator without its changelog, to see what writing it costs
     #[arg(long)]
     pub no_changelog: bool,
+    /// How often the coordinator sends its changelog, milliseconds (its
+    /// `--changelog-interval-ms`)
+    #[arg(long, default_value_t = omnifold_coordinator::service::DEFAULT_CHANGELOG_INTERVAL_MS)]
+    pub changelog_interval_ms: u64,
     /// Runs of each baseline reader, before and after the coordinator.
     #[arg(long, default_value_t = 2)]
     pub baseline_runs: usize,
@@ -119,6 +123,7 @@ impl Bench {
             batch_max_events: self.args.batch_max_events,
             batch_max_ms: 20,
             no_changelog: self.args.no_changelog,
+            changelog_interval_ms: self.args.changelog_interval_ms,
         }
     }
 

@@ -79,7 +79,7 @@ enum Command {
         no_changelog: bool,
         /// How often the changelog is sent, milliseconds: each key written in between is sent
         /// once
-        #[arg(long, default_value_t = 1_000)]
+        #[arg(long, default_value_t = crate::service::DEFAULT_CHANGELOG_INTERVAL_MS)]
         changelog_interval_ms: u64,
         /// Entries of a partition's whole state sent to the changelog per sending, when the
         /// changelog lacks it (after a replay restore, or a run with --no-changelog)

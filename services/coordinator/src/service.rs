@@ -103,8 +103,11 @@ fn default_changelog_dump_records() -> usize {
     100_000
 }
 
+/// How often the changelog is sent by default, milliseconds.
+pub const DEFAULT_CHANGELOG_INTERVAL_MS: u64 = 1_000;
+
 fn default_changelog_interval_ms() -> u64 {
-    1_000
+    DEFAULT_CHANGELOG_INTERVAL_MS
 }
 
 fn default_changelog() -> bool {
