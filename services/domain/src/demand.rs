@@ -134,15 +134,21 @@ impl Eq for Points {}
 impl Points {
     /// The index of the first placement after `at`.
     fn index_after(&self, at: i64) -> usize {
-        // most questions are about the latest time (the hour a commit writes, a window's
-        // leading edge, a placement arriving in order), after which little or nothing is
-        // placed yet: a few steps back from the end find it in the cache lines the last
-        // placement shares, where a binary search reads a line per step
+        // most questions are about the latest time (a window's leading edge, a placement
+        // arriving in order), after which nothing is placed yet
+        match self.placed.back() {
+            Some((last, _)) if *last > at => self.placed.partition_point(|(placed, _)| *placed <= at),
+            _ => self.placed.len(),
+        }
+    }
+
+    /// [`Points::index_after`] for a time a few placements from the end at most, as the end
+    /// of the hour a commit writes is: placements of the rest of the batch may follow it. A
+    /// few steps back find it in the cache lines the last placement shares, where a binary
+    /// search reads a line per step.
+    fn index_after_near_end(&self, at: i64) -> usize {
         const STEPS_BACK: usize = 8;
         let len = self.placed.len();
-        if self.placed.back().is_none_or(|(last, _)| *last <= at) {
-            return len;
-        }
         let after = self.placed.iter().rev().take(STEPS_BACK).take_while(|(placed, _)| *placed > at).count();
         if after < STEPS_BACK.min(len) {
             return len - after;
@@ -162,7 +168,7 @@ impl Points {
         if self.first().is_none_or(|first| first >= end) {
             return self.placed.range(0..0);
         }
-        let to = self.index_after(end.saturating_sub(1));
+        let to = self.index_after_near_end(end.saturating_sub(1));
         // walked back from its end, a span costs what reading it does, where a search for its
         // start cost a binary search of the series (a commit reads the latest hour, at its end)
         let len = self.placed.range(..to).rev().take_while(|(at, _)| *at >= start).count();
@@ -536,6 +542,11 @@ mod tests {
             for at in -5..len * 10 + 5 {
                 let expected = points.placed.iter().filter(|(placed, _)| *placed <= at).count();
                 assert_eq!(points.index_after(at), expected, "{len} placements, after {at}");
+                assert_eq!(
+                    points.index_after_near_end(at),
+                    expected,
+                    "{len} placements, after {at}, near the end"
+                );
             }
         }
     }
