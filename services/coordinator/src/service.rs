@@ -938,7 +938,7 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
             entry.event_partition = position.partition;
             entry.event_offset = position.offset;
             let key = if entry.sku.is_empty() { entry.channel.clone() } else { entry.sku.clone() };
-            let json = omnifold_proto::json::ledger_to_json(&entry).into_bytes();
+            let json = omnifold_proto::json::ledger_to_json(&entry);
             let mirrored =
                 |record: OutboxRecord| OutboxRecord { partition: Some(position.partition), ..record };
             smallvec![
