@@ -63,8 +63,13 @@ pub fn hold(
     subject: String,
     render: impl FnOnce(String) -> Condition,
 ) -> Holding {
-    let key = key(kind, &subject);
-    let condition = (!open.contains_key(&key)).then(|| render(subject));
+    hold_keyed(open, key(kind, &subject), || render(subject))
+}
+
+/// A holding condition whose key is known without its subject (made once, say), rendered by
+/// `render` only if its alert is not open.
+pub fn hold_keyed(open: &Open, key: String, render: impl FnOnce() -> Condition) -> Holding {
+    let condition = (!open.contains_key(&key)).then(render);
     Holding { key, condition }
 }
 

@@ -392,12 +392,19 @@ fn transfer_pools(contract: &Contract, order: &[usize]) -> Vec<TransferPool> {
 struct PoolNames {
     name: String,
     series: String,
+    /// The key of the pool's OVERSELL condition, looked up at every event that leaves the
+    /// pool oversold.
+    oversell_key: String,
 }
 
 impl PoolNames {
     fn of(pool: &Pool) -> Self {
         let name = pool.name();
-        PoolNames { series: crate::demand::pool_series(&name), name }
+        PoolNames {
+            series: crate::demand::pool_series(&name),
+            oversell_key: crate::stock_alerts::oversell_key(pool),
+            name,
+        }
     }
 }
 
@@ -469,6 +476,14 @@ impl Rules {
         match self.pool_names(pool) {
             Some(names) => Cow::Borrowed(&names.name),
             None => Cow::Owned(pool.name()),
+        }
+    }
+
+    /// The key of the pool's OVERSELL condition ([`crate::alerts::key`]).
+    pub fn oversell_key(&self, pool: &Pool) -> Cow<'_, str> {
+        match self.pool_names(pool) {
+            Some(names) => Cow::Borrowed(&names.oversell_key),
+            None => Cow::Owned(crate::stock_alerts::oversell_key(pool)),
         }
     }
 

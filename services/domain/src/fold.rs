@@ -14,6 +14,7 @@ use omnifold_proto::{
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::alerts::{self, Cause, OpenAlert, Trigger};
 use crate::allocation::allocate;
@@ -462,11 +463,18 @@ impl Step<'_> {
             self.state.prices_steady.clear();
             self.state.changed_parts.prices = true;
         }
-        let early = std::mem::take(&mut self.outputs);
+        // the outputs of the event itself go after what evaluation publishes: moved behind
+        // it in the same list, not into a second one allocated per event
+        let early = self.outputs.len();
         // evaluation reads stock and never changes it, so every pool's ATP is read once
         let atps = self.state.stock.atps(self.rules);
         self.publish_availability(&atps, now);
         self.publish_replenishment(&atps, now);
+        self.outputs.rotate_left(early);
+        let early_at = self.outputs.len() - early;
+        // of the event's own outputs, its alerts stay here, the rest follow the new alerts
+        let later: SmallVec<[Output; 2]> =
+            self.outputs.extract_if(early_at.., |output| !matches!(output, Output::Alert(_))).collect();
         let (rules, sku) = (self.rules, self.cause.sku);
         let (stock, prices, open) = (&mut self.state.stock, &self.state.prices, &self.state.alerts);
         let mut holding = stock_alerts::holding(rules, stock, &atps, now, open);
@@ -480,19 +488,13 @@ impl Step<'_> {
         let records = alerts::reconcile(rules, &mut self.state.alerts, &holding, read, self.cause);
         // the open alerts change exactly when one is raised or resolved, each with a record
         self.state.changed_parts.alerts |= !records.is_empty();
-        let mut escalations = Vec::new();
-        for output in early {
-            match output {
-                Output::Alert(alert) => self.outputs.push(Output::Alert(alert)),
-                other => escalations.push(other),
-            }
-        }
-        for alert in records {
-            if let Some(escalation) = escalation::for_alert(self.rules, &alert) {
-                escalations.push(Output::Escalation(escalation));
-            }
-            self.outputs.push(Output::Alert(alert));
-        }
+        let escalations: Vec<Output> = records
+            .iter()
+            .filter_map(|alert| escalation::for_alert(self.rules, alert))
+            .map(Output::Escalation)
+            .collect();
+        self.outputs.extend(records.into_iter().map(Output::Alert));
+        self.outputs.extend(later);
         self.outputs.extend(escalations);
     }
 

@@ -5,6 +5,7 @@
 //! fold sees the lines the runner provided (see [`crate::keyed`]).
 
 use serde::{Deserialize, Serialize};
+use smallvec::{SmallVec, smallvec};
 
 use crate::contract::Rules;
 use crate::demand::Demand;
@@ -241,7 +242,7 @@ impl Stock {
     /// Every pool's ATP, from one pass over the locations.
     pub fn atps(&self, rules: &Rules) -> Atps {
         let mut atps =
-            Atps { shared: 0, dedicated: vec![0; rules.contract.channels.len()], foreign: Vec::new() };
+            Atps { shared: 0, dedicated: smallvec![0; rules.contract.channels.len()], foreign: Vec::new() };
         for (location, units) in &self.on_hand {
             match rules.location_owner(location) {
                 Some(channel) => atps.dedicated[channel] += units,
@@ -280,8 +281,9 @@ impl Stock {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Atps {
     shared: i64,
-    /// Each channel's dedicated pool, by index into the contract's channels.
-    dedicated: Vec<i64>,
+    /// Each channel's dedicated pool, by index into the contract's channels: inline for up
+    /// to eight channels, since every event that moves stock reads them.
+    dedicated: SmallVec<[i64; 8]>,
     /// Reservations in the dedicated pool of a channel the contract no longer names (a line
     /// placed under an earlier contract): no location is dedicated to it.
     foreign: Vec<(String, i64)>,

@@ -34,7 +34,7 @@ pub fn readings(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64) -> Vec<
         .stocked_pools()
         .iter()
         .map(|pool| Reading {
-            key: alerts::key(AlertKind::Oversell, &pool_subject(pool)),
+            key: rules.oversell_key(pool).into_owned(),
             details: pool_details(atps.of(rules, pool), reserved(stock, pool)),
         })
         .collect();
@@ -57,9 +57,10 @@ fn oversells(rules: &Rules, stock: &Stock, atps: &Atps, open: &Open) -> Vec<Hold
         if atp >= 0 {
             continue;
         }
-        conditions.push(alerts::hold(open, AlertKind::Oversell, pool_subject(pool), |subject| Condition {
+        let key = rules.oversell_key(pool).into_owned();
+        conditions.push(alerts::hold_keyed(open, key, || Condition {
             kind: AlertKind::Oversell,
-            subject,
+            subject: pool_subject(pool),
             severity: Severity::Critical,
             channels: pool_channels(rules, pool),
             location: String::new(),
@@ -79,6 +80,12 @@ fn reserved(stock: &Stock, pool: &Pool) -> i64 {
 
 fn pool_subject(pool: &Pool) -> String {
     format!("pool={}", pool.name())
+}
+
+/// The key of a pool's OVERSELL condition; [`Rules::oversell_key`] holds those of the
+/// contract's pools.
+pub(crate) fn oversell_key(pool: &Pool) -> String {
+    alerts::key(AlertKind::Oversell, &pool_subject(pool))
 }
 
 fn pool_details(atp: i64, reserved: i64) -> Vec<(String, String)> {
@@ -195,4 +202,23 @@ pub fn allocation_breach(placed: &Placed, last_published: i64) -> Option<Conditi
             line.channel
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::Contract;
+
+    #[test]
+    fn a_pools_oversell_key_is_made_once_as_its_subject_makes_it() {
+        let contract: Contract = toml::from_str(include_str!("../tests/scenarios/contract.toml")).unwrap();
+        let rules = Rules::new(contract);
+        let foreign = Pool::Dedicated("a-channel-no-longer-named".into());
+        assert!(rules.stocked_pools().len() > 1, "the contract has dedicated pools");
+        for pool in rules.stocked_pools().iter().chain([&foreign]) {
+            let made = alerts::key(AlertKind::Oversell, &pool_subject(pool));
+            assert_eq!(rules.oversell_key(pool), made);
+        }
+        assert_eq!(rules.oversell_key(&Pool::Shared), "OVERSELL/pool=shared");
+    }
 }
