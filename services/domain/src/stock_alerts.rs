@@ -50,15 +50,20 @@ pub fn readings(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64) -> Vec<
     readings
 }
 
-fn oversells(rules: &Rules, stock: &Stock, atps: &Atps, open: &Open) -> Vec<Holding> {
-    let mut conditions = Vec::new();
-    for pool in rules.stocked_pools() {
+/// Lazily, as [`negative_stock`]: [`holding`] collects both into one list, not a list each.
+fn oversells<'a>(
+    rules: &'a Rules,
+    stock: &'a Stock,
+    atps: &'a Atps,
+    open: &'a Open,
+) -> impl Iterator<Item = Holding> + 'a {
+    rules.stocked_pools().iter().filter_map(move |pool| {
         let atp = atps.of(rules, pool);
         if atp >= 0 {
-            continue;
+            return None;
         }
         let key = rules.oversell_key(pool).into_owned();
-        conditions.push(alerts::hold_keyed(open, key, || Condition {
+        Some(alerts::hold_keyed(open, key, || Condition {
             kind: AlertKind::Oversell,
             subject: pool_subject(pool),
             severity: Severity::Critical,
@@ -69,9 +74,8 @@ fn oversells(rules: &Rules, stock: &Stock, atps: &Atps, open: &Open) -> Vec<Hold
             subject_details: Vec::new(),
             details: pool_details(atp, reserved(stock, pool)),
             recommended_action: "replenish or transfer stock into the pool, or cancel open orders".into(),
-        }));
-    }
-    conditions
+        }))
+    })
 }
 
 fn reserved(stock: &Stock, pool: &Pool) -> i64 {
@@ -96,29 +100,28 @@ fn pool_details(atp: i64, reserved: i64) -> Vec<(String, String)> {
     ]
 }
 
-fn negative_stock(rules: &Rules, stock: &Stock, open: &Open) -> Vec<Holding> {
-    stock
-        .on_hand
-        .iter()
-        .filter(|(_, units)| **units < 0)
-        .map(|(location, units)| {
-            alerts::hold(open, AlertKind::NegativeStock, location_subject(location), |subject| {
-                let pool = Pool::of_location(rules, location);
-                Condition {
-                    kind: AlertKind::NegativeStock,
-                    subject,
-                    severity: Severity::Critical,
-                    channels: pool_channels(rules, &pool),
-                    location: location.clone(),
-                    pool: pool.name(),
-                    summary: format!("on-hand at {location} is {units}, below zero"),
-                    subject_details: Vec::new(),
-                    details: location_details(*units),
-                    recommended_action: format!("count the stock at {location} and correct the record"),
-                }
-            })
+fn negative_stock<'a>(
+    rules: &'a Rules,
+    stock: &'a Stock,
+    open: &'a Open,
+) -> impl Iterator<Item = Holding> + 'a {
+    stock.on_hand.iter().filter(|(_, units)| **units < 0).map(move |(location, units)| {
+        alerts::hold(open, AlertKind::NegativeStock, location_subject(location), |subject| {
+            let pool = Pool::of_location(rules, location);
+            Condition {
+                kind: AlertKind::NegativeStock,
+                subject,
+                severity: Severity::Critical,
+                channels: pool_channels(rules, &pool),
+                location: location.clone(),
+                pool: pool.name(),
+                summary: format!("on-hand at {location} is {units}, below zero"),
+                subject_details: Vec::new(),
+                details: location_details(*units),
+                recommended_action: format!("count the stock at {location} and correct the record"),
+            }
         })
-        .collect()
+    })
 }
 
 fn location_subject(location: &str) -> String {
