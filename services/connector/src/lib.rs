@@ -17,6 +17,7 @@ pub mod decimal;
 pub mod deliver;
 pub mod mapping;
 pub mod sinks;
+pub mod sled_dir;
 pub mod sources;
 pub mod timefmt;
 

@@ -411,7 +411,7 @@ impl Pushback {
             .timeout(Duration::from_millis(options.request_timeout_ms))
             .build()
             .map_err(PushbackError::HttpClient)?;
-        let store = sled::open(&options.state)
+        let store = crate::sled_dir::open(&options.state)
             .map_err(|error| PushbackError::OpenState { path: options.state.clone(), error })?;
         Ok(Pushback {
             kafka: kafka.clone(),

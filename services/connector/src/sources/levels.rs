@@ -68,7 +68,7 @@ impl LevelMarks {
             path: path.to_path_buf(),
             error: error.to_string(),
         };
-        let db = open_db(path).map_err(|e| error(&e))?;
+        let db = crate::sled_dir::open(path).map_err(|e| error(&e))?;
         let mut marks = BTreeMap::new();
         for entry in db.iter() {
             let (key, value) = entry.map_err(|e| error(&e))?;
@@ -147,25 +147,6 @@ impl LevelMarks {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, i64>> {
         self.marks.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// How long an open waits for the directory's lock: sled lets it go when its background
-/// flusher drops the database, shortly after the last handle, so a reopen in the same process
-/// (a restarted source, a test) can find it briefly held. Held longer, it is another process's.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn open_db(path: &Path) -> sled::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
-    loop {
-        match sled::open(path) {
-            Err(sled::Error::Io(error))
-                if error.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            opened => return opened,
-        }
     }
 }
 

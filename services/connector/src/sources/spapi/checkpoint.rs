@@ -38,7 +38,7 @@ pub struct Checkpoints {
 impl Checkpoints {
     /// Opens (or creates) the sled directory. Blocking: call it while building the source.
     pub fn open(path: &Path) -> Result<Self, SpApiError> {
-        let db = sled::open(path)
+        let db = crate::sled_dir::open(path)
             .map_err(|error| SpApiError::State(format!("cannot open {}: {error}", path.display())))?;
         Ok(Checkpoints { db })
     }
