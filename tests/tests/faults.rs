@@ -100,7 +100,7 @@ fn expected(events: &[Event]) -> (BTreeMap<(String, String), i64>, BTreeSet<Stri
             for output in outputs {
                 match output {
                     Output::Availability(a) => {
-                        availability.insert((a.channel, a.sku), a.available);
+                        availability.insert((a.channel.into(), a.sku.into()), a.available);
                     }
                     Output::Alert(a) => {
                         alert_records.insert(alert_record(&a));

@@ -1,6 +1,8 @@
 //! Published availability per channel (CONTRACT.md section 4, "Published availability").
 
-use omnifold_proto::{AllocationMode, AllocationRule};
+use compact_str::CompactString;
+use omnifold_proto::borrowed::ChannelAvailabilityRef;
+use omnifold_proto::{AllocationMode, AllocationRule, ChannelAvailability};
 use rust_decimal::Decimal;
 use smallvec::SmallVec;
 
@@ -15,6 +17,46 @@ pub struct Availability<'r> {
     pub available: i64,
     pub mode: AllocationMode,
     pub rule: AllocationRule,
+}
+
+/// A channel's availability as the fold publishes it (a `ChannelAvailability` record). Its
+/// strings are held inline up to 24 bytes (most SKUs, channel ids and event ids), and the
+/// record is encoded from them as they are ([`PublishedAvailability::encode_to_vec`]): more than
+/// one is published per event, and three `String`s each were a fifth of the fold's allocations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedAvailability {
+    pub sku: CompactString,
+    pub channel: CompactString,
+    pub available: i64,
+    /// An [`AllocationMode`], as the record holds it.
+    pub mode: i32,
+    /// An [`AllocationRule`], as the record holds it.
+    pub rule: i32,
+    pub reason_event_id: CompactString,
+    pub decided_at_ms: i64,
+}
+
+impl PublishedAvailability {
+    pub fn fields(&self) -> ChannelAvailabilityRef<'_> {
+        ChannelAvailabilityRef {
+            sku: &self.sku,
+            channel: &self.channel,
+            available: self.available,
+            mode: self.mode,
+            rule: self.rule,
+            reason_event_id: &self.reason_event_id,
+            decided_at_ms: self.decided_at_ms,
+        }
+    }
+
+    /// The record's protobuf encoding.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        self.fields().encode_to_vec()
+    }
+
+    pub fn to_message(&self) -> ChannelAvailability {
+        self.fields().to_message()
+    }
 }
 
 /// One figure per channel (or per shared-pool seller), held inline for a catalogue's handful

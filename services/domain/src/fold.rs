@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use compact_str::CompactString;
 use omnifold_proto::{
-    Alert, ChannelAvailability, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction,
+    Alert, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction,
     RoutingDecision,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::alerts::{self, Cause, OpenAlert, Trigger};
-use crate::allocation::allocate;
+use crate::allocation::{PublishedAvailability, allocate};
 use crate::contract::Rules;
 use crate::demand::{Point, Span};
 use crate::escalation;
@@ -215,7 +215,7 @@ impl PartitionState {
 /// One record the fold asks to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Availability(ChannelAvailability),
+    Availability(PublishedAvailability),
     Alert(Alert),
     Escalation(Escalation),
     /// A contribution ledger entry (`crate::ledger`).
@@ -509,13 +509,13 @@ impl Step<'_> {
                     self.state.published.insert(decision.channel.to_string(), decision.available);
                 }
             }
-            self.outputs.push(Output::Availability(ChannelAvailability {
-                sku: self.cause.sku.to_string(),
-                channel: decision.channel.to_string(),
+            self.outputs.push(Output::Availability(PublishedAvailability {
+                sku: self.cause.sku.into(),
+                channel: decision.channel.into(),
                 available: decision.available,
                 mode: decision.mode as i32,
                 rule: decision.rule as i32,
-                reason_event_id: self.cause.event_id.to_string(),
+                reason_event_id: self.cause.event_id.into(),
                 decided_at_ms: now,
             }));
         }

@@ -163,7 +163,7 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
                 if let Some(want) = &expect.rule {
                     assert_eq!(rule, want, "{context}: rule of {}", a.channel);
                 }
-                assert!(availability.insert(a.channel.clone(), a.available).is_none(), "{context}: twice");
+                assert!(availability.insert(a.channel.to_string(), a.available).is_none(), "{context}: twice");
             }
             Output::Alert(alert) => {
                 let state = AlertState::try_from(alert.state).unwrap().name();

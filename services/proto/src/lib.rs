@@ -3,6 +3,7 @@
 //! The messages are generated at build time from `proto/omnifold/v1/*.proto`. The [`json`]
 //! module holds the NDJSON form of inbound events that the generic connector reads.
 
+pub mod borrowed;
 pub mod json;
 
 /// Generated protobuf messages of package `omnifold.v1`.

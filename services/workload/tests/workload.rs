@@ -47,7 +47,7 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                 for output in outputs {
                     let id = event.event_id.clone();
                     match output {
-                        Output::Availability(a) => folded.availability.push((id, a)),
+                        Output::Availability(a) => folded.availability.push((id, a.to_message())),
                         Output::Alert(a) => folded.alerts.push((id, a)),
                         Output::Escalation(e) => folded.escalations.push((id, e)),
                         Output::Ledger(entry) => folded.ledger.push(entry),

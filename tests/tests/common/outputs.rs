@@ -71,7 +71,7 @@ impl Expected {
     fn record(&mut self, output: Output) {
         match output {
             Output::Availability(a) => {
-                self.availability.insert((a.channel, a.sku), a.available);
+                self.availability.insert((a.channel.into(), a.sku.into()), a.available);
             }
             Output::Alert(a) => {
                 let state = AlertState::try_from(a.state).unwrap().name().to_string();
