@@ -955,7 +955,7 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
             smallvec![record(&topics.replenishment, slash_joined([&r.pool, &r.sku]), r.encode_to_vec())]
         }
         Output::Routing(r) => {
-            let key = slash_joined([&r.channel, &r.order_id, &r.line_id]);
+            let key = slash_joined([&r.channel, &r.order_id, &r.line_id].map(|part| part.as_str()));
             smallvec![record(&topics.routing, key, r.encode_to_vec())]
         }
         Output::Ledger(mut entry) => {

@@ -8,10 +8,7 @@
 use std::collections::BTreeSet;
 
 use compact_str::CompactString;
-use omnifold_proto::{
-    Alert, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction,
-    RoutingDecision,
-};
+use omnifold_proto::{Alert, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -224,7 +221,7 @@ pub enum Output {
     Replenishment(Replenishment),
     /// Routing advice for a line placed without a location, or a note that it shipped from
     /// elsewhere (`crate::routing`).
-    Routing(RoutingDecision),
+    Routing(routing::PublishedRouting),
 }
 
 /// What applying one event did.
@@ -378,7 +375,7 @@ impl Step<'_> {
                 };
                 self.state.stock.place(self.rules, placed, terms, at_ms)?;
                 if let Some(advice) = advice {
-                    self.state.stock.advise(&placed.line, &advice.location, advice.split);
+                    self.state.stock.advise(&placed.line, advice.location(), advice.split);
                     self.outputs.push(Output::Routing(routing::advised(placed, advice, self.cause)));
                 }
                 if let Some(breach) = stock_alerts::allocation_breach(placed, last_published) {

@@ -152,7 +152,7 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
     for output in outputs {
         match output {
             Output::Replenishment(r) => replenishment.push(replenishment_line(r)),
-            Output::Routing(r) => routing.push(routing_line(r)),
+            Output::Routing(r) => routing.push(routing_line(&r.to_message())),
             Output::Ledger(entry) => ledger.push(ledger_line(entry)),
             Output::Availability(a) => {
                 let mode = AllocationMode::try_from(a.mode).unwrap().name();
@@ -163,7 +163,10 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
                 if let Some(want) = &expect.rule {
                     assert_eq!(rule, want, "{context}: rule of {}", a.channel);
                 }
-                assert!(availability.insert(a.channel.to_string(), a.available).is_none(), "{context}: twice");
+                assert!(
+                    availability.insert(a.channel.to_string(), a.available).is_none(),
+                    "{context}: twice"
+                );
             }
             Output::Alert(alert) => {
                 let state = AlertState::try_from(alert.state).unwrap().name();

@@ -1,11 +1,11 @@
-//! Protobuf encodings written straight from borrowed fields, for the output the coordinator
-//! publishes most (a channel's availability, more than one per event): building the generated
-//! message first copies each of its strings into a `String` of its own only to encode it and
-//! drop it, three allocations per record.
+//! Protobuf encodings written straight from borrowed fields, for the outputs the coordinator
+//! publishes most (a channel's availability, more than one per event; routing advice, one for
+//! most placements): building the generated message first copies each of its strings into a
+//! `String` of its own only to encode it and drop it, three to eight allocations per record.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::v1::ChannelAvailability;
+use crate::v1::{ChannelAvailability, RoutingCandidate, RoutingDecision};
 
 /// The fields of a [`ChannelAvailability`], borrowed; [`ChannelAvailabilityRef::encode_to_vec`]
 /// writes the bytes the generated message would.
@@ -61,6 +61,122 @@ impl ChannelAvailabilityRef<'_> {
     }
 }
 
+/// The fields of a [`RoutingCandidate`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingCandidateRef<'a> {
+    pub location: &'a str,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub free: i64,
+}
+
+impl RoutingCandidateRef<'_> {
+    fn encode(&self, buf: &mut Vec<u8>) {
+        put_str(1, self.location, buf);
+        put_int(2, self.on_hand, buf);
+        put_int(3, self.reserved, buf);
+        put_int(4, self.free, buf);
+    }
+
+    fn encoded_len(&self) -> usize {
+        str_len(1, self.location)
+            + int_len(2, self.on_hand)
+            + int_len(3, self.reserved)
+            + int_len(4, self.free)
+    }
+
+    fn to_message(self) -> RoutingCandidate {
+        RoutingCandidate {
+            location: self.location.to_string(),
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            free: self.free,
+        }
+    }
+}
+
+/// The fields of a [`RoutingDecision`], borrowed; its candidates as an iterator, walked once to
+/// measure and once to write.
+#[derive(Debug, Clone)]
+pub struct RoutingDecisionRef<'a, C> {
+    pub channel: &'a str,
+    pub order_id: &'a str,
+    pub line_id: &'a str,
+    pub sku: &'a str,
+    pub quantity: i64,
+    pub location: &'a str,
+    pub split: bool,
+    pub candidates: C,
+    /// A [`crate::RoutingState`], as the message holds it.
+    pub state: i32,
+    pub shipped_from: &'a str,
+    pub reason_event_id: &'a str,
+    pub decided_at_ms: i64,
+}
+
+impl<'a, C: Iterator<Item = RoutingCandidateRef<'a>> + Clone> RoutingDecisionRef<'a, C> {
+    /// The message's encoding, as prost writes it.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        put_str(1, self.channel, &mut buf);
+        put_str(2, self.order_id, &mut buf);
+        put_str(3, self.line_id, &mut buf);
+        put_str(4, self.sku, &mut buf);
+        put_int(5, self.quantity, &mut buf);
+        put_str(6, self.location, &mut buf);
+        put_int(7, i64::from(self.split), &mut buf);
+        for candidate in self.candidates.clone() {
+            // a repeated message field: each element is written, defaults and all
+            encode_key(8, WireType::LengthDelimited, &mut buf);
+            encode_varint(candidate.encoded_len() as u64, &mut buf);
+            candidate.encode(&mut buf);
+        }
+        put_int(9, i64::from(self.state), &mut buf);
+        put_str(10, self.shipped_from, &mut buf);
+        put_str(11, self.reason_event_id, &mut buf);
+        put_int(12, self.decided_at_ms, &mut buf);
+        buf
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        let candidates: usize = self
+            .candidates
+            .clone()
+            .map(|c| key_len(8) + encoded_len_varint(c.encoded_len() as u64) + c.encoded_len())
+            .sum();
+        str_len(1, self.channel)
+            + str_len(2, self.order_id)
+            + str_len(3, self.line_id)
+            + str_len(4, self.sku)
+            + int_len(5, self.quantity)
+            + str_len(6, self.location)
+            + int_len(7, i64::from(self.split))
+            + candidates
+            + int_len(9, i64::from(self.state))
+            + str_len(10, self.shipped_from)
+            + str_len(11, self.reason_event_id)
+            + int_len(12, self.decided_at_ms)
+    }
+
+    /// The generated message holding the same fields.
+    pub fn to_message(&self) -> RoutingDecision {
+        RoutingDecision {
+            channel: self.channel.to_string(),
+            order_id: self.order_id.to_string(),
+            line_id: self.line_id.to_string(),
+            sku: self.sku.to_string(),
+            quantity: self.quantity,
+            location: self.location.to_string(),
+            split: self.split,
+            candidates: self.candidates.clone().map(RoutingCandidateRef::to_message).collect(),
+            state: self.state,
+            shipped_from: self.shipped_from.to_string(),
+            reason_event_id: self.reason_event_id.to_string(),
+            decided_at_ms: self.decided_at_ms,
+        }
+    }
+}
+
 fn put_str(tag: u32, value: &str, buf: &mut Vec<u8>) {
     if !value.is_empty() {
         encode_key(tag, WireType::LengthDelimited, buf);
@@ -93,8 +209,8 @@ fn int_len(tag: u32, value: i64) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use prost::Message;
     use proptest::prelude::*;
+    use prost::Message;
 
     use super::*;
 
@@ -131,6 +247,45 @@ mod tests {
         encodes_as_the_message(ChannelAvailabilityRef { sku: &long, reason_event_id: "ü-ß", ..base });
     }
 
+    fn routes_as_the_message<'a>(
+        fields: RoutingDecisionRef<'a, impl Iterator<Item = RoutingCandidateRef<'a>> + Clone>,
+    ) {
+        let message = fields.to_message();
+        assert_eq!(fields.encode_to_vec(), message.encode_to_vec(), "{message:?}");
+        assert_eq!(fields.encoded_len(), message.encoded_len(), "{message:?}");
+    }
+
+    #[test]
+    fn routing_with_and_without_candidates_encodes_as_the_generated_message_does() {
+        let candidates = [
+            RoutingCandidateRef { location: "wh-east", on_hand: 10, reserved: 12, free: -2 },
+            RoutingCandidateRef { location: "", on_hand: 0, reserved: 0, free: 0 },
+            RoutingCandidateRef { location: "wh-west", on_hand: 300, reserved: 0, free: 300 },
+        ];
+        let base = RoutingDecisionRef {
+            channel: "shopify",
+            order_id: "o-1",
+            line_id: "1",
+            sku: "SKU-1",
+            quantity: 3,
+            location: "wh-west",
+            split: false,
+            candidates: candidates.iter().copied(),
+            state: 1,
+            shipped_from: "",
+            reason_event_id: "ev-1",
+            decided_at_ms: 1_794_182_460_000,
+        };
+        routes_as_the_message(base.clone());
+        routes_as_the_message(RoutingDecisionRef {
+            split: true,
+            state: 2,
+            shipped_from: "wh-east",
+            ..base.clone()
+        });
+        routes_as_the_message(RoutingDecisionRef { candidates: [].iter().copied(), quantity: -1, ..base });
+    }
+
     proptest! {
         #[test]
         fn any_fields_encode_as_the_generated_message_does(
@@ -151,6 +306,38 @@ mod tests {
                 reason_event_id: &reason_event_id,
                 decided_at_ms,
             });
+        }
+        #[test]
+        fn any_routing_encodes_as_the_generated_message_does(
+            texts in proptest::collection::vec(".{0,30}", 8),
+            numbers in proptest::collection::vec(any::<i64>(), 4),
+            split: bool,
+            state: i32,
+            frees in proptest::collection::vec(any::<i64>(), 0..5),
+        ) {
+            let locations: Vec<String> = frees.iter().map(|f| format!("loc-{f}")).collect();
+            let candidates: Vec<RoutingCandidateRef<'_>> = locations
+                .iter()
+                .zip(&frees)
+                .map(|(location, free)| RoutingCandidateRef { location, on_hand: *free / 2, reserved: numbers[3], free: *free })
+                .collect();
+            let fields = RoutingDecisionRef {
+                channel: &texts[0],
+                order_id: &texts[1],
+                line_id: &texts[2],
+                sku: &texts[3],
+                quantity: numbers[0],
+                location: &texts[4],
+                split,
+                candidates: candidates.iter().copied(),
+                state,
+                shipped_from: &texts[5],
+                reason_event_id: &texts[6],
+                decided_at_ms: numbers[1],
+            };
+            let message = fields.to_message();
+            prop_assert_eq!(fields.encode_to_vec(), message.encode_to_vec());
+            prop_assert_eq!(fields.encoded_len(), message.encoded_len());
         }
     }
 }

@@ -52,7 +52,7 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                         Output::Escalation(e) => folded.escalations.push((id, e)),
                         Output::Ledger(entry) => folded.ledger.push(entry),
                         Output::Replenishment(r) => folded.replenishment.push(r),
-                        Output::Routing(r) => folded.routing.push(r),
+                        Output::Routing(r) => folded.routing.push(r.to_message()),
                     }
                 }
             }

@@ -88,7 +88,7 @@ impl Expected {
                 assert!(self.replenishment.insert(id), "the fold itself repeats a replenishment record");
             }
             Output::Routing(r) => {
-                let id = (format!("{}/{}/{}", r.channel, r.order_id, r.line_id), r.reason_event_id);
+                let id = (format!("{}/{}/{}", r.channel, r.order_id, r.line_id), r.reason_event_id.into());
                 assert!(self.routing.insert(id), "the fold itself repeats a routing record");
             }
         }
