@@ -61,9 +61,8 @@ fn text(value: Decimal) -> String {
 }
 
 fn entry(rules: &Rules, kind: LedgerKind, cause: Cause<'_>) -> LedgerEntry {
-    let name = kind.as_str_name().trim_start_matches("LEDGER_KIND_").to_ascii_lowercase();
     LedgerEntry {
-        entry_id: format!("{name}/{}", cause.event_id),
+        entry_id: entry_id(kind, cause.event_id),
         kind: kind as i32,
         channel: cause.channel.to_string(),
         sku: cause.sku.to_string(),
@@ -72,6 +71,17 @@ fn entry(rules: &Rules, kind: LedgerKind, cause: Cause<'_>) -> LedgerEntry {
         currency: rules.contract.reporting_currency.clone(),
         ..LedgerEntry::default()
     }
+}
+
+/// `<kind>/<event id>`, the kind's name in lower case, in one allocation: one entry is made per
+/// shipment, and a lower-cased name and a `format!` each allocated for it.
+fn entry_id(kind: LedgerKind, event_id: &str) -> String {
+    let name = kind.as_str_name().trim_start_matches("LEDGER_KIND_");
+    let mut id = String::with_capacity(name.len() + 1 + event_id.len());
+    id.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+    id.push('/');
+    id.push_str(event_id);
+    id
 }
 
 /// A shipment's fulfillment cost in reporting currency; checked before the shipment changes
@@ -193,4 +203,15 @@ pub fn written_for(
     let currency = &fold.rules().contract.reporting_currency;
     entries.push(progress(currency, partition, offset, accepted, false));
     (outcome, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_id_is_the_kind_in_lower_case_and_the_event_id() {
+        assert_eq!(entry_id(LedgerKind::Shipment, "ev-1"), "shipment/ev-1");
+        assert_eq!(entry_id(LedgerKind::ChannelCost, "ev/2"), "channel_cost/ev/2");
+    }
 }
