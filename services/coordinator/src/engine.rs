@@ -31,7 +31,7 @@
 //! the SKU's own clock, never by what happens to be loaded (guarded by
 //! `services/domain/tests/properties.rs` and this module's tests).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use compact_str::CompactString;
@@ -118,6 +118,8 @@ struct Entry {
     state: Box<SkuState>,
     bytes: usize,
     used: u64,
+    /// Changed since the last [`Engine::write`] (listed in [`Engine::dirty`]).
+    dirty: bool,
 }
 
 /// A SKU of an input partition; the SKU inline up to 24 bytes, since one is built per event.
@@ -133,8 +135,9 @@ pub struct Engine {
     recent: RecentIds,
     keys: KeyFilter,
     lines: RecentLines,
-    /// SKUs changed since the last [`Engine::write`].
-    dirty: BTreeSet<SkuId>,
+    /// SKUs changed since the last [`Engine::write`], each once, in the order they first
+    /// changed: flagged on their cache entry, so an event's SKU is listed without a search.
+    dirty: Vec<SkuId>,
     /// SKUs the last [`Engine::write`] wrote, whose records stay loaded until [`Engine::trim`].
     written: Vec<SkuId>,
     /// Ids accepted since the last write, shared with the recent-id set.
@@ -168,7 +171,7 @@ impl Engine {
             recent: RecentIds::default(),
             keys: KeyFilter::new(store.clone(), options.key_filter_bytes),
             lines: RecentLines::new(options.recent_lines),
-            dirty: BTreeSet::new(),
+            dirty: Vec::new(),
             written: Vec::new(),
             accepted: Vec::new(),
             tick: 0,
@@ -205,7 +208,12 @@ impl Engine {
             None => {
                 self.stats.loads += 1;
                 let state = load(&self.store, partition, sku)?;
-                self.cache.entry(id.clone()).or_insert(Entry { state: Box::new(state), bytes: 0, used: 0 })
+                self.cache.entry(id.clone()).or_insert(Entry {
+                    state: Box::new(state),
+                    bytes: 0,
+                    used: 0,
+                    dirty: false,
+                })
             }
         };
         entry.used = self.tick;
@@ -222,7 +230,9 @@ impl Engine {
         match result {
             Ok(outputs) => {
                 let sku = id.1.clone();
-                self.dirty.insert(id);
+                if !std::mem::replace(&mut entry.dirty, true) {
+                    self.dirty.push(id);
+                }
                 self.accept(partition, &event.event_id);
                 Ok(Outcome::Applied { sku: Some(sku), outputs })
             }
@@ -243,6 +253,7 @@ impl Engine {
         let dirty = std::mem::take(&mut self.dirty);
         for (partition, sku) in &dirty {
             let entry = self.cache.get_mut(&(*partition, sku.clone())).expect("a dirty sku is cached");
+            entry.dirty = false;
             write_sku(commit, &self.keys, &mut self.lines, (*partition, sku), &mut entry.state);
         }
         for (partition, event_id) in self.accepted.drain(..) {
@@ -250,7 +261,7 @@ impl Engine {
             commit.put_seen(partition, &event_id);
         }
         let count = dirty.len();
-        self.written = dirty.into_iter().collect();
+        self.written = dirty;
         count
     }
 
@@ -271,11 +282,10 @@ impl Engine {
             return;
         }
         let target = self.options.state_cache_bytes / 4 * 3;
-        let dirty = &self.dirty;
         let mut by_age: Vec<(u64, SkuId)> = self
             .cache
             .iter()
-            .filter(|(id, _)| !dirty.contains(*id))
+            .filter(|(_, entry)| !entry.dirty)
             .map(|(id, entry)| (entry.used, id.clone()))
             .collect();
         by_age.sort_unstable();
