@@ -952,7 +952,11 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
             smallvec![record(&topics.escalations, e.channel.clone(), e.encode_to_vec())]
         }
         Output::Replenishment(r) => {
-            smallvec![record(&topics.replenishment, slash_joined([&r.pool, &r.sku]), r.encode_to_vec())]
+            smallvec![record(
+                &topics.replenishment,
+                slash_joined([r.pool.as_str(), r.sku.as_str()]),
+                r.encode_to_vec()
+            )]
         }
         Output::Routing(r) => {
             let key = slash_joined([&r.channel, &r.order_id, &r.line_id].map(|part| part.as_str()));

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use compact_str::CompactString;
-use omnifold_proto::{Alert, Escalation, Event, LedgerEntry, Replenishment, ReplenishmentAction};
+use omnifold_proto::{Alert, Escalation, Event, LedgerEntry, ReplenishmentAction};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -218,7 +218,7 @@ pub enum Output {
     /// A contribution ledger entry (`crate::ledger`).
     Ledger(LedgerEntry),
     /// A pool's changed reorder or transfer suggestion (`crate::replenishment`).
-    Replenishment(Replenishment),
+    Replenishment(replenishment::PublishedReplenishment),
     /// Routing advice for a line placed without a location, or a note that it shipped from
     /// elsewhere (`crate::routing`).
     Routing(routing::PublishedRouting),

@@ -7,6 +7,8 @@
 
 use std::borrow::Cow;
 
+use compact_str::{CompactString, ToCompactString};
+use omnifold_proto::borrowed::ReplenishmentRef;
 use omnifold_proto::{Replenishment, ReplenishmentAction};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -41,6 +43,78 @@ impl Suggested {
 
     pub fn is_none(&self) -> bool {
         self.action == ReplenishmentAction::None as i32
+    }
+}
+
+/// A suggestion as the fold publishes it (a `Replenishment` record): its ids and figures as
+/// text inline up to 24 bytes, encoded from them as they are, as
+/// [`crate::allocation::PublishedAvailability`] is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PublishedReplenishment {
+    pub sku: CompactString,
+    pub pool: CompactString,
+    /// A [`ReplenishmentAction`], as the record holds it.
+    pub action: i32,
+    pub units: i64,
+    pub location: CompactString,
+    pub from_location: CompactString,
+    pub atp: i64,
+    pub open_inbound: i64,
+    pub units_placed_28d: i64,
+    pub velocity: CompactString,
+    pub cover_days: CompactString,
+    pub lead_time_days: CompactString,
+    pub review_period_days: CompactString,
+    pub target_cover_days: CompactString,
+    pub reorder_point: CompactString,
+    pub case_pack: i64,
+    pub fba_target_cover_days: CompactString,
+    pub needed: i64,
+    pub shared_atp: i64,
+    pub shared_target: i64,
+    pub shared_spare: i64,
+    pub min_transfer_units: i64,
+    pub reason_event_id: CompactString,
+    pub decided_at_ms: i64,
+}
+
+impl PublishedReplenishment {
+    pub fn fields(&self) -> ReplenishmentRef<'_> {
+        ReplenishmentRef {
+            sku: &self.sku,
+            pool: &self.pool,
+            action: self.action,
+            units: self.units,
+            location: &self.location,
+            from_location: &self.from_location,
+            atp: self.atp,
+            open_inbound: self.open_inbound,
+            units_placed_28d: self.units_placed_28d,
+            velocity: &self.velocity,
+            cover_days: &self.cover_days,
+            lead_time_days: &self.lead_time_days,
+            review_period_days: &self.review_period_days,
+            target_cover_days: &self.target_cover_days,
+            reorder_point: &self.reorder_point,
+            case_pack: self.case_pack,
+            fba_target_cover_days: &self.fba_target_cover_days,
+            needed: self.needed,
+            shared_atp: self.shared_atp,
+            shared_target: self.shared_target,
+            shared_spare: self.shared_spare,
+            min_transfer_units: self.min_transfer_units,
+            reason_event_id: &self.reason_event_id,
+            decided_at_ms: self.decided_at_ms,
+        }
+    }
+
+    /// The record's protobuf encoding.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        self.fields().encode_to_vec()
+    }
+
+    pub fn to_message(&self) -> Replenishment {
+        self.fields().to_message()
     }
 }
 
@@ -106,35 +180,35 @@ impl<'r> Plan<'r> {
     }
 
     /// The record published for it.
-    pub fn record(&self, cause: Cause) -> Replenishment {
-        let mut record = Replenishment {
-            sku: cause.sku.to_string(),
-            pool: self.pool_name.to_string(),
+    pub fn record(&self, cause: Cause) -> PublishedReplenishment {
+        let mut record = PublishedReplenishment {
+            sku: cause.sku.into(),
+            pool: self.pool_name.as_ref().into(),
             action: self.action as i32,
             units: self.units,
-            location: self.location.to_string(),
-            from_location: self.from_location.to_string(),
+            location: self.location.into(),
+            from_location: self.from_location.into(),
             atp: self.atp,
             units_placed_28d: self.units_28d,
             needed: self.needed,
-            velocity: velocity(self.units_28d).to_string(),
+            velocity: velocity(self.units_28d).to_compact_string(),
             cover_days: cover_days(self.atp, self.units_28d),
-            reason_event_id: cause.event_id.to_string(),
+            reason_event_id: cause.event_id.into(),
             decided_at_ms: cause.at_ms,
-            ..Replenishment::default()
+            ..PublishedReplenishment::default()
         };
         match &self.terms {
             Terms::Reorder { lead, review, target, pack } => {
                 let point = Decimal::from(self.units_28d) * (lead + review) / Decimal::from(WINDOW_DAYS);
                 record.open_inbound = 0;
-                record.lead_time_days = lead.normalize().to_string();
-                record.review_period_days = review.normalize().to_string();
-                record.target_cover_days = target.normalize().to_string();
-                record.reorder_point = point.round_dp(2).normalize().to_string();
+                record.lead_time_days = lead.normalize().to_compact_string();
+                record.review_period_days = review.normalize().to_compact_string();
+                record.target_cover_days = target.normalize().to_compact_string();
+                record.reorder_point = point.round_dp(2).normalize().to_compact_string();
                 record.case_pack = *pack;
             }
             Terms::Transfer { target, shared_atp, shared_target, spare, min_transfer_units } => {
-                record.fba_target_cover_days = target.normalize().to_string();
+                record.fba_target_cover_days = target.normalize().to_compact_string();
                 record.shared_atp = *shared_atp;
                 record.shared_target = *shared_target;
                 record.shared_spare = *spare;
@@ -201,12 +275,12 @@ fn velocity(units: i64) -> Decimal {
     (Decimal::from(units) / Decimal::from(WINDOW_DAYS)).round_dp(4).normalize()
 }
 
-fn cover_days(atp: i64, units: i64) -> String {
+fn cover_days(atp: i64, units: i64) -> CompactString {
     if units == 0 {
-        return String::new();
+        return CompactString::default();
     }
     let cover = Decimal::from(atp) * Decimal::from(WINDOW_DAYS) / Decimal::from(units);
-    cover.round_dp(1).normalize().to_string()
+    cover.round_dp(1).normalize().to_compact_string()
 }
 
 /// The location an order for the shared pool lands at: the first shared location of the

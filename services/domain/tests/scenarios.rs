@@ -151,7 +151,7 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
     let mut routing = Vec::new();
     for output in outputs {
         match output {
-            Output::Replenishment(r) => replenishment.push(replenishment_line(r)),
+            Output::Replenishment(r) => replenishment.push(replenishment_line(&r.to_message())),
             Output::Routing(r) => routing.push(routing_line(&r.to_message())),
             Output::Ledger(entry) => ledger.push(ledger_line(entry)),
             Output::Availability(a) => {

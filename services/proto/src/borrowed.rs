@@ -1,11 +1,11 @@
 //! Protobuf encodings written straight from borrowed fields, for the outputs the coordinator
 //! publishes most (a channel's availability, more than one per event; routing advice, one for
-//! most placements): building the generated message first copies each of its strings into a
+//! most placements; replenishment suggestions, one in five events): building the generated message first copies each of its strings into a
 //! `String` of its own only to encode it and drop it, three to eight allocations per record.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::v1::{ChannelAvailability, RoutingCandidate, RoutingDecision};
+use crate::v1::{ChannelAvailability, Replenishment, RoutingCandidate, RoutingDecision};
 
 /// The fields of a [`ChannelAvailability`], borrowed; [`ChannelAvailabilityRef::encode_to_vec`]
 /// writes the bytes the generated message would.
@@ -177,6 +177,127 @@ impl<'a, C: Iterator<Item = RoutingCandidateRef<'a>> + Clone> RoutingDecisionRef
     }
 }
 
+/// The fields of a [`Replenishment`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplenishmentRef<'a> {
+    pub sku: &'a str,
+    pub pool: &'a str,
+    /// A [`crate::ReplenishmentAction`], as the message holds it.
+    pub action: i32,
+    pub units: i64,
+    pub location: &'a str,
+    pub from_location: &'a str,
+    pub atp: i64,
+    pub open_inbound: i64,
+    pub units_placed_28d: i64,
+    pub velocity: &'a str,
+    pub cover_days: &'a str,
+    pub lead_time_days: &'a str,
+    pub review_period_days: &'a str,
+    pub target_cover_days: &'a str,
+    pub reorder_point: &'a str,
+    pub case_pack: i64,
+    pub fba_target_cover_days: &'a str,
+    pub needed: i64,
+    pub shared_atp: i64,
+    pub shared_target: i64,
+    pub shared_spare: i64,
+    pub min_transfer_units: i64,
+    pub reason_event_id: &'a str,
+    pub decided_at_ms: i64,
+}
+
+/// A field of a flat message: a string or an integer (`int32`, `int64` or an enum).
+enum Field<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+impl ReplenishmentRef<'_> {
+    /// The fields in tag order (tag = index + 1).
+    fn fields(&self) -> [Field<'_>; 24] {
+        use Field::{Int, Str};
+        [
+            Str(self.sku),
+            Str(self.pool),
+            Int(i64::from(self.action)),
+            Int(self.units),
+            Str(self.location),
+            Str(self.from_location),
+            Int(self.atp),
+            Int(self.open_inbound),
+            Int(self.units_placed_28d),
+            Str(self.velocity),
+            Str(self.cover_days),
+            Str(self.lead_time_days),
+            Str(self.review_period_days),
+            Str(self.target_cover_days),
+            Str(self.reorder_point),
+            Int(self.case_pack),
+            Str(self.fba_target_cover_days),
+            Int(self.needed),
+            Int(self.shared_atp),
+            Int(self.shared_target),
+            Int(self.shared_spare),
+            Int(self.min_transfer_units),
+            Str(self.reason_event_id),
+            Int(self.decided_at_ms),
+        ]
+    }
+
+    /// The message's encoding, as prost writes it.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        for (tag, field) in (1..).zip(self.fields()) {
+            match field {
+                Field::Str(value) => put_str(tag, value, &mut buf),
+                Field::Int(value) => put_int(tag, value, &mut buf),
+            }
+        }
+        buf
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        (1..)
+            .zip(self.fields())
+            .map(|(tag, field)| match field {
+                Field::Str(value) => str_len(tag, value),
+                Field::Int(value) => int_len(tag, value),
+            })
+            .sum()
+    }
+
+    /// The generated message holding the same fields.
+    pub fn to_message(&self) -> Replenishment {
+        Replenishment {
+            sku: self.sku.to_string(),
+            pool: self.pool.to_string(),
+            action: self.action,
+            units: self.units,
+            location: self.location.to_string(),
+            from_location: self.from_location.to_string(),
+            atp: self.atp,
+            open_inbound: self.open_inbound,
+            units_placed_28d: self.units_placed_28d,
+            velocity: self.velocity.to_string(),
+            cover_days: self.cover_days.to_string(),
+            lead_time_days: self.lead_time_days.to_string(),
+            review_period_days: self.review_period_days.to_string(),
+            target_cover_days: self.target_cover_days.to_string(),
+            reorder_point: self.reorder_point.to_string(),
+            case_pack: self.case_pack,
+            fba_target_cover_days: self.fba_target_cover_days.to_string(),
+            needed: self.needed,
+            shared_atp: self.shared_atp,
+            shared_target: self.shared_target,
+            shared_spare: self.shared_spare,
+            min_transfer_units: self.min_transfer_units,
+            reason_event_id: self.reason_event_id.to_string(),
+            decided_at_ms: self.decided_at_ms,
+        }
+    }
+}
+
 fn put_str(tag: u32, value: &str, buf: &mut Vec<u8>) {
     if !value.is_empty() {
         encode_key(tag, WireType::LengthDelimited, buf);
@@ -334,6 +455,41 @@ mod tests {
                 shipped_from: &texts[5],
                 reason_event_id: &texts[6],
                 decided_at_ms: numbers[1],
+            };
+            let message = fields.to_message();
+            prop_assert_eq!(fields.encode_to_vec(), message.encode_to_vec());
+            prop_assert_eq!(fields.encoded_len(), message.encoded_len());
+        }
+        #[test]
+        fn any_replenishment_encodes_as_the_generated_message_does(
+            texts in proptest::collection::vec(".{0,12}", 11),
+            numbers in proptest::collection::vec(prop_oneof![Just(0i64), any::<i64>()], 13),
+        ) {
+            let fields = ReplenishmentRef {
+                sku: &texts[0],
+                pool: &texts[1],
+                action: numbers[0] as i32,
+                units: numbers[1],
+                location: &texts[2],
+                from_location: &texts[3],
+                atp: numbers[2],
+                open_inbound: numbers[3],
+                units_placed_28d: numbers[4],
+                velocity: &texts[4],
+                cover_days: &texts[5],
+                lead_time_days: &texts[6],
+                review_period_days: &texts[7],
+                target_cover_days: &texts[8],
+                reorder_point: &texts[9],
+                case_pack: numbers[5],
+                fba_target_cover_days: &texts[10],
+                needed: numbers[6],
+                shared_atp: numbers[7],
+                shared_target: numbers[8],
+                shared_spare: numbers[9],
+                min_transfer_units: numbers[10],
+                reason_event_id: &texts[0],
+                decided_at_ms: numbers[12],
             };
             let message = fields.to_message();
             prop_assert_eq!(fields.encode_to_vec(), message.encode_to_vec());

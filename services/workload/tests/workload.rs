@@ -51,7 +51,7 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                         Output::Alert(a) => folded.alerts.push((id, a)),
                         Output::Escalation(e) => folded.escalations.push((id, e)),
                         Output::Ledger(entry) => folded.ledger.push(entry),
-                        Output::Replenishment(r) => folded.replenishment.push(r),
+                        Output::Replenishment(r) => folded.replenishment.push(r.to_message()),
                         Output::Routing(r) => folded.routing.push(r.to_message()),
                     }
                 }

@@ -84,7 +84,7 @@ impl Expected {
                 assert!(self.ledger.insert(e.entry_id), "the fold itself repeats a ledger entry");
             }
             Output::Replenishment(r) => {
-                let id = (format!("{}/{}", r.pool, r.sku), r.reason_event_id);
+                let id = (format!("{}/{}", r.pool, r.sku), r.reason_event_id.into());
                 assert!(self.replenishment.insert(id), "the fold itself repeats a replenishment record");
             }
             Output::Routing(r) => {
