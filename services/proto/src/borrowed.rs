@@ -1,7 +1,11 @@
 //! Protobuf encodings written straight from borrowed fields, for the outputs the coordinator
 //! publishes most (a channel's availability, more than one per event; routing advice, one for
-//! most placements; replenishment suggestions, one in five events): building the generated message first copies each of its strings into a
-//! `String` of its own only to encode it and drop it, three to eight allocations per record.
+//! most placements; replenishment suggestions, one in five events): building the generated
+//! message first copies each of its strings into a `String` of its own only to encode it and
+//! drop it, three to eleven allocations per record.
+//!
+//! Each message lists its fields in tag order as [`Field`]s, and one writer ([`put_fields`],
+//! [`fields_len`]) encodes any run of them, so a message's layout is stated once.
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
@@ -23,28 +27,30 @@ pub struct ChannelAvailabilityRef<'a> {
 }
 
 impl ChannelAvailabilityRef<'_> {
+    /// The fields from tag 1 on.
+    fn fields(&self) -> [Field<'_>; 7] {
+        use Field::{Int, Str};
+        [
+            Str(self.sku),
+            Str(self.channel),
+            Int(self.available),
+            Int(i64::from(self.mode)),
+            Int(i64::from(self.rule)),
+            Str(self.reason_event_id),
+            Int(self.decided_at_ms),
+        ]
+    }
+
     /// The message's encoding: its fields in tag order, those at their default left out, as
     /// prost writes a proto3 message.
     pub fn encode_to_vec(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.encoded_len());
-        put_str(1, self.sku, &mut buf);
-        put_str(2, self.channel, &mut buf);
-        put_int(3, self.available, &mut buf);
-        put_int(4, i64::from(self.mode), &mut buf);
-        put_int(5, i64::from(self.rule), &mut buf);
-        put_str(6, self.reason_event_id, &mut buf);
-        put_int(7, self.decided_at_ms, &mut buf);
+        put_fields(1, self.fields(), &mut buf);
         buf
     }
 
     pub fn encoded_len(&self) -> usize {
-        str_len(1, self.sku)
-            + str_len(2, self.channel)
-            + int_len(3, self.available)
-            + int_len(4, i64::from(self.mode))
-            + int_len(5, i64::from(self.rule))
-            + str_len(6, self.reason_event_id)
-            + int_len(7, self.decided_at_ms)
+        fields_len(1, self.fields())
     }
 
     /// The generated message holding the same fields.
@@ -71,18 +77,14 @@ pub struct RoutingCandidateRef<'a> {
 }
 
 impl RoutingCandidateRef<'_> {
-    fn encode(&self, buf: &mut Vec<u8>) {
-        put_str(1, self.location, buf);
-        put_int(2, self.on_hand, buf);
-        put_int(3, self.reserved, buf);
-        put_int(4, self.free, buf);
-    }
-
-    fn encoded_len(&self) -> usize {
-        str_len(1, self.location)
-            + int_len(2, self.on_hand)
-            + int_len(3, self.reserved)
-            + int_len(4, self.free)
+    /// The fields from tag 1 on.
+    fn fields(&self) -> [Field<'_>; 4] {
+        [
+            Field::Str(self.location),
+            Field::Int(self.on_hand),
+            Field::Int(self.reserved),
+            Field::Int(self.free),
+        ]
     }
 
     fn to_message(self) -> RoutingCandidate {
@@ -94,6 +96,9 @@ impl RoutingCandidateRef<'_> {
         }
     }
 }
+
+/// The tag of [`RoutingDecision::candidates`].
+const CANDIDATES: u32 = 8;
 
 /// The fields of a [`RoutingDecision`], borrowed; its candidates as an iterator, walked once to
 /// measure and once to write.
@@ -115,26 +120,42 @@ pub struct RoutingDecisionRef<'a, C> {
 }
 
 impl<'a, C: Iterator<Item = RoutingCandidateRef<'a>> + Clone> RoutingDecisionRef<'a, C> {
-    /// The message's encoding, as prost writes it.
+    /// The fields before the candidates, from tag 1 on.
+    fn head(&self) -> [Field<'a>; 7] {
+        use Field::{Int, Str};
+        [
+            Str(self.channel),
+            Str(self.order_id),
+            Str(self.line_id),
+            Str(self.sku),
+            Int(self.quantity),
+            Str(self.location),
+            Int(i64::from(self.split)),
+        ]
+    }
+
+    /// The fields after the candidates, from tag 9 on.
+    fn tail(&self) -> [Field<'a>; 4] {
+        use Field::{Int, Str};
+        [
+            Int(i64::from(self.state)),
+            Str(self.shipped_from),
+            Str(self.reason_event_id),
+            Int(self.decided_at_ms),
+        ]
+    }
+
+    /// The message's encoding, as prost writes it: a repeated message field writes each
+    /// element, defaults and all.
     pub fn encode_to_vec(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.encoded_len());
-        put_str(1, self.channel, &mut buf);
-        put_str(2, self.order_id, &mut buf);
-        put_str(3, self.line_id, &mut buf);
-        put_str(4, self.sku, &mut buf);
-        put_int(5, self.quantity, &mut buf);
-        put_str(6, self.location, &mut buf);
-        put_int(7, i64::from(self.split), &mut buf);
+        put_fields(1, self.head(), &mut buf);
         for candidate in self.candidates.clone() {
-            // a repeated message field: each element is written, defaults and all
-            encode_key(8, WireType::LengthDelimited, &mut buf);
-            encode_varint(candidate.encoded_len() as u64, &mut buf);
-            candidate.encode(&mut buf);
+            encode_key(CANDIDATES, WireType::LengthDelimited, &mut buf);
+            encode_varint(fields_len(1, candidate.fields()) as u64, &mut buf);
+            put_fields(1, candidate.fields(), &mut buf);
         }
-        put_int(9, i64::from(self.state), &mut buf);
-        put_str(10, self.shipped_from, &mut buf);
-        put_str(11, self.reason_event_id, &mut buf);
-        put_int(12, self.decided_at_ms, &mut buf);
+        put_fields(CANDIDATES + 1, self.tail(), &mut buf);
         buf
     }
 
@@ -142,20 +163,10 @@ impl<'a, C: Iterator<Item = RoutingCandidateRef<'a>> + Clone> RoutingDecisionRef
         let candidates: usize = self
             .candidates
             .clone()
-            .map(|c| key_len(8) + encoded_len_varint(c.encoded_len() as u64) + c.encoded_len())
+            .map(|c| fields_len(1, c.fields()))
+            .map(|len| key_len(CANDIDATES) + encoded_len_varint(len as u64) + len)
             .sum();
-        str_len(1, self.channel)
-            + str_len(2, self.order_id)
-            + str_len(3, self.line_id)
-            + str_len(4, self.sku)
-            + int_len(5, self.quantity)
-            + str_len(6, self.location)
-            + int_len(7, i64::from(self.split))
-            + candidates
-            + int_len(9, i64::from(self.state))
-            + str_len(10, self.shipped_from)
-            + str_len(11, self.reason_event_id)
-            + int_len(12, self.decided_at_ms)
+        fields_len(1, self.head()) + candidates + fields_len(CANDIDATES + 1, self.tail())
     }
 
     /// The generated message holding the same fields.
@@ -207,14 +218,8 @@ pub struct ReplenishmentRef<'a> {
     pub decided_at_ms: i64,
 }
 
-/// A field of a flat message: a string or an integer (`int32`, `int64` or an enum).
-enum Field<'a> {
-    Str(&'a str),
-    Int(i64),
-}
-
 impl ReplenishmentRef<'_> {
-    /// The fields in tag order (tag = index + 1).
+    /// The fields from tag 1 on.
     fn fields(&self) -> [Field<'_>; 24] {
         use Field::{Int, Str};
         [
@@ -248,23 +253,12 @@ impl ReplenishmentRef<'_> {
     /// The message's encoding, as prost writes it.
     pub fn encode_to_vec(&self) -> Vec<u8> {
         let mut buf = Vec::with_capacity(self.encoded_len());
-        for (tag, field) in (1..).zip(self.fields()) {
-            match field {
-                Field::Str(value) => put_str(tag, value, &mut buf),
-                Field::Int(value) => put_int(tag, value, &mut buf),
-            }
-        }
+        put_fields(1, self.fields(), &mut buf);
         buf
     }
 
     pub fn encoded_len(&self) -> usize {
-        (1..)
-            .zip(self.fields())
-            .map(|(tag, field)| match field {
-                Field::Str(value) => str_len(tag, value),
-                Field::Int(value) => int_len(tag, value),
-            })
-            .sum()
+        fields_len(1, self.fields())
     }
 
     /// The generated message holding the same fields.
@@ -298,34 +292,42 @@ impl ReplenishmentRef<'_> {
     }
 }
 
-fn put_str(tag: u32, value: &str, buf: &mut Vec<u8>) {
-    if !value.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(value.len() as u64, buf);
-        buf.extend_from_slice(value.as_bytes());
+/// A scalar field: a string, or an integer (`int32`, `int64`, `bool` or an enum, each a varint
+/// of the value sign-extended to 64 bits).
+enum Field<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
+/// Writes `fields`, the first under tag `first`, the next under the next tag, leaving out those
+/// at their default as proto3 does.
+fn put_fields<'a>(first: u32, fields: impl IntoIterator<Item = Field<'a>>, buf: &mut Vec<u8>) {
+    for (tag, field) in (first..).zip(fields) {
+        match field {
+            Field::Str("") | Field::Int(0) => {}
+            Field::Str(value) => {
+                encode_key(tag, WireType::LengthDelimited, buf);
+                encode_varint(value.len() as u64, buf);
+                buf.extend_from_slice(value.as_bytes());
+            }
+            Field::Int(value) => {
+                encode_key(tag, WireType::Varint, buf);
+                encode_varint(value as u64, buf);
+            }
+        }
     }
 }
 
-/// An `int32` or `int64` field: both are a varint of the value sign-extended to 64 bits.
-fn put_int(tag: u32, value: i64, buf: &mut Vec<u8>) {
-    if value != 0 {
-        encode_key(tag, WireType::Varint, buf);
-        encode_varint(value as u64, buf);
-    }
-}
-
-fn str_len(tag: u32, value: &str) -> usize {
-    match value.len() {
-        0 => 0,
-        len => key_len(tag) + encoded_len_varint(len as u64) + len,
-    }
-}
-
-fn int_len(tag: u32, value: i64) -> usize {
-    match value {
-        0 => 0,
-        value => key_len(tag) + encoded_len_varint(value as u64),
-    }
+/// The bytes [`put_fields`] writes.
+fn fields_len<'a>(first: u32, fields: impl IntoIterator<Item = Field<'a>>) -> usize {
+    (first..)
+        .zip(fields)
+        .map(|(tag, field)| match field {
+            Field::Str("") | Field::Int(0) => 0,
+            Field::Str(value) => key_len(tag) + encoded_len_varint(value.len() as u64) + value.len(),
+            Field::Int(value) => key_len(tag) + encoded_len_varint(value as u64),
+        })
+        .sum()
 }
 
 #[cfg(test)]
