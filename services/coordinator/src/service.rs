@@ -814,9 +814,12 @@ impl FoldLoop {
         noted: &[(omnifold_runtime::store::Bytes, omnifold_runtime::store::Bytes)],
     ) -> Result<(), CoordinatorError> {
         let kept = self.unsent.take(partition);
-        let mut entries = kept.values;
+        let (mut entries, mut ids) = (kept.values, kept.ids);
         for (key, value) in written(commit, partition) {
-            entries.insert(key.clone(), value.cloned());
+            match changelog::is_seen_id(key, value.map(|v| &v[..])) {
+                true => ids.push(key.clone()),
+                false => _ = entries.insert(key.clone(), value.cloned()),
+            }
         }
         for (key, packed) in noted {
             if !noted_batch(key).is_some_and(|offset| kept.batches.contains(&offset)) {
@@ -835,7 +838,9 @@ impl FoldLoop {
         let mut entries: Vec<_> = entries.into_iter().collect();
         entries.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
         let batch = self.changelog_batch(partition, next);
-        let records = changelog::records(&batch, entries.iter().map(|(k, v)| (k.as_slice(), v.as_deref())));
+        let ids = ids.iter().map(|id| (&id[..], Some(&b""[..])));
+        let records =
+            changelog::records(&batch, ids.chain(entries.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))));
         metrics::counter!("omnifold_changelog_records_written_total").increment(records.len() as u64);
         for record in records {
             commit.hand_output(record);

@@ -16,6 +16,7 @@
 //! Bounded: past [`BUDGET_BYTES`] a batch's values are not kept, and its keys are read from
 //! the store when sent, as are the keys noted before a restart.
 
+use omnifold_runtime::changelog;
 use omnifold_runtime::store::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -32,6 +33,10 @@ pub struct Kept {
     /// about 2% of the coordinator's CPU). Hashed with Fx, as the fold's tables are: std's
     /// SipHash was an eighth of keeping a batch's writes.
     pub values: FxHashMap<Bytes, Option<Bytes>>,
+    /// The accepted event ids written ([`changelog::is_seen_id`]), in the order written. Each
+    /// is written once and never changed, so it has no last value to keep: listing them spares
+    /// hashing about half of what a batch writes, and sorting them for the sending.
+    pub ids: Vec<Bytes>,
     /// The batches, by the offset each brought the partition to, whose writes are all in
     /// `values` (or were written again by a later batch): a sending need not read their noted
     /// keys back. A key a later batch wrote without it being kept was dropped from `values`,
@@ -70,7 +75,9 @@ impl Unsent {
         }
         for (key, value) in writes {
             self.bytes += key.len() + value.map_or(0, |v| v.len());
-            if let Some(old) = kept.values.insert(key.clone(), value.cloned()) {
+            if changelog::is_seen_id(key, value.map(|v| &v[..])) {
+                kept.ids.push(key.clone());
+            } else if let Some(old) = kept.values.insert(key.clone(), value.cloned()) {
                 self.bytes -= key.len() + old.map_or(0, |v| v.len());
             }
         }
@@ -80,11 +87,9 @@ impl Unsent {
     /// Takes what is kept of a partition, for its sending: the values move out, not copied.
     pub fn take(&mut self, partition: i32) -> Kept {
         let kept = self.partitions.remove(&partition).unwrap_or_default();
-        self.bytes -= kept
-            .values
-            .iter()
-            .map(|(key, value)| key.len() + value.as_ref().map_or(0, |v| v.len()))
-            .sum::<usize>();
+        let values: usize =
+            kept.values.iter().map(|(key, value)| key.len() + value.as_ref().map_or(0, |v| v.len())).sum();
+        self.bytes -= values + kept.ids.iter().map(|id| id.len()).sum::<usize>();
         kept
     }
 
@@ -124,7 +129,8 @@ mod tests {
         assert_eq!(unsent.bytes(), 6 + 3 + 3 + 8);
         let one = unsent.take(1);
         assert_eq!(value(&one, b"s/a"), Some(Some(&b"two"[..])));
-        assert_eq!(value(&one, b"e/x"), Some(Some(&b""[..])));
+        assert_eq!(value(&one, b"e/x"), None);
+        assert_eq!(one.ids, [Bytes::from(&b"e/x"[..])]);
         assert_eq!(value(&one, b"k/l"), Some(None));
         assert_eq!(value(&one, b"s/b"), None);
         assert_eq!(one.batches, FxHashSet::from_iter([10, 12]));

@@ -76,6 +76,12 @@ pub struct Batch<'a> {
     pub packs: fn(&[u8]) -> bool,
 }
 
+/// Whether a store write is an accepted event id's (an `e/` key put, not removed): written once
+/// and never changed, so a writer need not keep a last value of it, and the changelog packs it.
+pub fn is_seen_id(key: &[u8], value: Option<&[u8]>) -> bool {
+    value.is_some() && key.starts_with(SEEN_PREFIX)
+}
+
 /// The changelog records of one batch's writes of a partition. The seen ids, written once and
 /// never changed, are packed [`IDS_PER_RECORD`] to a record, and the keys [`Batch::packs`]
 /// selects up to [`PACK_BYTES`] to a record; the offset record goes last.
