@@ -32,7 +32,6 @@
 //! `services/domain/tests/properties.rs` and this module's tests).
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use compact_str::CompactString;
 use omnifold_domain::demand::Point;
@@ -41,7 +40,7 @@ use omnifold_domain::pricing::{PriceBook, PromotionKey};
 use omnifold_domain::stock::Line;
 use omnifold_domain::{Fold, Outcome, RecordKey, SkuState};
 use omnifold_proto::Event;
-use omnifold_runtime::store::stored;
+use omnifold_runtime::store::{self, Bytes, stored};
 use omnifold_runtime::{Commit, Store, StoreError};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -140,8 +139,9 @@ pub struct Engine {
     dirty: Vec<SkuId>,
     /// SKUs the last [`Engine::write`] wrote, whose records stay loaded until [`Engine::trim`].
     written: Vec<SkuId>,
-    /// Ids accepted since the last write, shared with the recent-id set.
-    accepted: Vec<(i32, Arc<str>)>,
+    /// The keys of the ids accepted since the last write ([`store::seen_key`]), shared with
+    /// the recent-id set: each event's is built once, checked, remembered and written as is.
+    accepted: Vec<Bytes>,
     tick: u64,
     stats: EngineStats,
 }
@@ -182,9 +182,9 @@ impl Engine {
 
     /// Applies one event of an input partition.
     pub fn apply(&mut self, partition: i32, event: &Event) -> Result<Outcome, StoreError> {
-        if self.recent.contains(partition, &event.event_id)
-            || (self.keys.may_hold_id(partition, &event.event_id)
-                && self.store.is_seen(partition, &event.event_id)?)
+        let seen = store::seen_key(partition, &event.event_id);
+        if self.recent.contains(&seen)
+            || (self.keys.may_hold_id(partition, &event.event_id) && self.store.is_seen_key(&seen)?)
         {
             return Ok(Outcome::Duplicate);
         }
@@ -195,7 +195,7 @@ impl Engine {
         let Some(sku) = fact.sku() else {
             return Ok(match self.fold.apply_channel_fact(event, &fact) {
                 Ok(outputs) => {
-                    self.accept(partition, &event.event_id);
+                    self.accept(seen);
                     Outcome::Applied { sku: None, outputs }
                 }
                 Err(rejection) => Outcome::Rejected(rejection),
@@ -233,16 +233,16 @@ impl Engine {
                 if !std::mem::replace(&mut entry.dirty, true) {
                     self.dirty.push(id);
                 }
-                self.accept(partition, &event.event_id);
+                self.accept(seen);
                 Ok(Outcome::Applied { sku: Some(sku), outputs })
             }
             Err(rejection) => Ok(Outcome::Rejected(rejection)),
         }
     }
 
-    fn accept(&mut self, partition: i32, event_id: &str) {
-        let id = self.recent.insert(partition, event_id);
-        self.accepted.push((partition, id));
+    fn accept(&mut self, seen: Bytes) {
+        self.recent.insert(seen.clone());
+        self.accepted.push(seen);
     }
 
     /// Puts what changed since the last write into `commit`: the changed SKUs' cores, records
@@ -256,9 +256,10 @@ impl Engine {
             entry.dirty = false;
             write_sku(commit, &self.keys, &mut self.lines, (*partition, sku), &mut entry.state);
         }
-        for (partition, event_id) in self.accepted.drain(..) {
-            self.keys.insert_id(partition, &event_id);
-            commit.put_seen(partition, &event_id);
+        for seen in self.accepted.drain(..) {
+            let (partition, event_id) = store::seen_key_parts(&seen).expect("built by seen_key");
+            self.keys.insert_id(partition, event_id);
+            commit.put_seen_key(seen);
         }
         let count = dirty.len();
         self.written = dirty;
@@ -520,55 +521,48 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &'static str) -> R
     postcard::from_bytes(bytes).map_err(|source| StoreError::Decode { what, source })
 }
 
-/// Accepted ids remembered in memory, oldest first out. Ids accepted since the last commit
-/// are only here (the store has them once the batch commits), so it is trimmed after a
-/// commit, never during a batch.
+/// Accepted ids remembered in memory by their store keys ([`store::seen_key`]), oldest first
+/// out. Ids accepted since the last commit are only here (the store has them once the batch
+/// commits), so it is trimmed after a commit, never during a batch.
 #[derive(Default)]
 struct RecentIds {
-    ids: HashMap<i32, HashSet<Arc<str>>>,
-    order: VecDeque<(i32, Arc<str>)>,
+    ids: HashSet<Bytes>,
+    order: VecDeque<Bytes>,
 }
 
 impl RecentIds {
-    fn contains(&self, partition: i32, event_id: &str) -> bool {
-        self.ids.get(&partition).is_some_and(|ids| ids.contains(event_id))
+    fn contains(&self, seen: &[u8]) -> bool {
+        self.ids.contains(seen)
     }
 
-    /// Remembers an id; returns it as held, for others to share.
-    fn insert(&mut self, partition: i32, event_id: &str) -> Arc<str> {
-        let id: Arc<str> = Arc::from(event_id);
-        if self.ids.entry(partition).or_default().insert(id.clone()) {
-            self.order.push_back((partition, id.clone()));
+    fn insert(&mut self, seen: Bytes) {
+        if self.ids.insert(seen.clone()) {
+            self.order.push_back(seen);
         }
-        id
     }
 
     /// Forgets ids, from the order too: an id accepted again later is then trimmed by its
     /// new place in the order, not by the old one.
-    fn remove_all(&mut self, removed: impl Iterator<Item = (i32, Arc<str>)>) {
-        let mut gone: HashSet<(i32, Arc<str>)> = HashSet::default();
-        for (partition, event_id) in removed {
-            if let Some(ids) = self.ids.get_mut(&partition) {
-                ids.remove(&event_id);
-            }
-            gone.insert((partition, event_id));
-        }
+    fn remove_all(&mut self, removed: impl Iterator<Item = Bytes>) {
+        let gone: HashSet<Bytes> = removed.collect();
         if !gone.is_empty() {
-            self.order.retain(|entry| !gone.contains(entry));
+            for seen in &gone {
+                self.ids.remove(seen);
+            }
+            self.order.retain(|seen| !gone.contains(seen));
         }
     }
 
     fn forget_partition(&mut self, partition: i32) {
-        self.ids.remove(&partition);
-        self.order.retain(|(p, _)| *p != partition);
+        let other = |seen: &Bytes| store::seen_key_parts(seen).is_none_or(|(p, _)| p != partition);
+        self.ids.retain(other);
+        self.order.retain(other);
     }
 
     fn trim(&mut self, keep: usize) {
         while self.order.len() > keep {
-            let (partition, oldest) = self.order.pop_front().expect("longer than keep");
-            if let Some(ids) = self.ids.get_mut(&partition) {
-                ids.remove(&oldest);
-            }
+            let oldest = self.order.pop_front().expect("longer than keep");
+            self.ids.remove(&oldest);
         }
     }
 }

@@ -143,9 +143,9 @@ impl KeyFilter {
     }
 
     /// Notes an id the engine is about to write.
-    pub fn insert_id(&self, partition: i32, event_id: &str) {
+    pub fn insert_id(&self, partition: i32, event_id: &(impl AsRef<[u8]> + ?Sized)) {
         if let Some(bloom) = &self.bloom {
-            bloom.insert(&(Kind::Id, partition, event_id.as_bytes()));
+            bloom.insert(&(Kind::Id, partition, event_id.as_ref()));
         }
     }
 
