@@ -970,13 +970,14 @@ pub fn output_records(topics: &Topics, output: Output, position: Position) -> Sm
         Output::Ledger(mut entry) => {
             entry.event_partition = position.partition;
             entry.event_offset = position.offset;
-            let key = if entry.sku.is_empty() { entry.channel.clone() } else { entry.sku.clone() };
-            let json = omnifold_proto::json::ledger_to_json(&entry);
+            let key = if entry.sku.is_empty() { &entry.channel } else { &entry.sku };
+            let fields = entry.fields();
+            let json = omnifold_proto::json::ledger_ref_to_json(&fields);
             let mirrored =
                 |record: OutboxRecord| OutboxRecord { partition: Some(position.partition), ..record };
             smallvec![
-                mirrored(record(&topics.ledger, key.clone(), entry.encode_to_vec())),
-                mirrored(record(&topics.ledger_json, key, json)),
+                mirrored(record(&topics.ledger, key.to_string(), fields.encode_to_vec())),
+                mirrored(record(&topics.ledger_json, key.to_string(), json)),
             ]
         }
     }

@@ -8,7 +8,7 @@
 use std::collections::BTreeSet;
 
 use compact_str::CompactString;
-use omnifold_proto::{Alert, Escalation, Event, LedgerEntry, ReplenishmentAction};
+use omnifold_proto::{Alert, Escalation, Event, ReplenishmentAction};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -216,7 +216,7 @@ pub enum Output {
     Alert(Alert),
     Escalation(Escalation),
     /// A contribution ledger entry (`crate::ledger`).
-    Ledger(LedgerEntry),
+    Ledger(ledger::PublishedEntry),
     /// A pool's changed reorder or transfer suggestion (`crate::replenishment`).
     Replenishment(replenishment::PublishedReplenishment),
     /// Routing advice for a line placed without a location, or a note that it shipped from

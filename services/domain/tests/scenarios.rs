@@ -153,7 +153,7 @@ fn check_outputs(context: &str, expect: &Expect, outputs: &[Output], raised: &mu
         match output {
             Output::Replenishment(r) => replenishment.push(replenishment_line(&r.to_message())),
             Output::Routing(r) => routing.push(routing_line(&r.to_message())),
-            Output::Ledger(entry) => ledger.push(ledger_line(entry)),
+            Output::Ledger(entry) => ledger.push(ledger_line(&entry.to_message())),
             Output::Availability(a) => {
                 let mode = AllocationMode::try_from(a.mode).unwrap().name();
                 let rule = AllocationRule::try_from(a.rule).unwrap().name();

@@ -1,6 +1,7 @@
 //! Protobuf encodings written straight from borrowed fields, for the outputs the coordinator
 //! publishes most (a channel's availability, more than one per event; routing advice, one for
-//! most placements; replenishment suggestions, one in five events): building the generated
+//! most placements; replenishment suggestions, one in five events; ledger entries, one for each
+//! shipment, return and channel cost, with up to fourteen strings each): building the generated
 //! message first copies each of its strings into a `String` of its own only to encode it and
 //! drop it, three to eleven allocations per record.
 //!
@@ -9,7 +10,7 @@
 
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
-use crate::v1::{ChannelAvailability, Replenishment, RoutingCandidate, RoutingDecision};
+use crate::v1::{ChannelAvailability, LedgerEntry, Replenishment, RoutingCandidate, RoutingDecision};
 
 /// The fields of a [`ChannelAvailability`], borrowed; [`ChannelAvailabilityRef::encode_to_vec`]
 /// writes the bytes the generated message would.
@@ -292,6 +293,153 @@ impl ReplenishmentRef<'_> {
     }
 }
 
+/// The fields of a [`LedgerEntry`], borrowed. [`crate::json::ledger_ref_to_json`] writes the
+/// same fields as the ledger's JSON mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LedgerEntryRef<'a> {
+    pub entry_id: &'a str,
+    /// A [`crate::LedgerKind`], as the message holds it.
+    pub kind: i32,
+    pub channel: &'a str,
+    pub sku: &'a str,
+    pub order_id: &'a str,
+    pub line_id: &'a str,
+    pub occurred_at_ms: i64,
+    pub reason_event_id: &'a str,
+    pub currency: &'a str,
+    pub units: i64,
+    pub gross_revenue: &'a str,
+    pub discount: &'a str,
+    pub channel_fee: &'a str,
+    pub cogs: &'a str,
+    pub fulfillment_cost: &'a str,
+    pub refund: &'a str,
+    pub restocked_cogs: &'a str,
+    pub restocked_units: i64,
+    pub unit_cost: &'a str,
+    pub operating_cost: &'a str,
+    pub cost_category: &'a str,
+    pub period_start_ms: i64,
+    pub period_end_ms: i64,
+    pub event_partition: i32,
+    pub event_offset: i64,
+    pub earliest_at_ms: i64,
+    pub events_behind: i64,
+}
+
+impl<'a> LedgerEntryRef<'a> {
+    /// The fields of a generated message.
+    pub fn of(entry: &'a LedgerEntry) -> Self {
+        LedgerEntryRef {
+            entry_id: &entry.entry_id,
+            kind: entry.kind,
+            channel: &entry.channel,
+            sku: &entry.sku,
+            order_id: &entry.order_id,
+            line_id: &entry.line_id,
+            occurred_at_ms: entry.occurred_at_ms,
+            reason_event_id: &entry.reason_event_id,
+            currency: &entry.currency,
+            units: entry.units,
+            gross_revenue: &entry.gross_revenue,
+            discount: &entry.discount,
+            channel_fee: &entry.channel_fee,
+            cogs: &entry.cogs,
+            fulfillment_cost: &entry.fulfillment_cost,
+            refund: &entry.refund,
+            restocked_cogs: &entry.restocked_cogs,
+            restocked_units: entry.restocked_units,
+            unit_cost: &entry.unit_cost,
+            operating_cost: &entry.operating_cost,
+            cost_category: &entry.cost_category,
+            period_start_ms: entry.period_start_ms,
+            period_end_ms: entry.period_end_ms,
+            event_partition: entry.event_partition,
+            event_offset: entry.event_offset,
+            earliest_at_ms: entry.earliest_at_ms,
+            events_behind: entry.events_behind,
+        }
+    }
+
+    /// The fields from tag 1 on.
+    fn fields(&self) -> [Field<'a>; 27] {
+        use Field::{Int, Str};
+        [
+            Str(self.entry_id),
+            Int(i64::from(self.kind)),
+            Str(self.channel),
+            Str(self.sku),
+            Str(self.order_id),
+            Str(self.line_id),
+            Int(self.occurred_at_ms),
+            Str(self.reason_event_id),
+            Str(self.currency),
+            Int(self.units),
+            Str(self.gross_revenue),
+            Str(self.discount),
+            Str(self.channel_fee),
+            Str(self.cogs),
+            Str(self.fulfillment_cost),
+            Str(self.refund),
+            Str(self.restocked_cogs),
+            Int(self.restocked_units),
+            Str(self.unit_cost),
+            Str(self.operating_cost),
+            Str(self.cost_category),
+            Int(self.period_start_ms),
+            Int(self.period_end_ms),
+            Int(i64::from(self.event_partition)),
+            Int(self.event_offset),
+            Int(self.earliest_at_ms),
+            Int(self.events_behind),
+        ]
+    }
+
+    /// The message's encoding, as prost writes it.
+    pub fn encode_to_vec(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(self.encoded_len());
+        put_fields(1, self.fields(), &mut buf);
+        buf
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        fields_len(1, self.fields())
+    }
+
+    /// The generated message holding the same fields.
+    pub fn to_message(&self) -> LedgerEntry {
+        LedgerEntry {
+            entry_id: self.entry_id.to_string(),
+            kind: self.kind,
+            channel: self.channel.to_string(),
+            sku: self.sku.to_string(),
+            order_id: self.order_id.to_string(),
+            line_id: self.line_id.to_string(),
+            occurred_at_ms: self.occurred_at_ms,
+            reason_event_id: self.reason_event_id.to_string(),
+            currency: self.currency.to_string(),
+            units: self.units,
+            gross_revenue: self.gross_revenue.to_string(),
+            discount: self.discount.to_string(),
+            channel_fee: self.channel_fee.to_string(),
+            cogs: self.cogs.to_string(),
+            fulfillment_cost: self.fulfillment_cost.to_string(),
+            refund: self.refund.to_string(),
+            restocked_cogs: self.restocked_cogs.to_string(),
+            restocked_units: self.restocked_units,
+            unit_cost: self.unit_cost.to_string(),
+            operating_cost: self.operating_cost.to_string(),
+            cost_category: self.cost_category.to_string(),
+            period_start_ms: self.period_start_ms,
+            period_end_ms: self.period_end_ms,
+            event_partition: self.event_partition,
+            event_offset: self.event_offset,
+            earliest_at_ms: self.earliest_at_ms,
+            events_behind: self.events_behind,
+        }
+    }
+}
+
 /// A scalar field: a string, or an integer (`int32`, `int64`, `bool` or an enum, each a varint
 /// of the value sign-extended to 64 bits).
 enum Field<'a> {
@@ -461,6 +609,45 @@ mod tests {
             let message = fields.to_message();
             prop_assert_eq!(fields.encode_to_vec(), message.encode_to_vec());
             prop_assert_eq!(fields.encoded_len(), message.encoded_len());
+        }
+        #[test]
+        fn any_ledger_entry_encodes_as_the_generated_message_does(
+            texts in proptest::collection::vec(prop_oneof![Just(String::new()), ".{0,30}"], 14),
+            numbers in proptest::collection::vec(prop_oneof![Just(0i64), any::<i64>()], 13),
+        ) {
+            let fields = LedgerEntryRef {
+                entry_id: &texts[0],
+                kind: numbers[0] as i32,
+                channel: &texts[1],
+                sku: &texts[2],
+                order_id: &texts[3],
+                line_id: &texts[4],
+                occurred_at_ms: numbers[1],
+                reason_event_id: &texts[5],
+                currency: &texts[6],
+                units: numbers[2],
+                gross_revenue: &texts[7],
+                discount: &texts[8],
+                channel_fee: &texts[9],
+                cogs: &texts[10],
+                fulfillment_cost: &texts[11],
+                refund: &texts[12],
+                restocked_cogs: &texts[13],
+                restocked_units: numbers[3],
+                unit_cost: &texts[7],
+                operating_cost: &texts[8],
+                cost_category: &texts[9],
+                period_start_ms: numbers[4],
+                period_end_ms: numbers[5],
+                event_partition: numbers[6] as i32,
+                event_offset: numbers[7],
+                earliest_at_ms: numbers[8],
+                events_behind: numbers[9],
+            };
+            let message = fields.to_message();
+            prop_assert_eq!(fields.encode_to_vec(), message.encode_to_vec());
+            prop_assert_eq!(fields.encoded_len(), message.encoded_len());
+            prop_assert_eq!(LedgerEntryRef::of(&message), fields);
         }
         #[test]
         fn any_replenishment_encodes_as_the_generated_message_does(

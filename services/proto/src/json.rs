@@ -454,29 +454,34 @@ mod tests {
 /// the UTF-8 bytes of the record's value, written into a buffer that holds most entries whole
 /// (grown from serde_json's 128 bytes, two reallocations an entry were a third of its cost).
 pub fn ledger_to_json(entry: &v1::LedgerEntry) -> Vec<u8> {
+    ledger_ref_to_json(&crate::borrowed::LedgerEntryRef::of(entry))
+}
+
+/// [`ledger_to_json`] of an entry's borrowed fields, as the coordinator writes it.
+pub fn ledger_ref_to_json(entry: &crate::borrowed::LedgerEntryRef<'_>) -> Vec<u8> {
     let kind = v1::LedgerKind::try_from(entry.kind).unwrap_or_default();
     let json = JsonLedgerEntry {
-        entry_id: &entry.entry_id,
+        entry_id: entry.entry_id,
         kind: kind.as_str_name().trim_start_matches("LEDGER_KIND_"),
-        channel: &entry.channel,
-        sku: non_empty(&entry.sku),
-        order_id: non_empty(&entry.order_id),
-        line_id: non_empty(&entry.line_id),
+        channel: entry.channel,
+        sku: non_empty(entry.sku),
+        order_id: non_empty(entry.order_id),
+        line_id: non_empty(entry.line_id),
         occurred_at_ms: entry.occurred_at_ms,
-        reason_event_id: &entry.reason_event_id,
-        currency: &entry.currency,
+        reason_event_id: entry.reason_event_id,
+        currency: entry.currency,
         units: (kind != v1::LedgerKind::ChannelCost).then_some(entry.units),
-        gross_revenue: non_empty(&entry.gross_revenue),
-        discount: non_empty(&entry.discount),
-        channel_fee: non_empty(&entry.channel_fee),
-        cogs: non_empty(&entry.cogs),
-        fulfillment_cost: non_empty(&entry.fulfillment_cost),
-        refund: non_empty(&entry.refund),
-        restocked_cogs: non_empty(&entry.restocked_cogs),
+        gross_revenue: non_empty(entry.gross_revenue),
+        discount: non_empty(entry.discount),
+        channel_fee: non_empty(entry.channel_fee),
+        cogs: non_empty(entry.cogs),
+        fulfillment_cost: non_empty(entry.fulfillment_cost),
+        refund: non_empty(entry.refund),
+        restocked_cogs: non_empty(entry.restocked_cogs),
         restocked_units: (kind == v1::LedgerKind::Return).then_some(entry.restocked_units),
-        unit_cost: non_empty(&entry.unit_cost),
-        operating_cost: non_empty(&entry.operating_cost),
-        cost_category: non_empty(&entry.cost_category),
+        unit_cost: non_empty(entry.unit_cost),
+        operating_cost: non_empty(entry.operating_cost),
+        cost_category: non_empty(entry.cost_category),
         period_start_ms: (kind == v1::LedgerKind::ChannelCost).then_some(entry.period_start_ms),
         period_end_ms: (kind == v1::LedgerKind::ChannelCost).then_some(entry.period_end_ms),
         event_partition: entry.event_partition,

@@ -317,7 +317,7 @@ impl<'a> Replay<'a> {
                         Output::Ledger(mut entry) => {
                             (entry.event_partition, entry.event_offset) = (partition, offset);
                             // the fold's own entries always read; a refusal would be a bug in the fold
-                            let applied = self.parts[p].ledger.apply(&self.report_rules, &entry);
+                            let applied = self.parts[p].ledger.apply(&self.report_rules, &entry.to_message());
                             applied.expect("the fold's ledger entries read");
                         }
                         other => self.observe(i, other),

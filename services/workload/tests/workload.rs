@@ -50,7 +50,7 @@ fn fold(rules: &Rules, events: &[Event]) -> Folded {
                         Output::Availability(a) => folded.availability.push((id, a.to_message())),
                         Output::Alert(a) => folded.alerts.push((id, a)),
                         Output::Escalation(e) => folded.escalations.push((id, e)),
-                        Output::Ledger(entry) => folded.ledger.push(entry),
+                        Output::Ledger(entry) => folded.ledger.push(entry.to_message()),
                         Output::Replenishment(r) => folded.replenishment.push(r.to_message()),
                         Output::Routing(r) => folded.routing.push(r.to_message()),
                     }

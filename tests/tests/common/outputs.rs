@@ -81,7 +81,7 @@ impl Expected {
                 self.escalations.insert(e.escalation_id);
             }
             Output::Ledger(e) => {
-                assert!(self.ledger.insert(e.entry_id), "the fold itself repeats a ledger entry");
+                assert!(self.ledger.insert(e.entry_id.to_string()), "the fold itself repeats a ledger entry");
             }
             Output::Replenishment(r) => {
                 let id = (format!("{}/{}", r.pool, r.sku), r.reason_event_id.into());
