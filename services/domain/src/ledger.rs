@@ -55,6 +55,7 @@ pub struct PublishedEntry {
 }
 
 impl PublishedEntry {
+    /// Its fields, borrowed: what the coordinator encodes and mirrors to JSON.
     pub fn fields(&self) -> LedgerEntryRef<'_> {
         LedgerEntryRef {
             entry_id: &self.entry_id,

@@ -45,9 +45,7 @@ impl ChannelAvailabilityRef<'_> {
     /// The message's encoding: its fields in tag order, those at their default left out, as
     /// prost writes a proto3 message.
     pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        put_fields(1, self.fields(), &mut buf);
-        buf
+        encode_flat(self.fields())
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -253,9 +251,7 @@ impl ReplenishmentRef<'_> {
 
     /// The message's encoding, as prost writes it.
     pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        put_fields(1, self.fields(), &mut buf);
-        buf
+        encode_flat(self.fields())
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -397,9 +393,7 @@ impl<'a> LedgerEntryRef<'a> {
 
     /// The message's encoding, as prost writes it.
     pub fn encode_to_vec(&self) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.encoded_len());
-        put_fields(1, self.fields(), &mut buf);
-        buf
+        encode_flat(self.fields())
     }
 
     pub fn encoded_len(&self) -> usize {
@@ -442,9 +436,17 @@ impl<'a> LedgerEntryRef<'a> {
 
 /// A scalar field: a string, or an integer (`int32`, `int64`, `bool` or an enum, each a varint
 /// of the value sign-extended to 64 bits).
+#[derive(Clone, Copy)]
 enum Field<'a> {
     Str(&'a str),
     Int(i64),
+}
+
+/// The encoding of a message of scalar fields only, from tag 1 on.
+fn encode_flat<const N: usize>(fields: [Field<'_>; N]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(fields_len(1, fields));
+    put_fields(1, fields, &mut buf);
+    buf
 }
 
 /// Writes `fields`, the first under tag `first`, the next under the next tag, leaving out those
