@@ -32,15 +32,6 @@ pub struct Suggested {
 }
 
 impl Suggested {
-    pub fn of(record: &Replenishment) -> Self {
-        Suggested {
-            action: record.action,
-            units: record.units,
-            location: record.location.clone(),
-            from_location: record.from_location.clone(),
-        }
-    }
-
     pub fn is_none(&self) -> bool {
         self.action == ReplenishmentAction::None as i32
     }
