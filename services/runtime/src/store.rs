@@ -989,7 +989,9 @@ impl Commit {
 
     /// What this batch writes under a full key: `Some(None)` for a removal, `None` if nothing.
     pub fn write_of(&self, key: &[u8]) -> Option<Option<&[u8]>> {
-        if self.seen.iter().any(|seen| **seen == *key) {
+        // only a seen id's key is looked for among the listed ids, which a batch of the fold
+        // loop has thousands of; the changelog asks for its flag key at every sending
+        if seen_key_parts(key).is_some() && self.seen.iter().any(|seen| **seen == *key) {
             return Some(Some(&[]));
         }
         self.writes.get(key).map(Option::as_deref)
