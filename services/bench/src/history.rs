@@ -11,7 +11,10 @@
 //! - the store on disk against the live state it holds (sum of its keys and values);
 //! - the engine's cache at the end, and the process's resident memory before and after
 //!   folding (the generated events themselves are held in memory and counted in both);
-//! - a restart: a new engine on the same store, time to open it and fold one more batch.
+//! - a restart: a new engine on the same store, time to open it and fold one more batch;
+//! - what the batches handed the store per event, by kind (ids, states, lines, the outbox's
+//!   records...), largest first: where the journal's, the memtables' and the compactions'
+//!   work comes from.
 //!
 //!     cargo run --release -p omnifold-bench -- history --events 10000000 --skus 1000 --days 365 --report target/bench-history
 
@@ -60,6 +63,14 @@ pub struct HistoryArgs {
     /// Where `history.md`, `history.json` and `history.svg` are written.
     #[arg(long, default_value = "target/bench-history")]
     pub report: PathBuf,
+}
+
+/// What the batches handed the store of one kind, per event folded ([`crate::WriteVolume`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeRow {
+    pub kind: &'static str,
+    pub keys_per_event: f64,
+    pub bytes_per_event: f64,
 }
 
 /// The fold + commit rate over one tenth of the log.
@@ -112,6 +123,8 @@ pub struct HistoryReport {
     pub engine_heap_mb: f64,
     pub restart_open_ms: f64,
     pub restart_first_batch_ms: f64,
+    /// Where the store's writes went, largest first.
+    pub write_volume: Vec<VolumeRow>,
 }
 
 /// The report, or none with `--pure-only` (the pure fold's rates are printed as it goes).
@@ -164,6 +177,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         deciles.push(Decile { events_folded: total.events, events_per_s: rate });
     }
     pipeline.finish()?;
+    let write_volume = volume_rows(pipeline.write_volume(), total.events);
     let allocations_per_event =
         (crate::heap::allocations() - allocations_before) as f64 / total.events.max(1) as f64;
     let engine = pipeline.engine_stats();
@@ -221,12 +235,24 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         engine_heap_mb,
         restart_open_ms,
         restart_first_batch_ms,
+        write_volume,
     };
     std::fs::create_dir_all(&args.report)?;
     std::fs::write(args.report.join("history.json"), serde_json::to_string_pretty(&report)?)?;
     std::fs::write(args.report.join("history.svg"), svg(&report))?;
     std::fs::write(args.report.join("history.md"), markdown(&report))?;
     Ok(Some(report))
+}
+
+fn volume_rows(volume: &crate::WriteVolume, events: usize) -> Vec<VolumeRow> {
+    let per_event = |n: u64| n as f64 / events.max(1) as f64;
+    let rows = volume.largest_first().into_iter();
+    rows.map(|(kind, v)| VolumeRow {
+        kind,
+        keys_per_event: per_event(v.keys),
+        bytes_per_event: per_event(v.bytes),
+    })
+    .collect()
 }
 
 fn mib(bytes: isize) -> f64 {
@@ -312,6 +338,14 @@ pub fn markdown(r: &HistoryReport) -> String {
         r.restart_open_ms,
         r.restart_first_batch_ms
     );
+    let _ = writeln!(
+        out,
+        "\nWhat the batches handed the store, per event (each byte goes through the journal and a memtable; what is kept, \
+         through every compaction after):\n\n| kind | keys written per event | bytes per event |\n|---|---:|---:|"
+    );
+    for row in &r.write_volume {
+        let _ = writeln!(out, "| {} | {:.2} | {:.1} |", row.kind, row.keys_per_event, row.bytes_per_event);
+    }
     out
 }
 
@@ -392,6 +426,11 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 10);
         let markdown = std::fs::read_to_string(dir.path().join("history.md")).unwrap();
         assert!(markdown.contains("| 20000 |"));
+        // an id per event, and the outbox's records are the most bytes (largest first)
+        let ids = report.write_volume.iter().find(|row| row.kind == "accepted event ids").expect("ids");
+        assert_eq!(ids.keys_per_event, 1.0);
+        assert_eq!(report.write_volume[0].kind, crate::OUTBOX_RECORDS, "{:?}", report.write_volume);
+        assert!(markdown.contains("| accepted event ids | 1.00 |"), "{markdown}");
         // counted only under the bench's counting allocator (this test runs on the system's)
         assert!(
             markdown.contains("Heap blocks allocated per event") && markdown.contains("by the pure fold")

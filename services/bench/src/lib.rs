@@ -12,14 +12,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use omnifold_coordinator::engine::{Engine, EngineOptions, EngineStats};
+use omnifold_coordinator::engine::{Engine, EngineOptions, EngineStats, stored_kind};
 use omnifold_coordinator::persister::{PersistError, Persister};
 use omnifold_coordinator::{Position, output_records};
 use omnifold_domain::{Fold, Outcome, PartitionState, Rules};
 use omnifold_proto::Event;
 use omnifold_runtime::deadletter::{Source, dead_letter};
 use omnifold_runtime::partitioner::partition_for;
-use omnifold_runtime::{Store, Topics};
+use omnifold_runtime::{OutboxRecord, Store, Topics};
 use omnifold_workload::WorkloadOptions;
 use prost::Message as _;
 
@@ -64,6 +64,40 @@ pub struct BatchStats {
     pub rejected: usize,
 }
 
+/// What the batches of a [`Pipeline`] handed the store, by what it holds
+/// ([`omnifold_coordinator::engine::stored_kind`], and the outbox's records): keys written or
+/// removed and their bytes (key and value; a removal counts its key). It says where the
+/// store's work goes: each byte goes through the journal and a memtable, and what is kept
+/// through every compaction after.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteVolume(BTreeMap<&'static str, Volume>);
+
+/// Keys written of one kind, and their bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Volume {
+    pub keys: u64,
+    pub bytes: u64,
+}
+
+impl WriteVolume {
+    fn add(&mut self, kind: &'static str, bytes: usize) {
+        let written = self.0.entry(kind).or_default();
+        written.keys += 1;
+        written.bytes += bytes as u64;
+    }
+
+    /// Each kind with what was written of it, largest first.
+    pub fn largest_first(&self) -> Vec<(&'static str, Volume)> {
+        let mut kinds: Vec<_> = self.0.iter().map(|(kind, written)| (*kind, *written)).collect();
+        kinds.sort_by_key(|(kind, written)| (std::cmp::Reverse(written.bytes), *kind));
+        kinds
+    }
+}
+
+/// The outbox records' share of a [`WriteVolume`]: the records are stored a batch to one key,
+/// each with its topic, key, value and headers.
+pub const OUTBOX_RECORDS: &str = "outbox records";
+
 /// The coordinator's per-batch work on decoded events: apply each through the state engine,
 /// then commit what changed, the accepted ids, the next offset of each partition and the
 /// encoded outputs in one durable store batch, as `FoldLoop` in
@@ -80,6 +114,7 @@ pub struct Pipeline {
     /// [`Pipeline::take_committed`]: what the coordinator hands its sender in memory.
     committed: Arc<Mutex<Vec<u64>>>,
     persister: Option<Persister>,
+    volume: WriteVolume,
 }
 
 impl Pipeline {
@@ -96,6 +131,7 @@ impl Pipeline {
             offsets: HashMap::new(),
             committed: Arc::default(),
             persister: None,
+            volume: WriteVolume::default(),
         }
     }
 
@@ -120,6 +156,11 @@ impl Pipeline {
         })
     }
 
+    /// What the batches so far handed the store.
+    pub fn write_volume(&self) -> &WriteVolume {
+        &self.volume
+    }
+
     /// The engine's cache and what it did.
     pub fn engine_stats(&self) -> EngineStats {
         self.engine.stats()
@@ -141,6 +182,7 @@ impl Pipeline {
                     let position = Position { partition, offset: *offset - 1 };
                     for output in outputs {
                         for record in output_records(&self.topics, output, position) {
+                            self.volume.add(OUTBOX_RECORDS, record_bytes(&record));
                             commit.hand_output(record);
                         }
                     }
@@ -150,13 +192,10 @@ impl Pipeline {
                     rejected += 1;
                     let reason = format!("event {:?}: {rejection}", event.event_id);
                     let key = event.partition_key().as_bytes();
-                    commit.hand_output(dead_letter(
-                        &self.topics.deadletter,
-                        key,
-                        &event.encode_to_vec(),
-                        &reason,
-                        source,
-                    ));
+                    let record =
+                        dead_letter(&self.topics.deadletter, key, &event.encode_to_vec(), &reason, source);
+                    self.volume.add(OUTBOX_RECORDS, record_bytes(&record));
+                    commit.hand_output(record);
                 }
             }
         }
@@ -166,11 +205,21 @@ impl Pipeline {
         for (partition, next) in &next_offsets {
             commit.put_offset(*partition, *next);
         }
+        for partition in next_offsets.keys() {
+            for (key, value) in commit.partition_writes(*partition) {
+                self.volume.add(stored_kind(key), key.len() + value.map_or(0, |value| value.len()));
+            }
+        }
         let outputs = commit.outputs();
         let handed = commit.take_outputs();
         self.persister().submit(commit, handed)?;
         Ok(BatchStats { events: events.len(), outputs, dirty_skus, rejected })
     }
+}
+
+fn record_bytes(record: &OutboxRecord) -> usize {
+    let headers: usize = record.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    record.topic.len() + record.key.len() + record.value.len() + headers
 }
 
 /// Folds `events` into one fresh partition state, one at a time; returns how many outputs
@@ -223,5 +272,14 @@ mod tests {
             }
         }
         assert_eq!(records, total.outputs, "batching changes nothing");
+
+        let volume: BTreeMap<_, _> = pipeline.write_volume().largest_first().into_iter().collect();
+        assert_eq!(volume["accepted event ids"].keys, 2_000, "an id per event accepted");
+        assert_eq!(volume[OUTBOX_RECORDS].keys as usize, total.outputs, "every record handed");
+        assert!(volume[OUTBOX_RECORDS].bytes > 20 * volume[OUTBOX_RECORDS].keys, "a topic, a key, a value");
+        for kind in ["sku states", "order lines", "demand segments", "input offsets"] {
+            assert!(volume.get(kind).is_some_and(|v| v.keys > 0 && v.bytes >= v.keys), "{kind}: {volume:?}");
+        }
+        assert!(!volume.contains_key("other"), "every key the engine writes is named: {volume:?}");
     }
 }

@@ -491,11 +491,37 @@ fn record_prefix(sku: &str, kind: u8) -> StoreKey {
 /// what the changelog packs many to a record: they accumulate with history and each is
 /// written a few times (placed, shipped, returned), never removed.
 pub fn is_line_record(store_key: &[u8]) -> bool {
-    let Some(record) = store_key.strip_prefix(b"k/").and_then(|rest| rest.get(4..)) else {
-        return false;
-    };
-    let Some((len, rest)) = record.split_first_chunk::<2>() else { return false };
-    rest.get(usize::from(u16::from_be_bytes(*len))) == Some(&LINE)
+    record_kind(store_key, b"k/") == Some(LINE)
+}
+
+/// The kind byte of a record's store key (`prefix` + input partition + record key).
+fn record_kind(store_key: &[u8], prefix: &[u8]) -> Option<u8> {
+    let record = store_key.strip_prefix(prefix)?.get(4..)?;
+    let (len, rest) = record.split_first_chunk::<2>()?;
+    rest.get(usize::from(u16::from_be_bytes(*len))).copied()
+}
+
+/// What a key the engine writes to the store holds, in words: for reports that say where
+/// the store's writes go (`omnifold-bench history`).
+pub fn stored_kind(store_key: &[u8]) -> &'static str {
+    let kind = |prefix| record_kind(store_key, prefix);
+    match store_key.get(..2).unwrap_or_default() {
+        b"e/" => "accepted event ids",
+        b"s/" => "sku states",
+        b"o/" => "input offsets",
+        b"k/" => match kind(b"k/") {
+            Some(LINE) => "order lines",
+            Some(PROMOTION) => "promotions",
+            Some(SEGMENT) => "demand segments",
+            _ => "other keyed records",
+        },
+        b"r/" => match kind(b"r/") {
+            Some(PRICES) => "price books",
+            Some(ALERTS) => "alert states",
+            _ => "other rewritten records",
+        },
+        _ => "other",
+    }
 }
 
 fn line_key(sku: &str, line: &LineKey) -> StoreKey {
@@ -719,6 +745,25 @@ mod tests {
         assert!(!is_line_record(&in_store(segment_key("l", 3))));
         assert!(!is_line_record(b"s/\0\0\0\x07sku-l"));
         assert!(!is_line_record(b"k/\0\0"));
+    }
+
+    #[test]
+    fn stored_kinds_are_told_by_prefix_and_kind_byte() {
+        let in_store = |prefix: &[u8], record: StoreKey| [prefix, &1i32.to_be_bytes(), &record[..]].concat();
+        let line = LineKey { channel: "shopify".into(), order_id: "o-1".into(), line_id: "1".into() };
+        // a SKU whose name holds another kind byte is read by its length
+        assert_eq!(stored_kind(&in_store(b"k/", line_key("sku-h", &line))), "order lines");
+        assert_eq!(stored_kind(&in_store(b"k/", segment_key("sku-l", 12))), "demand segments");
+        assert_eq!(
+            stored_kind(&in_store(b"k/", promotion_key("s", &("shopify".into(), "p".into())))),
+            "promotions"
+        );
+        assert_eq!(stored_kind(&in_store(b"r/", record_prefix("sku-l", PRICES))), "price books");
+        assert_eq!(stored_kind(&in_store(b"r/", record_prefix("sku-l", ALERTS))), "alert states");
+        assert_eq!(stored_kind(b"e/\0\0\0\x01evt-1"), "accepted event ids");
+        assert_eq!(stored_kind(b"s/\0\0\0\x01sku-l"), "sku states");
+        assert_eq!(stored_kind(b"k/\0\0"), "other keyed records");
+        assert_eq!(stored_kind(b"x"), "other");
     }
 
     /// Most events change neither the price book nor the open alerts, so neither is written
