@@ -73,6 +73,53 @@ pub struct VolumeRow {
     pub bytes_per_event: f64,
 }
 
+/// CPU seconds per 100,000 events over one tenth of the log, by thread: the one folding and
+/// committing, the persister writing each batch to the store, the store's background workers
+/// (flushes and compactions), and any other. A flat cost per event is flat rows.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ThreadsCpu {
+    pub fold_loop: f64,
+    pub persister: f64,
+    pub store_workers: f64,
+    pub other: f64,
+}
+
+impl ThreadsCpu {
+    /// This process's threads' CPU seconds so far, the calling thread's as the fold loop's.
+    fn now() -> ThreadsCpu {
+        let mut cpu = ThreadsCpu::default();
+        for (name, seconds) in crate::procfs::threads_cpu_seconds(FOLD_LOOP).unwrap_or_default() {
+            *cpu.of_thread(&name) += seconds;
+        }
+        cpu
+    }
+
+    /// The figure a thread's CPU adds to, by the thread's name (15 bytes at most, as `/proc`
+    /// keeps it: the persister's is cut).
+    fn of_thread(&mut self, name: &str) -> &mut f64 {
+        match name {
+            FOLD_LOOP => &mut self.fold_loop,
+            name if name.starts_with("omnifold-persis") => &mut self.persister,
+            "fjall:worker" => &mut self.store_workers,
+            _ => &mut self.other,
+        }
+    }
+
+    /// What was used since `before`, per 100,000 of `events`.
+    fn per_100k_since(&self, before: &ThreadsCpu, events: usize) -> ThreadsCpu {
+        let per = |now: f64, then: f64| (now - then) * 100_000.0 / events.max(1) as f64;
+        ThreadsCpu {
+            fold_loop: per(self.fold_loop, before.fold_loop),
+            persister: per(self.persister, before.persister),
+            store_workers: per(self.store_workers, before.store_workers),
+            other: per(self.other, before.other),
+        }
+    }
+}
+
+/// The name the thread running [`run`] is counted under.
+const FOLD_LOOP: &str = "fold loop";
+
 /// The fold + commit rate over one tenth of the log.
 #[derive(Debug, Clone, Serialize)]
 pub struct Decile {
@@ -93,6 +140,8 @@ pub struct HistoryReport {
     pub deciles: Vec<Decile>,
     /// Rate of the last tenth over the rate of the first.
     pub last_over_first: f64,
+    /// CPU per 100,000 events of each tenth, by thread (empty where `/proc` is not).
+    pub threads_cpu: Vec<ThreadsCpu>,
     /// The pure fold alone (`Fold::apply` on a state held in memory), per tenth.
     pub pure_deciles: Vec<Decile>,
     /// Heap blocks allocated per event: by the pure fold, and by every thread while folding
@@ -158,11 +207,13 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
 
     let tenth = events.len().div_ceil(10);
     let mut deciles = Vec::new();
+    let mut threads_cpu = Vec::new();
     let mut total = BatchStats::default();
     let mut fold_commit_s = 0.0;
     let allocations_before = crate::heap::allocations();
     for (n, part) in events.chunks(tenth).enumerate() {
         let mut timed = 0.0;
+        let cpu_before = ThreadsCpu::now();
         for batch in part.chunks(args.batch) {
             let started = Instant::now();
             let stats = pipeline.run_batch(batch)?;
@@ -172,6 +223,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
             total.outputs += stats.outputs;
         }
         fold_commit_s += timed;
+        threads_cpu.push(ThreadsCpu::now().per_100k_since(&cpu_before, part.len()));
         let rate = part.len() as f64 / timed;
         eprintln!("tenth {}: {:.0} events/s", n + 1, rate);
         deciles.push(Decile { events_folded: total.events, events_per_s: rate });
@@ -216,6 +268,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         events_per_s: total.events as f64 / fold_commit_s,
         deciles,
         last_over_first: if first > 0.0 { last / first } else { 0.0 },
+        threads_cpu,
         pure_deciles: pure,
         pure_allocations_per_event,
         allocations_per_event,
@@ -340,6 +393,22 @@ pub fn markdown(r: &HistoryReport) -> String {
     );
     let _ = writeln!(
         out,
+        "\nCPU seconds per 100,000 events, by thread (the store's workers flush and compact):\n\n\
+         | tenth | fold loop | persister | store workers | other |\n|---:|---:|---:|---:|---:|"
+    );
+    for (n, cpu) in r.threads_cpu.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            n + 1,
+            cpu.fold_loop,
+            cpu.persister,
+            cpu.store_workers,
+            cpu.other
+        );
+    }
+    let _ = writeln!(
+        out,
         "\nWhat the batches handed the store, per event (each byte goes through the journal and a memtable; what is kept, \
          through every compaction after):\n\n| kind | keys written per event | bytes per event |\n|---|---:|---:|"
     );
@@ -431,6 +500,12 @@ mod tests {
         assert_eq!(ids.keys_per_event, 1.0);
         assert_eq!(report.write_volume[0].kind, crate::OUTBOX_RECORDS, "{:?}", report.write_volume);
         assert!(markdown.contains("| accepted event ids | 1.00 |"), "{markdown}");
+        // the fold loop's CPU is counted in every tenth, the persister's from the first batch on
+        assert_eq!(report.threads_cpu.len(), 10);
+        let (fold_loop, persister): (f64, f64) =
+            report.threads_cpu.iter().fold((0.0, 0.0), |(f, p), cpu| (f + cpu.fold_loop, p + cpu.persister));
+        assert!(fold_loop > 0.0 && persister > 0.0, "{:?}", report.threads_cpu);
+        assert!(markdown.contains("| tenth | fold loop | persister | store workers | other |"));
         // counted only under the bench's counting allocator (this test runs on the system's)
         assert!(
             markdown.contains("Heap blocks allocated per event") && markdown.contains("by the pure fold")

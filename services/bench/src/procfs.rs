@@ -21,13 +21,39 @@ pub fn status_kb(pid: Option<u32>, field: &str) -> Option<u64> {
 /// User and system CPU seconds a process has used so far.
 pub fn cpu_seconds(pid: Option<u32>) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(format!("{}/stat", proc_dir(pid))).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: fields restart after the last ')'.
-    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
+    let (utime, stime) = stat_cpu_ticks(&text)?;
     let hz = clock_ticks();
     Some((utime / hz, stime / hz))
+}
+
+/// CPU seconds (user + system) this process's threads have used so far, by thread name
+/// (`/proc/self/task/*/comm`, 15 bytes at most), the calling thread's under `caller`. Threads
+/// that have ended are not counted.
+pub fn threads_cpu_seconds(caller: &str) -> Option<std::collections::BTreeMap<String, f64>> {
+    let own = std::fs::read_link("/proc/thread-self").ok()?;
+    let hz = clock_ticks();
+    let mut by_name = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(stat)) =
+            (std::fs::read_to_string(path.join("comm")), std::fs::read_to_string(path.join("stat")))
+        else {
+            continue; // ended while read
+        };
+        let Some((utime, stime)) = stat_cpu_ticks(&stat) else { continue };
+        let is_caller = own.file_name() == path.file_name();
+        let name = if is_caller { caller.to_string() } else { comm.trim().to_string() };
+        *by_name.entry(name).or_insert(0.0) += (utime + stime) / hz;
+    }
+    Some(by_name)
+}
+
+/// utime and stime, in clock ticks, of a `stat` line of `/proc`.
+fn stat_cpu_ticks(stat: &str) -> Option<(f64, f64)> {
+    // The command name (field 2) may hold spaces and parentheses: fields restart after the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    Some((fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?))
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` (`getconf CLK_TCK`, 100 on Linux).
@@ -135,6 +161,37 @@ mod tests {
         assert!(status_kb(None, "VmRSS").unwrap() > 0);
         assert!(cpu_seconds(None).is_some());
         assert!(Machine::describe().cpus >= 1);
+    }
+
+    #[test]
+    fn counts_each_thread_s_cpu_under_its_name() {
+        if !Path::new("/proc/thread-self").exists() {
+            return;
+        }
+        // a fixed amount of work, not of time: on a busy machine a thread gets less CPU per second
+        let burn = || {
+            for n in 0..50_000_000u64 {
+                std::hint::black_box(n);
+            }
+        };
+        let (burnt, burnt_seen) = std::sync::mpsc::channel::<()>();
+        let (exit, exit_seen) = std::sync::mpsc::channel::<()>();
+        let busy = std::thread::Builder::new()
+            .name("procfs-busy".into())
+            .spawn(move || {
+                burn();
+                burnt.send(()).unwrap();
+                exit_seen.recv().ok() // still running when read
+            })
+            .unwrap();
+        burn();
+        burnt_seen.recv().unwrap();
+        let threads = threads_cpu_seconds("the caller").unwrap();
+        exit.send(()).unwrap();
+        busy.join().unwrap();
+        // tens of milliseconds of CPU each at least, read in clock ticks (10 ms)
+        assert!(threads["procfs-busy"] >= 0.02, "{threads:?}");
+        assert!(threads["the caller"] >= 0.02, "{threads:?}");
     }
 
     #[test]
