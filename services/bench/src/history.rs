@@ -8,6 +8,8 @@
 //!
 //! - the fold + commit rate for each tenth of the log, as a table and an SVG line chart, and
 //!   the ratio of the last tenth to the first (flat cost per event means about 1);
+//! - the CPU each tenth cost per 100,000 events, by thread: the fold loop, the persister and
+//!   the store's workers (which of them grows with history, if one does);
 //! - the store on disk against the live state it holds (sum of its keys and values);
 //! - the engine's cache at the end, and the process's resident memory before and after
 //!   folding (the generated events themselves are held in memory and counted in both);
