@@ -341,8 +341,9 @@ impl Engine {
 }
 
 /// How this version stores SKU states ([`Store::claim_format`]); raised with every change of
-/// it. 2: the price book and the open alerts apart from the core (stop 35).
-pub const STATE_FORMAT: u32 = 2;
+/// it. 2: the price book and the open alerts apart from the core (stop 35). 3: segments of
+/// placements are rewritten records (`r/`), not kept ones (stop 49).
+pub const STATE_FORMAT: u32 = 3;
 
 /// Loads a SKU's core, price book, open alerts and stored segments; a SKU never written
 /// starts empty.
@@ -354,7 +355,7 @@ fn load(store: &Store, partition: i32, sku: &str) -> Result<SkuState, StoreError
     if let Some(value) = store.rewritten(partition, &record_prefix(sku, ALERTS))? {
         state.alerts = decode(&value, "open alerts")?;
     }
-    for (_, value) in store.records(partition, &record_prefix(sku, SEGMENT))? {
+    for (_, value) in store.rewritten_records(partition, &record_prefix(sku, SEGMENT))? {
         state.restore_segment(decode::<Vec<Point>>(&value, "segment of placements")?);
     }
     Ok(state)
@@ -452,9 +453,9 @@ fn write_sku(
     for (segment, points) in &changes.segments {
         let key = segment_key(sku, *segment);
         if points.is_empty() {
-            commit.remove_record(partition, &key);
+            commit.remove_rewritten(partition, &key);
         } else {
-            commit.put_record(partition, &key, stored(points));
+            commit.put_rewritten(partition, &key, stored(points));
         }
     }
 }
@@ -467,9 +468,12 @@ pub(crate) fn put_prices(commit: &mut Commit, partition: i32, sku: &str, prices:
 // byte, then the record's own key.
 const LINE: u8 = b'l';
 const PROMOTION: u8 = b'p';
+/// The parts of a SKU stored apart from its core, rewritten records: they are overwritten
+/// like the core, so they live with the states, not with the history. A segment of
+/// placements is rewritten at every batch that places into it and removed once past the
+/// horizon: among the kept history's generations it would be written into each in turn and
+/// removed from them all.
 const SEGMENT: u8 = b'h';
-/// The parts of a SKU stored apart from its core, one rewritten record each: they are
-/// overwritten like the core, so they live with the states, not with the history.
 const PRICES: u8 = b'b';
 const ALERTS: u8 = b'a';
 
@@ -512,10 +516,10 @@ pub fn stored_kind(store_key: &[u8]) -> &'static str {
         b"k/" => match kind(b"k/") {
             Some(LINE) => "order lines",
             Some(PROMOTION) => "promotions",
-            Some(SEGMENT) => "demand segments",
             _ => "other keyed records",
         },
         b"r/" => match kind(b"r/") {
+            Some(SEGMENT) => "demand segments",
             Some(PRICES) => "price books",
             Some(ALERTS) => "alert states",
             _ => "other rewritten records",
@@ -753,7 +757,7 @@ mod tests {
         let line = LineKey { channel: "shopify".into(), order_id: "o-1".into(), line_id: "1".into() };
         // a SKU whose name holds another kind byte is read by its length
         assert_eq!(stored_kind(&in_store(b"k/", line_key("sku-h", &line))), "order lines");
-        assert_eq!(stored_kind(&in_store(b"k/", segment_key("sku-l", 12))), "demand segments");
+        assert_eq!(stored_kind(&in_store(b"r/", segment_key("sku-l", 12))), "demand segments");
         assert_eq!(
             stored_kind(&in_store(b"k/", promotion_key("s", &("shopify".into(), "p".into())))),
             "promotions"

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod contract_file;
 pub mod deadletter;
 pub mod deliveries;
+mod generations;
 pub mod handoff;
 pub mod health;
 pub mod kafka;

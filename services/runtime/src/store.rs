@@ -13,8 +13,10 @@
 //! | `store` | `m/` | `seq` | the next outbox sequence number |
 //! | `store` | `o/` | input partition (4 bytes BE) | next offset to consume (8 bytes BE) |
 //! | `store` | `s/` | input partition (4 bytes BE) + state key | service state (postcard) |
+//! | `store` | `m/` | `kept-generation` | the newest generation of `kept` (4 bytes BE) and the keys written into it (8 bytes BE) |
 //! | `kept` | `e/` | input partition (4 bytes BE) + event id | nothing: the event was accepted |
 //! | `kept` | `k/` | input partition (4 bytes BE) + record key | a keyed record of the service's state (raw bytes) |
+//! | `kept` | `~` + generation (4 bytes BE) | an `e/` or `k/` key as above | as above, in a generation after the first ([`crate::generations`]) |
 //! | `store` | `r/` | input partition (4 bytes BE) + record key | a rewritten record: a part of the service's state kept under its own key because it changes less often than the rest, and rewritten whole when it does (raw bytes) |
 //! | `store` | `x/` | first sequence of a batch (8 bytes BE) | the batch's outbox records not yet confirmed sent, with their sequence numbers (postcard) |
 //! | `store` | `t/` | topic + 0 + partition (4 bytes BE) | offset of the last record this store delivered there |
@@ -22,8 +24,9 @@
 //! | `store` | `c/` | input partition (4 bytes BE) + next offset of a batch (8 bytes BE) | the keys of the partition that batch wrote, not yet sent to the changelog |
 //! | `store` | `d/` | input partition (4 bytes BE) | the last key a changelog dump under way has sent |
 //!
-//! The keys of `kept` (ids and keyed records: order lines, promotions, placements) are written
-//! once or a few times and kept: they are the bulk of a long history. The others are written
+//! The keys of `kept` (ids and keyed records: order lines, promotions) are written once or a
+//! few times and kept: they are the bulk of a long history, written in generations so that
+//! their merges do not grow with it ([`crate::generations`]). The others are written
 //! again and again (a SKU's state at every batch that changes it, the outbox written and
 //! removed). In one tree, the overwritten keys filled most of each memtable, so its flushed
 //! tables held little history each, and every merge of them into level 1 rewrote the whole
@@ -56,6 +59,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::PartitioningPolicy;
+
+use crate::generations::{self, Claim, Generations, generation_key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch as WriteBatch, PersistMode};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -135,8 +140,9 @@ pub struct Store {
     /// State, offsets, outbox and changelog marks: keys written again and again.
     tree: Keyspace,
     /// Accepted ids and keyed records ([`KEPT_PREFIXES`]): keys written once or a few times and
-    /// kept, the bulk of a long history.
+    /// kept, the bulk of a long history; in generations ([`crate::generations`]).
     kept: Keyspace,
+    generations: Arc<Generations>,
     writer: String,
     /// No outbox record is below this sequence: sent ones leave tombstones that a scan from
     /// the start of `x/` would step over again and again until they are compacted away.
@@ -243,10 +249,12 @@ impl Store {
         };
         // what was written before this open is on disk now (the journal was replayed)
         let durable = tree.get(SEQ)?.map(|v| be_u64(&v, 0, "outbox sequence")).transpose()?.unwrap_or(0);
+        let generations = Arc::new(Generations::open(&tree)?);
         Ok(Store {
             db,
             tree,
             kept,
+            generations,
             writer,
             first_pending: Arc::new(AtomicU64::new(0)),
             durable_seq: Arc::new(AtomicU64::new(durable)),
@@ -285,7 +293,8 @@ impl Store {
         &'a self,
         prefix: &[u8],
     ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + use<'a> {
-        self.keyspace(prefix).prefix(prefix).map(|guard| guard.into_inner().map_err(StoreError::from))
+        debug_assert!(!is_kept_key(prefix), "kept keys are scanned by generation");
+        self.tree.prefix(prefix).map(|guard| guard.into_inner().map_err(StoreError::from))
     }
 
     /// The next offset to consume of each input partition this store has seen.
@@ -338,7 +347,33 @@ impl Store {
 
     /// Whether the store holds an accepted event id, by its key ([`seen_key`]).
     pub fn is_seen_key(&self, key: &[u8]) -> Result<bool, StoreError> {
-        Ok(self.kept.contains_key(key)?)
+        Ok(self.kept_entry(key)?.is_some())
+    }
+
+    /// A kept key's newest value, from the newest generation that holds it.
+    fn kept_entry(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        generations::get(&self.kept, self.generations.newest(), key)
+    }
+
+    /// The kept keys under `prefix` from `lower` on, in key order, with their newest values.
+    fn scan_kept<'a>(
+        &'a self,
+        prefix: &[u8],
+        lower: Bound<&[u8]>,
+    ) -> impl Iterator<Item = Result<(Bytes, Bytes), StoreError>> + use<'a> {
+        generations::scan(&self.kept, self.generations.newest(), prefix, lower)
+    }
+
+    /// Sets how many kept keys a generation takes before the next one starts
+    /// ([`generations::GENERATION_KEYS`] unless set): tests and benchmarks make many with a
+    /// small number.
+    pub fn set_keys_per_generation(&self, keys: u64) {
+        self.generations.set_keys_per_generation(keys);
+    }
+
+    /// The newest generation of kept keys.
+    pub fn kept_generation(&self) -> u32 {
+        self.generations.newest()
     }
 
     /// The keys under `prefix` (`e/`, `k/`, ...) of an input partition, less the prefix and
@@ -350,7 +385,12 @@ impl Store {
     ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<'_> {
         let full = partition_key(prefix, partition, b"");
         let skip = full.len();
-        self.keyspace(prefix).prefix(full).map(move |guard| Ok(guard.key()?[skip..].to_vec()))
+        let (kept, tree) = match is_kept_key(prefix) {
+            true => (Some(self.scan_kept(&full, Bound::Unbounded)), None),
+            false => (None, Some(self.scan(&full))),
+        };
+        let entries = kept.into_iter().flatten().chain(tree.into_iter().flatten());
+        entries.map(move |entry| Ok(entry?.0[skip..].to_vec()))
     }
 
     /// How many times partition keys were written other than through a [`Commit`]: a cache of
@@ -365,7 +405,7 @@ impl Store {
 
     /// One keyed record of an input partition.
     pub fn record(&self, partition: i32, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.kept.get(partition_key(b"k/", partition, key))?)
+        self.kept_entry(&partition_key(b"k/", partition, key))
     }
 
     /// A rewritten record of an input partition ([`Commit::put_rewritten`]).
@@ -377,6 +417,22 @@ impl Store {
     /// with their keys less the prefix.
     pub fn records(&self, partition: i32, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>, StoreError> {
         let full = partition_key(b"k/", partition, prefix);
+        let mut records = Vec::new();
+        for entry in self.scan_kept(&full, Bound::Unbounded) {
+            let (key, value) = entry?;
+            records.push((key[full.len()..].to_vec(), value));
+        }
+        Ok(records)
+    }
+
+    /// The rewritten records of an input partition whose key starts with `prefix`
+    /// ([`Commit::put_rewritten`]), in key order, with their keys less the prefix.
+    pub fn rewritten_records(
+        &self,
+        partition: i32,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Bytes)>, StoreError> {
+        let full = partition_key(b"r/", partition, prefix);
         let mut records = Vec::new();
         for entry in self.scan(&full) {
             let (key, value) = entry?;
@@ -390,7 +446,7 @@ impl Store {
     pub fn seen_ids(&self, partition: i32) -> Result<HashSet<String>, StoreError> {
         let prefix = partition_key(b"e/", partition, b"");
         let mut seen = HashSet::new();
-        for entry in self.scan(&prefix) {
+        for entry in self.scan_kept(&prefix, Bound::Unbounded) {
             let (key, _) = entry?;
             seen.insert(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
         }
@@ -430,7 +486,8 @@ impl Store {
     pub fn write(&self, mut commit: Commit) -> Result<Written, StoreError> {
         commit.seal_outbox();
         commit.writes.insert(Bytes::from(SEQ), Some(Bytes::from(&commit.next_seq.to_be_bytes()[..])));
-        self.apply_with_seen(commit.writes, commit.seen, Some(PersistMode::Buffer))?;
+        let batch = Batch { writes: commit.writes, seen: commit.seen, ..Batch::default() };
+        self.write_batch(batch, Some(PersistMode::Buffer))?;
         self.next_seq.fetch_max(commit.next_seq, Ordering::AcqRel);
         // indexed once written: a failed write leaves no batch to confirm
         let mut unconfirmed = self.unconfirmed.lock().expect("outbox index lock");
@@ -483,31 +540,49 @@ impl Store {
         writes: BTreeMap<Bytes, Option<Bytes>>,
         durability: Option<PersistMode>,
     ) -> Result<(), StoreError> {
-        self.apply_with_seen(writes, Vec::new(), durability)
+        self.write_batch(Batch { writes, ..Batch::default() }, durability)
     }
 
-    /// One atomic batch of `writes` and of accepted ids' keys, each put with an empty value.
-    fn apply_with_seen(
-        &self,
-        writes: BTreeMap<Bytes, Option<Bytes>>,
-        seen: Vec<Bytes>,
-        durability: Option<PersistMode>,
-    ) -> Result<(), StoreError> {
+    /// One atomic batch.
+    ///
+    /// Kept keys go into the newest generation, claimed for the batch and stored with it; a
+    /// kept key removed is removed from every generation.
+    fn write_batch(&self, batch: Batch, durability: Option<PersistMode>) -> Result<(), StoreError> {
+        let Batch { writes, seen, kept_removed } = batch;
+        let kept_puts = writes.iter().filter(|(key, value)| value.is_some() && is_kept_key(key)).count();
+        let kept_keys = (seen.len() + kept_puts) as u64;
+        // a batch of no kept keys (the outbox sender's) claims nothing, so it never waits for one
+        // being written
+        let claim = (kept_keys > 0).then(|| self.generations.claim(kept_keys));
+        let generation = claim.as_ref().map_or_else(|| self.generations.newest(), Claim::newest);
         // sized up front: grown by doubling, a large batch's buffer was copied and its fresh
         // pages faulted in several times over
-        let room = writes.len() + seen.len();
+        let room = writes.len() + seen.len() + kept_removed.len() + 1;
         let mut batch = WriteBatch::with_capacity(self.db.clone(), room).durability(durability);
+        for key in kept_removed {
+            batch.remove(&self.kept, key);
+        }
         for key in seen {
-            batch.insert(&self.kept, key, Bytes::from(&b""[..]));
+            batch.insert(&self.kept, generation_key(generation, &key), Bytes::from(&b""[..]));
         }
         for (key, value) in writes {
-            let keyspace = self.keyspace(&key);
-            match value {
-                Some(value) => batch.insert(keyspace, key, value),
-                None => batch.remove(keyspace, key),
+            match (is_kept_key(&key), value) {
+                (true, Some(value)) => batch.insert(&self.kept, generation_key(generation, &key), value),
+                (true, None) => {
+                    for older in 0..=generation {
+                        batch.remove(&self.kept, generation_key(older, &key));
+                    }
+                }
+                (false, Some(value)) => batch.insert(&self.tree, key, value),
+                (false, None) => batch.remove(&self.tree, key),
             }
         }
+        if let Some(claim) = &claim {
+            let (key, value) = claim.stored();
+            batch.insert(&self.tree, key, value);
+        }
         batch.commit()?;
+        drop(claim);
         Ok(())
     }
 
@@ -641,15 +716,24 @@ impl Store {
     /// its log.
     pub fn drop_partition(&self, partition: i32) -> Result<(), StoreError> {
         let mut writes = BTreeMap::new();
-        for prefix in [b"s/", b"r/", b"e/", b"k/"] {
+        for prefix in [b"s/", b"r/"] {
             for entry in self.scan(&partition_key(prefix, partition, b"")) {
                 writes.insert(entry?.0, None);
             }
         }
         writes.insert(partition_key(b"o/", partition, b""), None);
         self.forget_changelog_writes(partition, &mut writes)?;
+        // ids and records as each generation stores them, in the same atomic batch
+        let newest = self.generations.newest();
+        let mut kept_removed = Vec::new();
+        for prefix in KEPT_PREFIXES {
+            let prefix = partition_key(prefix, partition, b"");
+            for key in generations::stored_keys(&self.kept, newest, &prefix) {
+                kept_removed.push(key?);
+            }
+        }
         self.rewriting();
-        self.apply(writes, Some(PersistMode::SyncAll))
+        self.write_batch(Batch { writes, kept_removed, ..Batch::default() }, Some(PersistMode::SyncAll))
     }
 
     /// Forgets that the changelog holds the partition's state, and the keys waiting for it: a
@@ -686,14 +770,9 @@ impl Store {
 
     /// One stored value by its full key.
     pub fn entry(&self, key: &[u8]) -> Result<Option<Bytes>, StoreError> {
-        Ok(self.keyspace(key).get(key)?)
-    }
-
-    /// The keyspace a key (or a key prefix, from its first two bytes on) lives in.
-    fn keyspace(&self, key: &[u8]) -> &Keyspace {
         match is_kept_key(key) {
-            true => &self.kept,
-            false => &self.tree,
+            true => self.kept_entry(key),
+            false => Ok(self.tree.get(key)?),
         }
     }
 
@@ -713,10 +792,18 @@ impl Store {
                 Some(after) if after[..] >= start[..] => Bound::Excluded(after.clone()),
                 _ => Bound::Included(start.to_vec()),
             };
-            self.keyspace(prefix)
-                .range::<Vec<u8>, _>((lower, Bound::Unbounded))
-                .map(|guard| guard.into_inner().map_err(StoreError::from))
-                .take_while(move |entry| entry.as_ref().is_ok_and(|(key, _)| key.starts_with(&start)))
+            let entries: Box<dyn Iterator<Item = _>> = match is_kept_key(prefix) {
+                true => Box::new(self.scan_kept(&start, lower.as_ref().map(Vec::as_slice))),
+                false => Box::new(
+                    self.tree
+                        .range::<Vec<u8>, _>((lower, Bound::Unbounded))
+                        .map(|guard| guard.into_inner().map_err(StoreError::from))
+                        .take_while(move |entry| {
+                            entry.as_ref().is_ok_and(|(key, _)| key.starts_with(&start))
+                        }),
+                ),
+            };
+            entries
         })
     }
 
@@ -1224,6 +1311,17 @@ fn keyspace_options() -> KeyspaceCreateOptions {
 /// Whether a key (or a key prefix) lives in the kept keyspace.
 fn is_kept_key(key: &[u8]) -> bool {
     KEPT_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+}
+
+/// What one atomic batch writes.
+#[derive(Default)]
+struct Batch {
+    /// By key: the value to put, or `None` to remove it.
+    writes: BTreeMap<Bytes, Option<Bytes>>,
+    /// Accepted ids' keys, each put with an empty value.
+    seen: Vec<Bytes>,
+    /// Kept keys to remove as a generation stores them ([`generations::stored_keys`]).
+    kept_removed: Vec<Bytes>,
 }
 
 /// Keys moved per atomic batch by [`move_kept_keys`].
@@ -1760,7 +1858,11 @@ mod tests {
         let entries: Vec<Vec<u8>> =
             store.partition_entries_after(3, None).map(|entry| entry.unwrap().0.to_vec()).collect();
         assert_eq!(entries.len(), 4, "a partition's entries are read from both keyspaces");
-        assert_eq!(store.live_size().unwrap().0, 4 + 2, "and the writer id and outbox sequence");
+        assert_eq!(
+            store.live_size().unwrap().0,
+            4 + 3,
+            "and the writer id, outbox sequence and kept generation"
+        );
     }
 
     #[test]
