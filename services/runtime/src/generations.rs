@@ -8,11 +8,11 @@
 //! further down rewrote its share of a level that grows with the history: the store's
 //! workers spent five times more CPU per event at the end of a year's log than at its start
 //! (`omnifold-bench history`). With generations, new keys only ever overlap the newest
-//! generation's tables; an older one's sink down by moves that rewrite nothing, so the merge
+//! generation's tables; older ones sink down by moves that rewrite nothing, so the merge
 //! work per event is set by the generation's size, not by the history.
 //!
 //! The first generation is the keys as stores written before generations hold them (`e/...`,
-//! `k/...`); each later one is [`MARK`], its number (4 bytes BE), then the key. They sort after
+//! `k/...`); each later one is `~`, its number (4 bytes BE), then the key. They sort after
 //! every first-generation key and in their order, so each generation is one contiguous range.
 //!
 //! Reads look for a key newest generation first (a key written again lives in a newer
@@ -24,7 +24,7 @@
 //! Architecture invariant: the generation a batch writes into, and the count of keys written
 //! into it, are claimed and stored in the same atomic batch as the keys, under one lock held
 //! until the batch is written. So after a crash the stored generation is never behind a key
-//! written, and a reader never misses a generation.
+//! written, and a reader (which takes no lock) never misses a generation.
 
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -37,8 +37,9 @@ use crate::store::{Bytes, StoreError};
 
 /// Keys written into a generation before the next one starts: some 1.1 million events of a
 /// coordinator (an id and most of a line each), 60-90 MB of keys and values. Small enough that
-/// a generation's merges stay cheap; large enough that a year of a busy catalogue makes ten
-/// generations, so that a read of a key never written probes ten ranges at most.
+/// a generation's merges stay cheap; large enough that a year of a busy catalogue makes about
+/// ten generations: a read of a key that the key filter cannot rule out probes one range per
+/// generation.
 pub const GENERATION_KEYS: u64 = 2 << 20;
 
 /// The first byte of a key of every generation but the first: after `e/` and `k/`.

@@ -59,10 +59,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use fjall::config::PartitioningPolicy;
-
-use crate::generations::{self, Claim, Generations, generation_key};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch as WriteBatch, PersistMode};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::generations::{self, Claim, Generations, generation_key};
 
 /// The bytes of a stored value.
 pub type Bytes = fjall::Slice;
@@ -417,12 +417,7 @@ impl Store {
     /// with their keys less the prefix.
     pub fn records(&self, partition: i32, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Bytes)>, StoreError> {
         let full = partition_key(b"k/", partition, prefix);
-        let mut records = Vec::new();
-        for entry in self.scan_kept(&full, Bound::Unbounded) {
-            let (key, value) = entry?;
-            records.push((key[full.len()..].to_vec(), value));
-        }
-        Ok(records)
+        less_prefix(full.len(), self.scan_kept(&full, Bound::Unbounded))
     }
 
     /// The rewritten records of an input partition whose key starts with `prefix`
@@ -433,12 +428,7 @@ impl Store {
         prefix: &[u8],
     ) -> Result<Vec<(Vec<u8>, Bytes)>, StoreError> {
         let full = partition_key(b"r/", partition, prefix);
-        let mut records = Vec::new();
-        for entry in self.scan(&full) {
-            let (key, value) = entry?;
-            records.push((key[full.len()..].to_vec(), value));
-        }
-        Ok(records)
+        less_prefix(full.len(), self.scan(&full))
     }
 
     /// The ids of the events an input partition accepted. Loads them all: for small stores
@@ -1311,6 +1301,14 @@ fn keyspace_options() -> KeyspaceCreateOptions {
 /// Whether a key (or a key prefix) lives in the kept keyspace.
 fn is_kept_key(key: &[u8]) -> bool {
     KEPT_PREFIXES.iter().any(|prefix| key.starts_with(prefix))
+}
+
+/// Scanned entries with their keys less the prefix scanned (`prefix_len` bytes).
+fn less_prefix(
+    prefix_len: usize,
+    entries: impl Iterator<Item = Result<(Bytes, Bytes), StoreError>>,
+) -> Result<Vec<(Vec<u8>, Bytes)>, StoreError> {
+    entries.map(|entry| entry.map(|(key, value)| (key[prefix_len..].to_vec(), value))).collect()
 }
 
 /// What one atomic batch writes.
