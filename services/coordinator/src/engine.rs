@@ -738,6 +738,37 @@ mod tests {
         assert_eq!(outputs, pure(&events));
     }
 
+    /// Ids, lines and promotions spread over many generations of the store, states evicted and
+    /// reloaded, no line held in memory: every read finds the newest value wherever it lives.
+    #[test]
+    fn a_history_over_many_generations_gives_the_outputs_of_the_pure_fold() {
+        let mut events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(100, 8_000));
+        let again: Vec<Event> = events.iter().step_by(61).cloned().collect();
+        events.extend(again);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.set_keys_per_generation(400);
+        let options = EngineOptions {
+            state_cache_bytes: 48 * 1024,
+            recent_ids: 10,
+            recent_lines: 0,
+            ..EngineOptions::default()
+        };
+        let mut engine = Engine::new(Fold::new(rules()), store.clone(), options);
+        let mut outputs = Vec::new();
+        for batch in events.chunks(100) {
+            let mut commit = store.begin().unwrap();
+            outputs.extend(batch.iter().map(|event| seen(engine.apply(0, event).unwrap())));
+            engine.write(&mut commit);
+            store.commit(commit).unwrap();
+            engine.trim();
+        }
+        assert!(store.kept_generation() > 10, "generation {}", store.kept_generation());
+        let stats = engine.stats();
+        assert!(stats.record_reads > 100 && stats.evictions > 100, "{stats:?}");
+        assert_eq!(outputs, pure(&events));
+    }
+
     #[test]
     fn line_records_are_told_from_the_other_records_and_stored_keys() {
         let line = LineKey { channel: "shopify".into(), order_id: "o-1".into(), line_id: "1".into() };
