@@ -162,6 +162,14 @@ fn generation_key_of(generation: u32, key: &[u8]) -> Bytes {
     }
 }
 
+/// A stored key less its generation's prefix.
+pub fn unprefixed(stored: &[u8]) -> &[u8] {
+    match stored.split_first() {
+        Some((&MARK, rest)) if rest.len() >= 4 => &rest[4..],
+        _ => stored,
+    }
+}
+
 /// The generation a stored key is in, and the key itself.
 pub fn split_key(stored: &Bytes) -> (u32, Bytes) {
     match stored.split_first() {
@@ -243,6 +251,8 @@ mod tests {
         assert!(generation_key_of(0, b"k/\xff\xff\xff\xff\xff") < second && second < third);
         assert_eq!(second, generation_key(1, &Bytes::from(&key[..])));
         assert_eq!(split_key(&third), (2, Bytes::from(&key[..])));
+        assert_eq!(unprefixed(&third), key);
+        assert_eq!(unprefixed(key), key);
         assert_eq!(split_key(&generation_key_of(0, key)), (0, Bytes::from(&key[..])));
     }
 
@@ -390,6 +400,14 @@ mod tests {
                     let id = format!("ev-{id}");
                     prop_assert_eq!(store.is_seen(partition, &id).unwrap(), want_seen.contains(&id));
                 }
+                let held = |prefix: &[u8]| -> BTreeSet<Vec<u8>> {
+                    store.partition_keys(partition, prefix).map(Result::unwrap).collect()
+                };
+                let want_keys: BTreeSet<Vec<u8>> = want.iter().map(|(key, _)| key.clone()).collect();
+                prop_assert_eq!(held(b"k/"), want_keys, "the keys a filter is filled with");
+                let want_ids: BTreeSet<Vec<u8>> =
+                    want_seen.iter().map(|id| id.clone().into_bytes()).collect();
+                prop_assert_eq!(held(b"e/"), want_ids);
                 check_entries(&store, partition, &want, &want_seen)?;
             }
             Ok(())

@@ -377,7 +377,9 @@ impl Store {
     }
 
     /// The keys under `prefix` (`e/`, `k/`, ...) of an input partition, less the prefix and
-    /// the partition, in key order.
+    /// the partition: in key order within each generation of kept keys, so a kept key written
+    /// again in a later generation comes once for each (what a filter of the keys held needs,
+    /// without merging generations).
     pub fn partition_keys(
         &self,
         partition: i32,
@@ -385,12 +387,14 @@ impl Store {
     ) -> impl Iterator<Item = Result<Vec<u8>, StoreError>> + use<'_> {
         let full = partition_key(prefix, partition, b"");
         let skip = full.len();
-        let (kept, tree) = match is_kept_key(prefix) {
-            true => (Some(self.scan_kept(&full, Bound::Unbounded)), None),
-            false => (None, Some(self.scan(&full))),
+        let keys: Box<dyn Iterator<Item = Result<Bytes, StoreError>>> = match is_kept_key(prefix) {
+            true => Box::new(generations::stored_keys(&self.kept, self.generations.newest(), &full)),
+            false => Box::new(self.tree.prefix(full).map(|guard| guard.key().map_err(StoreError::from))),
         };
-        let entries = kept.into_iter().flatten().chain(tree.into_iter().flatten());
-        entries.map(move |entry| Ok(entry?.0[skip..].to_vec()))
+        keys.map(move |key| {
+            let key = key?;
+            Ok(generations::unprefixed(&key)[skip..].to_vec())
+        })
     }
 
     /// How many times partition keys were written other than through a [`Commit`]: a cache of
