@@ -62,6 +62,10 @@ pub struct HistoryArgs {
     /// Only the pure fold's pass (for profiling the fold alone).
     #[arg(long, conflicts_with = "skip_pure")]
     pub pure_only: bool,
+    /// Kept keys (ids, lines) per generation of the store (unset: the store's own,
+    /// `omnifold_runtime::GENERATION_KEYS`).
+    #[arg(long)]
+    pub generation_keys: Option<u64>,
     /// Where `history.md`, `history.json` and `history.svg` are written.
     #[arg(long, default_value = "target/bench-history")]
     pub report: PathBuf,
@@ -174,6 +178,8 @@ pub struct HistoryReport {
     pub engine_heap_mb: f64,
     pub restart_open_ms: f64,
     pub restart_first_batch_ms: f64,
+    /// The generations of kept keys the store wrote.
+    pub kept_generations: u32,
     /// Where the store's writes went, largest first.
     pub write_volume: Vec<VolumeRow>,
 }
@@ -199,6 +205,9 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let held_before = crate::heap::held_bytes();
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path())?;
+    if let Some(keys) = args.generation_keys {
+        store.set_keys_per_generation(keys);
+    }
     let options = EngineOptions {
         state_cache_bytes: args.state_cache_mb << 20,
         key_filter_bytes: args.key_filter_mb << 20,
@@ -242,6 +251,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     drop(pipeline);
     let engine_heap_mb = heap_after_mb - mib(crate::heap::held_bytes());
     let (live_entries, live_bytes) = store.live_size()?;
+    let kept_generations = store.kept_generation() + 1;
     store.flush()?;
     let store_bytes = dir_size(dir.path());
 
@@ -290,6 +300,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         engine_heap_mb,
         restart_open_ms,
         restart_first_batch_ms,
+        kept_generations,
         write_volume,
     };
     std::fs::create_dir_all(&args.report)?;
@@ -365,7 +376,7 @@ pub fn markdown(r: &HistoryReport) -> String {
     let _ = writeln!(
         out,
         "\nLast tenth / first tenth: **{:.2}**. Store on disk {:.1} MB for {:.1} MB of live keys and values \
-         ({} entries): **{:.2}x**. Engine cache at the end: {:.1} MB estimated over {} SKUs; {} SKU states and {} order lines or \
+         ({} entries): **{:.2}x**, kept keys in {} generations. Engine cache at the end: {:.1} MB estimated over {} SKUs; {} SKU states and {} order lines or \
          promotions read from the store ({} lines found among those written lately); process RSS \
          {:.0} MB before folding (the generated events) and {:.0} MB after, {:.0} MB at its peak; heap grown by {:.0} MiB, of which \
          dropping the engine freed {:.0} MiB. Heap blocks allocated per event: {:.1} folding and committing (every thread){}. \
@@ -375,6 +386,7 @@ pub fn markdown(r: &HistoryReport) -> String {
         r.live_bytes as f64 / 1e6,
         r.live_entries,
         r.store_bytes as f64 / r.live_bytes.max(1) as f64,
+        r.kept_generations,
         r.cache_bytes as f64 / 1e6,
         r.cache_skus,
         r.state_loads,
@@ -482,10 +494,13 @@ mod tests {
             key_filter_mb: 1,
             skip_pure: false,
             pure_only: false,
+            generation_keys: Some(5_000),
             report: dir.path().to_path_buf(),
         };
         let report = run(args).unwrap().expect("a report");
         assert_eq!(report.events, 20_000);
+        // some 36,000 kept keys (an id per event, most of a line)
+        assert!(report.kept_generations >= 6, "{} generations", report.kept_generations);
         assert_eq!(report.deciles.len(), 10);
         assert_eq!(report.deciles.last().unwrap().events_folded, 20_000);
         assert!(report.live_bytes > 0 && report.store_bytes > 0);

@@ -23,6 +23,7 @@ pub mod telemetry;
 pub mod topics;
 
 pub use contract_file::{ContractError, load_contract};
+pub use generations::GENERATION_KEYS;
 pub use health::{BrokerHealth, HealthContext};
 pub use kafka::{KafkaError, KafkaOptions};
 pub use kafka_config::{KafkaClientArgs, KafkaConfigError};
