@@ -654,6 +654,24 @@ mod tests {
         }
     }
 
+    /// Folds the events through the engine in batches, each committed before the next.
+    fn fold_in_batches(
+        engine: &mut Engine,
+        store: &Store,
+        events: &[Event],
+        batch: usize,
+    ) -> Vec<(&'static str, Vec<Output>)> {
+        let mut outputs = Vec::new();
+        for batch in events.chunks(batch) {
+            let mut commit = store.begin().unwrap();
+            outputs.extend(batch.iter().map(|event| seen(engine.apply(0, event).unwrap())));
+            engine.write(&mut commit);
+            store.commit(commit).unwrap();
+            engine.trim();
+        }
+        outputs
+    }
+
     #[test]
     fn a_small_cache_and_restarts_give_the_outputs_of_the_pure_fold() {
         let mut events = omnifold_workload::generate(&rules(), &WorkloadOptions::bench(40, 6_000));
@@ -681,14 +699,7 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             let options = EngineOptions { recent_lines, ..EngineOptions::default() };
             let mut engine = Engine::new(Fold::new(rules()), store.clone(), options);
-            let mut outputs = Vec::new();
-            for batch in events.chunks(250) {
-                let mut commit = store.begin().unwrap();
-                outputs.extend(batch.iter().map(|event| seen(engine.apply(0, event).unwrap())));
-                engine.write(&mut commit);
-                store.commit(commit).unwrap();
-                engine.trim();
-            }
+            let outputs = fold_in_batches(&mut engine, &store, &events, 250);
             (outputs, engine.stats())
         };
         let pure = pure(&events);
@@ -755,14 +766,7 @@ mod tests {
             ..EngineOptions::default()
         };
         let mut engine = Engine::new(Fold::new(rules()), store.clone(), options);
-        let mut outputs = Vec::new();
-        for batch in events.chunks(100) {
-            let mut commit = store.begin().unwrap();
-            outputs.extend(batch.iter().map(|event| seen(engine.apply(0, event).unwrap())));
-            engine.write(&mut commit);
-            store.commit(commit).unwrap();
-            engine.trim();
-        }
+        let outputs = fold_in_batches(&mut engine, &store, &events, 100);
         assert!(store.kept_generation() > 10, "generation {}", store.kept_generation());
         let stats = engine.stats();
         assert!(stats.record_reads > 100 && stats.evictions > 100, "{stats:?}");
