@@ -270,6 +270,81 @@ async fn a_store_folded_from_the_first_offsets_sends_no_whole_state() {
     assert_changelogs_equal_the_owners(changelogs, &counts, &[store.path()]);
 }
 
+/// An instance of a new state format, with an empty store, takes partitions whose changelog
+/// an older format wrote (here: a last offset record and a key of format 2 written after the
+/// current writer's): it does not restore them, since their keys mean other things to it, but
+/// re-folds the log, publishes nothing twice, and sends its state whole; the older records left
+/// on the topic stay out of its store and of any later reader's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changelog_written_in_another_state_format_is_re_folded_not_restored() {
+    let broker = Broker::start().await.expect("broker starts");
+    create_topics(&broker).await;
+    let events = feed();
+    let want = expected(&events);
+    let counts = counts(&events);
+    let stores: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let mut a = member(&broker, stores[0].path(), "a");
+    paced(&broker, &events, Duration::ZERO).await;
+    wait_folded(&broker, &events, "the first member").await;
+    changelogs_at_the_end(&broker, &counts).await;
+    a.kill().expect("stopped");
+    a.wait().unwrap();
+    publish_older_format(&broker, &counts).await;
+
+    let log = stores[1].path().with_extension("log");
+    let mut b = member_logging_restores(&broker, stores[1].path(), "b", &log);
+    let changelogs = changelogs_at_the_end(&broker, &counts).await;
+    assert_published(&broker, &want).await;
+    b.kill().expect("stopped");
+    b.wait().unwrap();
+
+    let restores = std::fs::read_to_string(&log).unwrap();
+    let refolded = restores.lines().filter(|l| l.contains("written in another state format")).count();
+    assert_eq!(refolded, EVENTS_PARTITIONS as usize, "each partition re-folded:\n{restores}");
+    let store = omnifold_runtime::Store::open(stores[1].path()).expect("store opens");
+    for partition in counts.keys() {
+        let keys: Vec<Vec<u8>> =
+            store.partition_entries_after(*partition, None).map(|entry| entry.unwrap().0.to_vec()).collect();
+        assert!(!keys.iter().any(|key| key.ends_with(STALE)), "partition {partition} holds the older key");
+    }
+    drop(store);
+    assert_changelogs_equal_the_owners(changelogs, &counts, &[stores[1].path()]);
+}
+
+/// The tail of the key an older state format wrote in [`publish_older_format`].
+const STALE: &[u8] = b"h-older-format";
+
+/// Writes to each changelog partition what an instance of state format 2 would: a key the
+/// current format never writes, then its offset record at the partition's end.
+async fn publish_older_format(broker: &Broker, counts: &std::collections::BTreeMap<i32, i64>) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let producer: FutureProducer = broker.client_config().create().expect("producer");
+    let topic = topics().changelog;
+    for (partition, count) in counts {
+        let batch = omnifold_runtime::changelog::Batch {
+            topic: &topic,
+            partition: *partition,
+            next_offset: *count,
+            writer: "older",
+            format: 2,
+            packs: |_| false,
+        };
+        let stale = [&b"k/"[..], &partition.to_be_bytes(), STALE].concat();
+        for record in
+            omnifold_runtime::changelog::records(&batch, [(&stale[..], Some(&b"v"[..]))].into_iter())
+        {
+            let headers = record.headers.iter().fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header { key: key.as_ref(), value: Some(value) })
+            });
+            let sent = FutureRecord::to(&topic).partition(*partition).key(&record.key).payload(&record.value);
+            producer.send(sent.headers(headers), Duration::from_secs(10)).await.expect("delivered");
+        }
+    }
+}
+
 /// A member taking partitions reads each ledger partition's last progress marker back from its
 /// end, in growing windows: the marker is found however far from the end it is (the records
 /// after it being outputs whose marker never came, say), and a partition with none is read

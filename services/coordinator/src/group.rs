@@ -209,8 +209,9 @@ impl GroupContext {
                 own_next: stored.get(partition).copied().unwrap_or(0),
             })
             .collect();
-        let verdicts = changelog::restore(&self.store, &self.kafka, &self.topics.changelog, &wanted)
-            .unwrap_or_else(|error| {
+        let source = changelog::Source { topic: &self.topics.changelog, format: crate::engine::STATE_FORMAT };
+        let verdicts =
+            changelog::restore(&self.store, &self.kafka, source, &wanted).unwrap_or_else(|error| {
                 tracing::error!(%error, "cannot restore from the changelog, re-folding the partitions");
                 BTreeMap::new()
             });

@@ -781,6 +781,7 @@ impl FoldLoop {
             partition,
             next_offset: next,
             writer: self.store.writer_id(),
+            format: crate::engine::STATE_FORMAT,
             packs: crate::engine::is_line_record,
         }
     }

@@ -12,6 +12,13 @@
 //! complete changelog look incomplete, since it keeps each key's latest record. A whole state
 //! sent in parts opens with a tombstone for the offset key, so until its last part a reader
 //! finds no offset ([`Verdict::Empty`]).
+//!
+//! Every record also carries [`FORMAT_HEADER`], the state format its writer stores in (the
+//! coordinator's `engine::STATE_FORMAT`). A restore takes only records of its own format: a
+//! changelog whose last offset record is of another format (or written before records carried
+//! one) stands for no state this version can read ([`Verdict::OtherFormat`]), so the partition
+//! is re-folded and its state sent whole; the older records left on the compacted topic, under
+//! keys the new format never writes again, are skipped by every later restore.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -29,6 +36,8 @@ use crate::store::{OutboxRecord, Store, StoreError};
 pub const THROUGH_HEADER: &str = "omnifold-changelog-through";
 /// Marks an outbox record to be sent with no value: a Kafka tombstone.
 pub const TOMBSTONE_HEADER: &str = "omnifold-tombstone";
+/// The state format of the store that wrote a changelog record, as decimal text.
+pub const FORMAT_HEADER: &str = "omnifold-changelog-format";
 
 /// The store's prefix of seen ids, and the changelog's of packed ones.
 const SEEN_PREFIX: &[u8] = b"e/";
@@ -68,6 +77,8 @@ pub struct Batch<'a> {
     pub next_offset: i64,
     /// The writing store's id: a packed record's key is unique per writer and batch.
     pub writer: &'a str,
+    /// The state format the writer stores in ([`FORMAT_HEADER`]).
+    pub format: u32,
     /// Which store keys are sent packed, many to a record, rather than one record each: keys
     /// that accumulate with history and are written a few times each (order lines). Packs are
     /// never compacted away, so every version of such a key sent stays in the changelog; a
@@ -273,7 +284,10 @@ pub fn unpack(mut packed: &[u8]) -> Option<Vec<&[u8]>> {
 pub type Entry = (Vec<u8>, Option<Vec<u8>>);
 
 fn record(batch: &Batch<'_>, key: &[u8], value: Option<&[u8]>) -> OutboxRecord {
-    let mut headers = vec![(THROUGH_HEADER.into(), batch.next_offset.to_string().into_bytes())];
+    let mut headers = vec![
+        (THROUGH_HEADER.into(), batch.next_offset.to_string().into_bytes()),
+        (FORMAT_HEADER.into(), batch.format.to_string().into_bytes()),
+    ];
     if value.is_none() {
         headers.push((TOMBSTONE_HEADER.into(), Vec::new()));
     }
@@ -295,18 +309,54 @@ fn offset_key(partition: i32) -> Vec<u8> {
 
 /// The `through` of a changelog record's headers, if it has one.
 pub fn through_of(headers: &[(crate::store::HeaderName, Vec<u8>)]) -> Option<i64> {
-    let (_, value) = headers.iter().find(|(key, _)| key == THROUGH_HEADER)?;
-    std::str::from_utf8(value).ok()?.parse().ok()
+    number_in(headers, THROUGH_HEADER)
 }
 
-/// What a changelog partition read from its start says, record by record.
+/// The state format of a changelog record's headers; `None` for a record written before
+/// records carried one.
+pub fn format_of(headers: &[(crate::store::HeaderName, Vec<u8>)]) -> Option<u32> {
+    number_in(headers, FORMAT_HEADER)
+}
+
+fn number_in<T: std::str::FromStr>(headers: &[(crate::store::HeaderName, Vec<u8>)], name: &str) -> Option<T> {
+    let (_, value) = headers.iter().find(|(key, _)| key == name)?;
+    parse(value)
+}
+
+fn parse<T: std::str::FromStr>(text: &[u8]) -> Option<T> {
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// What a changelog record says of itself: the offset its batch brought the partition to and
+/// the state format of its writer, each `None` when the record does not carry it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marks {
+    pub through: Option<i64>,
+    pub format: Option<u32>,
+}
+
+impl Marks {
+    pub fn of(headers: &[(crate::store::HeaderName, Vec<u8>)]) -> Marks {
+        Marks { through: through_of(headers), format: format_of(headers) }
+    }
+}
+
+/// What a changelog partition read from its start says, record by record, to a reader of
+/// state format `format`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Tally {
+    /// The reader's state format: records of another are skipped.
+    pub format: u32,
     /// The value of the last offset record: the state the changelog describes stands there.
     pub next_offset: Option<i64>,
-    /// The highest `through` of any record.
+    /// The highest `through` of any record of the reader's format.
     pub max_through: i64,
     pub records: u64,
+    /// Records of another state format, or of none, that were skipped.
+    pub skipped: u64,
+    /// The format of the last offset record when it is not the reader's (`Some(None)`: a
+    /// record that carries none): the changelog describes a state this reader cannot take.
+    pub other_format: Option<Option<u32>>,
 }
 
 /// Whether a changelog can stand in for re-folding a partition's log.
@@ -323,23 +373,47 @@ pub enum Verdict {
     AheadOfMarker { next_offset: i64, published_through: i64 },
     /// This instance's own state is at least as far.
     NotNewer { next_offset: i64, own_next: i64 },
+    /// Its last offset record was written in another state format (`found`, `None` for a
+    /// record that carries none): its records mean other things to this version.
+    OtherFormat { found: Option<u32>, expected: u32 },
 }
 
 impl Tally {
-    pub fn note(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>, through: Option<i64>) {
+    /// A tally for a reader of state format `format`.
+    pub fn new(format: u32) -> Tally {
+        Tally { format, ..Tally::default() }
+    }
+
+    /// Notes a record; returns whether it is of the reader's format, so that its entries
+    /// count.
+    pub fn note(&mut self, partition: i32, key: &[u8], value: Option<&[u8]>, marks: Marks) -> bool {
         self.records += 1;
-        if let Some(through) = through {
+        let offset_record = key.len() == 6 && key.starts_with(b"o/") && key[2..] == partition.to_be_bytes();
+        if marks.format != Some(self.format) {
+            self.skipped += 1;
+            if offset_record {
+                self.next_offset = None;
+                self.other_format = Some(marks.format);
+            }
+            return false;
+        }
+        if let Some(through) = marks.through {
             self.max_through = self.max_through.max(through);
         }
-        if key.len() == 6 && key.starts_with(b"o/") && key[2..] == partition.to_be_bytes() {
+        if offset_record {
             // a tombstone opens a dump of the whole state: nothing to restore until it ends
             self.next_offset = value.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(i64::from_be_bytes);
+            self.other_format = None;
         }
+        true
     }
 
     /// The verdict, given the offset through which the partition's outputs are published (its
     /// last marker's) and the next offset of this instance's own state of it (0 for none).
     pub fn verdict(&self, published_through: i64, own_next: i64) -> Verdict {
+        if let Some(found) = self.other_format {
+            return Verdict::OtherFormat { found, expected: self.format };
+        }
         let Some(next_offset) = self.next_offset else { return Verdict::Empty };
         if self.max_through > next_offset {
             Verdict::Incomplete { next_offset, max_through: self.max_through }
@@ -370,7 +444,7 @@ pub struct Wanted {
 pub fn restore(
     store: &Store,
     kafka: &KafkaOptions,
-    topic: &str,
+    changelog: Source<'_>,
     wanted: &[Wanted],
 ) -> Result<BTreeMap<i32, Verdict>, ChangelogError> {
     let started = Instant::now();
@@ -378,13 +452,9 @@ pub fn restore(
     // an instance's own state is dropped only for a changelog that is newer and whole
     let owned: Vec<Wanted> = wanted.iter().filter(|w| w.own_next > 0).copied().collect();
     if !owned.is_empty() {
-        let tallies = read(kafka, topic, &partitions(&owned), |_, _, _| Ok(()))?;
+        let tallies = read(kafka, changelog, &partitions(&owned), |_, _, _| Ok(()))?;
         for w in &owned {
-            let verdict = tallies
-                .get(&w.partition)
-                .cloned()
-                .unwrap_or_default()
-                .verdict(w.published_through, w.own_next);
+            let verdict = tally(&tallies, w.partition, changelog).verdict(w.published_through, w.own_next);
             if !matches!(verdict, Verdict::Restore { .. }) {
                 verdicts.insert(w.partition, verdict);
             }
@@ -398,16 +468,31 @@ pub fn restore(
     for w in &restoring {
         store.drop_partition(w.partition)?;
     }
-    let tallies = read_into(store, kafka, topic, &partitions(&restoring))?;
+    let tallies = read_into(store, kafka, changelog, &partitions(&restoring))?;
     for w in &restoring {
-        let tally = tallies.get(&w.partition).cloned().unwrap_or_default();
+        let tally = tally(&tallies, w.partition, changelog);
         let verdict = tally.verdict(w.published_through, w.own_next);
         match verdict {
             Verdict::Restore { next_offset } => store.finish_restore(w.partition, next_offset)?,
             _ => store.drop_partition(w.partition)?,
         }
-        metrics::counter!("omnifold_changelog_records_restored_total").increment(tally.records);
-        tracing::info!(partition = w.partition, records = tally.records, ?verdict, "read the changelog");
+        if let Verdict::OtherFormat { found, expected } = verdict {
+            tracing::warn!(
+                partition = w.partition,
+                ?found,
+                expected,
+                "the changelog was written in another state format, re-folding the partition"
+            );
+        }
+        metrics::counter!("omnifold_changelog_records_restored_total")
+            .increment(tally.records - tally.skipped);
+        tracing::info!(
+            partition = w.partition,
+            records = tally.records,
+            skipped = tally.skipped,
+            ?verdict,
+            "read the changelog"
+        );
         verdicts.insert(w.partition, verdict);
     }
     tracing::info!(
@@ -418,12 +503,24 @@ pub fn restore(
     Ok(verdicts)
 }
 
+/// A changelog topic and the state format its reader stores in.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub format: u32,
+}
+
+/// A partition's tally, empty for a partition that had no record.
+fn tally(tallies: &BTreeMap<i32, Tally>, partition: i32, changelog: Source<'_>) -> Tally {
+    tallies.get(&partition).cloned().unwrap_or_else(|| Tally::new(changelog.format))
+}
+
 /// Reads changelog partitions into the store: a writer thread applies full chunks while the
 /// reader goes on, since the broker's answers, not this process, bound a restore.
 fn read_into(
     store: &Store,
     kafka: &KafkaOptions,
-    topic: &str,
+    changelog: Source<'_>,
     partitions: &[i32],
 ) -> Result<BTreeMap<i32, Tally>, ChangelogError> {
     let (chunks, written) = std::sync::mpsc::sync_channel::<(i32, Vec<Entry>)>(WRITES_IN_FLIGHT);
@@ -435,7 +532,7 @@ fn read_into(
             Ok(())
         });
         let mut open: BTreeMap<i32, Vec<Entry>> = BTreeMap::new();
-        let read = read(kafka, topic, partitions, |partition, key, value| {
+        let read = read(kafka, changelog, partitions, |partition, key, value| {
             let chunk = open.entry(partition).or_default();
             chunk.extend(entries(partition, key, value)?);
             if chunk.len() >= RESTORE_CHUNK {
@@ -460,11 +557,11 @@ fn partitions(wanted: &[Wanted]) -> Vec<i32> {
 }
 
 /// Reads changelog partitions from their start to their end (the end-of-partition events: the
-/// test broker answers high watermarks short), handing each entry to `each` with its
-/// partition, and tallies each partition.
+/// test broker answers high watermarks short), handing each entry of the reader's format to
+/// `each` with its partition, and tallies each partition.
 fn read(
     kafka: &KafkaOptions,
-    topic: &str,
+    changelog: Source<'_>,
     partitions: &[i32],
     mut each: impl FnMut(i32, &[u8], Option<&[u8]>) -> Result<(), ChangelogError>,
 ) -> Result<BTreeMap<i32, Tally>, ChangelogError> {
@@ -477,7 +574,7 @@ fn read(
         .create_with_context(Quiet)?;
     let mut assignment = TopicPartitionList::new();
     for partition in partitions {
-        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+        assignment.add_partition_offset(changelog.topic, *partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
     let mut open: BTreeSet<i32> = partitions.iter().copied().collect();
@@ -494,13 +591,16 @@ fn read(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 let partition = message.partition();
-                let through = message
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == THROUGH_HEADER).and_then(|h| h.value))
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
+                let header = |name: &str| message.headers()?.iter().find(|h| h.key == name)?.value;
+                let marks = Marks {
+                    through: header(THROUGH_HEADER).and_then(parse),
+                    format: header(FORMAT_HEADER).and_then(parse),
+                };
                 let key = message.key().unwrap_or_default();
-                tallies.entry(partition).or_default().note(partition, key, message.payload(), through);
-                each(partition, key, message.payload())?;
+                let tally = tallies.entry(partition).or_insert_with(|| Tally::new(changelog.format));
+                if tally.note(partition, key, message.payload(), marks) {
+                    each(partition, key, message.payload())?;
+                }
                 records += 1;
                 if records.is_multiple_of(LOG_EVERY) {
                     tracing::info!(records, partitions_left = open.len(), "restoring from the changelog");
@@ -531,14 +631,25 @@ impl ConsumerContext for Quiet {}
 mod tests {
     use super::*;
 
+    /// The state format of the tests' writers and readers.
+    const FORMAT: u32 = 3;
+
     fn tally_of(records: &[OutboxRecord], partition: i32) -> Tally {
-        let mut tally = Tally::default();
+        taken(records, partition).0
+    }
+
+    /// The tally of a reader of [`FORMAT`], and the keys of the records it takes.
+    fn taken(records: &[OutboxRecord], partition: i32) -> (Tally, Vec<Vec<u8>>) {
+        let mut tally = Tally::new(FORMAT);
+        let mut keys = Vec::new();
         for record in records {
             let value =
                 (!record.headers.iter().any(|(k, _)| k == TOMBSTONE_HEADER)).then_some(&record.value[..]);
-            tally.note(partition, &record.key, value, through_of(&record.headers));
+            if tally.note(partition, &record.key, value, Marks::of(&record.headers)) {
+                keys.push(record.key.clone());
+            }
         }
-        tally
+        (tally, keys)
     }
 
     /// Keyed records under `k/<partition>L` are packed.
@@ -550,7 +661,7 @@ mod tests {
         std::sync::LazyLock::new(|| "cl".into());
 
     fn at(partition: i32, next_offset: i64) -> Batch<'static> {
-        Batch { topic: &CHANGELOG, partition, next_offset, writer: "w1", packs: lines }
+        Batch { topic: &CHANGELOG, partition, next_offset, writer: "w1", format: FORMAT, packs: lines }
     }
 
     fn batch(partition: i32, next: i64, keys: &[&[u8]]) -> Vec<OutboxRecord> {
@@ -580,6 +691,7 @@ mod tests {
         assert_eq!(last.key, b"o/\0\0\0\x02");
         assert_eq!(last.value, 40i64.to_be_bytes());
         assert!(records.iter().all(|r| through_of(&r.headers) == Some(40) && r.partition == Some(2)));
+        assert!(records.iter().all(|r| format_of(&r.headers) == Some(FORMAT)), "each names its format");
         assert_eq!(
             entries(2, &records[0].key, Some(b"1")).unwrap(),
             vec![(records[0].key.clone(), Some(b"1".to_vec()))]
@@ -664,14 +776,20 @@ mod tests {
         assert_eq!(tally.verdict(40, 0), Verdict::AheadOfMarker { next_offset: 50, published_through: 40 });
         assert_eq!(tally.verdict(49, 50), Verdict::NotNewer { next_offset: 50, own_next: 50 });
         assert_eq!(tally.verdict(49, 30), Verdict::Restore { next_offset: 50 });
-        assert_eq!(Tally::default().verdict(49, 0), Verdict::Empty);
+        assert_eq!(Tally::new(FORMAT).verdict(49, 0), Verdict::Empty);
     }
 
     #[test]
     fn a_dump_under_way_has_no_state_to_restore_until_its_offset_record() {
         let mut log = batch(1, 100, &[b"s/\0\0\0\x01x"]);
-        let tombstone =
-            Batch { topic: &CHANGELOG, partition: 1, next_offset: 60, writer: "w2", packs: lines };
+        let tombstone = Batch {
+            topic: &CHANGELOG,
+            partition: 1,
+            next_offset: 60,
+            writer: "w2",
+            format: FORMAT,
+            packs: lines,
+        };
         log.push(record(&tombstone, b"o/\0\0\0\x01", None));
         log.extend(batch(1, 60, &[b"s/\0\0\0\x01x"]).into_iter().filter(|r| !r.key.starts_with(b"o/")));
         assert_eq!(
@@ -691,5 +809,31 @@ mod tests {
     fn an_offset_record_of_another_partition_does_not_count() {
         let log = batch(3, 50, &[b"s/\0\0\0\x03x"]);
         assert_eq!(tally_of(&log, 4).next_offset, None);
+    }
+
+    #[test]
+    fn a_changelog_of_another_format_is_skipped_until_a_whole_state_of_ours_is_sent() {
+        let older = Batch { format: 2, ..at(1, 100) };
+        let stale: &[u8] = b"k/\0\0\0\x01h-stale";
+        let writes = [(stale, Some(&b"v"[..])), (&b"s/\0\0\0\x01x"[..], Some(&b"v"[..]))];
+        let mut log = records(&older, writes.into_iter());
+        let (tally, keys) = taken(&log, 1);
+        assert_eq!(tally.verdict(99, 0), Verdict::OtherFormat { found: Some(2), expected: FORMAT });
+        assert_eq!((tally.skipped, keys), (3, Vec::<Vec<u8>>::new()), "no record of it is taken");
+
+        let mut unmarked = log.clone();
+        unmarked.iter_mut().for_each(|r| r.headers.retain(|(k, _)| k != FORMAT_HEADER));
+        let found = tally_of(&unmarked, 1).verdict(99, 0);
+        assert_eq!(found, Verdict::OtherFormat { found: None, expected: FORMAT }, "written before marks");
+
+        // a state of ours sent whole after a re-fold that stands behind the older writer's
+        let dump = at(1, 60);
+        log.push(record(&dump, b"o/\0\0\0\x01", None));
+        assert_eq!(tally_of(&log, 1).verdict(99, 0), Verdict::Empty, "a dump under way");
+        log.extend(batch(1, 60, &[b"s/\0\0\0\x01x"]));
+        let (tally, keys) = taken(&log, 1);
+        assert_eq!(tally.verdict(99, 0), Verdict::Restore { next_offset: 60 });
+        assert!(!keys.iter().any(|key| key == stale), "the older format's keys stay out: {keys:?}");
+        assert_eq!(tally.max_through, 60, "the older writer's offsets do not make it look cut");
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use omnifold_coordinator::engine::STATE_FORMAT;
 use omnifold_runtime::Store;
 use omnifold_runtime::changelog::{self, Tally, Verdict};
 use omnifold_testkit::{Broker, Record};
@@ -23,11 +24,16 @@ pub fn changelog_states(mut records: Vec<Record>) -> Changelogs {
     records.sort_by_key(|record| (record.partition, record.offset));
     let mut states: BTreeMap<i32, (KeyValues, Tally)> = BTreeMap::new();
     for record in records {
-        let (state, tally) = states.entry(record.partition).or_default();
+        let (state, tally) =
+            states.entry(record.partition).or_insert_with(|| (KeyValues::new(), Tally::new(STATE_FORMAT)));
         let key = record.key.clone().unwrap_or_default();
-        let through = header(&record, changelog::THROUGH_HEADER)
-            .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok());
-        tally.note(record.partition, &key, record.value.as_deref(), through);
+        let marks = changelog::Marks {
+            through: parsed(header(&record, changelog::THROUGH_HEADER)),
+            format: parsed(header(&record, changelog::FORMAT_HEADER)),
+        };
+        if !tally.note(record.partition, &key, record.value.as_deref(), marks) {
+            continue;
+        }
         for (key, value) in changelog::entries(record.partition, &key, record.value.as_deref()).unwrap() {
             match value {
                 Some(value) => state.insert(key, value),
@@ -36,6 +42,10 @@ pub fn changelog_states(mut records: Vec<Record>) -> Changelogs {
         }
     }
     states
+}
+
+fn parsed<T: std::str::FromStr>(text: Option<&[u8]>) -> Option<T> {
+    std::str::from_utf8(text?).ok()?.parse().ok()
 }
 
 /// Waits until the changelog of every partition is whole and at the partition's end (it is
