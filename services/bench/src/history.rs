@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use omnifold_coordinator::engine::EngineOptions;
+use omnifold_coordinator::engine::{EngineOptions, EngineStats};
 use omnifold_runtime::Store;
 use serde::Serialize;
 
@@ -123,6 +123,32 @@ impl ThreadsCpu {
     }
 }
 
+/// The engine's reads of the store per 1,000 events over one tenth of the log: what the
+/// recent sets and the key filter could not answer from memory. Reads of kept keys probe the
+/// store's generations newest first, so their cost grows with the generations; their count
+/// grows with the filter's false positives.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct StoreReads {
+    /// Event ids looked up (a redelivery, or a false positive of the filter).
+    pub ids: f64,
+    /// Order lines and promotions read for the event naming them.
+    pub records: f64,
+    /// SKU states loaded (a first event, or one after an eviction).
+    pub states: f64,
+}
+
+impl StoreReads {
+    /// The reads between `before` and `after`, per 1,000 of `events`.
+    fn per_1000(before: &EngineStats, after: &EngineStats, events: usize) -> StoreReads {
+        let per = |now: u64, then: u64| (now - then) as f64 * 1_000.0 / events.max(1) as f64;
+        StoreReads {
+            ids: per(after.id_reads, before.id_reads),
+            records: per(after.record_reads, before.record_reads),
+            states: per(after.loads, before.loads),
+        }
+    }
+}
+
 /// The name the thread running [`run`] is counted under.
 const FOLD_LOOP: &str = "fold loop";
 
@@ -148,6 +174,8 @@ pub struct HistoryReport {
     pub last_over_first: f64,
     /// CPU per 100,000 events of each tenth, by thread (empty where `/proc` is not).
     pub threads_cpu: Vec<ThreadsCpu>,
+    /// The engine's store reads per 1,000 events of each tenth.
+    pub store_reads: Vec<StoreReads>,
     /// The pure fold alone (`Fold::apply` on a state held in memory), per tenth.
     pub pure_deciles: Vec<Decile>,
     /// Heap blocks allocated per event: by the pure fold, and by every thread while folding
@@ -219,12 +247,14 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
     let tenth = events.len().div_ceil(10);
     let mut deciles = Vec::new();
     let mut threads_cpu = Vec::new();
+    let mut store_reads = Vec::new();
     let mut total = BatchStats::default();
     let mut fold_commit_s = 0.0;
     let allocations_before = crate::heap::allocations();
     for (n, part) in events.chunks(tenth).enumerate() {
         let mut timed = 0.0;
         let cpu_before = ThreadsCpu::now();
+        let reads_before = pipeline.engine_stats();
         for batch in part.chunks(args.batch) {
             let started = Instant::now();
             let stats = pipeline.run_batch(batch)?;
@@ -235,6 +265,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         }
         fold_commit_s += timed;
         threads_cpu.push(ThreadsCpu::now().per_100k_since(&cpu_before, part.len()));
+        store_reads.push(StoreReads::per_1000(&reads_before, &pipeline.engine_stats(), part.len()));
         let rate = part.len() as f64 / timed;
         eprintln!("tenth {}: {:.0} events/s", n + 1, rate);
         deciles.push(Decile { events_folded: total.events, events_per_s: rate });
@@ -281,6 +312,7 @@ pub fn run(args: HistoryArgs) -> Result<Option<HistoryReport>> {
         deciles,
         last_over_first: if first > 0.0 { last / first } else { 0.0 },
         threads_cpu,
+        store_reads,
         pure_deciles: pure,
         pure_allocations_per_event,
         allocations_per_event,
@@ -423,6 +455,15 @@ pub fn markdown(r: &HistoryReport) -> String {
     }
     let _ = writeln!(
         out,
+        "\nThe engine's reads of the store per 1,000 events (what its recent sets and key filter could not answer):\n\n\
+         | tenth | event ids | lines and promotions | SKU states |\n|---:|---:|---:|---:|"
+    );
+    for (n, reads) in r.store_reads.iter().enumerate() {
+        let _ =
+            writeln!(out, "| {} | {:.2} | {:.2} | {:.2} |", n + 1, reads.ids, reads.records, reads.states);
+    }
+    let _ = writeln!(
+        out,
         "\nWhat the batches handed the store, per event (each byte goes through the journal and a memtable; what is kept, \
          through every compaction after):\n\n| kind | keys written per event | bytes per event |\n|---|---:|---:|"
     );
@@ -523,6 +564,16 @@ mod tests {
             report.threads_cpu.iter().fold((0.0, 0.0), |(f, p), cpu| (f + cpu.fold_loop, p + cpu.persister));
         assert!(fold_loop > 0.0 && persister > 0.0, "{:?}", report.threads_cpu);
         assert!(markdown.contains("| tenth | fold loop | persister | store workers | other |"));
+        // the tenths' reads add up to the engine's; the first tenth loads every SKU
+        assert_eq!(report.store_reads.len(), 10);
+        let loads: f64 = report.store_reads.iter().map(|reads| reads.states * 2.0).sum();
+        assert_eq!(loads.round() as u64, report.state_loads, "{:?}", report.store_reads);
+        assert!(
+            report.store_reads[0].states >= 10.0,
+            "20 skus over 2,000 events: {:?}",
+            report.store_reads[0]
+        );
+        assert!(markdown.contains("| tenth | event ids | lines and promotions | SKU states |"), "{markdown}");
         // counted only under the bench's counting allocator (this test runs on the system's)
         assert!(
             markdown.contains("Heap blocks allocated per event") && markdown.contains("by the pure fold")
