@@ -456,6 +456,7 @@ pub fn restore(
         for w in &owned {
             let verdict = tally(&tallies, w.partition, changelog).verdict(w.published_through, w.own_next);
             if !matches!(verdict, Verdict::Restore { .. }) {
+                warn_of_other_format(w.partition, verdict);
                 verdicts.insert(w.partition, verdict);
             }
         }
@@ -476,14 +477,7 @@ pub fn restore(
             Verdict::Restore { next_offset } => store.finish_restore(w.partition, next_offset)?,
             _ => store.drop_partition(w.partition)?,
         }
-        if let Verdict::OtherFormat { found, expected } = verdict {
-            tracing::warn!(
-                partition = w.partition,
-                ?found,
-                expected,
-                "the changelog was written in another state format, re-folding the partition"
-            );
-        }
+        warn_of_other_format(w.partition, verdict);
         metrics::counter!("omnifold_changelog_records_restored_total")
             .increment(tally.records - tally.skipped);
         tracing::info!(
@@ -501,6 +495,19 @@ pub fn restore(
         "restored from the changelog"
     );
     Ok(verdicts)
+}
+
+/// A changelog another state format wrote last is worth a warning: every restore of it
+/// re-folds the partition until a state of this format is sent whole.
+fn warn_of_other_format(partition: i32, verdict: Verdict) {
+    if let Verdict::OtherFormat { found, expected } = verdict {
+        tracing::warn!(
+            partition,
+            ?found,
+            expected,
+            "the changelog was written in another state format, re-folding the partition"
+        );
+    }
 }
 
 /// A changelog topic and the state format its reader stores in.
