@@ -13,7 +13,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use omnifold_bench::{Pipeline, bench_events, example_rules};
 use omnifold_runtime::Store;
 
@@ -62,4 +62,13 @@ fn fold_and_commit(c: &mut Criterion) {
 }
 
 criterion_group!(benches, fold_and_commit);
-criterion_main!(benches);
+/// The services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates
+/// many small values, and the system allocator would measure a fold no service runs.
+#[global_allocator]
+static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
+
+fn main() {
+    omnifold_runtime::allocator::purge_whole_huge_pages();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

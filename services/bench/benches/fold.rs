@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use omnifold_bench::{bench_events, example_rules, fold_all};
 use omnifold_domain::Fold;
 use omnifold_proto::Event;
@@ -48,4 +48,13 @@ fn decode_and_fold(c: &mut Criterion) {
 }
 
 criterion_group!(benches, decode_and_fold);
-criterion_main!(benches);
+/// The services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates
+/// many small values, and the system allocator would measure a fold no service runs.
+#[global_allocator]
+static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
+
+fn main() {
+    omnifold_runtime::allocator::purge_whole_huge_pages();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
