@@ -1,6 +1,7 @@
 //! `omnifold-bench`: the end-to-end benchmark of omnifold against a real broker, with its
-//! baselines measured in the same run. See `omnifold_bench::e2e` and the README's
-//! "Performance" section.
+//! baselines measured in the same run, and the longer runs (`history`, `catch-up`,
+//! `scale-out`). See `omnifold_bench::e2e`, the README's "Performance" section for the figures
+//! now, and `services/bench/HISTORY.md` for every round's.
 //!
 //!     cargo run --release -p omnifold-bench -- [--events 1000000] [--skus 10000] [--report target/bench-report]
 

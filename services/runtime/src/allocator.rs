@@ -1,12 +1,13 @@
 //! The allocator every omnifold binary runs on, and the one setting of it omnifold changes.
 //!
 //! The fold allocates many small, short-lived values; mimalloc serves them with less work than
-//! the system allocator (README, "Performance"). mimalloc asks the kernel for transparent huge
-//! pages (2 MiB) for its arenas, but by default it gives freed memory back ("purges") in 4 KiB
-//! pieces: each purge splits a huge page, and the next allocation there faults the memory back
-//! in, zeroing it, one piece at a time. The coordinator's batches free and allocate the same
-//! room over and over, so it paid for that again and again: over a 73-day history, 105,000
-//! page faults against 14,000 once purges take whole huge pages (README, stop 38).
+//! the system allocator (`services/bench/HISTORY.md`). mimalloc asks the kernel for
+//! transparent huge pages (2 MiB) for its arenas, but by default it gives freed memory back
+//! ("purges") in 4 KiB pieces: each purge splits a huge page, and the next allocation there
+//! faults the memory back in, zeroing it, one piece at a time. The coordinator's batches free
+//! and allocate the same room over and over, so it paid for that again and again: over a
+//! 73-day history, 105,000 page faults against 14,000 once purges take whole huge pages
+//! (`services/bench/HISTORY.md`, stop 38).
 //!
 //! Architecture invariant: a binary sets this up first thing in `main`, before it starts a
 //! thread; nothing else in omnifold touches the allocator's settings.

@@ -1211,7 +1211,8 @@ const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 /// memtables it is the store's share of a coordinator's memory beyond its state cache budget:
 /// 32 MiB and memtables of 32 and 16 MiB (each up to twice, while one is flushed) keep a 256
 /// MiB budget within 400 MB over 100,000 SKUs. At 48 MiB that peak was 388-418 MB over three
-/// runs, at 32 MiB 378-393, and the year ran no slower (README, "Performance", stop 41).
+/// runs, at 32 MiB 378-393, and the year ran no slower (`services/bench/HISTORY.md`, stop
+/// 41).
 const CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// The journal is not compressed: fjall would compress every value above 4 KiB (a batch's
