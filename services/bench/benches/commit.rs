@@ -62,6 +62,7 @@ fn fold_and_commit(c: &mut Criterion) {
 }
 
 criterion_group!(benches, fold_and_commit);
+
 /// The services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates
 /// many small values, and the system allocator would measure a fold no service runs.
 #[global_allocator]

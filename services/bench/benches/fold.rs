@@ -48,6 +48,7 @@ fn decode_and_fold(c: &mut Criterion) {
 }
 
 criterion_group!(benches, decode_and_fold);
+
 /// The services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates
 /// many small values, and the system allocator would measure a fold no service runs.
 #[global_allocator]

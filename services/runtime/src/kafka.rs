@@ -83,11 +83,11 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// `--kafka-set compression.type=none`, say). lz4 batches: on the benchmark's local broker
 /// the rebuild's broker CPU halved (4.1 and 4.6 s against 8.3 and 9.4) and the coordinator
 /// folded 52,807 and 54,863 events/s against 47,990 and 43,133 (`services/bench/HISTORY.md`,
-/// "The round after that (stop 37)"); Apache Kafka keeps the batches as they come, so it sends and stores
-/// fewer bytes too. A short linger keeps an alert's way to the topic short; the sender hands
-/// librdkafka thousands of records at once while behind, so its batches fill anyway (20 ms
-/// was no faster, `services/bench/HISTORY.md`, stops 34 and 44). Each comes with every name librdkafka knows it
-/// by.
+/// "The round after that (stop 37)"); Apache Kafka keeps the batches as they come, so it
+/// sends and stores fewer bytes too. A short linger keeps an alert's way to the topic short;
+/// the sender hands librdkafka thousands of records at once while behind, so its batches fill
+/// anyway (20 ms was no faster, `services/bench/HISTORY.md`, stops 34 and 44). Each comes
+/// with every name librdkafka knows it by.
 const PRODUCER_DEFAULTS: [(&[&str], &str); 2] =
     [(&["compression.type", "compression.codec"], "lz4"), (&["linger.ms", "queue.buffering.max.ms"], "2")];
 
