@@ -62,14 +62,4 @@ fn fold_and_commit(c: &mut Criterion) {
 }
 
 criterion_group!(benches, fold_and_commit);
-
-/// The services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates
-/// many small values, and the system allocator would measure a fold no service runs.
-#[global_allocator]
-static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
-
-fn main() {
-    omnifold_runtime::allocator::purge_whole_huge_pages();
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-}
+omnifold_bench::criterion_main_on_services_allocator!(benches);

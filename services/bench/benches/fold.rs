@@ -48,14 +48,4 @@ fn decode_and_fold(c: &mut Criterion) {
 }
 
 criterion_group!(benches, decode_and_fold);
-
-/// The services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates
-/// many small values, and the system allocator would measure a fold no service runs.
-#[global_allocator]
-static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
-
-fn main() {
-    omnifold_runtime::allocator::purge_whole_huge_pages();
-    benches();
-    Criterion::default().configure_from_args().final_summary();
-}
+omnifold_bench::criterion_main_on_services_allocator!(benches);

@@ -34,6 +34,23 @@ pub mod report;
 pub mod scaleout;
 pub mod stats;
 
+/// The `main` of a criterion benchmark (in place of `criterion_main!`) that runs on the
+/// services' allocator, set up as `omnifold_runtime::allocator` says: the fold allocates many
+/// small values, and the system allocator would measure a fold no service runs.
+#[macro_export]
+macro_rules! criterion_main_on_services_allocator {
+    ($group:path) => {
+        #[global_allocator]
+        static ALLOCATOR: omnifold_runtime::allocator::Allocator = omnifold_runtime::allocator::Allocator;
+
+        fn main() {
+            omnifold_runtime::allocator::purge_whole_huge_pages();
+            $group();
+            criterion::Criterion::default().configure_from_args().final_summary();
+        }
+    };
+}
+
 /// The example contract the workloads are generated for (`deploy/local/contract.toml`).
 pub fn contract_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/local/contract.toml")
