@@ -339,6 +339,15 @@ impl Marks {
     pub fn of(headers: &[(crate::store::HeaderName, Vec<u8>)]) -> Marks {
         Marks { through: through_of(headers), format: format_of(headers) }
     }
+
+    /// The marks of a record read back, from its header values by name (`header` gives a
+    /// header's value, `None` where the record has none); a value that does not read is none.
+    pub fn read<'a>(header: impl Fn(&str) -> Option<&'a [u8]>) -> Marks {
+        Marks {
+            through: header(THROUGH_HEADER).and_then(parse),
+            format: header(FORMAT_HEADER).and_then(parse),
+        }
+    }
 }
 
 /// What a changelog partition read from its start says, record by record, to a reader of
@@ -599,10 +608,7 @@ fn read(
             Some(Ok(message)) => {
                 let partition = message.partition();
                 let header = |name: &str| message.headers()?.iter().find(|h| h.key == name)?.value;
-                let marks = Marks {
-                    through: header(THROUGH_HEADER).and_then(parse),
-                    format: header(FORMAT_HEADER).and_then(parse),
-                };
+                let marks = Marks::read(header);
                 let key = message.key().unwrap_or_default();
                 let tally = tallies.entry(partition).or_insert_with(|| Tally::new(changelog.format));
                 if tally.note(partition, key, message.payload(), marks) {

@@ -27,10 +27,7 @@ pub fn changelog_states(mut records: Vec<Record>) -> Changelogs {
         let (state, tally) =
             states.entry(record.partition).or_insert_with(|| (KeyValues::new(), Tally::new(STATE_FORMAT)));
         let key = record.key.clone().unwrap_or_default();
-        let marks = changelog::Marks {
-            through: parsed(header(&record, changelog::THROUGH_HEADER)),
-            format: parsed(header(&record, changelog::FORMAT_HEADER)),
-        };
+        let marks = changelog::Marks::read(|name| header(&record, name));
         if !tally.note(record.partition, &key, record.value.as_deref(), marks) {
             continue;
         }
@@ -42,10 +39,6 @@ pub fn changelog_states(mut records: Vec<Record>) -> Changelogs {
         }
     }
     states
-}
-
-fn parsed<T: std::str::FromStr>(text: Option<&[u8]>) -> Option<T> {
-    std::str::from_utf8(text?).ok()?.parse().ok()
 }
 
 /// Waits until the changelog of every partition is whole and at the partition's end (it is
