@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod allocation;
 pub mod calendar;
 pub mod contract;
+pub mod cover;
 pub mod demand;
 pub mod escalation;
 pub mod fact;

@@ -16,10 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::Cause;
 use crate::allocation::PerChannel;
 use crate::contract::{Rules, TransferPool};
+use crate::cover::{Shortfall, WINDOW_DAYS};
 use crate::demand::Span;
 use crate::stock::{Atps, Pool, Stock};
-
-const WINDOW_DAYS: i64 = 28;
 
 /// What a suggestion says, as compared to decide whether it changed: the numbers behind it
 /// move with every event, the suggestion itself far less often.
@@ -254,14 +253,6 @@ impl SharedPool {
     }
 }
 
-/// ceil(n / d) for d > 0, exactly: on the decimal's integer mantissa, so that no rounding
-/// of a division can land a quotient just past a whole number back on it.
-fn ceil_div(n: Decimal, d: i64) -> i64 {
-    let denominator = i128::from(d) * 10i128.pow(n.scale());
-    let q = -(-n.mantissa()).div_euclid(denominator);
-    i64::try_from(q).unwrap_or(i64::MAX)
-}
-
 fn velocity(units: i64) -> Decimal {
     (Decimal::from(units) / Decimal::from(WINDOW_DAYS)).round_dp(4).normalize()
 }
@@ -290,13 +281,12 @@ fn reorder<'r>(rules: &'r Rules, shared: &SharedPool, sku: &str) -> Option<Plan<
     let lead = config.location_lead_time_days.get(location).copied().unwrap_or(config.lead_time_days);
     let (review, target) = (config.review_period_days, config.target_cover_days);
     let pack = config.case_pack.get(sku).copied().unwrap_or(1).max(1);
-    let position = Decimal::from(atp + inbound);
-    let days = Decimal::from(WINDOW_DAYS);
+    let position = atp + inbound;
     let terms = Terms::Reorder { lead, review, target, pack };
     let mut plan = Plan::none(rules.pool_name(&Pool::Shared), atp, units, terms);
     // 28 x (ATP + inbound) < U x (L + R) is ATP + inbound < v x (L + R) without division
-    if position * days < Decimal::from(units) * (lead + review) {
-        let needed = ceil_div(Decimal::from(units) * (lead + target) - position * days, WINDOW_DAYS);
+    if Shortfall::of(units, lead + review, position).is_short() {
+        let needed = Shortfall::of(units, lead + target, position).units();
         if needed > 0 {
             plan.needed = needed;
             plan.units = (needed + pack - 1) / pack * pack;
@@ -339,16 +329,16 @@ fn transfer<'r>(
         Some(replenishment) => replenishment.target_cover_days,
         None => rules.contract.allocation.reorder_cover_days,
     };
-    let shared_target = ceil_div(Decimal::from(shared_units) * shared_cover, WINDOW_DAYS).max(0);
+    let shared_target = Shortfall::of(shared_units, shared_cover, 0).units().max(0);
     let spare = (shared_atp - shared_target).max(0);
     let target = config.fba_target_cover_days;
-    let days = Decimal::from(WINDOW_DAYS);
     let min_transfer_units = config.min_transfer_units;
     let terms = Terms::Transfer { target, shared_atp, shared_target, spare, min_transfer_units };
     let mut plan = Plan::none(Cow::Borrowed(&dedicated.name), atp, units, terms);
     // cover < target, i.e. 28 x ATP < U x F; no cover figure (U = 0) raises nothing
-    if units > 0 && Decimal::from(atp) * days < Decimal::from(units) * target {
-        let needed = ceil_div(Decimal::from(units) * target - Decimal::from(atp) * days, WINDOW_DAYS);
+    let shortfall = Shortfall::of(units, target, atp);
+    if units > 0 && shortfall.is_short() {
+        let needed = shortfall.units();
         plan.needed = needed;
         let moved = needed.min(spare);
         if moved > 0
@@ -362,23 +352,4 @@ fn transfer<'r>(
         }
     }
     Some(plan)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rust_decimal_macros::dec;
-
-    #[test]
-    fn ceil_div_is_exact_on_both_sides_of_zero() {
-        assert_eq!(ceil_div(dec!(56), 28), 2);
-        assert_eq!(ceil_div(dec!(56.5), 28), 3);
-        assert_eq!(ceil_div(dec!(0.001), 28), 1);
-        assert_eq!(ceil_div(dec!(0), 28), 0);
-        assert_eq!(ceil_div(dec!(-27.9), 28), 0);
-        assert_eq!(ceil_div(dec!(-56.5), 28), -2);
-        // just past 28: a division rounded to 28 digits would land on 1
-        assert_eq!(ceil_div(dec!(28.000000000000000000000000001), 28), 2);
-        assert_eq!((dec!(28.000000000000000000000000001) / dec!(28)).ceil(), dec!(1));
-    }
 }

@@ -6,6 +6,7 @@ use rust_decimal::Decimal;
 
 use crate::alerts::{self, Condition, Holding, Open, Reading};
 use crate::contract::Rules;
+use crate::cover::Shortfall;
 use crate::demand::Span;
 use crate::fact::Placed;
 use crate::stock::{Atps, Pool, Stock};
@@ -140,7 +141,7 @@ fn low_cover(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64, open: &Ope
     }
     let atp = atps.shared();
     let cover_days = rules.contract.allocation.reorder_cover_days;
-    if Decimal::from(atp) * Decimal::from(28) >= cover_days * Decimal::from(placed) {
+    if !Shortfall::of(placed, cover_days, atp).is_short() {
         return None;
     }
     Some(alerts::hold(open, AlertKind::LowCover, String::new(), |subject| Condition {
