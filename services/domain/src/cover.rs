@@ -1,11 +1,11 @@
-//! The comparison every cover rule makes (LOW_COVER, CONTRACT.md section 7; reorder and
+//! The comparison every cover rule makes (LOW_COVER, CONTRACT.md section 5; reorder and
 //! transfer, section 10): a stock position against the units placed in the trailing 28 days
 //! times a number of days, `units × days - position × 28`.
 //!
 //! It is worked out on integers, in 10^-s of a unit where s is the days' scale (a contract
 //! writes days with a decimal or two): every event of a SKU makes these comparisons for each
-//! pool, and decimal multiplications were a tenth of the suggestions' cost. A result too large
-//! for that is worked out in decimals, as every rule did before.
+//! pool, and their decimal multiplications were some 3% of the pure fold's time. A result too
+//! large for an i128 is worked out in decimals, as every rule did before.
 
 use rust_decimal::Decimal;
 

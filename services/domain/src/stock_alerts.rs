@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 
 use crate::alerts::{self, Condition, Holding, Open, Reading};
 use crate::contract::Rules;
-use crate::cover::Shortfall;
+use crate::cover::{Shortfall, WINDOW_DAYS};
 use crate::demand::Span;
 use crate::fact::Placed;
 use crate::stock::{Atps, Pool, Stock};
@@ -163,7 +163,8 @@ fn low_cover(rules: &Rules, stock: &mut Stock, atps: &Atps, now: i64, open: &Ope
 
 /// Days of demand the shared pool covers; none without demand to cover.
 fn cover(atp: i64, placed: i64) -> Option<Decimal> {
-    (placed > 0).then(|| (Decimal::from(atp) * Decimal::from(28) / Decimal::from(placed)).round_dp(1))
+    (placed > 0)
+        .then(|| (Decimal::from(atp) * Decimal::from(WINDOW_DAYS) / Decimal::from(placed)).round_dp(1))
 }
 
 /// With nothing placed in 28 days, cover_days is left out: there is no demand to divide by.
