@@ -80,7 +80,7 @@ mod tests {
     }
 
     #[test]
-    fn a_position_that_covers_exactly_the_days_is_not_short() {
+    fn a_position_that_covers_the_days_or_more_is_not_short() {
         // 10 units over 28 days, 7.5 days of cover asked: 75 / 28 units
         assert!(!Shortfall::of(10, dec!(7.5), 3).is_short()); // 75 - 84
         assert!(Shortfall::of(10, dec!(7.5), 2).is_short()); // 75 - 56
