@@ -55,6 +55,10 @@ pub struct ChildArgs {
     /// How often the changelog is sent, milliseconds (`--changelog-interval-ms`)
     #[arg(long, default_value_t = omnifold_coordinator::service::DEFAULT_CHANGELOG_INTERVAL_MS)]
     pub changelog_interval_ms: u64,
+    /// Count the heap the process holds and log it every two seconds (`heap held`), to tell
+    /// live allocations from what the allocator keeps resident
+    #[arg(long)]
+    pub count_heap: bool,
 }
 
 impl ChildArgs {
@@ -83,6 +87,9 @@ impl ChildArgs {
             args.push("--no-changelog".into());
         }
         args.extend(["--changelog-interval-ms".into(), self.changelog_interval_ms.to_string()]);
+        if self.count_heap {
+            args.push("--count-heap".into());
+        }
         args
     }
 }
@@ -149,6 +156,9 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
         changelog_interval_ms: args.changelog_interval_ms,
         changelog_dump_records: 100_000,
     };
+    if args.count_heap {
+        log_heap_held();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let run_ms = runtime.block_on(async {
         let coordinator = Coordinator::new(options)?;
@@ -188,6 +198,20 @@ pub fn child_main(args: ChildArgs) -> Result<()> {
     line["event"] = "done".into();
     report_line(&line);
     Ok(())
+}
+
+/// Counts the heap from now on and logs what it holds every two seconds, for the life of the
+/// process.
+fn log_heap_held() {
+    crate::heap::start_counting();
+    std::thread::spawn(|| {
+        loop {
+            std::thread::sleep(Duration::from_secs(2));
+            let held_mb = crate::heap::held_bytes() as f64 / (1 << 20) as f64;
+            let rss_mb = procfs::status_kb(None, "VmRSS").unwrap_or(0) / 1024;
+            tracing::info!(held_mb = held_mb as u64, rss_mb, "heap held");
+        }
+    });
 }
 
 fn report_line(value: &serde_json::Value) {
@@ -294,6 +318,9 @@ pub struct ChildCoordinator {
     stdin: Option<ChildStdin>,
     lines: Receiver<serde_json::Value>,
     pub spawned: Instant,
+    /// The coordinator's own process, unless it runs under `perf record` (whose process is
+    /// the child then).
+    pub coordinator_pid: Option<u32>,
 }
 
 impl ChildCoordinator {
@@ -336,7 +363,8 @@ impl ChildCoordinator {
             }
         });
         let stdin = process.stdin.take();
-        Ok(ChildCoordinator { process, stdin, lines, spawned })
+        let coordinator_pid = perf.is_none().then(|| process.id());
+        Ok(ChildCoordinator { process, stdin, lines, spawned, coordinator_pid })
     }
 
     /// The next report line of kind `event` (others are skipped), within `timeout`.

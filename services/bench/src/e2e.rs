@@ -26,7 +26,8 @@ use prost::Message as _;
 
 use crate::child::{ChildArgs, ChildCoordinator, Done, load_state};
 use crate::kafka::{
-    Encoded, Reader, drain, produce, producer, record_count, sample_committed, tenths, wait_committed,
+    Encoded, Reader, drain, produce, producer, record_count, sample_committed, tenths, tenths_peak_rss_mb,
+    wait_committed,
 };
 use crate::procfs::{self, Machine};
 use crate::report::{
@@ -75,6 +76,10 @@ pub struct RunArgs {
     /// `--changelog-interval-ms`)
     #[arg(long, default_value_t = omnifold_coordinator::service::DEFAULT_CHANGELOG_INTERVAL_MS)]
     pub changelog_interval_ms: u64,
+    /// The coordinators count the heap they hold and log it every two seconds (`heap held`
+    /// in their logs; see `--work-dir`): what of the resident memory is live allocations
+    #[arg(long)]
+    pub count_heap: bool,
     /// Runs of each baseline reader, before and after the coordinator.
     #[arg(long, default_value_t = 2)]
     pub baseline_runs: usize,
@@ -124,6 +129,7 @@ impl Bench {
             batch_max_ms: 20,
             no_changelog: self.args.no_changelog,
             changelog_interval_ms: self.args.changelog_interval_ms,
+            count_heap: self.args.count_heap,
         }
     }
 
@@ -259,16 +265,19 @@ pub async fn run(args: RunArgs) -> Result<Report> {
     let store = work.join("rebuild-store");
     let broker0 = ctx.broker_cpu();
     let child = ctx.spawn("rebuild", &ctx.child_args(prefix, &store, true), args.perf_record.as_deref())?;
-    let spawned = child.spawned;
+    let (spawned, watched) = (child.spawned, child.coordinator_pid);
     let sampling = std::sync::atomic::AtomicBool::new(false);
     let (done, samples) = std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| sample_committed(&kafka, GROUP, &topics.events, PARTITIONS, &sampling));
+        let (kafka, sampling, log) = (&kafka, &sampling, (GROUP, &topics.events[..], PARTITIONS));
+        let sampler = scope.spawn(move || sample_committed(kafka, log, watched, sampling));
         let done = child.finish(timeout);
         sampling.store(true, std::sync::atomic::Ordering::Relaxed);
         (done, sampler.join().expect("the sampler does not panic"))
     });
     let done = done?;
-    let tenths_events_per_s = tenths(&samples?, total);
+    let samples = samples?;
+    let tenths_events_per_s = tenths(&samples, total);
+    let tenths_peak_rss_mb = tenths_peak_rss_mb(&samples, total);
     let wall_s = spawned.elapsed().as_secs_f64();
     let broker_cpu = delta(broker0, ctx.broker_cpu());
     let outputs_written = record_count(
@@ -283,6 +292,7 @@ pub async fn run(args: RunArgs) -> Result<Report> {
         outputs_written,
         consumed_all: done.offsets_total == total as i64,
         tenths_events_per_s,
+        tenths_peak_rss_mb,
     };
     if !rebuild.consumed_all {
         notes.push(format!(

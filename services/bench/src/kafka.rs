@@ -214,16 +214,26 @@ pub fn wait_committed(
     Ok(false)
 }
 
-/// Samples the sum of a group's committed offsets on `topic` every 100 ms until `stop` is set;
-/// returns (seconds since the start, committed sum) pairs. The coordinator commits its group
+/// One sample of the coordinator's progress through the log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Seconds since sampling started.
+    pub at_s: f64,
+    /// The sum of the group's committed offsets.
+    pub committed: i64,
+    /// The coordinator's resident set then (`VmRSS`), when its process is known.
+    pub rss_kb: Option<u64>,
+}
+
+/// Samples the sum of a group's committed offsets on `topic` every 100 ms until `stop` is set,
+/// and the resident set of process `watched` with each. The coordinator commits its group
 /// offsets after every batch (for lag monitoring), so this is its progress through the log.
 pub fn sample_committed(
     kafka: &KafkaOptions,
-    group: &str,
-    topic: &str,
-    partitions: i32,
+    (group, topic, partitions): (&str, &str, i32),
+    watched: Option<u32>,
     stop: &AtomicBool,
-) -> Result<Vec<(f64, i64)>> {
+) -> Result<Vec<Progress>> {
     let consumer: BaseConsumer = kafka.client_config().set("group.id", group).create()?;
     let mut wanted = TopicPartitionList::new();
     for partition in 0..partitions {
@@ -233,7 +243,7 @@ pub fn sample_committed(
     let mut samples = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if let Ok(committed) = consumer.committed_offsets(wanted.clone(), Duration::from_secs(5)) {
-            let sum = committed
+            let committed = committed
                 .elements()
                 .iter()
                 .filter_map(|e| match e.offset() {
@@ -241,25 +251,45 @@ pub fn sample_committed(
                     _ => None,
                 })
                 .sum();
-            samples.push((started.elapsed().as_secs_f64(), sum));
+            let rss_kb = watched.and_then(|pid| crate::procfs::status_kb(Some(pid), "VmRSS"));
+            samples.push(Progress { at_s: started.elapsed().as_secs_f64(), committed, rss_kb });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(samples)
 }
 
+/// The index of the first sample at or past each tenth of `total` events, after the first
+/// sample's; `None` when the samples never reach the end.
+fn tenth_ends(samples: &[Progress], total: usize) -> Option<Vec<usize>> {
+    let tenth = total as f64 / 10.0;
+    (1..=10).map(|k| samples.iter().position(|s| s.committed as f64 >= tenth * k as f64)).collect()
+}
+
 /// The rate over each tenth of `total` events from progress samples: the time of the first
 /// sample at or past each tenth, differenced. Empty when the samples never reach the end.
-pub fn tenths(samples: &[(f64, i64)], total: usize) -> Vec<f64> {
+pub fn tenths(samples: &[Progress], total: usize) -> Vec<f64> {
     let tenth = total as f64 / 10.0;
-    let mut times = vec![samples.first().map_or(0.0, |s| s.0)];
-    for k in 1..=10 {
-        let Some((at, _)) = samples.iter().find(|(_, done)| *done as f64 >= tenth * k as f64) else {
-            return Vec::new();
-        };
-        times.push(*at);
-    }
+    let Some(ends) = tenth_ends(samples, total) else { return Vec::new() };
+    let mut times = vec![samples.first().map_or(0.0, |s| s.at_s)];
+    times.extend(ends.iter().map(|end| samples[*end].at_s));
     times.windows(2).map(|w| tenth / (w[1] - w[0]).max(1e-3)).collect()
+}
+
+/// The largest resident set sampled while each tenth of `total` events was folded, in MB
+/// (from the sample that ended the tenth before to the one that ended this one). Empty when the
+/// samples never reach the end or hold no resident set.
+pub fn tenths_peak_rss_mb(samples: &[Progress], total: usize) -> Vec<f64> {
+    let Some(ends) = tenth_ends(samples, total) else { return Vec::new() };
+    let mut start = 0;
+    let mut peaks = Vec::new();
+    for end in ends {
+        let peak = samples[start..=end.max(start)].iter().filter_map(|s| s.rss_kb).max();
+        let Some(peak) = peak else { return Vec::new() };
+        peaks.push(peak as f64 / 1024.0);
+        start = end;
+    }
+    peaks
 }
 
 /// Records in `topics` by their partitions' watermarks (a lower bound on nisshi, whose high
@@ -360,19 +390,41 @@ impl Reader {
 mod tests {
     use super::*;
 
+    /// 1,000 events: 100 per second for 5 s, then 50 per second; the resident set grows by
+    /// 1 MB a second.
+    fn progress() -> Vec<Progress> {
+        (0..=150)
+            .map(|i| {
+                let at_s = i as f64 * 0.1;
+                let done =
+                    if at_s <= 5.0 { (at_s * 100.0) as i64 } else { 500 + ((at_s - 5.0) * 50.0) as i64 };
+                let rss_kb = Some(102_400 + (at_s * 1024.0) as u64);
+                Progress { at_s, committed: done.min(1_000), rss_kb }
+            })
+            .collect()
+    }
+
     #[test]
     fn tenths_are_rates_between_the_samples_that_pass_each_tenth() {
-        // 1,000 events: 100 per second for 5 s, then 50 per second
-        let mut samples = Vec::new();
-        for i in 0..=150 {
-            let t = i as f64 * 0.1;
-            let done = if t <= 5.0 { (t * 100.0) as i64 } else { 500 + ((t - 5.0) * 50.0) as i64 };
-            samples.push((t, done.min(1_000)));
-        }
+        let samples = progress();
         let rates = tenths(&samples, 1_000);
         assert_eq!(rates.len(), 10);
         assert!((rates[0] - 100.0).abs() < 5.0, "{rates:?}");
         assert!((rates[9] - 50.0).abs() < 5.0, "{rates:?}");
         assert!(tenths(&samples[..50], 1_000).is_empty(), "never reached the end");
+    }
+
+    #[test]
+    fn a_tenths_peak_resident_set_is_the_largest_sampled_while_it_was_folded() {
+        let samples = progress();
+        let peaks = tenths_peak_rss_mb(&samples, 1_000);
+        assert_eq!(peaks.len(), 10);
+        // the first tenth ends at 1 s (101 MB), the last at 15 s (115 MB)
+        assert!((peaks[0] - 101.0).abs() < 0.1, "{peaks:?}");
+        assert!((peaks[9] - 115.0).abs() < 0.1, "{peaks:?}");
+        assert!(peaks.windows(2).all(|w| w[0] < w[1]), "a growing set peaks at each tenth's end");
+        let unwatched: Vec<Progress> = samples.iter().map(|s| Progress { rss_kb: None, ..*s }).collect();
+        assert!(tenths_peak_rss_mb(&unwatched, 1_000).is_empty(), "no process, no figure");
+        assert!(tenths_peak_rss_mb(&samples[..50], 1_000).is_empty(), "never reached the end");
     }
 }

@@ -117,6 +117,9 @@ pub struct Rebuild {
     /// The coordinator's rate over each tenth of the log, from its committed group offsets
     /// sampled every 100 ms (empty if the samples never reached the end).
     pub tenths_events_per_s: Vec<f64>,
+    /// The coordinator's largest resident set sampled during each tenth, MB (empty under
+    /// `perf record`, or if the samples never reached the end).
+    pub tenths_peak_rss_mb: Vec<f64>,
 }
 
 impl Rebuild {
@@ -339,6 +342,15 @@ impl Report {
                 md,
                 "\nThe coordinator's rate over each tenth of the log (events/s, from its committed group offsets sampled every 100 ms): {}. Last tenth / first tenth = {ratio:.2}.",
                 tenths.join(", ")
+            );
+        }
+        if !self.rebuild.tenths_peak_rss_mb.is_empty() {
+            let peaks: Vec<String> =
+                self.rebuild.tenths_peak_rss_mb.iter().map(|mb| format!("{mb:.0}")).collect();
+            let _ = writeln!(
+                md,
+                "\nIts resident memory, the largest sampled (`VmRSS`, with the offsets) in each tenth (MB): {}.",
+                peaks.join(", ")
             );
         }
 
